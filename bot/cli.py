@@ -1,0 +1,69 @@
+"""The `signalbot` command line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="signalbot", description="Chat-bot-first trading-signal service")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the service (offline on a simulated market when no tokens are set)")
+    run.add_argument("--replay", type=Path, help="replay CSV files in the layout of ../shared/data instead of simulating")
+    run.add_argument("--speed", type=float, help="simulated seconds per wall second (default 3600; replay 86400)")
+    run.add_argument("--start", help="where the offline clock starts, YYYY-MM-DD[THH:MM] UTC (replay default: 400 days "
+                     "into the data; simulation default: now)")
+    run.add_argument("--for", dest="duration", type=float, help="stop cleanly after this many seconds")
+    run.add_argument("--db", help="database URL (default from SIGNALBOT_DATABASE_URL or sqlite+aiosqlite:///signalbot.db)")
+
+    scan = sub.add_parser("scan", help="the signals the pipeline would issue at a moment, from data up to it")
+    scan.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
+    scan.add_argument("--as-of", required=True, help="YYYY-MM-DD (after that day's close) or an ISO timestamp")
+    scan.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from bot.settings import Settings
+    from core.errors import SignalBotError
+
+    settings = Settings()
+    if getattr(args, "db", None):
+        settings = settings.model_copy(update={"database_url": args.db})
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if args.command == "run":
+            return _run(settings, args)
+        if args.command == "scan":
+            from scripts.scan import run_scan
+
+            print(asyncio.run(run_scan(args.data, args.as_of, args.json)))
+            return 0
+    except (ValueError, OSError, SignalBotError) as exc:
+        print(f"signalbot {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _run(settings, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from datetime import datetime, timezone
+
+    from bot.app import RunOptions, run_service
+
+    start = datetime.fromisoformat(args.start).replace(tzinfo=timezone.utc) if args.start else None
+    opts = RunOptions(replay=args.replay, speed=args.speed, duration=args.duration, start=start)
+    return asyncio.run(run_service(settings, opts))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The commands. Each is `async (ctx, args) -> Doc`; none sees a transport."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.commands.parsing import (
+    parse_asset_class, parse_confidence, parse_count, parse_hhmm, parse_list, parse_period_days, parse_risk,
+    parse_symbol, parse_timeframe,
+)
+from bot.commands.registry import Command, CommandContext, CommandRegistry
+from bot.views.doc import Button, Doc, Table
+from bot.views.signals import analysis_doc, history_doc, performance_doc, signals_list_doc
+from core.domain import Preferences, QuietHours, Timeframe, User
+from core.errors import UserInputError
+from core.performance import summarize
+from core.tiers import entitlements
+
+
+def _no_args(args: Sequence[str]) -> None:
+    if args:
+        raise UserInputError("This command takes no arguments.")
+
+
+def _user(ctx: CommandContext) -> User:
+    assert ctx.user is not None, "dispatch guarantees a user for needs_user commands"
+    return ctx.user
+
+
+# /start -------------------------------------------------------------------------------------------
+async def start(ctx: CommandContext, _: None) -> Doc:
+    store = ctx.services.store
+    c = ctx.caller
+    user = await store.upsert_user(c.platform, c.platform_user_id, c.chat_id, c.display_name)
+    if not user.active:
+        await store.set_active(user.id, True)
+    ent = entitlements(user.tier)
+    return Doc(
+        heading=f"Welcome{', ' + c.display_name if c.display_name else ''}! You are subscribed ({user.tier} tier).",
+        body="You will receive trading signals that match your tier and preferences, each with entry, target, "
+             "stop, confidence and an honest reasoning. Signals are ideas, not advice.",
+        fields=(
+            ("Asset classes", ", ".join(sorted(ent.asset_classes))),
+            ("Timeframes", ", ".join(t.value for t in Timeframe if t in ent.timeframes)),
+            ("Signals per month", "unlimited" if ent.signals_per_month is None else str(ent.signals_per_month)),
+        ),
+        buttons=(Button("Preferences", "/prefs"), Button("Active signals", "/signals"), Button("Help", "/help")),
+        tone="success",
+    )
+
+
+# /help --------------------------------------------------------------------------------------------
+async def show_help(ctx: CommandContext, _: None) -> Doc:
+    rows = tuple((c.usage, c.summary) for c in ctx.services.registry.visible(ctx.is_admin))
+    return Doc(heading="Commands", table=Table(("command", "what it does"), rows),
+               note="Symbols: stocks (AAPL), crypto (BTC-USDT), forex (EURUSD). Timeframes: 1m 5m 15m 1h 4h 1d.")
+
+
+# /signal SYMBOL [TIMEFRAME] -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SignalArgs:
+    symbol: str
+    timeframe: Timeframe | None
+
+
+def parse_signal_args(args: Sequence[str]) -> SignalArgs:
+    if not 1 <= len(args) <= 2:
+        raise UserInputError("Give a symbol and optionally a timeframe.")
+    return SignalArgs(parse_symbol(args[0]), parse_timeframe(args[1]) if len(args) == 2 else None)
+
+
+async def show_signal(ctx: CommandContext, args: SignalArgs) -> Doc:
+    svc = ctx.services
+    analysis = await svc.signal_service.analyse(args.symbol, args.timeframe)
+    active = next((s for s in await svc.store.open_signals()
+                   if s.symbol == analysis.instrument.symbol and s.timeframe == analysis.timeframe), None)
+    return analysis_doc(analysis, active)
+
+
+# /signals -----------------------------------------------------------------------------------------
+async def list_signals(ctx: CommandContext, _: None) -> Doc:
+    return signals_list_doc(await ctx.services.store.open_signals())
+
+
+# /prefs [KEY VALUE...] ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PrefsArgs:
+    key: str | None
+    values: tuple[str, ...]
+
+
+PREF_KEYS = ("symbols", "assets", "timeframes", "confidence", "risk", "quiet", "reset")
+PREFS_USAGE = ("/prefs [symbols AAPL,BTC-USDT|all] [assets equity,crypto|all] [timeframes 1h,1d|all] "
+               "[confidence 60] [risk low|medium|high] [quiet 22:00-07:00 Europe/Berlin|off] [reset]")
+
+
+def parse_prefs_args(args: Sequence[str]) -> PrefsArgs:
+    if not args:
+        return PrefsArgs(None, ())
+    key = args[0].lower()
+    aliases = {"symbol": "symbols", "instruments": "symbols", "asset": "assets", "classes": "assets",
+               "timeframe": "timeframes", "tf": "timeframes", "min_confidence": "confidence", "conf": "confidence"}
+    key = aliases.get(key, key)
+    if key not in PREF_KEYS:
+        raise UserInputError(f"Unknown preference '{args[0][:20]}' (one of {', '.join(PREF_KEYS)}).")
+    if key != "reset" and len(args) < 2:
+        raise UserInputError(f"Give a value for {key}.")
+    return PrefsArgs(key, tuple(args[1:]))
+
+
+async def set_preferences(ctx: CommandContext, args: PrefsArgs) -> Doc:
+    user = _user(ctx)
+    if args.key is None:
+        return prefs_doc(user.preferences, "Your preferences")
+    new = apply_preference(user.preferences, args.key, args.values, ctx.services.signal_service.instrument)
+    await ctx.services.store.set_preferences(user.id, new)
+    return prefs_doc(new, "Preferences saved")
+
+
+def apply_preference(p: Preferences, key: str, values: Sequence[str], lookup) -> Preferences:  # noqa: ANN001
+    joined = ",".join(values)
+    everything = joined.lower() in ("all", "any", "*")
+    match key:
+        case "reset":
+            return Preferences()
+        case "symbols":
+            syms = frozenset() if everything else frozenset(lookup(parse_symbol(s)).symbol for s in parse_list(joined))
+            return dataclasses.replace(p, symbols=syms)
+        case "assets":
+            acs = frozenset() if everything else frozenset(parse_asset_class(a) for a in parse_list(joined))
+            return dataclasses.replace(p, asset_classes=acs)
+        case "timeframes":
+            tfs = frozenset() if everything else frozenset(parse_timeframe(t) for t in parse_list(joined))
+            return dataclasses.replace(p, timeframes=tfs)
+        case "confidence":
+            return dataclasses.replace(p, min_confidence=parse_confidence(values[0]))
+        case "risk":
+            return dataclasses.replace(p, risk=parse_risk(values[0]))
+        case "quiet":
+            return dataclasses.replace(p, quiet_hours=parse_quiet(values))
+    raise UserInputError(f"Unknown preference '{key}'.")
+
+
+def parse_quiet(values: Sequence[str]) -> QuietHours | None:
+    if values[0].lower() in ("off", "none", "no"):
+        return None
+    window = values[0]
+    if "-" not in window:
+        raise UserInputError("Quiet hours look like 22:00-07:00, optionally followed by a time zone.")
+    start, end = (parse_hhmm(x) for x in window.split("-", 1))
+    tz = values[1] if len(values) > 1 else "UTC"
+    if not valid_timezone(tz):
+        raise UserInputError(f"Unknown time zone '{tz[:40]}' (use an IANA name such as Europe/Berlin or America/New_York).")
+    if start == end:
+        raise UserInputError("Quiet hours must start and end at different times.")
+    return QuietHours(start, end, tz)
+
+
+def valid_timezone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def prefs_doc(p: Preferences, heading: str) -> Doc:
+    q = p.quiet_hours
+    return Doc(
+        heading=heading,
+        fields=(
+            ("Symbols", ", ".join(sorted(p.symbols)) or "all"),
+            ("Asset classes", ", ".join(sorted(p.asset_classes)) or "all in your tier"),
+            ("Timeframes", ", ".join(t.value for t in Timeframe if t in p.timeframes) or "all in your tier"),
+            ("Minimum confidence", str(p.min_confidence)),
+            ("Risk tolerance", p.risk.value),
+            ("Quiet hours", f"{q.start}-{q.end} {q.timezone}" if q else "off"),
+        ),
+        note=f"Change with {PREFS_USAGE}",
+    )
+
+
+# /performance [30d|90d|all] -----------------------------------------------------------------------
+def parse_period(args: Sequence[str]) -> int | None | str:
+    if len(args) > 1:
+        raise UserInputError("Give at most one period.")
+    return parse_period_days(args[0]) if args else "overview"
+
+
+async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc:
+    store, now = ctx.services.store, ctx.services.clock.now()
+    if period == "overview":
+        rows = []
+        for label, days in (("30 days", 30), ("90 days", 90), ("all time", None)):
+            since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
+            s = summarize([o for _, o in await store.outcomes_since(since)])
+            rows.append((label, "0", "-", "-", "-") if s is None else (
+                label, str(s.count), f"{s.hit_rate * 100:.0f}%", f"{s.avg_return * 100:+.2f}%",
+                "n/a" if s.profit_factor is None else f"{s.profit_factor:.2f}"))
+        return Doc(heading="Track record (live signals, after costs)",
+                   table=Table(("period", "closed", "hit rate", "avg return", "profit factor"), tuple(rows)),
+                   note="Every closed signal counts. /performance 30d for details.")
+    days = period if isinstance(period, int) else None
+    since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
+    outcomes = [o for _, o in await store.outcomes_since(since)]
+    return performance_doc(f"last {days} days" if days else "all time", summarize(outcomes))
+
+
+# /history [N] -------------------------------------------------------------------------------------
+def parse_history(args: Sequence[str]) -> int:
+    if len(args) > 1:
+        raise UserInputError("Give at most one number.")
+    return parse_count(args[0], 1, 50, "The number of signals") if args else 10
+
+
+async def show_history(ctx: CommandContext, limit: int) -> Doc:
+    return history_doc(await ctx.services.store.recent_outcomes(limit))
+
+
+# /stop --------------------------------------------------------------------------------------------
+async def stop(ctx: CommandContext, _: None) -> Doc:
+    await ctx.services.store.set_active(_user(ctx).id, False)
+    return Doc(heading="Unsubscribed", body="You will receive no more signals. Send /start to come back; "
+               "your preferences are kept.")
+
+
+def build_registry() -> CommandRegistry:
+    r = CommandRegistry()
+    for cmd in (
+        Command("start", "subscribe (free tier) and see what you get", "/start", _no_args, start, needs_user=False),
+        Command("help", "this list", "/help", _no_args, show_help, needs_user=False),
+        Command("signal", "analysis of a symbol now: indicators, verdict, levels", "/signal SYMBOL [TIMEFRAME]",
+                parse_signal_args, show_signal, needs_user=False),
+        Command("signals", "the active signals", "/signals", _no_args, list_signals, needs_user=False),
+        Command("prefs", "view or change your preferences", PREFS_USAGE, parse_prefs_args, set_preferences),
+        Command("performance", "track record: count, hit rate, average return, profit factor",
+                "/performance [30d|90d|all]", parse_period, show_performance, needs_user=False),
+        Command("history", "the last closed signals and how they ended", "/history [N]", parse_history,
+                show_history, needs_user=False),
+        Command("stop", "unsubscribe", "/stop", _no_args, stop),
+    ):
+        r.register(cmd)
+    return r

@@ -1,0 +1,27 @@
+"""The one settings object, read once at start by the composition root (environment and .env)."""
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGNALBOT_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///signalbot.db"
+    telegram_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TELEGRAM_TOKEN", "SIGNALBOT_TELEGRAM_TOKEN"))
+    discord_token: SecretStr | None = Field(None, validation_alias=AliasChoices("DISCORD_TOKEN", "SIGNALBOT_DISCORD_TOKEN"))
+    admins: str = Field("", description="comma-separated platform:user_id pairs, e.g. telegram:123,discord:456")
+    costs_bps: float = Field(5.0, ge=0, description="trading costs per side, in basis points, taken from every return")
+    scan_interval: float = Field(2.0, gt=0, description="seconds between scans for newly closed bars")
+    track_interval: float = Field(2.0, gt=0, description="seconds between lifecycle updates")
+    delivery_poll: float = Field(1.0, gt=0, description="seconds between outbox polls when idle")
+    sim_seed: int = 7
+    sim_history_days: int = Field(400, ge=60)
+    speed: float | None = Field(None, gt=0, description="simulated seconds per wall second (offline markets)")
+    log_level: str = "INFO"
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.admins.split(",") if a.strip())

@@ -1,0 +1,123 @@
+"""Docs for signals, their exits, on-demand analyses and the track record."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from bot.views.doc import Button, Doc, Table
+from bot.views.formatting import pct, price, when
+from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
+from core.performance import PerformanceSummary
+from core.risk import resize
+from core.signals.engine import Analysis
+from core.signals.reasoning import DISCLAIMER, describe
+
+
+def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Doc:
+    size = resize(s.position_size, tolerance)
+    return Doc(
+        heading=f"{s.direction.verb} {s.symbol} ({s.timeframe}) · confidence {s.confidence}/100",
+        fields=(
+            ("Entry", f"{price(s.entry)} (next bar's open)"),
+            ("Target", f"{price(s.target)} ({pct(s.direction.sign * (s.target / s.entry - 1))})"),
+            ("Stop", f"{price(s.stop)} ({pct(s.direction.sign * (s.stop / s.entry - 1))})"),
+            ("Risk-reward", f"{s.risk_reward:.2f}"),
+            ("Position size", f"{size * 100:.1f}% of equity ({tolerance} risk)"),
+            ("Expires", when(s.expires_at)),
+            ("Signal", s.id),
+        ),
+        body=s.reasoning,
+        buttons=(Button("Details", f"/signal {s.symbol} {s.timeframe}"), Button("Track record", "/performance")),
+        note=DISCLAIMER,
+        tone="success",
+    )
+
+
+EXIT_WORDS = {SignalStatus.TARGET: "Target reached", SignalStatus.STOP: "Stopped out", SignalStatus.EXPIRED: "Expired"}
+
+
+def exit_doc(s: Signal, o: SignalOutcome) -> Doc:
+    return Doc(
+        heading=f"{EXIT_WORDS[o.status]}: {s.direction.verb} {s.symbol} ({s.timeframe}) {pct(o.net_return)}",
+        fields=(
+            ("Filled", f"{price(o.fill_price)} at {when(o.fill_time)}"),
+            ("Exit", f"{price(o.exit_price)} at {when(o.exit_time)}"),
+            ("Net return", f"{pct(o.net_return)} after costs"),
+            ("Best / worst", f"{pct(o.mfe)} / {pct(o.mae)}"),
+            ("Held", f"{o.bars_held} bars"),
+            ("Signal", s.id),
+        ),
+        tone="success" if o.net_return > 0 else "warning",
+    )
+
+
+def analysis_doc(a: Analysis, active: Signal | None) -> Doc:
+    snap = a.snapshot
+    verdict = a.verdict
+    if verdict is not None:
+        heading = f"{a.instrument.symbol} {a.timeframe}: {verdict.verb} setup · confidence {a.ensemble.confidence}/100"
+    else:
+        heading = f"{a.instrument.symbol} {a.timeframe}: no trade ({'leaning ' + a.leaning.verb.lower() if a.setup.score >= 0.3 else 'neutral'})"
+    fields = [
+        ("Last close", f"{price(snap['close'])} (bar closed {when(a.as_of)})"),
+        ("RSI(14)", _num(snap["rsi_14"], 1)),
+        ("Z-score (20)", _num(snap["zscore_20"], 2)),
+        ("Bollinger %B", _num(snap["bb_pctb"], 2)),
+        ("vs SMA20", f"{_num(snap['dist_sma20_atr'], 2)} ATR"),
+        ("ATR(14)", f"{price(snap['atr_14'])} ({pct(snap['atr_14'] / snap['close'], signed=False)})"),
+        ("MACD hist", _num(snap["macd_hist"], 4)),
+        ("ADX(14)", _num(snap["adx_14"], 1)),
+        ("Trend", a.trend.text),
+        ("Setup score", f"{a.setup.score:.2f} (signal needs its trigger and a vote of {a.ensemble.score:+.2f} agreeing)"),
+    ]
+    if a.levels is not None:
+        lv = a.levels
+        label = "Levels" if verdict is not None else f"Levels if {a.leaning.verb.lower()}"
+        fields.append((label, f"entry {price(lv.entry)}, target {price(lv.target)}, stop {price(lv.stop)}, R:R {lv.risk_reward:.2f}"))
+    if active is not None:
+        fields.append(("Active signal", f"{active.id}: {active.direction.verb} {price(active.entry)} -> {price(active.target)}, stop {price(active.stop)}"))
+    criteria = Table(("criterion", "value", "met"), tuple(
+        (e.label, describe(e), f"{e.strength * 100:.0f}%") for e in a.setup.evidence))
+    return Doc(heading=heading, fields=tuple(fields), table=criteria, note=DISCLAIMER)
+
+
+def signals_list_doc(signals: Sequence[Signal]) -> Doc:
+    if not signals:
+        return Doc(heading="No active signals", body="Nothing is open right now. /signal SYMBOL analyses any instrument on demand.")
+    rows = tuple((s.symbol, s.timeframe.value, s.direction.verb, price(s.entry), price(s.target), price(s.stop),
+                  str(s.confidence), when(s.expires_at)) for s in sorted(signals, key=lambda s: s.issued_at, reverse=True))
+    return Doc(heading=f"{len(signals)} active signal{'s' if len(signals) != 1 else ''}",
+               table=Table(("symbol", "tf", "side", "entry", "target", "stop", "conf", "expires"), rows))
+
+
+def performance_doc(label: str, summary: PerformanceSummary | None) -> Doc:
+    if summary is None:
+        return Doc(heading=f"Track record, {label}", body="No signal has closed in this period yet.")
+    pf = "n/a (no losing signal)" if summary.profit_factor is None else f"{summary.profit_factor:.2f}"
+    return Doc(
+        heading=f"Track record, {label}",
+        fields=(
+            ("Closed signals", str(summary.count)),
+            ("Hit rate", f"{summary.hit_rate * 100:.1f}% ({summary.wins} of {summary.count} with net return > 0)"),
+            ("At target", f"{summary.target_rate * 100:.1f}%"),
+            ("Average return", pct(summary.avg_return)),
+            ("Median return", pct(summary.median_return)),
+            ("Profit factor", pf),
+            ("Best / worst", f"{pct(summary.best)} / {pct(summary.worst)}"),
+            ("Average holding", f"{summary.avg_bars_held:.1f} bars"),
+        ),
+        note="Every closed signal counts, after costs; nothing is removed.",
+    )
+
+
+def history_doc(items: Sequence[tuple[Signal, SignalOutcome]]) -> Doc:
+    if not items:
+        return Doc(heading="History", body="No signal has closed yet.")
+    rows = tuple((s.symbol, s.timeframe.value, s.direction.verb, o.status.value, pct(o.net_return),
+                  when(o.exit_time)) for s, o in items)
+    return Doc(heading=f"Last {len(items)} closed signals",
+               table=Table(("symbol", "tf", "side", "exit", "net", "closed"), rows))
+
+
+def _num(x: float, digits: int) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"

@@ -1,0 +1,47 @@
+"""The project's own exception tree. Adapters translate vendor errors into these at their edge."""
+from __future__ import annotations
+
+
+class SignalBotError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class UserInputError(SignalBotError):
+    """Something a person typed is wrong; the message is safe to show them."""
+
+
+class UnknownSymbolError(UserInputError):
+    def __init__(self, symbol: str, suggestions: list[str] | None = None) -> None:
+        self.symbol = symbol
+        self.suggestions = suggestions or []
+        hint = f" Did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"Unknown symbol '{symbol}'.{hint}")
+
+
+class MarketDataError(SignalBotError):
+    """A market-data provider failed or returned unusable data."""
+
+
+class NotEnoughDataError(MarketDataError):
+    pass
+
+
+class DataValidationError(MarketDataError):
+    """Input data (a file, a payload) is malformed; nothing from it was stored."""
+
+
+class PermissionDenied(UserInputError):
+    pass
+
+
+class QuotaExceeded(UserInputError):
+    pass
+
+
+class DeliveryError(SignalBotError):
+    """Sending a message failed. `permanent` means retrying cannot help (user blocked the bot)."""
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after

@@ -1,0 +1,41 @@
+"""In-process domain events. Events are frozen; a failing handler never stops the others."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.domain import Signal, SignalOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalIssued:
+    signal: Signal
+
+
+@dataclass(frozen=True, slots=True)
+class SignalClosed:
+    signal: Signal
+    outcome: SignalOutcome
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: dict[type, list[Handler]] = defaultdict(list)
+
+    def subscribe(self, event_type: type, handler: Handler) -> None:
+        self._handlers[event_type].append(handler)
+
+    async def publish(self, event: object) -> None:
+        for handler in list(self._handlers[type(event)]):
+            try:
+                await handler(event)
+            except Exception:  # isolation: one subscriber's bug must not starve the others
+                log.exception("event handler %s failed on %s", getattr(handler, "__qualname__", handler), type(event).__name__)

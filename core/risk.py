@@ -1,0 +1,105 @@
+"""Risk manager: position size, exposure caps, cooldown, conflicting ideas."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.domain import RiskTolerance, Signal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskBudget:
+    per_trade: float  # fraction of equity lost if the stop is hit
+    max_position: float  # cap on the suggested position, fraction of equity
+
+
+BUDGETS: dict[RiskTolerance, RiskBudget] = {
+    RiskTolerance.LOW: RiskBudget(0.005, 0.05),
+    RiskTolerance.MEDIUM: RiskBudget(0.01, 0.10),
+    RiskTolerance.HIGH: RiskBudget(0.02, 0.20),
+}
+
+
+def position_size(entry: float, stop: float, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> float:
+    """Fraction of equity such that hitting the stop loses the tolerance's per-trade budget, capped.
+    Volatility-adjusted through the stop, which is placed in ATRs."""
+    budget = BUDGETS[tolerance]
+    stop_fraction = abs(entry - stop) / entry if entry > 0 else 0.0
+    if stop_fraction <= 0:
+        return 0.0
+    return round(min(budget.max_position, budget.per_trade / stop_fraction), 4)
+
+
+def resize(signal_size: float, tolerance: RiskTolerance) -> float:
+    """A signal's medium-risk size, re-scaled for a person's tolerance."""
+    medium, mine = BUDGETS[RiskTolerance.MEDIUM], BUDGETS[tolerance]
+    return round(min(mine.max_position, signal_size * mine.per_trade / medium.per_trade), 4)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    max_open_total: int = 60
+    max_open_per_asset_class: int = 25
+    cooldown_bars: int = 5
+    min_risk_reward: float = 1.0
+    min_confidence: int = 40
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    approved: bool
+    reason: str
+
+
+class RiskManager:
+    def __init__(self, config: RiskConfig | None = None) -> None:
+        self.config = config or RiskConfig()
+
+    def review(self, candidate: Signal, open_signals: Sequence[Signal], last_same: Signal | None) -> RiskDecision:
+        """Approve or reject a candidate given what is open and the last signal on its symbol and timeframe."""
+        c = self.config
+        for check in (
+            _quality(candidate, c),
+            _conflicts(candidate, open_signals),
+            _cooldown(candidate, last_same, c),
+            _exposure(candidate, open_signals, c),
+        ):
+            if check is not None:
+                return RiskDecision(False, check)
+        return RiskDecision(True, "approved")
+
+
+def _quality(s: Signal, c: RiskConfig) -> str | None:
+    if s.risk_reward < c.min_risk_reward:
+        return f"risk-reward {s.risk_reward:.2f} below {c.min_risk_reward:.2f}"
+    if s.confidence < c.min_confidence:
+        return f"confidence {s.confidence} below {c.min_confidence}"
+    if s.position_size <= 0:
+        return "no position size (stop at entry)"
+    return None
+
+
+def _conflicts(s: Signal, open_signals: Sequence[Signal]) -> str | None:
+    for o in open_signals:
+        if o.symbol == s.symbol and o.timeframe == s.timeframe:
+            return f"{o.id} is still open on {s.symbol} {s.timeframe}"
+        if o.symbol == s.symbol and o.direction != s.direction:
+            return f"conflicts with open {o.direction} idea {o.id}"
+    return None
+
+
+def _cooldown(s: Signal, last: Signal | None, c: RiskConfig) -> str | None:
+    if last is None:
+        return None
+    if s.issued_at - last.issued_at < s.timeframe.duration * c.cooldown_bars:
+        return f"cooldown: last {s.symbol} {s.timeframe} signal {last.id} is under {c.cooldown_bars} bars old"
+    return None
+
+
+def _exposure(s: Signal, open_signals: Sequence[Signal], c: RiskConfig) -> str | None:
+    if len(open_signals) >= c.max_open_total:
+        return f"{len(open_signals)} signals open (cap {c.max_open_total})"
+    same_class = sum(1 for o in open_signals if o.asset_class == s.asset_class)
+    if same_class >= c.max_open_per_asset_class:
+        return f"{same_class} {s.asset_class} signals open (cap {c.max_open_per_asset_class})"
+    return None

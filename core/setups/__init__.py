@@ -1,0 +1,34 @@
+"""Setups: rules that read one bar's indicator snapshot and say whether a trade idea is there."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.domain import Direction
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One criterion of a setup: its value, the level that fully satisfies it, and how far it is met (0..1)."""
+
+    name: str
+    value: float
+    threshold: float
+    strength: float
+    weight: float
+    label: str
+
+    @property
+    def met(self) -> bool:
+        return self.strength >= 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SetupResult:
+    name: str
+    direction: Direction | None  # None: no setup on this bar
+    score: float  # 0..1, weighted share of the evidence that is met
+    evidence: tuple[Evidence, ...]
+
+    @property
+    def triggered(self) -> bool:
+        return self.direction is not None

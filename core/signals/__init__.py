@@ -1,0 +1,1 @@
+"""From indicator snapshot to signal: levels, ensemble vote, the engine and the scanning service."""

@@ -1,0 +1,147 @@
+"""The signal engine: bars of one instrument -> indicators -> setups -> ensemble -> levels -> candidate.
+Pure and synchronous (the async service runs it off the event loop). Reads only the bars it is given."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from core.domain import Direction, Instrument, Signal, Timeframe
+from core.errors import NotEnoughDataError
+from core.indicators import IndicatorEngine
+from core.risk import position_size
+from core.setups import SetupResult
+from core.setups.oversold import OversoldDetector
+from core.setups.trend import TrendReading, trend_reading
+from core.signals.ensemble import EnsembleConfig, EnsembleResult, Vote, combine
+from core.signals.levels import LevelParams, Levels, compute_levels, expiry
+from core.signals.reasoning import compose_reasoning
+
+MIN_BARS = 60
+ENGINE_VERSION = "rules-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    detector: OversoldDetector = field(default_factory=OversoldDetector)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    levels: LevelParams = field(default_factory=LevelParams)
+    lookback: int = 300  # bars read per evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    instrument: Instrument
+    timeframe: Timeframe
+    bar_time: datetime  # open time of the last closed bar
+    as_of: datetime  # its close time: the moment the analysis became possible
+    snapshot: dict[str, float]
+    setup: SetupResult
+    trend: TrendReading
+    ensemble: EnsembleResult
+    levels: Levels | None  # for the verdict, or for the leaning side when there is none
+    leaning: Direction
+
+    @property
+    def verdict(self) -> Direction | None:
+        return self.ensemble.direction
+
+
+class SignalEngine:
+    def __init__(self, indicators: IndicatorEngine, config: EngineConfig | None = None) -> None:
+        self.indicators = indicators
+        self.config = config or EngineConfig()
+
+    def analyse(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame) -> Analysis:
+        """Analysis of the last bar in `bars` (which must all have closed)."""
+        return self.analyse_recent(instrument, timeframe, bars, 1)[-1]
+
+    def analyse_recent(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, n: int) -> list[Analysis]:
+        """Analyses of each of the last `n` bars, oldest first. Indicators are computed once over the
+        window; they are causal, so the analysis of bar i reads bars <= i only."""
+        lookback = self.config.lookback
+        bars = bars.iloc[-(lookback + n - 1):]
+        if len(bars) < MIN_BARS:
+            raise NotEnoughDataError(f"{instrument.symbol} {timeframe}: {len(bars)} bars, need at least {MIN_BARS}")
+        ind = self.indicators.compute(bars)
+        first = max(len(bars) - n, MIN_BARS - 1)
+        return [self._analysis_at(instrument, timeframe, bars, ind, i) for i in range(first, len(bars))]
+
+    def _analysis_at(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, ind: pd.DataFrame, i: int) -> Analysis:
+        snapshot = _snapshot(bars.iloc[i], ind.iloc[i])
+        row = pd.Series(snapshot)
+        setup = self.config.detector.evaluate(row, instrument.asset_class, instrument.allows_short)
+        trend = trend_reading(row)
+        votes = _votes(setup, trend, self.config.ensemble)
+        result = combine(votes, setup.direction, self.config.ensemble)
+        leaning = result.direction or setup.direction or _leaning(snapshot, instrument)
+        levels = compute_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_20"], self.config.levels)
+        bar_time = bars.index[i].to_pydatetime()
+        return Analysis(instrument, timeframe, bar_time, bar_time + timeframe.duration, snapshot, setup, trend, result, levels, leaning)
+
+    def candidate(self, analysis: Analysis) -> Signal | None:
+        """The signal this analysis would issue before the risk manager's review, if any."""
+        direction = analysis.verdict
+        levels = analysis.levels
+        if direction is None or levels is None:
+            return None
+        inst, tf = analysis.instrument, analysis.timeframe
+        sid = signal_id(inst.symbol, tf, analysis.as_of, direction)
+        return Signal(
+            id=sid, symbol=inst.symbol, asset_class=inst.asset_class, timeframe=tf, direction=direction,
+            entry=levels.entry, target=levels.target, stop=levels.stop, confidence=analysis.ensemble.confidence,
+            position_size=position_size(levels.entry, levels.stop), issued_at=analysis.as_of,
+            expires_at=expiry(analysis.as_of, tf, inst.asset_class), reasoning=compose_reasoning(analysis),
+            strategy=analysis.setup.name, evidence=evidence_record(analysis),
+        )
+
+
+def signal_id(symbol: str, timeframe: Timeframe, as_of: datetime, direction: Direction) -> str:
+    """Deterministic and readable: re-scanning the same bar yields the same id (idempotent storage)."""
+    stamp = as_of.strftime("%Y%m%d") if timeframe is Timeframe.D1 else as_of.strftime("%Y%m%d%H%M")
+    return f"{symbol}-{timeframe}-{stamp}-{direction.value[0].upper()}"
+
+
+def _leaning(snapshot: dict[str, float], instrument: Instrument) -> Direction:
+    if snapshot["rsi_14"] <= 50 or not instrument.allows_short:
+        return Direction.LONG
+    return Direction.SHORT
+
+
+def _snapshot(bar: pd.Series, ind: pd.Series) -> dict[str, float]:
+    snap = {k: float(bar[k]) for k in ("open", "high", "low", "close", "volume")}
+    snap.update({k: float(v) for k, v in ind.items()})
+    return snap
+
+
+def _votes(setup: SetupResult, trend: TrendReading, cfg: EnsembleConfig) -> list[Vote]:
+    if setup.direction is not None:
+        mr = setup.direction.sign * setup.score
+        mr_text = f"{setup.direction.verb} setup, evidence score {setup.score:.2f}"
+    else:
+        mr, mr_text = 0.0, f"no setup (best evidence score {setup.score:.2f})"
+    return [
+        Vote("mean_reversion", mr, cfg.weight("mean_reversion"), mr_text),
+        Vote("trend", trend.score, cfg.weight("trend"), trend.text),
+    ]
+
+
+def evidence_record(a: Analysis) -> dict[str, Any]:
+    """Everything that produced the signal, JSON-ready, stored with it."""
+    return {
+        "engine": ENGINE_VERSION,
+        "bar_time": a.bar_time.isoformat(),
+        "indicators": {k: _clean(v) for k, v in a.snapshot.items()},
+        "setup": {"name": a.setup.name, "score": round(a.setup.score, 4), "criteria": [
+            {"name": e.name, "value": _clean(e.value), "full_at": e.threshold, "strength": round(e.strength, 3), "weight": e.weight}
+            for e in a.setup.evidence]},
+        "votes": [{"voter": v.voter, "score": round(v.score, 4), "weight": v.weight, "text": v.text} for v in a.ensemble.votes],
+        "ensemble_score": round(a.ensemble.score, 4),
+    }
+
+
+def _clean(v: float) -> float | None:
+    return None if math.isnan(v) else round(v, 6)

@@ -1,0 +1,58 @@
+"""Entry, target, stop and expiry from ATR."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from core.domain import AssetClass, Direction, Timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class LevelParams:
+    stop_atr: float = 1.25
+    min_target_atr: float = 1.25
+    max_target_atr: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    entry: float
+    target: float
+    stop: float
+
+    @property
+    def risk_reward(self) -> float:
+        risk = abs(self.entry - self.stop)
+        return abs(self.target - self.entry) / risk if risk > 0 else 0.0
+
+
+HORIZON_BARS: dict[Timeframe, int] = {
+    Timeframe.M1: 60, Timeframe.M5: 48, Timeframe.M15: 32, Timeframe.H1: 24, Timeframe.H4: 18, Timeframe.D1: 10,
+}
+
+
+def compute_levels(direction: Direction, close: float, atr: float, sma20: float, p: LevelParams = LevelParams()) -> Levels | None:
+    """Mean-reversion levels: target back toward SMA20 (between min and max ATRs away), stop in ATRs."""
+    if not (close > 0 and atr > 0) or math.isnan(atr) or math.isnan(close):
+        return None
+    reversion = abs(sma20 - close) if not math.isnan(sma20) else p.min_target_atr * atr
+    target_dist = min(p.max_target_atr * atr, max(p.min_target_atr * atr, reversion))
+    stop_dist = p.stop_atr * atr
+    sign = direction.sign
+    stop = close - sign * stop_dist
+    if stop <= 0:
+        return None
+    return Levels(entry=close, target=close + sign * target_dist, stop=stop)
+
+
+def expiry(issued_at: datetime, timeframe: Timeframe, asset_class: AssetClass) -> datetime:
+    """When an idea that has not reached target or stop lapses: HORIZON_BARS bars of its timeframe,
+    counted in business days for daily bars of markets closed at weekends."""
+    bars = HORIZON_BARS[timeframe]
+    ts = pd.Timestamp(issued_at)
+    if timeframe is Timeframe.D1 and asset_class is not AssetClass.CRYPTO:
+        return (ts + pd.offsets.BDay(bars)).to_pydatetime()
+    return (ts + timeframe.duration * bars).to_pydatetime()

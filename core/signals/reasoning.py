@@ -1,0 +1,48 @@
+"""A short, honest reasoning text that names the evidence behind an analysis."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.domain import Direction
+from core.setups import Evidence
+
+if TYPE_CHECKING:
+    from core.signals.engine import Analysis
+
+DISCLAIMER = "Not investment advice."
+
+
+def describe(e: Evidence) -> str:
+    v = e.value
+    match e.name:
+        case "zscore":
+            return f"price z-score {v:+.2f}"
+        case "rsi":
+            return f"RSI(14) {v:.1f}"
+        case "distance":
+            return f"{abs(v):.1f} ATR {'below' if v < 0 else 'above'} SMA20"
+        case "bollinger":
+            return f"Bollinger %B {v:.2f}"
+        case "volume":
+            return f"volume in the {v * 100:.0f}th percentile"
+        case "gap":
+            return f"opening gap {v * 100:+.1f}%"
+    return f"{e.label} {v:.2f}"
+
+
+def compose_reasoning(a: "Analysis") -> str:
+    d = a.verdict or a.leaning
+    state = "Oversold" if d is Direction.LONG else "Overbought"
+    met = [describe(e) for e in sorted(a.setup.evidence, key=lambda e: -e.strength * e.weight) if e.strength >= 0.5]
+    parts = [f"{state}: {', '.join(met) if met else 'no criterion strongly met'}."]
+    t = a.trend.score * d.sign
+    if t < -0.15:
+        parts.append(f"Against the {a.trend.text}: counter-trend, so confidence is lower.")
+    elif t > 0.15:
+        parts.append(f"With the {a.trend.text}.")
+    else:
+        parts.append(f"Trend: {a.trend.text}.")
+    if a.levels is not None:
+        parts.append("Target: a move back toward the 20-bar mean; stop a fixed multiple of ATR beyond entry.")
+    parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")
+    return " ".join(parts)

@@ -1,0 +1,141 @@
+"""SignalService: scans the universe for new closed bars, decides, reviews risk, persists, publishes."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+
+from core.clock import Clock
+from core.domain import AssetClass, Instrument, Signal, Timeframe
+from core.errors import MarketDataError, NotEnoughDataError, UnknownSymbolError
+from core.events import EventBus, SignalIssued
+from core.ports import MarketData, SignalRepository
+from core.risk import RiskManager
+from core.signals.engine import Analysis, SignalEngine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEFRAMES: dict[AssetClass, tuple[Timeframe, ...]] = {
+    AssetClass.EQUITY: (Timeframe.D1, Timeframe.H1),
+    AssetClass.CRYPTO: (Timeframe.H1, Timeframe.H4, Timeframe.D1),
+    AssetClass.FX: (Timeframe.H1, Timeframe.H4, Timeframe.D1),
+    AssetClass.INDEX: (),
+}
+MAX_CATCH_UP = 500  # new bars evaluated per target and scan, at most
+
+
+@dataclass
+class ScanReport:
+    evaluated: int = 0
+    issued: list[Signal] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (candidate id, reason)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (symbol, error)
+
+
+class SignalService:
+    def __init__(self, market: MarketData, engine: SignalEngine, signals: SignalRepository, bus: EventBus,
+                 risk: RiskManager, clock: Clock,
+                 timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None) -> None:
+        self.market = market
+        self.engine = engine
+        self.signals = signals
+        self.bus = bus
+        self.risk = risk
+        self.clock = clock
+        self.timeframes = timeframes or DEFAULT_TIMEFRAMES
+        self._last_seen: dict[tuple[str, Timeframe], datetime] = {}
+        self._lock = asyncio.Lock()
+
+    def instrument(self, symbol: str) -> Instrument:
+        wanted = symbol.strip().upper()
+        known = {i.symbol.upper(): i for i in self.market.instruments()}
+        if wanted in known:
+            return known[wanted]
+        import difflib
+
+        raise UnknownSymbolError(symbol, difflib.get_close_matches(wanted, list(known), n=3, cutoff=0.6))
+
+    def scan_targets(self) -> list[tuple[Instrument, Timeframe]]:
+        out = []
+        for inst in self.market.instruments():
+            available = set(self.market.timeframes(inst.symbol))
+            out.extend((inst, tf) for tf in self.timeframes.get(inst.asset_class, ()) if tf in available)
+        return out
+
+    async def analyse(self, symbol: str, timeframe: Timeframe | None = None) -> Analysis:
+        """On-demand analysis of the last closed bar (for /signal)."""
+        inst = self.instrument(symbol)
+        available = list(self.market.timeframes(inst.symbol))
+        tf = timeframe or (Timeframe.D1 if Timeframe.D1 in available else available[-1])
+        if tf not in available:
+            raise MarketDataError(f"{inst.symbol} has no {tf} bars here (available: {', '.join(map(str, available))})")
+        bars = await self.market.get_bars(inst.symbol, tf, end=self.clock.now(), limit=self.engine.config.lookback)
+        return await asyncio.to_thread(self.engine.analyse, inst, tf, bars)
+
+    async def scan(self) -> ScanReport:
+        """Evaluate every (instrument, timeframe) whose newest closed bar has not been evaluated yet."""
+        async with self._lock:
+            now = self.clock.now()
+            report = ScanReport()
+            batch = await self._fresh_bars(now, report)
+            if not batch:
+                return report
+            analyses = await asyncio.to_thread(self._analyse_batch, batch, report)
+            report.evaluated = len(analyses)
+            candidates = [c for c in (self.engine.candidate(a) for a in analyses) if c is not None]
+            await self._review_and_issue(candidates, report)
+            return report
+
+    async def _fresh_bars(self, now: datetime, report: ScanReport) -> list[tuple[Instrument, Timeframe, pd.DataFrame, int]]:
+        """Per target, the bars to analyse and how many of the newest ones have not been seen yet
+        (every new bar is evaluated, also when the clock ran past several since the last scan)."""
+        batch = []
+        lookback = self.engine.config.lookback
+        for inst, tf in self.scan_targets():
+            seen = self._last_seen.get((inst.symbol, tf))
+            behind = 1 if seen is None else int((now - seen) / tf.duration) + 1  # an upper bound on new bars
+            try:
+                bars = await self.market.get_bars(inst.symbol, tf, end=now, limit=lookback + min(behind, MAX_CATCH_UP))
+            except MarketDataError as exc:
+                report.errors.append((inst.symbol, str(exc)))
+                continue
+            if bars.empty:
+                continue
+            new = len(bars) if seen is None else int((bars.index > seen).sum())
+            if new == 0:
+                continue
+            self._last_seen[(inst.symbol, tf)] = bars.index[-1].to_pydatetime()
+            batch.append((inst, tf, bars, 1 if seen is None else min(new, MAX_CATCH_UP)))
+        return batch
+
+    def _analyse_batch(self, batch: Iterable[tuple[Instrument, Timeframe, pd.DataFrame, int]], report: ScanReport) -> list[Analysis]:
+        out: list[Analysis] = []
+        for inst, tf, bars, n in batch:
+            try:
+                out.extend(self.engine.analyse_recent(inst, tf, bars, n))
+            except NotEnoughDataError:
+                continue
+            except Exception as exc:  # one bad instrument must not stop the scan
+                log.exception("analysis of %s %s failed", inst.symbol, tf)
+                report.errors.append((inst.symbol, f"{type(exc).__name__}: {exc}"))
+        return out
+
+    async def _review_and_issue(self, candidates: Sequence[Signal], report: ScanReport) -> None:
+        open_now = list(await self.signals.open_signals())
+        for cand in sorted(candidates, key=lambda s: (s.issued_at, -s.confidence, s.id)):
+            if await self.signals.get_signal(cand.id) is not None:
+                continue  # this bar was decided before (a restart re-scans it)
+            last = await self.signals.latest_signal_for(cand.symbol, cand.timeframe)
+            decision = self.risk.review(cand, open_now, last)
+            if not decision.approved:
+                report.rejected.append((cand.id, decision.reason))
+                continue
+            await self.signals.add_signal(cand)
+            open_now.append(cand)
+            report.issued.append(cand)
+            log.info("issued %s %s conf %d", cand.id, cand.direction.verb, cand.confidence)
+            await self.bus.publish(SignalIssued(cand))

@@ -1,0 +1,91 @@
+"""`signalbot scan`: the signals the pipeline would issue at one moment, from data up to that moment only."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from core.clock import FixedClock
+from core.domain import Signal
+from core.events import EventBus
+from core.indicators.pandas_ta_engine import PandasTaEngine
+from core.market_data import CsvMarketData
+from core.ports import MarketData
+from core.risk import RiskManager
+from core.signals.engine import SignalEngine
+from core.signals.service import ScanReport, SignalService
+from storage import Database, SqlStore
+
+
+def parse_when(text: str) -> datetime:
+    """'2017-06-01' means after that day's close: 2017-06-02 00:00 UTC (a daily bar stamped D closes then).
+    A full timestamp is taken as given (UTC when it names no zone)."""
+    text = text.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc) + timedelta(days=1)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date (YYYY-MM-DD) or an ISO timestamp") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    as_of: datetime
+    report: ScanReport
+    universe: int
+
+
+async def scan_at(market: MarketData, as_of: datetime, database_url: str = "sqlite+aiosqlite:///:memory:") -> ScanResult:
+    """One pass of the live signal path at `as_of` with an empty book (no open signals before it)."""
+    db = Database(database_url)
+    await db.create_all()
+    store = SqlStore(db)
+    try:
+        service = SignalService(market, SignalEngine(PandasTaEngine()), store, EventBus(), RiskManager(), FixedClock(as_of))
+        report = await service.scan()
+        return ScanResult(as_of, report, len(service.scan_targets()))
+    finally:
+        await store.close()
+
+
+def signal_json(s: Signal, with_evidence: bool = True) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": s.id, "symbol": s.symbol, "asset_class": s.asset_class.value, "timeframe": s.timeframe.value,
+        "direction": s.direction.value, "entry": s.entry, "target": s.target, "stop": s.stop,
+        "risk_reward": round(s.risk_reward, 3), "confidence": s.confidence, "position_size": s.position_size,
+        "issued_at": s.issued_at.isoformat(), "expires_at": s.expires_at.isoformat(), "strategy": s.strategy,
+        "reasoning": s.reasoning,
+    }
+    if with_evidence:
+        d["evidence"] = s.evidence
+    return d
+
+
+def result_json(r: ScanResult) -> dict[str, Any]:
+    return {
+        "as_of": r.as_of.isoformat(),
+        "universe": r.universe,
+        "evaluated": r.report.evaluated,
+        "signals": [signal_json(s) for s in r.report.issued],
+        "rejected_by_risk": [{"id": i, "reason": why} for i, why in r.report.rejected],
+        "errors": [{"symbol": s, "error": e} for s, e in r.report.errors],
+    }
+
+
+def result_text(r: ScanResult) -> str:
+    lines = [f"as of {r.as_of.isoformat()}: {r.report.evaluated} of {r.universe} instrument-timeframes evaluated, "
+             f"{len(r.report.issued)} signals, {len(r.report.rejected)} rejected by risk"]
+    for s in r.report.issued:
+        lines.append(f"  {s.id:28s} {s.direction.verb:4s} entry {s.entry:10.4f} target {s.target:10.4f} "
+                     f"stop {s.stop:10.4f} R:R {s.risk_reward:4.2f} conf {s.confidence:3d} size {s.position_size * 100:4.1f}%")
+    return "\n".join(lines)
+
+
+async def run_scan(data: Path, when: str, as_json: bool) -> str:
+    result = await scan_at(CsvMarketData(data), parse_when(when))
+    return json.dumps(result_json(result), indent=2) if as_json else result_text(result)

@@ -1,0 +1,83 @@
+"""The database handle: one SQLAlchemy AsyncEngine, chosen by URL (SQLite by default, PostgreSQL by URL)."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import SQLModel
+
+from storage import tables as _tables  # noqa: F401  (registers the table models on SQLModel.metadata)
+
+DEFAULT_URL = "sqlite+aiosqlite:///signalbot.db"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    """Owns the engine. `create_all()` makes the schema; `close()` disposes of the pool."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.engine: AsyncEngine = _create_engine(url, echo=echo)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def create_all(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _is_sqlite_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def _create_engine(url: str, *, echo: bool) -> AsyncEngine:
+    backend = make_url(url).get_backend_name()
+    if backend != "sqlite":
+        return create_async_engine(url, echo=echo, pool_pre_ping=True)
+    if _is_sqlite_memory(url):
+        engine = create_async_engine(
+            url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+        _on_connect(engine, _pragmas(file_backed=False))
+        return engine
+    engine = create_async_engine(url, echo=echo)
+    _on_connect(engine, _pragmas(file_backed=True))
+    return engine
+
+
+def _pragmas(*, file_backed: bool) -> list[str]:
+    pragmas = ["PRAGMA foreign_keys=ON"]
+    if file_backed:
+        pragmas += [
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+        ]
+    return pragmas
+
+
+def _on_connect(engine: AsyncEngine, pragmas: list[str]) -> None:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    event.listen(engine.sync_engine, "connect", set_pragmas)

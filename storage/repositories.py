@@ -1,0 +1,746 @@
+"""SqlStore: core's repository ports over SQLAlchemy Core statements.
+
+Rows are converted to and from core's frozen dataclasses here; core never sees a table model.
+Every statement is portable between SQLite and PostgreSQL. Dialect-specific pieces: the upsert
+(`INSERT ... ON CONFLICT`), chosen in `_insert()`; bulk inserts (bars, deliveries) compiled once for
+the dialect and run as executemany of plain tuples (`_BulkInsert`); and enqueue's row count, taken
+from executemany where the driver reports it (SQLite) and from RETURNING elsewhere (asyncpg).
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.clock import Clock, SystemClock
+from core.domain import (
+    BAR_COLUMNS,
+    AssetClass,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Direction,
+    Instrument,
+    Preferences,
+    QuietHours,
+    RiskTolerance,
+    Signal,
+    SignalOutcome,
+    SignalStatus,
+    Tier,
+    Timeframe,
+    User,
+)
+from core.errors import DataValidationError
+from storage.database import Database
+from storage.tables import BARS, DELIVERIES, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS
+
+BULK_CHUNK_ROWS = 10_000
+
+_Insert = sqlite.Insert | postgresql.Insert
+
+
+class SqlStore:
+    """SignalRepository, UserRepository and DeliveryRepository, plus bars and instruments."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self._db = db
+        self._engine = db.engine
+        self._clock: Clock = clock or SystemClock()
+        self._counts_executemany = bool(self._engine.dialect.supports_sane_multi_rowcount)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _insert(self, table: sa.Table) -> _Insert:
+        name = self._engine.dialect.name
+        if name == "sqlite":
+            return sqlite.insert(table)
+        if name == "postgresql":
+            return postgresql.insert(table)
+        raise NotImplementedError(f"upsert is not implemented for dialect {name!r}")
+
+    async def _fetch(self, stmt: sa.Executable) -> list[Row[Any]]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(stmt)
+            return list(result.all())
+
+    async def _write(self, stmt: sa.Executable, params: Any = None) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(stmt, params)
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    # ------------------------------------------------------------------ instruments
+
+    async def upsert_instruments(self, instruments: Iterable[Instrument]) -> int:
+        rows = [_instrument_row(i) for i in instruments]
+        if not rows:
+            return 0
+        stmt = self._insert(INSTRUMENTS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[INSTRUMENTS.c.symbol],
+            set_={c: stmt.excluded[c] for c in ("asset_class", "name", "exchange", "quote_currency", "sector")},
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, rows)
+        return len(rows)
+
+    async def list_instruments(self) -> list[Instrument]:
+        rows = await self._fetch(sa.select(INSTRUMENTS).order_by(INSTRUMENTS.c.symbol))
+        return [_instrument(r._mapping) for r in rows]
+
+    # ------------------------------------------------------------------ bars
+
+    async def upsert_bars(self, symbol: str, timeframe: Timeframe | str, df: pd.DataFrame) -> int:
+        """Insert or replace bars (indexed by open time, BAR_COLUMNS). Idempotent; returns rows written."""
+        tf = Timeframe(timeframe)
+        columns = _bar_columns(symbol, tf, df)
+        if columns is None:
+            return 0
+        bulk = self._bars_upsert
+        rows = bulk.rows(columns, {"symbol": symbol, "timeframe": tf.value})
+        async with self._engine.begin() as conn:
+            for start in range(0, len(rows), BULK_CHUNK_ROWS):
+                await conn.exec_driver_sql(bulk.sql, rows[start : start + BULK_CHUNK_ROWS])
+        return len(rows)
+
+    @functools.cached_property
+    def _bars_upsert(self) -> _BulkInsert:
+        stmt = self._insert(BARS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[BARS.c.symbol, BARS.c.timeframe, BARS.c.time],
+            set_={c: stmt.excluded[c] for c in BAR_COLUMNS},
+        )
+        return _BulkInsert.compile(stmt, self._engine.dialect, ["symbol", "timeframe", "time", *BAR_COLUMNS])
+
+    async def load_bars(
+        self, symbol: str, timeframe: Timeframe | str, end: datetime | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        """Bars whose close time (open + timeframe) is <= `end`, the last `limit` of them, ascending."""
+        tf = Timeframe(timeframe)
+        cols = [BARS.c.time, *(BARS.c[c] for c in BAR_COLUMNS)]
+        stmt = sa.select(*cols).where(BARS.c.symbol == symbol, BARS.c.timeframe == tf.value)
+        if end is not None:
+            stmt = stmt.where(BARS.c.time <= _epoch_seconds(_require_aware(end) - tf.duration))
+        if limit is not None:
+            stmt = stmt.order_by(BARS.c.time.desc()).limit(max(limit, 0))
+        else:
+            stmt = stmt.order_by(BARS.c.time)
+        rows = await self._fetch(stmt)
+        if limit is not None:
+            rows.reverse()
+        return _bars_frame(rows)
+
+    # ------------------------------------------------------------------ signals
+
+    async def add_signal(self, signal: Signal) -> None:
+        """Store a signal. Signals are immutable: adding an id that exists already changes nothing."""
+        stmt = self._insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
+        await self._write(stmt, _signal_row(signal))
+
+    async def get_signal(self, signal_id: str) -> Signal | None:
+        rows = await self._fetch(sa.select(SIGNALS).where(SIGNALS.c.id == signal_id))
+        return _signal(rows[0]._mapping) if rows else None
+
+    async def open_signals(self) -> list[Signal]:
+        stmt = (
+            sa.select(SIGNALS)
+            .select_from(SIGNALS.outerjoin(OUTCOMES, OUTCOMES.c.signal_id == SIGNALS.c.id))
+            .where(OUTCOMES.c.signal_id.is_(None))
+            .order_by(SIGNALS.c.issued_at, SIGNALS.c.id)
+        )
+        return [_signal(r._mapping) for r in await self._fetch(stmt)]
+
+    async def latest_signal_for(self, symbol: str, timeframe: Timeframe) -> Signal | None:
+        stmt = (
+            sa.select(SIGNALS)
+            .where(SIGNALS.c.symbol == symbol, SIGNALS.c.timeframe == Timeframe(timeframe).value)
+            .order_by(SIGNALS.c.issued_at.desc(), SIGNALS.c.id.desc())
+            .limit(1)
+        )
+        rows = await self._fetch(stmt)
+        return _signal(rows[0]._mapping) if rows else None
+
+    async def record_outcome(self, outcome: SignalOutcome) -> None:
+        """Store (or replace) a signal's outcome and copy its status onto the signal, in one transaction."""
+        row = _outcome_row(outcome)
+        stmt = self._insert(OUTCOMES)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[OUTCOMES.c.signal_id],
+            set_={k: stmt.excluded[k] for k in row if k != "signal_id"},
+        )
+        status = sa.update(SIGNALS).where(SIGNALS.c.id == outcome.signal_id).values(status=row["status"])
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, row)
+            await conn.execute(status)
+
+    async def outcomes_since(self, since: datetime) -> list[tuple[Signal, SignalOutcome]]:
+        stmt = (
+            _closed_signals()
+            .where(OUTCOMES.c.exit_time >= _require_aware(since))
+            .order_by(OUTCOMES.c.exit_time, OUTCOMES.c.signal_id)
+        )
+        return [_signal_and_outcome(r) for r in await self._fetch(stmt)]
+
+    async def recent_outcomes(self, limit: int) -> list[tuple[Signal, SignalOutcome]]:
+        stmt = _closed_signals().order_by(OUTCOMES.c.exit_time.desc(), OUTCOMES.c.signal_id.desc()).limit(limit)
+        return [_signal_and_outcome(r) for r in await self._fetch(stmt)]
+
+    # ------------------------------------------------------------------ users
+
+    async def upsert_user(self, platform: str, platform_user_id: str, chat_id: str, display_name: str) -> User:
+        """First sight: a free user with default preferences. Later: chat_id and display_name updated."""
+        insert = self._insert(USERS).values(
+            platform=platform,
+            platform_user_id=platform_user_id,
+            chat_id=chat_id,
+            display_name=display_name,
+            tier=Tier.FREE.value,
+            active=True,
+            created_at=self._clock.now(),
+        )
+        stmt = insert.on_conflict_do_update(
+            index_elements=[USERS.c.platform, USERS.c.platform_user_id],
+            set_={"chat_id": insert.excluded.chat_id, "display_name": insert.excluded.display_name},
+        ).returning(USERS.c.id)
+        async with self._engine.begin() as conn:
+            user_id = (await conn.execute(stmt)).scalar_one()
+            prefs = self._insert(PREFERENCES).values(_preferences_row(user_id, Preferences()))
+            await conn.execute(prefs.on_conflict_do_nothing(index_elements=[PREFERENCES.c.user_id]))
+            rows = (await conn.execute(_users_query().where(USERS.c.id == user_id))).all()
+        return _user(rows[0])
+
+    async def get_user(self, user_id: int) -> User | None:
+        rows = await self._fetch(_users_query().where(USERS.c.id == user_id))
+        return _user(rows[0]) if rows else None
+
+    async def find_user(self, platform: str, platform_user_id: str) -> User | None:
+        stmt = _users_query().where(USERS.c.platform == platform, USERS.c.platform_user_id == platform_user_id)
+        rows = await self._fetch(stmt)
+        return _user(rows[0]) if rows else None
+
+    async def set_active(self, user_id: int, active: bool) -> None:
+        await self._write(sa.update(USERS).where(USERS.c.id == user_id).values(active=active))
+
+    async def set_tier(self, user_id: int, tier: Tier) -> None:
+        await self._write(sa.update(USERS).where(USERS.c.id == user_id).values(tier=Tier(tier).value))
+
+    async def set_preferences(self, user_id: int, prefs: Preferences) -> None:
+        row = _preferences_row(user_id, prefs)
+        stmt = self._insert(PREFERENCES).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[PREFERENCES.c.user_id],
+            set_={k: stmt.excluded[k] for k in row if k != "user_id"},
+        )
+        await self._write(stmt)
+
+    async def active_users(self) -> list[User]:
+        """Every active user with preferences, in one query (called once per signal fan-out)."""
+        rows = await self._fetch(_users_query().where(USERS.c.active.is_(True)).order_by(USERS.c.id))
+        return [_user(r) for r in rows]
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def enqueue(
+        self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]]
+    ) -> int:
+        """Insert rows as PENDING; an existing (signal_id, user_id, kind) is left alone. Returns rows inserted."""
+        if not deliveries:
+            return 0
+        columns = _delivery_columns(deliveries)
+        constants = {"status": DeliveryStatus.PENDING.value, "attempts": 0, "created_at": self._clock.now()}
+        async with self._engine.begin() as conn:
+            if self._counts_executemany:
+                return await self._enqueue_executemany(conn, columns, constants)
+            return await self._enqueue_returning(conn, columns, constants)
+
+    async def _enqueue_executemany(
+        self, conn: AsyncConnection, columns: Mapping[str, Sequence[Any]], constants: Mapping[str, Any]
+    ) -> int:
+        """Fast path where the driver reports executemany's row count (SQLite): rows actually inserted."""
+        bulk = self._deliveries_insert
+        rows = bulk.rows(columns, constants)
+        inserted = 0
+        for start in range(0, len(rows), BULK_CHUNK_ROWS):
+            result = await conn.exec_driver_sql(bulk.sql, rows[start : start + BULK_CHUNK_ROWS])
+            inserted += result.rowcount
+        return inserted
+
+    async def _enqueue_returning(
+        self, conn: AsyncConnection, columns: Mapping[str, Sequence[Any]], constants: Mapping[str, Any]
+    ) -> int:
+        """Portable path (PostgreSQL/asyncpg has no executemany row count): RETURNING one id per new row."""
+        keys = list(columns)
+        params = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        stmt = self._deliveries_insert_stmt().values(**constants).returning(DELIVERIES.c.id)
+        result = await conn.execute(stmt, params)
+        return len(result.all())
+
+    def _deliveries_insert_stmt(self) -> _Insert:
+        return self._insert(DELIVERIES).on_conflict_do_nothing(
+            index_elements=[DELIVERIES.c.signal_id, DELIVERIES.c.user_id, DELIVERIES.c.kind]
+        )
+
+    @functools.cached_property
+    def _deliveries_insert(self) -> _BulkInsert:
+        keys = [*_DELIVERY_INPUT_KEYS, "status", "attempts", "created_at"]
+        return _BulkInsert.compile(self._deliveries_insert_stmt(), self._engine.dialect, keys)
+
+    async def claim_due(self, channel: str, now: datetime, limit: int) -> list[Delivery]:
+        """Atomically mark up to `limit` due PENDING rows of `channel` SENDING (attempts + 1), oldest first.
+
+        One UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) ... RETURNING: SQLite serialises
+        writers, PostgreSQL skips rows another claimer holds; the outer `status = pending` re-check
+        means a row is never handed out twice.
+        """
+        if limit <= 0:
+            return []
+        due = (
+            sa.select(DELIVERIES.c.id)
+            .where(
+                DELIVERIES.c.channel == channel,
+                DELIVERIES.c.status == DeliveryStatus.PENDING.value,
+                sa.or_(DELIVERIES.c.not_before.is_(None), DELIVERIES.c.not_before <= _require_aware(now)),
+            )
+            .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(due), DELIVERIES.c.status == DeliveryStatus.PENDING.value)
+            .values(status=DeliveryStatus.SENDING.value, attempts=DELIVERIES.c.attempts + 1)
+            .returning(*DELIVERIES.c)
+        )
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        claimed = [_delivery(r._mapping) for r in rows]
+        claimed.sort(key=lambda d: (d.created_at or _EPOCH, d.id))
+        return claimed
+
+    async def mark(
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        *,
+        message_ref: str | None = None,
+        error: str | None = None,
+        not_before: datetime | None = None,
+        sent_at: datetime | None = None,
+    ) -> None:
+        """Set the status; the other fields only when given. SENT stamps sent_at (given, or now)."""
+        status = DeliveryStatus(status)
+        values: dict[str, Any] = {"status": status.value}
+        if message_ref is not None:
+            values["message_ref"] = message_ref
+        if error is not None:
+            values["error"] = error
+        if not_before is not None:
+            values["not_before"] = not_before
+        if status is DeliveryStatus.SENT:
+            values["sent_at"] = sent_at or self._clock.now()
+        elif sent_at is not None:
+            values["sent_at"] = sent_at
+        await self._write(sa.update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(values))
+
+    async def requeue_stale_sending(self) -> int:
+        """At start-up: rows left SENDING by a crash go back to PENDING. Returns how many."""
+        stmt = (
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.status == DeliveryStatus.SENDING.value)
+            .values(status=DeliveryStatus.PENDING.value)
+        )
+        return await self._write(stmt)
+
+    async def sent_message_ref(self, signal_id: str, user_id: int) -> str | None:
+        stmt = sa.select(DELIVERIES.c.message_ref).where(
+            DELIVERIES.c.signal_id == signal_id,
+            DELIVERIES.c.user_id == user_id,
+            DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
+            DELIVERIES.c.status == DeliveryStatus.SENT.value,
+        )
+        rows = await self._fetch(stmt)
+        return rows[0][0] if rows else None
+
+    async def recipients_of(self, signal_id: str) -> list[int]:
+        stmt = (
+            sa.select(DELIVERIES.c.user_id)
+            .where(
+                DELIVERIES.c.signal_id == signal_id,
+                DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
+                DELIVERIES.c.status == DeliveryStatus.SENT.value,
+            )
+            .order_by(DELIVERIES.c.user_id)
+        )
+        return [int(r[0]) for r in await self._fetch(stmt)]
+
+    async def count(self, status: DeliveryStatus | None = None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(DELIVERIES)
+        if status is not None:
+            stmt = stmt.where(DELIVERIES.c.status == DeliveryStatus(status).value)
+        rows = await self._fetch(stmt)
+        return int(rows[0][0])
+
+    async def sent_count_since(self, user_id: int, since: datetime) -> int:
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(DELIVERIES)
+            .where(
+                DELIVERIES.c.user_id == user_id,
+                DELIVERIES.c.status == DeliveryStatus.SENT.value,
+                DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
+                DELIVERIES.c.sent_at >= _require_aware(since),
+            )
+        )
+        rows = await self._fetch(stmt)
+        return int(rows[0][0])
+
+    async def sent_counts_since(self, since: datetime) -> dict[int, int]:
+        """SENT signal deliveries per user since `since` (the monthly quota of every user in one query)."""
+        stmt = (
+            sa.select(DELIVERIES.c.user_id, sa.func.count())
+            .where(
+                DELIVERIES.c.status == DeliveryStatus.SENT.value,
+                DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
+                DELIVERIES.c.sent_at >= _require_aware(since),
+            )
+            .group_by(DELIVERIES.c.user_id)
+        )
+        return {int(uid): int(n) for uid, n in await self._fetch(stmt)}
+
+    async def get_outcome(self, signal_id: str) -> SignalOutcome | None:
+        rows = await self._fetch(sa.select(OUTCOMES).where(OUTCOMES.c.signal_id == signal_id))
+        return _outcome(rows[0]._mapping) if rows else None
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        rows = await self._fetch(sa.select(DELIVERIES).where(DELIVERIES.c.id == delivery_id))
+        return _delivery(rows[0]._mapping) if rows else None
+
+
+# ---------------------------------------------------------------------- queries
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_N_SIGNAL_COLS = len(SIGNALS.c)
+
+
+def _closed_signals() -> sa.Select[Any]:
+    return sa.select(SIGNALS, OUTCOMES).join(OUTCOMES, OUTCOMES.c.signal_id == SIGNALS.c.id)
+
+
+def _users_query() -> sa.Select[Any]:
+    return sa.select(*_USER_COLUMNS).select_from(
+        USERS.outerjoin(PREFERENCES, PREFERENCES.c.user_id == USERS.c.id)
+    )
+
+
+def _require_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: storage needs tz-aware datetimes")
+    return value
+
+
+# ---------------------------------------------------------------------- bulk inserts
+
+@dataclass(frozen=True, slots=True)
+class _BulkInsert:
+    """An INSERT compiled once for one dialect and run as a DB-API executemany of plain tuples.
+
+    For thousands of rows SQLAlchemy's per-row parameter handling costs about three times the
+    insert itself; here each column's bind processor (the dialect's own) runs in one pass.
+    """
+
+    sql: str
+    keys: tuple[str, ...]  # the statement's positional parameters, in order
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def compile(cls, stmt: _Insert, dialect: Dialect, keys: Sequence[str]) -> _BulkInsert:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
+        order = tuple(compiled.positiontup or ())
+        if sorted(order) != sorted(keys):
+            raise NotImplementedError(f"bulk insert needs a positional paramstyle; got parameters {order!r}")
+        table = stmt.table
+        assert isinstance(table, sa.Table)
+        processors = tuple(table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in order)
+        return cls(compiled.string, order, processors)
+
+    def rows(self, columns: Mapping[str, Iterable[Any]], constants: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Parameter tuples from per-row `columns` and per-batch `constants` (processed once)."""
+        streams: list[Iterable[Any]] = []
+        for key, process in zip(self.keys, self.processors, strict=True):
+            if key in constants:
+                value = constants[key]
+                streams.append(itertools.repeat(process(value) if process else value))
+            else:
+                streams.append(columns[key] if process is None else [process(v) for v in columns[key]])
+        return list(zip(*streams, strict=False))  # the constants' repeat() streams are endless
+
+
+# ---------------------------------------------------------------------- JSON
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+def _str_set(values: Iterable[str]) -> str:
+    return _dumps(sorted(str(v) for v in values))
+
+
+def _load_set(text: str | None) -> list[str]:
+    return [] if not text or text == "[]" else list(json.loads(text))
+
+
+# ---------------------------------------------------------------------- converters
+
+def _instrument_row(i: Instrument) -> dict[str, Any]:
+    return {
+        "symbol": i.symbol,
+        "asset_class": AssetClass(i.asset_class).value,
+        "name": i.name,
+        "exchange": i.exchange,
+        "quote_currency": i.quote_currency,
+        "sector": i.sector,
+    }
+
+
+def _instrument(m: Mapping[Any, Any]) -> Instrument:
+    return Instrument(
+        symbol=m["symbol"],
+        asset_class=AssetClass(m["asset_class"]),
+        name=m["name"],
+        exchange=m["exchange"],
+        quote_currency=m["quote_currency"],
+        sector=m["sector"],
+    )
+
+
+def _bar_columns(symbol: str, tf: Timeframe, df: pd.DataFrame) -> dict[str, Iterable[Any]] | None:
+    """The bars table's columns for `df` (None when it is empty); refuses frames that break BAR_COLUMNS."""
+    if df.empty:
+        return None
+    missing = [c for c in BAR_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"bars of {symbol} {tf}: missing columns {missing}")
+    index = pd.DatetimeIndex(df.index)
+    if index.tz is None:
+        raise DataValidationError(f"bars of {symbol} {tf}: index must be tz-aware UTC")
+    nanoseconds = index.as_unit("ns").asi8  # since the Unix epoch, UTC, whatever the index's zone
+    if (nanoseconds % 1_000_000_000).any():
+        raise DataValidationError(f"bars of {symbol} {tf}: open times must be whole seconds")
+    values = df[list(BAR_COLUMNS)].to_numpy(dtype=float)
+    if np.isnan(values).any():
+        raise DataValidationError(f"bars of {symbol} {tf}: NaN in OHLCV")
+    columns: dict[str, Iterable[Any]] = {c: values[:, i].tolist() for i, c in enumerate(BAR_COLUMNS)}
+    columns["time"] = (nanoseconds // 1_000_000_000).tolist()
+    return columns
+
+
+def _bars_frame(rows: Sequence[Row[Any]]) -> pd.DataFrame:
+    values = np.array([tuple(r) for r in rows], dtype=float).reshape(len(rows), 1 + len(BAR_COLUMNS))
+    seconds = values[:, 0].astype(np.int64).astype("datetime64[s]").astype("datetime64[us]")
+    index = pd.DatetimeIndex(seconds, tz="UTC", name="time")
+    return pd.DataFrame(values[:, 1:], index=index, columns=list(BAR_COLUMNS))
+
+
+def _epoch_seconds(value: datetime) -> int:
+    return int((value - _EPOCH).total_seconds() // 1)
+
+
+def _signal_row(s: Signal) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "symbol": s.symbol,
+        "asset_class": AssetClass(s.asset_class).value,
+        "timeframe": Timeframe(s.timeframe).value,
+        "direction": Direction(s.direction).value,
+        "entry": float(s.entry),
+        "target": float(s.target),
+        "stop": float(s.stop),
+        "confidence": int(s.confidence),
+        "position_size": float(s.position_size),
+        "issued_at": s.issued_at,
+        "expires_at": s.expires_at,
+        "reasoning": s.reasoning,
+        "strategy": s.strategy,
+        "evidence": _dumps(s.evidence),
+        "status": SignalStatus.OPEN.value,
+    }
+
+
+def _signal(m: Mapping[Any, Any]) -> Signal:
+    return Signal(
+        id=m["id"],
+        symbol=m["symbol"],
+        asset_class=AssetClass(m["asset_class"]),
+        timeframe=Timeframe(m["timeframe"]),
+        direction=Direction(m["direction"]),
+        entry=m["entry"],
+        target=m["target"],
+        stop=m["stop"],
+        confidence=m["confidence"],
+        position_size=m["position_size"],
+        issued_at=m["issued_at"],
+        expires_at=m["expires_at"],
+        reasoning=m["reasoning"],
+        strategy=m["strategy"],
+        evidence=json.loads(m["evidence"]) if m["evidence"] else {},
+    )
+
+
+def _outcome_row(o: SignalOutcome) -> dict[str, Any]:
+    return {
+        "signal_id": o.signal_id,
+        "status": SignalStatus(o.status).value,
+        "fill_price": float(o.fill_price),
+        "fill_time": o.fill_time,
+        "exit_price": float(o.exit_price),
+        "exit_time": o.exit_time,
+        "gross_return": float(o.gross_return),
+        "net_return": float(o.net_return),
+        "mfe": float(o.mfe),
+        "mae": float(o.mae),
+        "bars_held": int(o.bars_held),
+    }
+
+
+def _outcome(m: Mapping[Any, Any]) -> SignalOutcome:
+    return SignalOutcome(
+        signal_id=m["signal_id"],
+        status=SignalStatus(m["status"]),
+        fill_price=m["fill_price"],
+        fill_time=m["fill_time"],
+        exit_price=m["exit_price"],
+        exit_time=m["exit_time"],
+        gross_return=m["gross_return"],
+        net_return=m["net_return"],
+        mfe=m["mfe"],
+        mae=m["mae"],
+        bars_held=m["bars_held"],
+    )
+
+
+def _split(row: Row[Any], first: sa.Table, n_first: int, second: sa.Table) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A joined row as two name->value dicts (the tables share column names such as `status`)."""
+    values = tuple(row)
+    left = dict(zip(first.c.keys(), values[:n_first], strict=True))
+    right = dict(zip(second.c.keys(), values[n_first:], strict=True))
+    return left, right
+
+
+def _signal_and_outcome(row: Row[Any]) -> tuple[Signal, SignalOutcome]:
+    signal, outcome = _split(row, SIGNALS, _N_SIGNAL_COLS, OUTCOMES)
+    return _signal(signal), _outcome(outcome)
+
+
+def _preferences_row(user_id: int, p: Preferences) -> dict[str, Any]:
+    quiet = p.quiet_hours
+    return {
+        "user_id": user_id,
+        "symbols": _str_set(p.symbols),
+        "asset_classes": _str_set(AssetClass(a).value for a in p.asset_classes),
+        "timeframes": _str_set(Timeframe(t).value for t in p.timeframes),
+        "min_confidence": int(p.min_confidence),
+        "risk": RiskTolerance(p.risk).value,
+        "quiet_start": quiet.start if quiet else None,
+        "quiet_end": quiet.end if quiet else None,
+        "quiet_tz": quiet.timezone if quiet else None,
+    }
+
+
+_USER_COLUMNS = (
+    USERS.c.id, USERS.c.platform, USERS.c.platform_user_id, USERS.c.chat_id, USERS.c.display_name,
+    USERS.c.tier, USERS.c.active, USERS.c.created_at,
+    PREFERENCES.c.user_id, PREFERENCES.c.symbols, PREFERENCES.c.asset_classes, PREFERENCES.c.timeframes,
+    PREFERENCES.c.min_confidence, PREFERENCES.c.risk, PREFERENCES.c.quiet_start, PREFERENCES.c.quiet_end,
+    PREFERENCES.c.quiet_tz,
+)  # _user() unpacks rows in this order
+_TIERS = {t.value: t for t in Tier}
+_DEFAULT_PREFERENCES = Preferences()
+
+
+@functools.lru_cache(maxsize=4096)
+def _preferences(
+    symbols: str, asset_classes: str, timeframes: str, min_confidence: int, risk: str,
+    quiet_start: str | None, quiet_end: str | None, quiet_tz: str | None,
+) -> Preferences:
+    """Preferences from their stored columns. Cached: most users share a few combinations."""
+    quiet = None
+    if quiet_start is not None and quiet_end is not None:
+        quiet = QuietHours(start=quiet_start, end=quiet_end, timezone=quiet_tz or "UTC")
+    return Preferences(
+        symbols=frozenset(_load_set(symbols)),
+        asset_classes=frozenset(AssetClass(a) for a in _load_set(asset_classes)),
+        timeframes=frozenset(Timeframe(t) for t in _load_set(timeframes)),
+        min_confidence=min_confidence,
+        risk=RiskTolerance(risk),
+        quiet_hours=quiet,
+    )
+
+
+def _user(row: Sequence[Any]) -> User:
+    uid, platform, platform_user_id, chat_id, display_name, tier, active, created_at, pref_uid, *prefs = row
+    return User(
+        id=uid,
+        platform=platform,
+        platform_user_id=platform_user_id,
+        chat_id=chat_id,
+        display_name=display_name,
+        tier=_TIERS[tier],
+        active=bool(active),
+        created_at=created_at,
+        preferences=_DEFAULT_PREFERENCES if pref_uid is None else _preferences(*prefs),
+    )
+
+
+_DELIVERY_INPUT_KEYS = ("signal_id", "user_id", "kind", "channel", "not_before", "reply_to")
+
+
+def _delivery_columns(
+    deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]],
+) -> dict[str, list[Any]]:
+    """enqueue()'s input as columns; status, attempts and created_at are the same for the whole batch."""
+    columns: dict[str, list[Any]] = {k: list(v) for k, v in zip(_DELIVERY_INPUT_KEYS, zip(*deliveries), strict=True)}
+    columns["kind"] = [DeliveryKind(k).value for k in columns["kind"]]
+    return columns
+
+
+def _delivery(m: Mapping[Any, Any]) -> Delivery:
+    return Delivery(
+        id=m["id"],
+        signal_id=m["signal_id"],
+        user_id=m["user_id"],
+        kind=DeliveryKind(m["kind"]),
+        channel=m["channel"],
+        status=DeliveryStatus(m["status"]),
+        attempts=m["attempts"],
+        not_before=m["not_before"],
+        message_ref=m["message_ref"],
+        reply_to=m["reply_to"],
+        error=m["error"],
+        created_at=m["created_at"],
+        sent_at=m["sent_at"],
+    )

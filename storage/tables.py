@@ -1,0 +1,178 @@
+"""Table models (sqlmodel). Only storage/ sees these; core sees frozen domain dataclasses.
+
+Datetimes are stored as UTC through `UTCDateTime` and always read back tz-aware UTC.
+JSON-valued fields (evidence, preference sets) are stored as text so the schema is the same on
+SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC. Naive input is refused; output is always tz-aware UTC.
+
+    SQLite keeps no offset (the text form sorts and compares correctly because every value is
+    UTC); PostgreSQL gets `timestamp with time zone`.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: storage needs tz-aware datetimes")
+        utc = value.astimezone(timezone.utc)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _utc(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class InstrumentRow(SQLModel, table=True):
+    __tablename__ = "instruments"
+
+    symbol: str = Field(primary_key=True)
+    asset_class: str
+    name: str = ""
+    exchange: str = ""
+    quote_currency: str = "USD"
+    sector: str = ""
+
+
+class BarRow(SQLModel, table=True):
+    """One OHLCV bar. `time` is the bar's OPEN time as Unix seconds (UTC): bars are the bulk table,
+    and integers keep bulk writes and reads about twice as fast as timestamp columns."""
+
+    __tablename__ = "bars"
+
+    symbol: str = Field(primary_key=True)
+    timeframe: str = Field(primary_key=True)
+    time: int = Field(sa_type=sa.BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class SignalRow(SQLModel, table=True):
+    __tablename__ = "signals"
+    __table_args__ = (sa.Index("ix_signals_symbol_timeframe_issued", "symbol", "timeframe", "issued_at"),)
+
+    id: str = Field(primary_key=True)
+    symbol: str
+    asset_class: str
+    timeframe: str
+    direction: str
+    entry: float
+    target: float
+    stop: float
+    confidence: int
+    position_size: float
+    issued_at: datetime = _utc()
+    expires_at: datetime = _utc()
+    reasoning: str = Field(default="", sa_type=sa.Text)
+    strategy: str
+    evidence: str = Field(default="{}", sa_type=sa.Text)  # JSON
+    status: str = Field(default="open", index=True)
+
+
+class SignalOutcomeRow(SQLModel, table=True):
+    __tablename__ = "signal_outcomes"
+
+    signal_id: str = Field(primary_key=True, foreign_key="signals.id", ondelete="CASCADE")
+    status: str
+    fill_price: float
+    fill_time: datetime = _utc()
+    exit_price: float
+    exit_time: datetime = _utc(index=True)
+    gross_return: float
+    net_return: float
+    mfe: float
+    mae: float
+    bars_held: int
+
+
+class UserRow(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        sa.UniqueConstraint("platform", "platform_user_id", name="uq_users_platform_user"),
+        {"sqlite_autoincrement": True},  # never reuse a user id
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    platform_user_id: str
+    chat_id: str
+    display_name: str = ""
+    tier: str = "free"
+    active: bool = True
+    created_at: datetime = _utc()
+
+
+class PreferencesRow(SQLModel, table=True):
+    __tablename__ = "preferences"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    symbols: str = Field(default="[]", sa_type=sa.Text)  # JSON list
+    asset_classes: str = Field(default="[]", sa_type=sa.Text)  # JSON list
+    timeframes: str = Field(default="[]", sa_type=sa.Text)  # JSON list
+    min_confidence: int = 50
+    risk: str = "medium"
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    quiet_tz: str | None = None
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("signal_id", "user_id", "kind", name="uq_deliveries_signal_user_kind"),
+        sa.Index("ix_deliveries_channel_status_not_before", "channel", "status", "not_before"),
+        sa.Index("ix_deliveries_user_status_sent_at", "user_id", "status", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    signal_id: str = Field(foreign_key="signals.id", ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    kind: str
+    channel: str
+    status: str = "pending"
+    attempts: int = 0
+    not_before: datetime | None = _utc(nullable=True)
+    message_ref: str | None = None
+    reply_to: str | None = None
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _utc()
+    sent_at: datetime | None = _utc(nullable=True)
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = getattr(model, "__table__")
+    assert isinstance(table, sa.Table)
+    return table
+
+
+INSTRUMENTS = _table(InstrumentRow)
+BARS = _table(BarRow)
+SIGNALS = _table(SignalRow)
+OUTCOMES = _table(SignalOutcomeRow)
+USERS = _table(UserRow)
+PREFERENCES = _table(PreferencesRow)
+DELIVERIES = _table(DeliveryRow)

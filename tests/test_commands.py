@@ -1,0 +1,89 @@
+"""Commands through dispatch with the real store, engine and simulated market."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot.app import build_services
+from bot.commands.registry import Caller, dispatch
+from bot.settings import Settings
+from bot.views.text import render_text
+from core.clock import FixedClock
+from core.market_data import SimulatedMarket
+from tests.conftest import utc
+
+START = utc(2025, 6, 2, 12)
+ALICE = Caller("console", "alice", "chat-alice", "Alice")
+BOB = Caller("telegram", "1001", "1001", "Bob")
+
+
+@pytest.fixture
+async def services():
+    clock = FixedClock(START)
+    market = SimulatedMarket(seed=7, start=START, history_days=400, clock=clock)
+    svc = await build_services(Settings(database_url="sqlite+aiosqlite:///:memory:", _env_file=None), market, clock)
+    yield svc
+    await svc.store.close()
+
+
+async def say(svc, caller, text) -> str:  # noqa: ANN001
+    return render_text(await dispatch(svc.registry, svc, caller, text))
+
+
+async def test_start_prefs_stop_round_trip(services):
+    assert "not subscribed" in await say(services, ALICE, "/prefs")
+    assert "Welcome, Alice" in await say(services, ALICE, "/start")
+    out = await say(services, ALICE, "/prefs confidence 65")
+    assert "Minimum confidence  65" in out
+    out = await say(services, ALICE, "/prefs quiet 22:00-07:00 Europe/Berlin")
+    assert "22:00-07:00 Europe/Berlin" in out
+    out = await say(services, ALICE, "/prefs symbols aapl,btc/usdt")
+    assert "AAPL, BTC-USDT" in out
+    assert "Unknown symbol 'NOPE'" in await say(services, ALICE, "/prefs symbols NOPE")
+    user = await services.store.find_user("console", "alice")
+    assert user.preferences.min_confidence == 65 and user.preferences.symbols == {"AAPL", "BTC-USDT"}
+    assert "Unsubscribed" in await say(services, ALICE, "/stop")
+    assert not (await services.store.find_user("console", "alice")).active
+    assert "Welcome" in await say(services, ALICE, "/start")
+    assert (await services.store.find_user("console", "alice")).preferences.min_confidence == 65  # kept
+
+
+async def test_signal_analysis_on_demand(services):
+    out = await say(services, BOB, "/signal AAPL")
+    assert out.startswith("AAPL 1d:")
+    for label in ("Last close", "RSI(14)", "Z-score (20)", "ATR(14)", "Trend", "Levels"):
+        assert label in out
+    assert "Not investment advice" in out
+    assert (await say(services, BOB, "/signal btc/usdt 4h")).startswith("BTC-USDT 4h:")
+
+
+async def test_bad_input_gets_a_clear_reply(services):
+    assert "Unknown symbol 'AAPLE'. Did you mean AAPL?" in await say(services, BOB, "/signal AAPLE")
+    assert "unknown timeframe '7h'" in (await say(services, BOB, "/signal AAPL 7h")).lower()
+    assert "no 15m bars" in await say(services, BOB, "/signal AAPL 15m")
+    assert "Unknown command /foo" in await say(services, BOB, "/foo")
+    assert "Usage: /signal SYMBOL" in await say(services, BOB, "/signal")
+    assert "Commands start with '/'" in await say(services, BOB, "hello")
+    assert "administrators" not in await say(services, BOB, "/help")
+
+
+async def test_scan_issues_persists_and_commands_show_it(services):
+    clock = services.clock
+    issued = []
+    for _ in range(24 * 20):  # twenty simulated days, hour by hour
+        clock.advance(timedelta(hours=1))
+        issued += (await services.signal_service.scan()).issued
+        await services.tracker.update()
+        if len(issued) >= 3:
+            break
+    assert issued, "the simulated market should produce setups within twenty days"
+    stored = await services.store.get_signal(issued[0].id)
+    assert stored == issued[0]
+    assert stored.evidence["setup"]["criteria"] and stored.evidence["indicators"]["atr_14"] > 0
+    out = await say(services, BOB, "/signals")
+    still_open = await services.store.open_signals()
+    assert out.startswith(f"{len(still_open)} active signal") or (not still_open and "No active signals" in out)
+    assert all(f"{s.symbol}  " in out for s in still_open)
+    assert "Track record" in await say(services, BOB, "/performance")
+    assert "Track record, last 30 days" in await say(services, BOB, "/performance 30d")

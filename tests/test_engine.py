@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.domain import AssetClass, Direction, Instrument, Timeframe
+from core.indicators import CORE_COLUMNS
+from core.indicators.pandas_ta_engine import PandasTaEngine
+from core.risk import RiskManager, position_size, resize
+from core.domain import RiskTolerance
+from core.setups.oversold import OversoldDetector
+from core.signals.engine import SignalEngine
+from core.signals.levels import compute_levels, expiry
+from tests.conftest import make_bars, utc
+
+STOCK = Instrument("TEST", AssetClass.EQUITY)
+COIN = Instrument("TEST-USDT", AssetClass.CRYPTO)
+
+
+def calm_then_crash(n=260, crash=(-0.04, -0.05, -0.06), seed=1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rets = np.concatenate([0.0005 + rng.normal(0, 0.01, n - len(crash)), np.array(crash)])
+    closes = 100 * np.exp(np.cumsum(rets))
+    vol = np.concatenate([rng.uniform(0.8e6, 1.2e6, n - 1), [4e6]])
+    opens = np.concatenate([[closes[0]], closes[:-1]])
+    opens[-1] = closes[-2] * 0.97  # gap down into the last bar
+    return make_bars(closes, volume=vol, opens=opens, spread=0.004)
+
+
+@pytest.fixture(scope="module")
+def engine() -> SignalEngine:
+    return SignalEngine(PandasTaEngine())
+
+
+def test_indicators_have_every_core_column_and_are_causal(engine):
+    bars = calm_then_crash()
+    full = engine.indicators.compute(bars)
+    assert set(CORE_COLUMNS) <= set(full.columns)
+    cut = engine.indicators.compute(bars.iloc[:200])
+    pd.testing.assert_frame_equal(full.iloc[:200], cut, check_exact=False, rtol=1e-9)
+
+
+def test_sharp_drop_after_calm_uptrend_is_an_oversold_long(engine):
+    a = engine.analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert a.setup.direction is Direction.LONG
+    met = {e.name for e in a.setup.evidence if e.met}
+    assert {"zscore", "rsi", "volume", "gap"} <= met
+    assert a.verdict is Direction.LONG
+    s = engine.candidate(a)
+    assert s is not None and s.stop < s.entry < s.target
+    assert 1 <= s.confidence <= 100 and s.risk_reward >= 1.0
+    assert 0 < s.position_size <= 0.10
+    assert "RSI" in s.reasoning and "z-score" in s.reasoning
+    assert s.evidence["indicators"]["rsi_14"] == pytest.approx(a.snapshot["rsi_14"], rel=1e-6)
+    assert s.issued_at == a.bar_time + Timeframe.D1.duration
+
+
+def test_spike_up_is_a_short_for_stocks_but_not_for_spot_crypto(engine):
+    bars = calm_then_crash(crash=(0.05, 0.06, 0.07))
+    bars.iloc[-1, bars.columns.get_loc("open")] = bars["close"].iloc[-2] * 1.03
+    assert engine.analyse(STOCK, Timeframe.D1, bars).setup.direction is Direction.SHORT
+    assert engine.analyse(COIN, Timeframe.D1, bars).setup.direction is None
+
+
+def test_quiet_random_walk_issues_nothing(engine):
+    rng = np.random.default_rng(3)
+    bars = make_bars(100 * np.exp(np.cumsum(rng.normal(0, 0.003, 300))))
+    assert engine.candidate(engine.analyse(STOCK, Timeframe.D1, bars)) is None
+
+
+def test_analyse_recent_equals_one_by_one(engine):
+    bars = calm_then_crash()
+    many = engine.analyse_recent(STOCK, Timeframe.D1, bars, 5)
+    for k, a in enumerate(many):
+        single = engine.analyse(STOCK, Timeframe.D1, bars.iloc[: len(bars) - 4 + k])
+        assert a.bar_time == single.bar_time
+        assert a.setup.score == pytest.approx(single.setup.score, rel=1e-6)
+
+
+def test_detector_thresholds_on_known_values():
+    det = OversoldDetector()
+    snap = pd.Series({"zscore_20": -2.5, "rsi_14": 25.0, "dist_sma20_atr": -3.0, "bb_pctb": -0.1,
+                      "volume_pct_50": 0.95, "gap": -0.03})
+    r = det.evaluate(snap, AssetClass.EQUITY, allows_short=True)
+    assert r.direction is Direction.LONG and r.score == pytest.approx(1.0)
+    mild = snap.copy()
+    mild[["zscore_20", "rsi_14"]] = [-1.0, 45.0]
+    assert det.evaluate(mild, AssetClass.EQUITY, True).direction is None  # no core criterion met
+
+
+def test_levels_from_atr_and_expiry():
+    lv = compute_levels(Direction.LONG, close=100, atr=2, sma20=108)
+    assert lv.stop == pytest.approx(97.5) and lv.target == pytest.approx(106)  # capped at 3 ATR
+    lv = compute_levels(Direction.SHORT, close=100, atr=2, sma20=99)
+    assert lv.stop == pytest.approx(102.5) and lv.target == pytest.approx(97.5)  # at least 1.25 ATR
+    assert expiry(utc(2024, 1, 5), Timeframe.D1, AssetClass.EQUITY) == utc(2024, 1, 19)  # 10 business days
+    assert expiry(utc(2024, 1, 5), Timeframe.H1, AssetClass.CRYPTO) == utc(2024, 1, 6)
+
+
+def test_position_size_is_volatility_adjusted_and_capped():
+    assert position_size(100, 98) == pytest.approx(0.10)  # 1 % risk over a 2 % stop is 0.5, capped at 0.10
+    assert position_size(100, 80) == pytest.approx(0.05)
+    assert position_size(100, 99.5, RiskTolerance.LOW) == 0.05
+    assert resize(0.05, RiskTolerance.HIGH) == pytest.approx(0.10)
+    assert resize(0.05, RiskTolerance.LOW) == pytest.approx(0.025)
+
+
+def test_risk_manager_rejects_duplicates_conflicts_and_cooldown(engine):
+    a = engine.analyse(STOCK, Timeframe.D1, calm_then_crash())
+    s = engine.candidate(a)
+    rm = RiskManager()
+    assert rm.review(s, [], None).approved
+    assert not rm.review(s, [s], None).approved
+    assert "cooldown" in rm.review(s, [], s).reason

@@ -1,0 +1,54 @@
+"""The design's import rules: bot -> storage -> core; scripts -> storage, core; vendor SDKs in one adapter each."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENDORS = {"yfinance", "ccxt", "pandas_ta", "talib", "lightgbm", "openai", "anthropic", "stripe", "telegram",
+           "discord", "apscheduler", "sqlmodel", "sqlalchemy", "aiosqlite"}
+FORBIDDEN = {
+    "core": {"bot", "storage", "scripts", "sqlmodel", "sqlalchemy", "aiosqlite", "telegram", "discord", "stripe",
+             "apscheduler"},
+    "storage": {"bot", "scripts"},
+    "scripts": {"bot"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def py_files(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def test_layers_import_in_one_direction():
+    bad = []
+    for package, forbidden in FORBIDDEN.items():
+        for f in py_files(package):
+            hit = imports_of(f) & forbidden
+            if hit:
+                bad.append(f"{f.relative_to(REPO)} imports {sorted(hit)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_each_vendor_sdk_is_imported_by_few_adapter_modules():
+    users: dict[str, list[str]] = {}
+    for package in ("core", "storage", "bot", "scripts"):
+        for f in py_files(package):
+            for v in imports_of(f) & VENDORS:
+                users.setdefault(v, []).append(str(f.relative_to(REPO)))
+    storage_sdks = {"sqlmodel", "sqlalchemy", "aiosqlite"}
+    for vendor, files in users.items():
+        if vendor in storage_sdks:
+            assert all(f.startswith("storage/") for f in files), (vendor, files)
+        else:
+            assert len(files) == 1, f"{vendor} is imported by {files}; wrap it in one adapter"

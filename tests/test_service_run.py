@@ -1,0 +1,52 @@
+"""The whole process: `signalbot run` offline, driven through a pipe, stopped by --for."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_service(tmp_path, commands: str, seconds: int, *extra: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+    env = {**os.environ, "SIGNALBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}",
+           "SIGNALBOT_LOG_LEVEL": "INFO"}
+    env.pop("TELEGRAM_TOKEN", None)
+    env.pop("DISCORD_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "bot.cli", "run", "--for", str(seconds), *extra], input=commands,
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=seconds + 90)
+
+
+def test_offline_service_answers_commands_and_delivers_signals(tmp_path):
+    proc = run_service(tmp_path, "/start\n/signal AAPL\n/signals\n/performance\n", 40, "--speed", "7200",
+                       "--start", "2025-06-02")
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 0, err[-3000:]
+    assert "> /start\nWelcome" in out
+    assert "> /signal AAPL\nAAPL 1d:" in out
+    assert "> /signals\n" in out
+    deliveries = [block for block in out.split("\n\n") if block.startswith("[message ")]
+    assert deliveries, f"no signal delivered in 40 s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    first = deliveries[0]
+    for label in ("confidence", "Entry", "Target", "Stop", "Risk-reward", "Position size", "Expires", "Signal",
+                  "Not investment advice"):
+        assert label in first, first
+    assert "signalbot stopped cleanly" in err
+    assert "Traceback" not in err
+
+    # a restart on the same database sends no signal twice
+    again = run_service(tmp_path, "/signals\n", 8, "--speed", "7200", "--start", "2025-06-02")
+    assert again.returncode == 0, again.stderr[-2000:]
+    first_ids = delivered_signal_ids(out)
+    assert len(first_ids) == len(set(first_ids))
+    assert not set(delivered_signal_ids(again.stdout)) & set(first_ids)
+
+
+def delivered_signal_ids(stdout: str) -> list[str]:
+    """Ids of the signal messages (not exits) the console received."""
+    ids = []
+    for block in stdout.split("\n\n"):
+        lines = block.splitlines()
+        if len(lines) > 1 and lines[0].startswith("[message ") and lines[1].startswith(("BUY ", "SELL ")):
+            ids += [ln.split()[-1] for ln in lines if ln.strip().startswith("Signal ")]
+    return ids

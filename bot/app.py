@@ -44,9 +44,11 @@ class RunOptions:
 
 def build_market(settings: Settings, opts: RunOptions) -> tuple[MarketData, Clock]:
     """The offline market: a replay of CSV files, or the built-in simulation (the default)."""
+    market: MarketData
     if opts.replay is not None:
-        market = CsvMarketData(opts.replay)
-        first, last = market.data_range()
+        csv = CsvMarketData(opts.replay)
+        market = csv
+        first, last = csv.data_range(tradable_only=True)
         start = opts.start or min(first + timedelta(days=400), last)
         return market, AcceleratedClock(start, opts.speed or settings.speed or 86_400.0)
     now = opts.start or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)

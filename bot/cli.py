@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: still running" is by design
     try:
         if args.command == "run":
             return _run(settings, args)

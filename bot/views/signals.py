@@ -68,7 +68,8 @@ def analysis_doc(a: Analysis, active: Signal | None) -> Doc:
         ("MACD hist", _num(snap["macd_hist"], 4)),
         ("ADX(14)", _num(snap["adx_14"], 1)),
         ("Trend", a.trend.text),
-        ("Setup score", f"{a.setup.score:.2f} (signal needs its trigger and a vote of {a.ensemble.score:+.2f} agreeing)"),
+        ("Setup score", f"{a.setup.score:.2f} (1.00: every criterion fully met)"),
+        ("Ensemble vote", f"{a.ensemble.score:+.2f} (-1 sell .. +1 buy)"),
     ]
     if a.levels is not None:
         lv = a.levels

@@ -28,6 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from typing import Literal
+
 import pandas as pd
 
 from core.domain import BAR_COLUMNS, AssetClass, Instrument, Timeframe
@@ -124,12 +126,15 @@ class CsvMarketData:
 
     # -- extras ----------------------------------------------------------------------------------
 
-    def data_range(self) -> tuple[datetime, datetime]:
-        """Earliest bar open and latest bar close over the loaded instruments (loads all if none is)."""
+    def data_range(self, tradable_only: bool = False) -> tuple[datetime, datetime]:
+        """Earliest bar open and latest bar close over the loaded instruments (loads all if none is);
+        `tradable_only` leaves out indices (VIX history reaches back decades before any stock here)."""
         if not self._bars:
             self.load_all()
         firsts, lasts = [], []
-        for per_tf in self._bars.values():
+        for symbol, per_tf in self._bars.items():
+            if tradable_only and self._classes.get(symbol) is AssetClass.INDEX:
+                continue
             for tf, frame in per_tf.items():
                 firsts.append(frame.index[0])
                 lasts.append(frame.index[-1] + tf.duration)
@@ -349,10 +354,10 @@ def _parse_times(raw: pd.DataFrame, path: Path) -> np.ndarray:
     """Bar open times as int64 UTC ns; unparseable cells become the int64 minimum (NaT)."""
     col = raw[_time_column(raw)]
     if pd.api.types.is_numeric_dtype(col):
-        unit = "ms" if col.abs().max() > 1e11 else "s"
+        unit: Literal["ms", "s"] = "ms" if col.abs().max() > 1e11 else "s"
         parsed = pd.to_datetime(col, unit=unit, utc=True, errors="coerce")
     else:
-        parsed = pd.to_datetime(col.astype("string"), format="ISO8601", utc=True, errors="coerce")
+        parsed = pd.to_datetime(col.astype(str), format="ISO8601", utc=True, errors="coerce")
     return parsed.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 

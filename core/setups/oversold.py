@@ -59,7 +59,7 @@ CORE_CRITERIA = ("zscore", "rsi")
 
 @dataclass(frozen=True, slots=True)
 class OversoldDetector:
-    min_score: float = 0.6
+    min_score: float = 0.7
     name: str = "mean_reversion"
 
     def evaluate(self, snapshot: pd.Series, asset_class: AssetClass, allows_short: bool) -> SetupResult:

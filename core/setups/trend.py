@@ -1,4 +1,8 @@
-"""Trend context: a vote from -1 (strong downtrend) to +1 (strong uptrend)."""
+"""Trend context: a vote from -1 (long-term downtrend) to +1 (long-term uptrend).
+
+Mean reversion is short-term counter-trend by construction (a dip is below its recent average), so the
+context that matters is the long-term regime: buying a dip inside a long uptrend, or selling a spike
+inside a long downtrend, goes with the larger move; the opposite fights it."""
 from __future__ import annotations
 
 import math
@@ -14,32 +18,23 @@ class TrendReading:
 
 
 def trend_reading(snapshot: pd.Series) -> TrendReading:
-    """EMA50 against EMA200 (the regime), MACD histogram (momentum), ADX (how much the trend counts)."""
+    """Price against EMA200 and EMA50 against EMA200 (the regime), weighted by ADX (how strong it is)."""
     close = float(snapshot.get("close", math.nan))
     ema50 = float(snapshot.get("ema_50", math.nan))
     ema200 = float(snapshot.get("ema_200", math.nan))
-    hist = float(snapshot.get("macd_hist", math.nan))
     adx = float(snapshot.get("adx_14", math.nan))
-    parts: list[float] = []
-    if not math.isnan(ema50) and not math.isnan(ema200):
+    if math.isnan(ema200) or math.isnan(close):
+        return TrendReading(0.0, "long-term trend unknown (under 200 bars of history)")
+    parts = [1.0 if close > ema200 else -1.0]
+    if not math.isnan(ema50):
         parts.append(1.0 if ema50 > ema200 else -1.0)
-    if not math.isnan(close) and not math.isnan(ema50):
-        parts.append(1.0 if close > ema50 else -1.0)
-    if not math.isnan(hist):
-        parts.append(0.5 if hist > 0 else -0.5)
-    if not parts:
-        return TrendReading(0.0, "trend unknown (too little history)")
-    raw = sum(parts) / 2.5
-    strength = 0.5 if math.isnan(adx) else min(1.0, max(0.2, adx / 40.0))
-    score = max(-1.0, min(1.0, raw * strength))
-    word = "uptrend" if score > 0.15 else "downtrend" if score < -0.15 else "no clear trend"
-    facts = []
-    if not math.isnan(close) and not math.isnan(ema50):
-        facts.append(f"price {'above' if close > ema50 else 'below'} EMA50")
-    if not math.isnan(ema50) and not math.isnan(ema200):
+    raw = sum(parts) / len(parts)
+    strength = 0.75 if math.isnan(adx) else min(1.0, max(0.5, adx / 30.0))
+    score = raw * strength
+    word = "long-term uptrend" if score > 0.15 else "long-term downtrend" if score < -0.15 else "no clear long-term trend"
+    facts = [f"price {'above' if close > ema200 else 'below'} EMA200"]
+    if not math.isnan(ema50):
         facts.append(f"EMA50 {'above' if ema50 > ema200 else 'below'} EMA200")
-    if not math.isnan(hist):
-        facts.append(f"MACD {'rising' if hist > 0 else 'falling'}")
     if not math.isnan(adx):
         facts.append(f"ADX {adx:.0f}")
     return TrendReading(score, f"{word} ({', '.join(facts)})")

@@ -23,7 +23,7 @@ class SignalClosed:
     outcome: SignalOutcome
 
 
-Handler = Callable[[Any], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[object]]
 
 
 class EventBus:

@@ -28,11 +28,12 @@ def track(signal: Signal, bars: pd.DataFrame, costs_bps: float = 0.0) -> SignalO
     after = bars[bars.index >= signal.issued_at]
     if after.empty:
         return None
-    fill_time = after.index[0]
+    fill_time = pd.Timestamp(after.index[0])
     fill = float(after["open"].iloc[0])
     duration = signal.timeframe.duration
     d = signal.direction
-    for i, (t, bar) in enumerate(after.iterrows()):
+    for i, t in enumerate(pd.DatetimeIndex(after.index)):
+        bar = after.iloc[i]
         exit_ = _exit_on_bar(signal, bar, d)
         if exit_ is None and t + duration >= signal.expires_at:
             exit_ = (SignalStatus.EXPIRED, float(bar["close"]))

@@ -416,7 +416,8 @@ class SqlStore:
             )
             .group_by(DELIVERIES.c.user_id)
         )
-        return {int(uid): int(n) for uid, n in await self._fetch(stmt)}
+        pairs: list[tuple[Any, ...]] = [tuple(row) for row in await self._fetch(stmt)]
+        return {int(uid): int(n) for uid, n in pairs}
 
     async def get_outcome(self, signal_id: str) -> SignalOutcome | None:
         rows = await self._fetch(sa.select(OUTCOMES).where(OUTCOMES.c.signal_id == signal_id))

@@ -26,7 +26,7 @@ class PandasTaEngine:
             out["sma_50"] = ta.sma(close, length=50)
             out["ema_50"] = ta.ema(close, length=50)
             out["ema_200"] = ta.ema(close, length=200)
-            bb = ta.bbands(close, length=20, std=2.0)
+            bb = ta.bbands(close, length=20, std=2.0)  # type: ignore[arg-type]  # the stub says dict
             out["atr_14"] = ta.atr(high, low, close, length=14)
             macd = ta.macd(close, fast=12, slow=26, signal=9)
             adx = ta.adx(high, low, close, length=14)

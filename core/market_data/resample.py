@@ -51,7 +51,7 @@ def to_utc_ns(when: datetime | pd.Timestamp) -> int:
 
 def index_ns(bars: pd.DataFrame) -> np.ndarray:
     """The bar frame's open times as int64 UTC nanoseconds."""
-    return bars.index.as_unit("ns").asi8
+    return pd.DatetimeIndex(bars.index).as_unit("ns").asi8
 
 
 def default_anchor(asset_class: AssetClass, target: Timeframe) -> timedelta:

@@ -113,7 +113,7 @@ def _leaning(snapshot: dict[str, float], instrument: Instrument) -> Direction:
 
 def _snapshot(bar: pd.Series, ind: pd.Series) -> dict[str, float]:
     snap = {k: float(bar[k]) for k in ("open", "high", "low", "close", "volume")}
-    snap.update({k: float(v) for k, v in ind.items()})
+    snap.update({str(k): float(v) for k, v in ind.items()})
     return snap
 
 

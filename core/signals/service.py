@@ -60,7 +60,7 @@ class SignalService:
         raise UnknownSymbolError(symbol, difflib.get_close_matches(wanted, list(known), n=3, cutoff=0.6))
 
     def scan_targets(self) -> list[tuple[Instrument, Timeframe]]:
-        out = []
+        out: list[tuple[Instrument, Timeframe]] = []
         for inst in self.market.instruments():
             available = set(self.market.timeframes(inst.symbol))
             out.extend((inst, tf) for tf in self.timeframes.get(inst.asset_class, ()) if tf in available)

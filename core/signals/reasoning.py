@@ -24,10 +24,15 @@ def describe(e: Evidence) -> str:
         case "bollinger":
             return f"Bollinger %B {v:.2f}"
         case "volume":
-            return f"volume in the {v * 100:.0f}th percentile"
+            return f"volume in the {ordinal(round(v * 100))} percentile"
         case "gap":
             return f"opening gap {v * 100:+.1f}%"
     return f"{e.label} {v:.2f}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def compose_reasoning(a: "Analysis") -> str:

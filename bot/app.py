@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import signal as os_signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,8 +19,10 @@ from bot.scheduler import JobScheduler
 from bot.services import Services
 from bot.settings import Settings
 from bot.transports.console import ConsoleTransport
+from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Doc
 from core.clock import AcceleratedClock, Clock
+from core.errors import DeliveryError
 from core.events import EventBus, SignalClosed, SignalIssued
 from core.indicators.pandas_ta_engine import PandasTaEngine
 from core.market_data import CsvMarketData, SimulatedMarket
@@ -72,8 +75,15 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
                       stdout: TextIO | None = None) -> int:
     market, clock = build_market(settings, opts)
     services = await build_services(settings, market, clock)
+
+    async def handle(caller: Caller, text: str) -> Doc:
+        return await dispatch(services.registry, services, caller, text)
+
     console = ConsoleTransport(stdout)
     workers = [DeliveryWorker(console, services.store, clock, poll_seconds=settings.delivery_poll)]
+    telegram = await start_telegram(settings, services, handle)
+    if telegram is not None:
+        workers.append(DeliveryWorker(telegram, services.store, clock, poll_seconds=settings.delivery_poll))
     notifier = Notifier(services.store, clock, {w.channel for w in workers}, wake=lambda: _wake_all(workers))
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
@@ -86,9 +96,6 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     scheduler.every(settings.track_interval, services.tracker.update, "track")
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-
-    async def handle(caller: Caller, text: str) -> Doc:
-        return await dispatch(services.registry, services, caller, text)
 
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in workers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))
@@ -106,9 +113,30 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if telegram is not None:
+            await telegram.stop()  # after the workers: a send in flight finishes first
         await services.store.close()
     log.info("signalbot stopped cleanly")
     return 0
+
+
+async def start_telegram(settings: Settings, services: Services,
+                         handle: Callable[[Caller, str], Awaitable[Doc]]) -> TelegramTransport | None:
+    """Telegram beside the console when TELEGRAM_TOKEN is set. If it cannot start (token rejected, API
+    unreachable) the service runs without it and nothing is queued for its users."""
+    if settings.telegram_token is None:
+        return None
+    transport = TelegramTransport(
+        settings.telegram_token.get_secret_value(), base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_base_file_url, messages_per_second=settings.telegram_messages_per_second,
+        commands=[(c.name, c.summary) for c in services.registry.visible(False)])
+    try:
+        await transport.start(handle)
+    except DeliveryError as exc:
+        log.error("telegram did not start, running without it: %s", exc)
+        await transport.stop()
+        return None
+    return transport
 
 
 def _wake_all(workers: list[DeliveryWorker]) -> None:

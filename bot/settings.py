@@ -11,6 +11,11 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///signalbot.db"
     telegram_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TELEGRAM_TOKEN", "SIGNALBOT_TELEGRAM_TOKEN"))
+    telegram_base_url: str | None = Field(None, description="Bot API base, e.g. http://127.0.0.1:8081/bot (a local "
+                                          "Bot API server or a test fake); default https://api.telegram.org/bot")
+    telegram_base_file_url: str | None = None
+    telegram_messages_per_second: float = Field(30.0, ge=0, description="bot-wide send rate (PTB's rate limiter); "
+                                                "0 = unlimited")
     discord_token: SecretStr | None = Field(None, validation_alias=AliasChoices("DISCORD_TOKEN", "SIGNALBOT_DISCORD_TOKEN"))
     admins: str = Field("", description="comma-separated platform:user_id pairs, e.g. telegram:123,discord:456")
     costs_bps: float = Field(5.0, ge=0, description="trading costs per side, in basis points, taken from every return")

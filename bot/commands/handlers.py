@@ -24,13 +24,20 @@ def _no_args(args: Sequence[str]) -> None:
         raise UserInputError("This command takes no arguments.")
 
 
+def _start_args(args: Sequence[str]) -> str | None:
+    """/start takes an optional payload (Telegram deep links send `/start CODE`)."""
+    if len(args) > 1:
+        raise UserInputError("/start takes at most one code.")
+    return args[0] if args else None
+
+
 def _user(ctx: CommandContext) -> User:
     assert ctx.user is not None, "dispatch guarantees a user for needs_user commands"
     return ctx.user
 
 
 # /start -------------------------------------------------------------------------------------------
-async def start(ctx: CommandContext, _: None) -> Doc:
+async def start(ctx: CommandContext, _payload: str | None) -> Doc:
     store = ctx.services.store
     c = ctx.caller
     user = await store.upsert_user(c.platform, c.platform_user_id, c.chat_id, c.display_name)
@@ -237,7 +244,7 @@ async def stop(ctx: CommandContext, _: None) -> Doc:
 def build_registry() -> CommandRegistry:
     r = CommandRegistry()
     for cmd in (
-        Command("start", "subscribe (free tier) and see what you get", "/start", _no_args, start, needs_user=False),
+        Command("start", "subscribe (free tier) and see what you get", "/start", _start_args, start, needs_user=False),
         Command("help", "this list", "/help", _no_args, show_help, needs_user=False),
         Command("signal", "analysis of a symbol now: indicators, verdict, levels", "/signal SYMBOL [TIMEFRAME]",
                 parse_signal_args, show_signal, needs_user=False),

@@ -49,6 +49,7 @@ async def read_lines(stream: TextIO) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
+        stream.fileno()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
     except (ValueError, OSError, AttributeError):  # a regular file (or a test's StringIO): reading cannot block
         for line in stream:

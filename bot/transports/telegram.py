@@ -1,0 +1,453 @@
+"""Telegram through python-telegram-bot v22: the one module that imports `telegram`.
+
+`TelegramTransport` serves commands (every /command, plain text in private chats, inline-button presses) by
+calling the transport-neutral `handle(caller, text) -> Doc` and sending the Doc back, and delivers the
+outbox's messages through `send()`. It runs inside the service's event loop: `start()` is
+initialize/start/updater.start_polling (never run_polling), `stop()` undoes it.
+
+Telegram errors become core.errors.DeliveryError at this edge:
+  RetryAfter                          -> retry_after = the seconds Telegram asked for
+  Forbidden (blocked, kicked, ...)    -> permanent
+  BadRequest "chat not found" & co    -> permanent; any other BadRequest -> transient (our bug, not the user's)
+  TimedOut / NetworkError / 5xx       -> transient (after a timeout the message may have arrived anyway)
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from telegram import BotCommand, InlineKeyboardMarkup, InputFile, ReplyParameters, Update
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut,
+)
+from telegram.ext import (
+    AIORateLimiter, Application, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler, filters,
+)
+from telegram.request import BaseRequest, HTTPXRequest, RequestData
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.commands.registry import Caller
+from bot.transports.telegram_request import AiohttpBotClient, HttpFailure, HttpTimeout, Timeouts
+from bot.views.doc import Doc
+from bot.views.telegram_html import CallbackCommands, Rendered, keyboard, render_for_telegram
+from bot.views.text import render_text
+from core.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[Caller, str], Awaitable[Doc]]
+HttpClient = Literal["aiohttp", "httpx"]
+
+# BadRequest descriptions that mean this chat cannot be written to, now or later
+_UNREACHABLE = ("chat not found", "user not found", "peer_id_invalid", "user is deactivated", "bot was kicked",
+                "chat_write_forbidden", "have no rights to send", "bot is not a member", "group chat was deactivated",
+                "need administrator rights")
+_COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+_NO_PREVIEW = {"is_disabled": True}
+# send() posts sendMessage through Bot.do_api_request to keep the answer as JSON (see _send_text). Bot API
+# method names are case-insensitive; this spelling is not a Bot attribute, so PTB does not warn on each call
+# that Bot.send_message exists (which is what we deliberately avoid).
+_SEND_MESSAGE = "SendMessage"
+
+
+class TelegramTransport:
+    name = "telegram"
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str | None = None,  # e.g. "http://127.0.0.1:8081/bot" (a local Bot API); None: api.telegram.org
+        base_file_url: str | None = None,
+        commands: Sequence[tuple[str, str]] = (),  # the menu: (name, summary), from the registry's visible commands
+        messages_per_second: float = 30.0,  # PTB's AIORateLimiter, bot-wide; 0 turns rate limiting off
+        group_messages_per_minute: float = 20.0,
+        rate_limit_retries: int = 0,  # 0: a 429 becomes DeliveryError(retry_after) at once, the outbox waits
+        http: HttpClient = "aiohttp",
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        write_timeout: float = 10.0,
+        media_write_timeout: float = 30.0,
+        pool_timeout: float = 5.0,
+        connection_pool_size: int = 64,
+        poll_timeout: float = 10.0,  # long-poll seconds of getUpdates
+        concurrent_updates: int = 32,  # updates handled at once across chats; one at a time, in order, per chat
+        callback_commands: CallbackCommands | None = None,
+    ) -> None:
+        self._token = token
+        self._commands = list(commands)
+        self._poll_timeout = poll_timeout
+        self._callbacks = callback_commands or CallbackCommands()
+        self._handle: Handle | None = None
+        self._initialized = False
+        timeouts = Timeouts(connect=connect_timeout, read=read_timeout, write=write_timeout,
+                            media_write=media_write_timeout, pool=pool_timeout)
+        builder = (Application.builder().token(token)
+                   .request(_request(http, timeouts, connection_pool_size))
+                   .get_updates_request(_request(http, timeouts, 2))
+                   .rate_limiter(AIORateLimiter(overall_max_rate=messages_per_second,
+                                                group_max_rate=group_messages_per_minute,
+                                                max_retries=rate_limit_retries))
+                   .concurrent_updates(_ChatOrderedUpdates(concurrent_updates))
+                   .job_queue(None))
+        if base_url:
+            builder = builder.base_url(base_url)
+        if base_file_url:
+            builder = builder.base_file_url(base_file_url)
+        self._app = builder.build()
+        self._app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.COMMAND, self._on_command))
+        self._app.add_handler(MessageHandler(
+            filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self._on_text))
+        self._app.add_handler(CallbackQueryHandler(self._on_button))
+        self._app.add_error_handler(self._on_error)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def initialize(self) -> None:
+        """Open the HTTP sessions, check the token (getMe) and publish the command menu. Enough for send()."""
+        if self._initialized:
+            return
+        try:
+            await self._app.initialize()
+        except TelegramError as exc:
+            with contextlib.suppress(Exception):
+                await self._app.bot.shutdown()  # close the HTTP sessions the failed getMe opened
+            raise self._error(exc) from exc
+        self._initialized = True
+        await self._register_commands()
+
+    async def start(self, handle: Handle) -> None:
+        """Serve commands through `handle` (long polling in this event loop) and allow send()."""
+        self._handle = handle
+        await self.initialize()
+        try:
+            await self._app.start()
+            assert self._app.updater is not None
+            await self._app.updater.start_polling(
+                poll_interval=0.0, timeout=timedelta(seconds=self._poll_timeout),
+                allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY], drop_pending_updates=False)
+        except TelegramError as exc:  # e.g. deleteWebhook failed
+            await self.stop()
+            raise self._error(exc) from exc
+        log.info("telegram: serving as @%s", self._app.bot.username)
+
+    async def stop(self) -> None:
+        """Stop polling, let running handlers finish, close the sessions. Safe to call twice or after a failed start."""
+        updater = self._app.updater
+        with contextlib.suppress(RuntimeError):
+            if updater is not None and updater.running:
+                await updater.stop()
+        with contextlib.suppress(RuntimeError):
+            if self._app.running:
+                await self._app.stop()
+        if self._initialized:
+            await self._app.shutdown()
+            self._initialized = False
+        log.info("telegram: stopped")
+
+    @property
+    def bot_username(self) -> str:
+        return self._app.bot.username
+
+    # -- delivery ------------------------------------------------------------------------------------
+    async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None) -> str:
+        """Deliver `doc`; the id of its first message (what a later reply refers to). Raises DeliveryError."""
+        if not self._initialized:
+            raise DeliveryError("telegram transport is not started")
+        try:
+            return await self._send_doc(_chat(chat_id), doc, reply_to)
+        except TelegramError as exc:
+            raise self._error(exc) from exc
+
+    async def _send_doc(self, chat_id: int | str, doc: Doc, reply_to: str | int | None) -> str:
+        try:
+            return await self._send_rendered(chat_id, doc, _render(doc), reply_to)
+        except ChatMigrated as exc:  # a group became a supergroup: its new id takes the message
+            log.warning("telegram: chat %s migrated to %s; store the new id", chat_id, exc.new_chat_id)
+            return await self._send_rendered(exc.new_chat_id, doc, _render(doc), reply_to)
+
+    async def _send_rendered(self, chat_id: int | str, doc: Doc, rendered: Rendered, reply_to: str | int | None) -> str:
+        markup = self._markup(doc)
+        reply = _reply_parameters(reply_to)
+        first: str | None = None
+        if doc.image is not None:
+            photo = await self._app.bot.send_photo(
+                chat_id, InputFile(doc.image.data, filename=doc.image.filename), caption=rendered.caption or None,
+                parse_mode=ParseMode.HTML if rendered.caption else None,
+                reply_parameters=ReplyParameters.de_json(reply, None) if reply else None,
+                reply_markup=InlineKeyboardMarkup.de_json(markup, None) if markup and not rendered.messages else None)
+            first, reply = str(photo.message_id), None
+        for i, text in enumerate(rendered.messages):
+            last = i == len(rendered.messages) - 1
+            try:
+                sent = await self._send_text(chat_id, text, ParseMode.HTML, reply, markup if last else None)
+            except BadRequest as exc:
+                if "can't parse entities" not in exc.message.lower():
+                    raise
+                log.error("telegram refused our HTML (%s); sending plain text", exc.message)
+                sent = await self._send_plain(chat_id, doc, reply, markup)
+                first = first or sent
+                break
+            first, reply = first or sent, None
+        assert first is not None, "render_for_telegram always yields a caption slot or a message"
+        return first
+
+    async def _send_text(self, chat_id: int | str, text: str, parse_mode: str | None, reply: dict[str, Any] | None,
+                         markup: dict[str, Any] | None) -> str:
+        """sendMessage through PTB's rate limiter and request, keeping the answer as JSON: building a
+        telegram.Message from it (which we would only read message_id from) was a quarter of the CPU per send."""
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text, "link_preview_options": _NO_PREVIEW}
+        if parse_mode:
+            params["parse_mode"] = parse_mode
+        if reply:
+            params["reply_parameters"] = reply
+        if markup:
+            params["reply_markup"] = markup
+        result = await self._app.bot.do_api_request(_SEND_MESSAGE, api_kwargs=params)
+        return str(result["message_id"])
+
+    async def _send_plain(self, chat_id: int | str, doc: Doc, reply: dict[str, Any] | None,
+                          markup: dict[str, Any] | None) -> str:
+        text = render_text(doc)
+        chunks = [text[i:i + 4000] for i in range(0, len(text), 4000)] or ["…"]
+        first: str | None = None
+        for i, chunk in enumerate(chunks):
+            sent = await self._send_text(chat_id, chunk, None, reply if i == 0 else None,
+                                         markup if i == len(chunks) - 1 else None)
+            first = first or sent
+        assert first is not None
+        return first
+
+    def _markup(self, doc: Doc) -> dict[str, Any] | None:
+        """The inline keyboard as Bot API JSON."""
+        if not doc.buttons:
+            return None
+        return {"inline_keyboard": [[{"text": b.label, "callback_data": b.callback_data} for b in row]
+                                    for row in keyboard(doc, self._callbacks)]}
+
+    # -- serving commands ----------------------------------------------------------------------------
+    async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text or not self._addressed_to_me(message.text):
+            return
+        await self._serve(update, message.text, reply_to=message.message_id)
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text:
+            return
+        await self._serve(update, message.text, reply_to=None)
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        command = self._callbacks.decode(query.data)
+        try:
+            await query.answer("This button has expired; send the command again." if command is None else None)
+        except TelegramError as exc:  # too old to answer: run the command anyway
+            log.info("telegram: could not answer callback query: %s", exc)
+        if command is not None:
+            await self._serve(update, command, reply_to=None)
+
+    async def _serve(self, update: Update, text: str, reply_to: int | None) -> None:
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or self._handle is None:
+            return
+        chat_id = chat.id if chat is not None else user.id
+        caller = Caller("telegram", str(user.id), str(chat_id), user.full_name)
+        doc = await self._handle(caller, text)
+        in_group = chat is not None and chat.type != "private"
+        try:
+            await self._send_doc(chat_id, doc, reply_to if in_group else None)
+        except TelegramError as exc:
+            err = self._error(exc)
+            log.warning("telegram: reply to %s in chat %s failed (%s, permanent=%s)", user.id, chat_id, err,
+                        err.permanent)
+
+    def _error(self, exc: TelegramError) -> DeliveryError:
+        error = _delivery_error(exc)
+        if self._token and self._token in str(error):  # PTB names the token when it is rejected
+            return DeliveryError(str(error).replace(self._token, "<token>"), permanent=error.permanent,
+                                 retry_after=error.retry_after)
+        return error
+
+    def _addressed_to_me(self, text: str) -> bool:
+        """'/signal@OtherBot' in a group is for another bot."""
+        head = text.split(maxsplit=1)[0]
+        if "@" not in head:
+            return True
+        return head.split("@", 1)[1].lower() == (self._app.bot.username or "").lower()
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram: error while handling an update", exc_info=context.error)
+
+    async def _register_commands(self) -> None:
+        menu = [BotCommand(name, (summary.strip() or name)[:256]) for name, summary in self._commands
+                if _COMMAND_NAME.fullmatch(name)][:100]
+        if not menu:
+            return
+        try:
+            await self._app.bot.set_my_commands(menu)
+        except TelegramError as exc:
+            log.warning("telegram: could not set the command menu: %s", exc)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _chat(chat_id: str | int) -> int | str:
+    if isinstance(chat_id, int):
+        return chat_id
+    text = chat_id.strip()
+    return int(text) if text.lstrip("-").isdigit() else text  # "@channelname" stays a string
+
+
+def _reply_parameters(reply_to: str | int | None) -> dict[str, Any] | None:
+    if reply_to is None:
+        return None
+    try:
+        message_id = int(reply_to)
+    except (TypeError, ValueError):
+        log.warning("telegram: cannot reply to %r (not a Telegram message id); sending without reply", reply_to)
+        return None
+    return {"message_id": message_id, "allow_sending_without_reply": True}
+
+
+@functools.lru_cache(maxsize=256)
+def _render_cached(doc: Doc) -> Rendered:
+    return render_for_telegram(doc)
+
+
+def _render(doc: Doc) -> Rendered:
+    """A fan-out renders the same Doc for many recipients: render it once."""
+    try:
+        return _render_cached(doc)
+    except TypeError:  # a Doc holding something unhashable
+        return render_for_telegram(doc)
+
+
+def _retry_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # v22 warns that retry_after becomes a timedelta; accept both
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value: Any = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _delivery_error(exc: TelegramError) -> DeliveryError:
+    """Telegram's error -> ours (see the module docstring)."""
+    text = f"telegram: {exc.message}"
+    if isinstance(exc, RetryAfter):
+        return DeliveryError(text, retry_after=_retry_seconds(exc))
+    if isinstance(exc, Forbidden):
+        return DeliveryError(text, permanent=True)
+    if isinstance(exc, BadRequest):
+        return DeliveryError(text, permanent=any(s in exc.message.lower() for s in _UNREACHABLE))
+    if isinstance(exc, ChatMigrated):
+        return DeliveryError(f"{text} (new chat id {exc.new_chat_id})", permanent=True)
+    if isinstance(exc, TimedOut):
+        return DeliveryError(f"{text} (the message may have been delivered)")
+    if isinstance(exc, InvalidToken):
+        return DeliveryError(f"{text} (check TELEGRAM_TOKEN)")
+    return DeliveryError(text)  # NetworkError (5xx, connection), anything else: transient
+
+
+class _ChatOrderedUpdates(BaseUpdateProcessor):
+    """Updates of different chats run concurrently; those of one chat run one at a time, in arrival order
+    (PTB's own concurrent processing could answer a quick "/prefs" before the "/start" sent just before it)."""
+
+    def __init__(self, max_concurrent_updates: int) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # chat id -> (lock, updates holding or waiting)
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        key = _chat_key(update)
+        if key is None:
+            await coroutine
+            return
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def _chat_key(update: object) -> int | None:
+    if not isinstance(update, Update):
+        return None
+    if update.effective_chat is not None:
+        return update.effective_chat.id
+    return update.effective_user.id if update.effective_user is not None else None
+
+
+def _request(http: HttpClient, timeouts: Timeouts, pool_size: int) -> BaseRequest:
+    if http == "httpx":
+        return HTTPXRequest(connection_pool_size=pool_size, read_timeout=timeouts.read, write_timeout=timeouts.write,
+                            connect_timeout=timeouts.connect, pool_timeout=timeouts.pool,
+                            media_write_timeout=timeouts.media_write)
+    return AiohttpRequest(AiohttpBotClient(timeouts, connection_limit=pool_size))
+
+
+class AiohttpRequest(BaseRequest):
+    """PTB's request interface over telegram_request.AiohttpBotClient (aiohttp), cheaper per call than httpx."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: AiohttpBotClient) -> None:
+        self._client = client
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._client.timeouts.read
+
+    async def initialize(self) -> None:
+        await self._client.open()
+
+    async def shutdown(self) -> None:
+        await self._client.close()
+
+    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
+                         read_timeout: Any = BaseRequest.DEFAULT_NONE, write_timeout: Any = BaseRequest.DEFAULT_NONE,
+                         connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+                         pool_timeout: Any = BaseRequest.DEFAULT_NONE) -> tuple[int, bytes]:
+        files = request_data.multipart_data if request_data is not None and request_data.contains_files else None
+        try:
+            if files:
+                return await self._client.request(
+                    method, url, fields=request_data.json_parameters if request_data else None, files=files,
+                    read=_given(read_timeout), write=_given(write_timeout), connect=_given(connect_timeout),
+                    pool=_given(pool_timeout), media=True)
+            return await self._client.request(
+                method, url, json_body=request_data.json_payload if request_data is not None else None,
+                read=_given(read_timeout), write=_given(write_timeout), connect=_given(connect_timeout),
+                pool=_given(pool_timeout))
+        except HttpTimeout as exc:
+            raise TimedOut(str(exc) or "Timed out") from exc
+        except HttpFailure as exc:
+            raise NetworkError(f"aiohttp: {exc}") from exc
+
+
+def _given(value: Any) -> Any:
+    """PTB's DEFAULT_NONE ("not passed") -> Ellipsis, our client's "use the default"."""
+    return ... if value is BaseRequest.DEFAULT_NONE else value
+
+
+__all__ = ["AiohttpRequest", "TelegramTransport"]

@@ -25,6 +25,7 @@ from core.clock import AcceleratedClock, Clock
 from core.errors import DeliveryError
 from core.events import EventBus, SignalClosed, SignalIssued
 from core.indicators.pandas_ta_engine import PandasTaEngine
+from core.instruments import default_registry
 from core.market_data import CsvMarketData, SimulatedMarket
 from core.ports import MarketData
 from core.risk import RiskManager
@@ -68,7 +69,7 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock) -
     bus = EventBus()
     signal_service = SignalService(market, SignalEngine(PandasTaEngine()), store, bus, RiskManager(), clock)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
-    return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry())
+    return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(), default_registry())
 
 
 async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None = None,

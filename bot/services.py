@@ -7,6 +7,7 @@ from bot.commands.registry import Caller, CommandRegistry
 from bot.settings import Settings
 from core.clock import Clock
 from core.events import EventBus
+from core.instruments import InstrumentRegistry
 from core.ports import MarketData
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
@@ -23,6 +24,7 @@ class Services:
     bus: EventBus
     clock: Clock
     registry: CommandRegistry
+    instruments: InstrumentRegistry
 
     def is_admin(self, caller: Caller) -> bool:
         """Admins are configured numeric platform ids; the local console operator is one by construction."""

@@ -87,3 +87,12 @@ async def test_scan_issues_persists_and_commands_show_it(services):
     assert all(f"{s.symbol}  " in out for s in still_open)
     assert "Track record" in await say(services, BOB, "/performance")
     assert "Track record, last 30 days" in await say(services, BOB, "/performance 30d")
+
+
+async def test_instruments_search(services):
+    out = await say(services, BOB, "/instruments bank")
+    for sym in ("JPM", "BAC", "C"):
+        assert f"\n  {sym} " in out
+    assert "Showing the first 25" in out  # 31 banks and asset managers match
+    assert "instruments" in await say(services, BOB, "/instruments")
+    assert "No instrument matches" in await say(services, BOB, "/instruments zzzzqqq")

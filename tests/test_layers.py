@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VENDORS = {"yfinance", "ccxt", "pandas_ta", "talib", "lightgbm", "openai", "anthropic", "stripe", "telegram",
+VENDORS = {"yfinance", "curl_cffi", "ccxt", "pandas_ta", "talib", "lightgbm", "openai", "anthropic", "stripe", "telegram",
            "discord", "apscheduler", "sqlmodel", "sqlalchemy", "aiosqlite"}
 FORBIDDEN = {
     "core": {"bot", "storage", "scripts", "sqlmodel", "sqlalchemy", "aiosqlite", "telegram", "discord", "stripe",

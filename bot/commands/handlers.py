@@ -234,6 +234,36 @@ async def show_history(ctx: CommandContext, limit: int) -> Doc:
     return history_doc(await ctx.services.store.recent_outcomes(limit))
 
 
+# /instruments [QUERY] -----------------------------------------------------------------------------
+def parse_query(args: Sequence[str]) -> str:
+    query = " ".join(args).strip()
+    if len(query) > 60:
+        raise UserInputError("That search is too long (at most 60 characters).")
+    return query
+
+
+async def find_instruments(ctx: CommandContext, query: str) -> Doc:
+    registry = ctx.services.instruments
+    if not query:
+        counts: dict[str, int] = {}
+        for r in registry.records():
+            counts[r.instrument.asset_class.value] = counts.get(r.instrument.asset_class.value, 0) + 1
+        return Doc(heading=f"{sum(counts.values())} instruments",
+                   fields=tuple((k, str(v)) for k, v in sorted(counts.items())),
+                   note="Search with /instruments QUERY (a symbol, a name, a sector or an industry such as bank).")
+    found = registry.search(query, limit=INSTRUMENT_ROWS + 1)
+    if not found:
+        return Doc(heading=f"No instrument matches '{query}'", body="Try a symbol (AAPL), a name or a sector.")
+    rows = tuple((r.instrument.symbol, r.instrument.name[:32], r.instrument.asset_class.value,
+                  r.instrument.sector[:22], r.instrument.exchange) for r in found[:INSTRUMENT_ROWS])
+    more = f"Showing the first {INSTRUMENT_ROWS}; narrow the search for the rest." if len(found) > INSTRUMENT_ROWS else ""
+    return Doc(heading=f"Instruments matching '{query}'",
+               table=Table(("symbol", "name", "class", "sector", "exchange"), rows), note=more)
+
+
+INSTRUMENT_ROWS = 25
+
+
 # /stop --------------------------------------------------------------------------------------------
 async def stop(ctx: CommandContext, _: None) -> Doc:
     await ctx.services.store.set_active(_user(ctx).id, False)
@@ -254,6 +284,8 @@ def build_registry() -> CommandRegistry:
                 "/performance [30d|90d|all]", parse_period, show_performance, needs_user=False),
         Command("history", "the last closed signals and how they ended", "/history [N]", parse_history,
                 show_history, needs_user=False),
+        Command("instruments", "search the instruments by symbol, name, sector or industry", "/instruments [QUERY]",
+                parse_query, find_instruments, needs_user=False),
         Command("stop", "unsubscribe", "/stop", _no_args, stop),
     ):
         r.register(cmd)

@@ -7,7 +7,7 @@ import logging
 import signal as os_signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -21,12 +21,12 @@ from bot.settings import Settings
 from bot.transports.console import ConsoleTransport
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Doc
-from core.clock import AcceleratedClock, Clock
+from bot.markets import MarketSetup, live_market, offline_market
+from core.clock import Clock, SystemClock
 from core.errors import DeliveryError
 from core.events import EventBus, SignalClosed, SignalIssued
 from core.indicators.pandas_ta_engine import PandasTaEngine
 from core.instruments import default_registry
-from core.market_data import CsvMarketData, SimulatedMarket
 from core.ports import MarketData
 from core.risk import RiskManager
 from core.signals.engine import SignalEngine
@@ -46,36 +46,27 @@ class RunOptions:
     # simulation default: now, with 400 days of simulated history before it)
 
 
-def build_market(settings: Settings, opts: RunOptions) -> tuple[MarketData, Clock]:
-    """The offline market: a replay of CSV files, or the built-in simulation (the default)."""
-    market: MarketData
-    if opts.replay is not None:
-        csv = CsvMarketData(opts.replay)
-        market = csv
-        first, last = csv.data_range(tradable_only=True)
-        start = opts.start or min(first + timedelta(days=400), last)
-        return market, AcceleratedClock(start, opts.speed or settings.speed or 86_400.0)
-    now = opts.start or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    clock = AcceleratedClock(now, opts.speed or settings.speed or 3_600.0)
-    market = SimulatedMarket(seed=settings.sim_seed, start=now, history_days=settings.sim_history_days, clock=clock)
-    return market, clock
-
-
-async def build_services(settings: Settings, market: MarketData, clock: Clock) -> Services:
+async def open_store(settings: Settings, clock: Clock) -> SqlStore:
     db = Database(settings.database_url)
     await db.create_all()
-    store = SqlStore(db, clock)
+    return SqlStore(db, clock)
+
+
+async def build_services(settings: Settings, market: MarketData, clock: Clock, *, store: SqlStore | None = None,
+                         on_demand: MarketData | None = None) -> Services:
+    store = store or await open_store(settings, clock)
     await store.upsert_instruments(list(market.instruments()))
     bus = EventBus()
-    signal_service = SignalService(market, SignalEngine(PandasTaEngine()), store, bus, RiskManager(), clock)
+    signal_service = SignalService(market, SignalEngine(PandasTaEngine()), store, bus, RiskManager(), clock,
+                                   on_demand=on_demand)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(), default_registry())
 
 
 async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None = None,
                       stdout: TextIO | None = None) -> int:
-    market, clock = build_market(settings, opts)
-    services = await build_services(settings, market, clock)
+    setup, services = await compose(settings, opts)
+    market, clock = setup.scan, setup.clock
 
     async def handle(caller: Caller, text: str) -> Doc:
         return await dispatch(services.registry, services, caller, text)
@@ -95,6 +86,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     scheduler = JobScheduler()
     scheduler.every(settings.scan_interval, services.signal_service.scan, "scan")
     scheduler.every(settings.track_interval, services.tracker.update, "track")
+    if setup.update is not None:
+        scheduler.every(settings.update_interval, setup.update, "update-bars")
     stop = asyncio.Event()
     _install_signal_handlers(stop)
 
@@ -116,9 +109,22 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         await asyncio.gather(*tasks, return_exceptions=True)
         if telegram is not None:
             await telegram.stop()  # after the workers: a send in flight finishes first
+        await setup.close()
         await services.store.close()
     log.info("signalbot stopped cleanly")
     return 0
+
+
+async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Services]:
+    if settings.market == "live":
+        if opts.replay is not None:
+            raise ValueError("--replay is an offline market; it cannot be combined with SIGNALBOT_MARKET=live")
+        registry = default_registry()
+        store = await open_store(settings, SystemClock())
+        setup = live_market(settings, registry, store)
+        return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand)
+    setup = offline_market(settings, opts.replay, opts.speed, opts.start)
+    return setup, await build_services(settings, setup.scan, setup.clock)
 
 
 async def start_telegram(settings: Settings, services: Services,

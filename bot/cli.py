@@ -19,6 +19,14 @@ def _parser() -> argparse.ArgumentParser:
                      "into the data; simulation default: now)")
     run.add_argument("--for", dest="duration", type=float, help="stop cleanly after this many seconds")
     run.add_argument("--db", help="database URL (default from SIGNALBOT_DATABASE_URL or sqlite+aiosqlite:///signalbot.db)")
+    run.add_argument("--market", choices=("offline", "live"), help="offline (default): simulated or --replay; "
+                     "live: Yahoo and the exchange through the router (needs the network)")
+
+    fill = sub.add_parser("backfill", help="fetch bars into the database from the live providers (resumable)")
+    fill.add_argument("--symbols", help="comma-separated (default: every tradable instrument)")
+    fill.add_argument("--timeframes", help="comma-separated, e.g. 1d,1h (default: the scan timeframes per class)")
+    fill.add_argument("--days", type=int, default=730, help="history to fetch when nothing is stored (default 730)")
+    fill.add_argument("--db", help="database URL")
 
     scan = sub.add_parser("scan", help="the signals the pipeline would issue at a moment, from data up to it")
     scan.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
@@ -35,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     if getattr(args, "db", None):
         settings = settings.model_copy(update={"database_url": args.db})
+    if getattr(args, "market", None):
+        settings = settings.model_copy(update={"market": args.market})
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba"):
@@ -43,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(settings, args)
+        if args.command == "backfill":
+            from bot.markets import run_backfill
+
+            split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+            print(asyncio.run(run_backfill(settings, split(args.symbols), split(args.timeframes), args.days)))
+            return 0
         if args.command == "scan":
             from scripts.scan import run_scan
 

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     sim_history_days: int = Field(400, ge=60)
     speed: float | None = Field(None, gt=0, description="simulated seconds per wall second (offline markets)")
     log_level: str = "INFO"
+    market: str = Field("offline", pattern="^(offline|live)$", description="offline: simulated/replay; live: providers")
+    update_interval: float = Field(300.0, gt=0, description="seconds between stored-bar updates (live)")
+    yahoo_base_url: str | None = Field(None, description="override Yahoo's API host (tests, proxies)")
+    crypto_exchange: str = "binance"
+    crypto_base_url: str | None = Field(None, description="override the exchange's API host (tests, proxies)")
 
     @property
     def admin_ids(self) -> frozenset[str]:

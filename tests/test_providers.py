@@ -88,6 +88,9 @@ async def binance_fake() -> AsyncIterator[FakeBinance]:
 def make_yahoo(yahoo_fake: FakeYahoo, yf_cache: Path) -> Callable[..., YahooMarketData]:
     # yfinance memoises responses for past ranges by URL; a later fake may get an earlier one's port
     YfData.cache_get.cache_clear()
+    shared = YfData()  # a process-wide singleton: forget the cookie and crumb an earlier test's fake gave
+    shared._crumb = None
+    shared._cookie = None
 
     def make(**kw: Any) -> YahooMarketData:
         args: dict[str, Any] = dict(base_url=yahoo_fake.base_url, timeout=0.5, cache_dir=yf_cache, retry=fast_retry(),

@@ -135,6 +135,16 @@ def _chunk_bars(provider: MarketData) -> int:
     return int(per_request) if per_request else DEFAULT_CHUNK_BARS
 
 
+def _reach(provider: MarketData, symbol: str, tf: Timeframe) -> timedelta | None:
+    """The provider's lookback limit for this symbol and timeframe, if it declares one."""
+    lookback = getattr(provider, "lookback", None)
+    if callable(lookback):
+        found = lookback(symbol, tf)
+        return found if isinstance(found, timedelta) else None
+    caps = getattr(provider, "capabilities", None)
+    return caps.lookback(tf) if caps is not None else None
+
+
 @dataclass
 class _Run:
     provider: MarketData
@@ -145,6 +155,11 @@ class _Run:
     chunk_bars: int
     pairs: int
     pairs_done: int = 0
+
+    def _oldest_reachable(self, symbol: str, tf: Timeframe) -> datetime:
+        """A fresh backfill starts no earlier than the provider can serve (Yahoo keeps 1h bars 729 days)."""
+        reach = _reach(self.provider, symbol, tf)
+        return self.start if reach is None else self.end - reach + timedelta(days=1)
 
     async def pair(self, symbol: str, tf: Timeframe) -> PairResult:
         begin = await self._resume_point(symbol, tf)
@@ -171,7 +186,7 @@ class _Run:
     async def _resume_point(self, symbol: str, tf: Timeframe) -> datetime:
         last = await self.store.load_bars(symbol, tf, end=None, limit=1)
         if len(last) == 0:
-            return self.start
+            return max(self.start, self._oldest_reachable(symbol, tf))
         after_last = pd.Timestamp(last.index[-1]).tz_convert("UTC").to_pydatetime() + tf.duration
         return max(self.start, after_last)
 

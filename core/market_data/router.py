@@ -202,6 +202,12 @@ class MarketDataRouter:
         """Each provider's breaker state (for health reports)."""
         return {name: b.state for name, b in self.breakers.items()}
 
+    def lookback(self, symbol: str, timeframe: Timeframe) -> timedelta | None:
+        """How far back the primary provider for `symbol` reaches on `timeframe` (None: no known limit)."""
+        providers = self._providers(symbol)
+        caps = getattr(providers[0], "capabilities", None) if providers else None
+        return caps.lookback(timeframe) if caps is not None else None
+
     def providers_for(self, asset_class: AssetClass) -> list[MarketData]:
         return list(self.routes.get(asset_class, []))
 

@@ -42,7 +42,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -314,6 +314,8 @@ class YahooMarketData:
 
     async def _fetch_one(self, rec: InstrumentRecord, native: Timeframe, start: datetime,
                          end: datetime) -> pd.DataFrame:
+        if not _any_session(rec, start, end):
+            return empty_bars()  # a weekend or holiday: Yahoo would answer "no price data, possibly delisted"
         ysym = rec.provider_symbol(YAHOO) or rec.symbol
         # Yahoo's period2 is exclusive and daily bars are stamped at the session open: reach a day past
         fetch_end = end + (_DAY if native is Timeframe.D1 else native.duration)
@@ -339,6 +341,18 @@ class YahooMarketData:
             except Exception as exc:  # noqa: BLE001 - the adapter edge: every vendor error becomes ours
                 raise _translate(exc, rec.symbol) from exc
         return _to_bars(frame, native, rec.symbol)
+
+
+def _any_session(rec: InstrumentRecord, start: datetime, end: datetime) -> bool:
+    """Does the instrument's calendar have a session overlapping [start, end)?"""
+    calendar = get_calendar(rec.calendar)
+    day = start.astimezone(timezone.utc).date() - timedelta(days=1)
+    while day <= end.astimezone(timezone.utc).date():
+        bounds = calendar.session_bounds(day)
+        if bounds is not None and bounds[0] < end and bounds[1] > start:
+            return True
+        day += timedelta(days=1)
+    return False
 
 
 def _translate(exc: Exception, symbol: str) -> SignalBotError:

@@ -39,8 +39,10 @@ class ScanReport:
 class SignalService:
     def __init__(self, market: MarketData, engine: SignalEngine, signals: SignalRepository, bus: EventBus,
                  risk: RiskManager, clock: Clock,
-                 timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None) -> None:
+                 timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
+                 on_demand: MarketData | None = None) -> None:
         self.market = market
+        self.on_demand = on_demand or market  # /signal may read a provider directly (live: the router)
         self.engine = engine
         self.signals = signals
         self.bus = bus
@@ -52,7 +54,7 @@ class SignalService:
 
     def instrument(self, symbol: str) -> Instrument:
         wanted = symbol.strip().upper()
-        known = {i.symbol.upper(): i for i in self.market.instruments()}
+        known = {i.symbol.upper(): i for i in self.on_demand.instruments()}
         if wanted in known:
             return known[wanted]
         import difflib
@@ -69,11 +71,11 @@ class SignalService:
     async def analyse(self, symbol: str, timeframe: Timeframe | None = None) -> Analysis:
         """On-demand analysis of the last closed bar (for /signal)."""
         inst = self.instrument(symbol)
-        available = list(self.market.timeframes(inst.symbol))
+        available = list(self.on_demand.timeframes(inst.symbol))
         tf = timeframe or (Timeframe.D1 if Timeframe.D1 in available else available[-1])
         if tf not in available:
             raise MarketDataError(f"{inst.symbol} has no {tf} bars here (available: {', '.join(map(str, available))})")
-        bars = await self.market.get_bars(inst.symbol, tf, end=self.clock.now(), limit=self.engine.config.lookback)
+        bars = await self.on_demand.get_bars(inst.symbol, tf, end=self.clock.now(), limit=self.engine.config.lookback)
         return await asyncio.to_thread(self.engine.analyse, inst, tf, bars)
 
     async def scan(self) -> ScanReport:

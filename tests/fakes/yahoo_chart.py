@@ -109,6 +109,10 @@ class FakeYahoo(FakeServer):
             item["indicators"] = {"quote": [columns]}
             if interval == "1d":
                 item["indicators"]["adjclose"] = [{"adjclose": columns["close"]}]
+        else:  # a range without bars: Yahoo leaves out timestamp and sends empty quote objects
+            item["indicators"] = {"quote": [{}]}
+            if interval == "1d":
+                item["indicators"]["adjclose"] = [{}]
         return {"chart": {"result": [item], "error": None}}
 
 

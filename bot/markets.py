@@ -1,0 +1,124 @@
+"""Which market the service reads: offline (simulated or replayed CSV) or live (providers -> store)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bot.settings import Settings
+from core.clock import AcceleratedClock, Clock, SystemClock
+from core.domain import AssetClass
+from core.instruments import InstrumentRegistry
+from core.market_data import CsvMarketData, SimulatedMarket
+from core.market_data.backfill import backfill
+from core.market_data.router import MarketDataRouter
+from core.ports import MarketData
+from core.signals.service import DEFAULT_TIMEFRAMES
+from storage import SqlStore
+from storage.market import StoredMarketData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MarketSetup:
+    scan: MarketData  # what scans and the tracker read
+    on_demand: MarketData  # what /signal reads
+    clock: Clock
+    update: Callable[[], Awaitable[object]] | None = None  # periodic refresh of stored bars (live)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
+
+
+def offline_market(settings: Settings, replay: Path | None, speed: float | None, start: datetime | None) -> MarketSetup:
+    """A replay of CSV files, or the built-in simulation (the default), on an accelerated clock."""
+    if replay is not None:
+        csv = CsvMarketData(replay)
+        first, last = csv.data_range(tradable_only=True)
+        clock = AcceleratedClock(start or min(first + timedelta(days=400), last), speed or settings.speed or 86_400.0)
+        return MarketSetup(csv, csv, clock)
+    now = start or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    clock = AcceleratedClock(now, speed or settings.speed or 3_600.0)
+    sim = SimulatedMarket(seed=settings.sim_seed, start=now, history_days=settings.sim_history_days, clock=clock)
+    return MarketSetup(sim, sim, clock)
+
+
+def live_router(settings: Settings, registry: InstrumentRegistry, clock: Clock) -> MarketDataRouter:
+    """Yahoo for equities, FX and indices; the exchange (ccxt) for crypto, Yahoo as its fallback.
+    The vendor adapters are imported here, not at start-up: they cost ~1.8 s the offline service never pays."""
+    from core.market_data.crypto_exchange import CcxtMarketData
+    from core.market_data.yahoo import YahooMarketData
+
+    yahoo = YahooMarketData(registry, base_url=settings.yahoo_base_url, clock=clock)
+    yahoo_crypto = YahooMarketData(registry, asset_classes=(AssetClass.CRYPTO,), base_url=settings.yahoo_base_url,
+                                   clock=clock)
+    exchange = CcxtMarketData(registry, exchange_id=settings.crypto_exchange, base_url=settings.crypto_base_url)
+    return MarketDataRouter({
+        AssetClass.EQUITY: [yahoo], AssetClass.FX: [yahoo], AssetClass.INDEX: [yahoo],
+        AssetClass.CRYPTO: [exchange, yahoo_crypto],
+    }, registry=registry)
+
+
+def live_market(settings: Settings, registry: InstrumentRegistry, store: SqlStore,
+                clock: Clock | None = None) -> MarketSetup:
+    """Scans read stored bars; an update job fetches what closed since (the first run backfills two years)."""
+    clock = clock or SystemClock()
+    router = live_router(settings, registry, clock)
+    tradable = [i for i in registry.instruments() if DEFAULT_TIMEFRAMES.get(i.asset_class)]
+    scan = StoredMarketData(store, tradable, DEFAULT_TIMEFRAMES)
+
+    async def update() -> None:
+        for cls, tfs in DEFAULT_TIMEFRAMES.items():
+            symbols = [i.symbol for i in scan.instruments() if i.asset_class is cls]
+            if symbols and tfs:
+                result = await backfill(router, store, symbols, tfs, clock=clock, concurrency=4)
+                if result.failed:
+                    log.warning("bar update: %d of %d %s pairs failed", len(result.failed), len(result.pairs), cls)
+    return MarketSetup(scan, router, clock, update, [router.close])
+
+
+async def run_backfill(settings: Settings, symbols: list[str] | None, timeframes: list[str] | None,
+                       days: int) -> str:
+    """`signalbot backfill`: fetch `days` of bars into the store (resumable, idempotent), with a progress bar."""
+    from tqdm import tqdm
+
+    from bot.app import open_store
+    from core.domain import Timeframe
+    from core.instruments import default_registry
+
+    registry = default_registry()
+    clock = SystemClock()
+    store = await open_store(settings, clock)
+    router = live_router(settings, registry, clock)
+    wanted = [registry.get(s).instrument for s in symbols] if symbols else \
+        [i for i in registry.instruments() if DEFAULT_TIMEFRAMES.get(i.asset_class)]
+    await store.upsert_instruments(wanted)
+    bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+    written = failed = 0
+    try:
+        for cls, default_tfs in DEFAULT_TIMEFRAMES.items():
+            syms = [i.symbol for i in wanted if i.asset_class is cls]
+            tfs = [Timeframe.parse(t) for t in timeframes] if timeframes else list(default_tfs)
+            if not syms or not tfs:
+                continue
+
+            def show(p: object, cls: AssetClass = cls) -> None:
+                frac = getattr(p, "fraction", 0.0)
+                bar.n = round(frac, 4)
+                bar.set_postfix_str(f"{cls.value} {getattr(p, 'symbol', '')} {getattr(p, 'timeframe', '')}")
+                bar.refresh()
+
+            result = await backfill(router, store, syms, tfs, start=clock.now() - timedelta(days=days), clock=clock,
+                                    progress=show, concurrency=4)
+            written += result.bars_written
+            failed += len(result.failed)
+    finally:
+        bar.close()
+        await router.close()
+        await store.close()
+    return f"backfill: {written:,} bars written, {failed} pairs failed (see the log)"

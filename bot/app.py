@@ -25,7 +25,7 @@ from bot.markets import MarketSetup, live_market, offline_market
 from core.clock import Clock, SystemClock
 from core.errors import DeliveryError
 from core.events import EventBus, SignalClosed, SignalIssued
-from core.indicators.pandas_ta_engine import PandasTaEngine
+from core.indicators import default_engine
 from core.instruments import default_registry
 from core.ports import MarketData
 from core.risk import RiskManager
@@ -57,7 +57,7 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
     store = store or await open_store(settings, clock)
     await store.upsert_instruments(list(market.instruments()))
     bus = EventBus()
-    signal_service = SignalService(market, SignalEngine(PandasTaEngine()), store, bus, RiskManager(), clock,
+    signal_service = SignalService(market, SignalEngine(default_engine()), store, bus, RiskManager(), clock,
                                    on_demand=on_demand)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(), default_registry())

@@ -11,7 +11,7 @@ from typing import Any
 from core.clock import FixedClock
 from core.domain import Signal
 from core.events import EventBus
-from core.indicators.pandas_ta_engine import PandasTaEngine
+from core.indicators import default_engine
 from core.market_data import CsvMarketData
 from core.ports import MarketData
 from core.risk import RiskManager
@@ -46,7 +46,7 @@ async def scan_at(market: MarketData, as_of: datetime, database_url: str = "sqli
     await db.create_all()
     store = SqlStore(db)
     try:
-        service = SignalService(market, SignalEngine(PandasTaEngine()), store, EventBus(), RiskManager(), FixedClock(as_of))
+        service = SignalService(market, SignalEngine(default_engine()), store, EventBus(), RiskManager(), FixedClock(as_of))
         report = await service.scan()
         return ScanResult(as_of, report, len(service.scan_targets()))
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -47,6 +47,7 @@ from storage.database import Database
 from storage.tables import BARS, DELIVERIES, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS
 
 BULK_CHUNK_ROWS = 10_000
+IN_CHUNK = 500  # values per IN (...) list
 
 _Insert = sqlite.Insert | postgresql.Insert
 
@@ -147,6 +148,45 @@ class SqlStore:
         """Store a signal. Signals are immutable: adding an id that exists already changes nothing."""
         stmt = self._insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
         await self._write(stmt, _signal_row(signal))
+
+    async def add_signals(self, signals: Sequence[Signal]) -> None:
+        """Store several signals in one transaction; ids that exist already change nothing."""
+        if not signals:
+            return
+        stmt = self._insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
+        await self._write(stmt, [_signal_row(s) for s in signals])
+
+    async def existing_signal_ids(self, ids: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start: start + IN_CHUNK]
+            rows = await self._fetch(sa.select(SIGNALS.c.id).where(SIGNALS.c.id.in_(chunk)))
+            found.update(r[0] for r in rows)
+        return found
+
+    async def latest_signals_for(self, keys: Collection[tuple[str, Timeframe]]) -> dict[tuple[str, Timeframe], Signal]:
+        """The newest signal (by issued_at, then id, as latest_signal_for) of each (symbol, timeframe)."""
+        wanted = {(sym, Timeframe(tf)) for sym, tf in keys}
+        symbols = sorted({sym for sym, _ in wanted})
+        out: dict[tuple[str, Timeframe], Signal] = {}
+        for start in range(0, len(symbols), IN_CHUNK):
+            chunk = symbols[start: start + IN_CHUNK]
+            newest = (
+                sa.select(SIGNALS.c.symbol, SIGNALS.c.timeframe, sa.func.max(SIGNALS.c.issued_at).label("issued_at"))
+                .where(SIGNALS.c.symbol.in_(chunk))
+                .group_by(SIGNALS.c.symbol, SIGNALS.c.timeframe)
+                .subquery()
+            )
+            stmt = sa.select(SIGNALS).join(newest, sa.and_(
+                SIGNALS.c.symbol == newest.c.symbol, SIGNALS.c.timeframe == newest.c.timeframe,
+                SIGNALS.c.issued_at == newest.c.issued_at))
+            for row in await self._fetch(stmt):
+                signal = _signal(row._mapping)
+                key = (signal.symbol, signal.timeframe)
+                if key in wanted and (key not in out or signal.id > out[key].id):
+                    out[key] = signal
+        return out
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         rows = await self._fetch(sa.select(SIGNALS).where(SIGNALS.c.id == signal_id))

@@ -78,6 +78,24 @@ def test_analyse_recent_equals_one_by_one(engine):
         assert a.setup.score == pytest.approx(single.setup.score, rel=1e-6)
 
 
+def test_analyse_many_equals_analyse_recent_and_reports_failures(engine):
+    bars = calm_then_crash()
+    items = [(STOCK, Timeframe.D1, bars, 3), (COIN, Timeframe.H1, bars.iloc[:30], 1), (COIN, Timeframe.D1, bars, 1)]
+    failures: list[tuple[str, str]] = []
+    many = engine.analyse_many(items, lambda inst, tf, exc: failures.append((inst.symbol, type(exc).__name__)))
+    expected = engine.analyse_recent(STOCK, Timeframe.D1, bars, 3) + engine.analyse_recent(COIN, Timeframe.D1, bars, 1)
+    assert many == expected
+    assert failures == [("TEST-USDT", "NotEnoughDataError")]
+
+
+def test_last_rows_are_the_tail_of_compute(engine):
+    bars = calm_then_crash()
+    names, values = engine.indicators.last_rows(bars, 4)
+    tail = engine.indicators.compute(bars).iloc[-4:]
+    assert list(names) == list(tail.columns)
+    np.testing.assert_array_equal(values, tail.to_numpy())
+
+
 def test_detector_thresholds_on_known_values():
     det = OversoldDetector()
     snap = pd.Series({"zscore_20": -2.5, "rsi_14": 25.0, "dist_sma20_atr": -3.0, "bb_pctb": -0.1,

@@ -173,6 +173,20 @@ async def test_latest_signal_for(store: SqlStore) -> None:
     assert await store.latest_signal_for("AAPL", Timeframe.H1) is None
 
 
+async def test_batch_signal_reads_and_writes_agree_with_the_single_ones(store: SqlStore) -> None:
+    await store.add_signals([make_signal("old", issued_at=T0), make_signal("new", issued_at=T0 + timedelta(days=1)),
+                             make_signal("tie-a", symbol="MSFT", issued_at=T0), make_signal("tie-b", symbol="MSFT", issued_at=T0)])
+    await store.add_signals([make_signal("new", issued_at=T0 + timedelta(days=5))])  # an existing id changes nothing
+    await store.add_signals([])
+    assert await store.existing_signal_ids(["old", "new", "nope"]) == {"old", "new"}
+    keys = [("AAPL", Timeframe.D1), ("MSFT", Timeframe.D1), ("AAPL", Timeframe.H1), ("IBM", Timeframe.D1)]
+    latest = await store.latest_signals_for(keys)
+    assert set(latest) == {("AAPL", Timeframe.D1), ("MSFT", Timeframe.D1)}
+    for key, signal in latest.items():
+        assert signal == await store.latest_signal_for(*key)
+    assert latest[("AAPL", Timeframe.D1)].issued_at == T0 + timedelta(days=1)
+
+
 # ---------------------------------------------------------------- users
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from core.indicators import CORE_COLUMNS, derived_columns
@@ -38,6 +39,10 @@ class PandasTaEngine:
         out["stoch_k"], out["stoch_d"] = _col(stoch, "STOCHk_"), _col(stoch, "STOCHd_")
         derived_columns(bars, out)
         return out[list(CORE_COLUMNS)].astype("float64")
+
+    def last_rows(self, bars: pd.DataFrame, n: int = 1) -> tuple[list[str], np.ndarray]:
+        tail = self.compute(bars).iloc[len(bars) - n:]
+        return [str(c) for c in tail.columns], tail.to_numpy(np.float64)
 
 
 def _col(frame: pd.DataFrame | None, prefix: str) -> pd.Series:

@@ -9,9 +9,8 @@ and the position inside the Bollinger bands. A setup triggers when the weighted 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import pandas as pd
 
 from core.domain import AssetClass, Direction
 from core.setups import Evidence, SetupResult
@@ -62,13 +61,13 @@ class OversoldDetector:
     min_score: float = 0.7
     name: str = "mean_reversion"
 
-    def evaluate(self, snapshot: pd.Series, asset_class: AssetClass, allows_short: bool) -> SetupResult:
+    def evaluate(self, snapshot: Mapping[str, float], asset_class: AssetClass, allows_short: bool) -> SetupResult:
         long = self._score(snapshot, Direction.LONG, asset_class)
         short = self._score(snapshot, Direction.SHORT, asset_class) if allows_short else None
         best = long if short is None or long.score >= short.score else short
         return best
 
-    def _score(self, snapshot: pd.Series, direction: Direction, asset_class: AssetClass) -> SetupResult:
+    def _score(self, snapshot: Mapping[str, float], direction: Direction, asset_class: AssetClass) -> SetupResult:
         items = []
         for c in _criteria_for(asset_class):
             value = float(snapshot.get(c.column, float("nan")))

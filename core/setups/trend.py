@@ -6,9 +6,8 @@ inside a long downtrend, goes with the larger move; the opposite fights it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import pandas as pd
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +16,7 @@ class TrendReading:
     text: str
 
 
-def trend_reading(snapshot: pd.Series) -> TrendReading:
+def trend_reading(snapshot: Mapping[str, float]) -> TrendReading:
     """Price against EMA200 and EMA50 against EMA200 (the regime), weighted by ADX (how strong it is)."""
     close = float(snapshot.get("close", math.nan))
     ema50 = float(snapshot.get("ema_50", math.nan))

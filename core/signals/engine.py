@@ -3,13 +3,15 @@ Pure and synchronous (the async service runs it off the event loop). Reads only 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from core.domain import Direction, Instrument, Signal, Timeframe
+from core.domain import BAR_COLUMNS, Direction, Instrument, Signal, Timeframe
 from core.errors import NotEnoughDataError
 from core.indicators import IndicatorEngine
 from core.risk import position_size
@@ -29,7 +31,7 @@ class EngineConfig:
     detector: OversoldDetector = field(default_factory=OversoldDetector)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     levels: LevelParams = field(default_factory=LevelParams)
-    lookback: int = 300  # bars read per evaluation
+    lookback: int = 400  # bars read per evaluation (EMA200 needs room to settle after its 200-bar seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +64,54 @@ class SignalEngine:
     def analyse_recent(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, n: int) -> list[Analysis]:
         """Analyses of each of the last `n` bars, oldest first. Indicators are computed once over the
         window; they are causal, so the analysis of bar i reads bars <= i only."""
-        lookback = self.config.lookback
-        bars = bars.iloc[-(lookback + n - 1):]
+        return self._analyses(instrument, timeframe, *self._indicators(instrument, timeframe, bars, n))
+
+    def analyse_many(self, items: Iterable[tuple[Instrument, Timeframe, pd.DataFrame, int]],
+                     on_error: Callable[[Instrument, Timeframe, Exception], None]) -> list[Analysis]:
+        """`analyse_recent` of many (instrument, timeframe, bars, n) targets: the indicators of all of them
+        first, then the analyses (two tight loops run faster than one mixed loop; the results are the same).
+        A target that fails is reported to `on_error` and skipped: one bad instrument must not stop a scan."""
+        ready = []
+        for inst, tf, bars, n in items:
+            try:
+                ready.append((inst, tf, *self._indicators(inst, tf, bars, n)))
+            except Exception as exc:
+                on_error(inst, tf, exc)
+        out: list[Analysis] = []
+        for inst, tf, window, first, names, values in ready:
+            try:
+                out.extend(self._analyses(inst, tf, window, first, names, values))
+            except Exception as exc:
+                on_error(inst, tf, exc)
+        return out
+
+    def _indicators(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame,
+                    n: int) -> tuple[pd.DataFrame, int, Sequence[str], np.ndarray]:
+        """The window read for the last `n` bars, the position of the first of them, and their indicator
+        rows (column names, values)."""
+        window = self.config.lookback + n - 1
+        if len(bars) > window:
+            bars = bars.iloc[-window:]
         if len(bars) < MIN_BARS:
             raise NotEnoughDataError(f"{instrument.symbol} {timeframe}: {len(bars)} bars, need at least {MIN_BARS}")
-        ind = self.indicators.compute(bars)
         first = max(len(bars) - n, MIN_BARS - 1)
-        return [self._analysis_at(instrument, timeframe, bars, ind, i) for i in range(first, len(bars))]
+        names, values = self.indicators.last_rows(bars, len(bars) - first)
+        return bars, first, names, values
 
-    def _analysis_at(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, ind: pd.DataFrame, i: int) -> Analysis:
-        snapshot = _snapshot(bars.iloc[i], ind.iloc[i])
-        row = pd.Series(snapshot)
-        setup = self.config.detector.evaluate(row, instrument.asset_class, instrument.allows_short)
-        trend = trend_reading(row)
+    def _analyses(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, first: int,
+                  names: Sequence[str], values: np.ndarray) -> list[Analysis]:
+        index, prices = bars.index, _prices(bars)[first:].tolist()
+        rows = enumerate(zip(prices, values.tolist(), strict=True), start=first)
+        return [self._analysis_at(instrument, timeframe, index[i].to_pydatetime(), _snapshot(p, names, v)) for i, (p, v) in rows]
+
+    def _analysis_at(self, instrument: Instrument, timeframe: Timeframe, bar_time: datetime,
+                     snapshot: dict[str, float]) -> Analysis:
+        setup = self.config.detector.evaluate(snapshot, instrument.asset_class, instrument.allows_short)
+        trend = trend_reading(snapshot)
         votes = _votes(setup, trend, self.config.ensemble)
         result = combine(votes, setup.direction, self.config.ensemble)
         leaning = result.direction or setup.direction or _leaning(snapshot, instrument)
         levels = compute_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_20"], self.config.levels)
-        bar_time = bars.index[i].to_pydatetime()
         return Analysis(instrument, timeframe, bar_time, bar_time + timeframe.duration, snapshot, setup, trend, result, levels, leaning)
 
     def candidate(self, analysis: Analysis) -> Signal | None:
@@ -111,9 +143,16 @@ def _leaning(snapshot: dict[str, float], instrument: Instrument) -> Direction:
     return Direction.SHORT
 
 
-def _snapshot(bar: pd.Series, ind: pd.Series) -> dict[str, float]:
-    snap = {k: float(bar[k]) for k in ("open", "high", "low", "close", "volume")}
-    snap.update({str(k): float(v) for k, v in ind.items()})
+def _prices(bars: pd.DataFrame) -> np.ndarray:
+    """Open, high, low, close, volume as an (n, 5) float array."""
+    frame = bars if tuple(bars.columns.tolist()) == BAR_COLUMNS else bars[list(BAR_COLUMNS)]
+    return frame.to_numpy(np.float64)
+
+
+def _snapshot(prices: list[float], names: Sequence[str], values: list[float]) -> dict[str, float]:
+    """One bar's prices (BAR_COLUMNS order) and indicator values as plain floats."""
+    snap = dict(zip(BAR_COLUMNS, prices, strict=True))
+    snap.update(zip(names, values, strict=True))
     return snap
 
 

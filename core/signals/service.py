@@ -101,7 +101,7 @@ class SignalService:
             seen = self._last_seen.get((inst.symbol, tf))
             behind = 1 if seen is None else int((now - seen) / tf.duration) + 1  # an upper bound on new bars
             try:
-                bars = await self.market.get_bars(inst.symbol, tf, end=now, limit=lookback + min(behind, MAX_CATCH_UP))
+                bars = await self.market.get_bars(inst.symbol, tf, end=now, limit=lookback + min(behind, MAX_CATCH_UP) - 1)
             except MarketDataError as exc:
                 report.errors.append((inst.symbol, str(exc)))
                 continue
@@ -115,29 +115,40 @@ class SignalService:
         return batch
 
     def _analyse_batch(self, batch: Iterable[tuple[Instrument, Timeframe, pd.DataFrame, int]], report: ScanReport) -> list[Analysis]:
-        out: list[Analysis] = []
-        for inst, tf, bars, n in batch:
-            try:
-                out.extend(self.engine.analyse_recent(inst, tf, bars, n))
-            except NotEnoughDataError:
-                continue
-            except Exception as exc:  # one bad instrument must not stop the scan
-                log.exception("analysis of %s %s failed", inst.symbol, tf)
-                report.errors.append((inst.symbol, f"{type(exc).__name__}: {exc}"))
-        return out
+        def failed(inst: Instrument, tf: Timeframe, exc: Exception) -> None:
+            if isinstance(exc, NotEnoughDataError):
+                return
+            log.error("analysis of %s %s failed", inst.symbol, tf, exc_info=exc)
+            report.errors.append((inst.symbol, f"{type(exc).__name__}: {exc}"))
+
+        return self.engine.analyse_many(batch, failed)
 
     async def _review_and_issue(self, candidates: Sequence[Signal], report: ScanReport) -> None:
+        """Risk review in time order, against what is open and the last signal per symbol and timeframe
+        (both kept up to date as candidates are approved); the approved ones stored in one transaction,
+        then published. The store is read once per scan, not once per candidate."""
+        if not candidates:
+            return
         open_now = list(await self.signals.open_signals())
+        known = await self.signals.existing_signal_ids([c.id for c in candidates])
+        latest = await self.signals.latest_signals_for({(c.symbol, c.timeframe) for c in candidates})
+        approved: list[Signal] = []
         for cand in sorted(candidates, key=lambda s: (s.issued_at, -s.confidence, s.id)):
-            if await self.signals.get_signal(cand.id) is not None:
+            if cand.id in known:
                 continue  # this bar was decided before (a restart re-scans it)
-            last = await self.signals.latest_signal_for(cand.symbol, cand.timeframe)
-            decision = self.risk.review(cand, open_now, last)
+            key = (cand.symbol, cand.timeframe)
+            decision = self.risk.review(cand, open_now, latest.get(key))
             if not decision.approved:
                 report.rejected.append((cand.id, decision.reason))
                 continue
-            await self.signals.add_signal(cand)
+            approved.append(cand)
+            known.add(cand.id)
             open_now.append(cand)
+            last = latest.get(key)
+            if last is None or (cand.issued_at, cand.id) > (last.issued_at, last.id):
+                latest[key] = cand
+        await self.signals.add_signals(approved)
+        for cand in approved:
             report.issued.append(cand)
             log.info("issued %s %s conf %d", cand.id, cand.direction.verb, cand.confidence)
             await self.bus.publish(SignalIssued(cand))

@@ -32,6 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
     scan.add_argument("--as-of", required=True, help="YYYY-MM-DD (after that day's close) or an ISO timestamp")
     scan.add_argument("--json", action="store_true", help="print JSON")
+
+    bt = sub.add_parser("backtest", help="walk-forward backtest through the live signal path, scored inside [start, end]")
+    bt.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
+    bt.add_argument("--benchmark", type=Path, help="daily benchmark CSV (default: SPX when the data holds it)")
+    bt.add_argument("--start", help="first day whose signals count, YYYY-MM-DD (default: 400 days into the data)")
+    bt.add_argument("--end", help="last day whose signals count, YYYY-MM-DD (default: the end of the data)")
+    bt.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in basis points (default 10)")
+    bt.add_argument("--timeframes", help="comma-separated timeframes to scan, e.g. 1h,4h (default: the service's)")
+    bt.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
+    bt.add_argument("--plot", type=Path, help="where to write the equity-curve PNG")
+
+    bench = sub.add_parser("bench", help="performance benchmarks of the signal path (DESIGN.md section 7)")
+    bench.add_argument("--data", type=Path, required=True, help="a directory laid out like ../shared/data")
+    bench.add_argument("--json", dest="out", type=Path, required=True, help="where to write the JSON figures")
+    bench.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported")
     return p
 
 
@@ -63,6 +78,22 @@ def main(argv: list[str] | None = None) -> int:
             from scripts.scan import run_scan
 
             print(asyncio.run(run_scan(args.data, args.as_of, args.json)))
+            return 0
+        if args.command == "bench":
+            from scripts.bench import run_bench
+
+            asyncio.run(run_bench(args.data, args.out, repeats=args.repeats))
+            return 0
+        if args.command == "backtest":
+            import time
+
+            from scripts.backtest import run_backtest, summary
+
+            began = time.perf_counter()
+            tfs = args.timeframes.split(",") if args.timeframes else None
+            out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark,
+                                           args.report, args.plot, timeframes=tfs))
+            print(summary(out, time.perf_counter() - began), file=sys.stderr)
             return 0
     except (ValueError, OSError, SignalBotError) as exc:
         print(f"signalbot {args.command}: {exc}", file=sys.stderr)

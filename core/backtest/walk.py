@@ -1,0 +1,294 @@
+"""The walk-forward backtester: the live signal path, replayed bar close by bar close.
+
+At every bar close time t of the merged timeline (every scan target of the universe), in this order, as a
+live service that runs the tracker and then the scan at t would:
+1. signals whose exit bar has closed by t are closed (`core.lifecycle.track` on the bars since issue);
+2. the candidates of the bars closing at t are those `SignalService.scan` would propose: the real engine
+   over the live trailing window of each bar (`candidates.decide`), only bars <= t;
+3. they are reviewed by the real `RiskManager`, ordered as the live scan orders them (issued_at, then
+   confidence, then id), against the signals open at t and the last signal of the same symbol and timeframe.
+An approved signal's outcome is `core.lifecycle.track` on its bars (fill at the first bar opening at or after
+its issue, i.e. the next bar's open; stop first when a bar spans both levels; gaps; expiry; costs per side),
+computed from the bars closing by the end of the backtest and used only once its exit bar has closed.
+
+Two shortcuts keep it fast without changing a decision (tests compare against the live service):
+- the screen (`candidates.screen`) skips bars that cannot hold a setup;
+- laziness: a bar is not analysed when the risk manager would reject ANY candidate from it at t (its symbol and
+  timeframe still open, cooldown, exposure caps). This is checked with the real `RiskManager` on a probe
+  candidate of the best quality and the smallest size in each possible direction; it relies on the review being
+  monotone (a worse candidate, or more open signals, is never approved where the probe is rejected), which
+  holds for `core.risk`. A risk manager that rejects the probe in an empty book disables it.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from core.backtest.candidates import Series, decide, screen
+from core.domain import AssetClass, Direction, Instrument, Signal, SignalOutcome, Timeframe
+from core.errors import MarketDataError, NotEnoughDataError
+from core.lifecycle import track
+from core.market_data.resample import to_utc_ns
+from core.ports import MarketData
+from core.risk import RiskManager
+from core.signals.engine import SignalEngine
+from core.signals.service import DEFAULT_TIMEFRAMES
+
+log = logging.getLogger(__name__)
+
+WARM_UP = timedelta(days=400)
+"""Default history before the first scored signal: the replay's default start (bot.app), over a year of bars."""
+
+Progress = Callable[[float, str], None]
+"""progress(fraction done 0..1, stage) — called from the worker thread that runs the walk."""
+
+
+def no_progress(_fraction: float, _stage: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestConfig:
+    costs_bps: float = 10.0
+    timeframes: dict[AssetClass, tuple[Timeframe, ...]] = field(default_factory=lambda: dict(DEFAULT_TIMEFRAMES))
+    screen: bool = True  # skip bars that cannot hold a setup (see candidates.screen)
+    lazy: bool = True  # do not analyse bars whose every candidate the risk manager would reject
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    time: datetime
+    price: float
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """An issued signal, its fill (None when no bar opened after it before the end) and its outcome (None while open)."""
+
+    signal: Signal
+    fill: Fill | None
+    outcome: SignalOutcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalkStats:
+    targets: int = 0
+    bars: int = 0  # bars inside the window that could be analysed
+    screened: int = 0  # of them, passed the screen
+    analysed: int = 0  # analysed by the engine over the live window
+    skipped_by_risk: int = 0  # not analysed: any candidate would have been rejected
+    candidates: int = 0
+    rejected: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    start: datetime  # exclusive: signals issued after it
+    end: datetime  # inclusive
+    universe: int  # instruments with at least one scan target
+    trades: list[Trade]  # every issued signal, in issue (review) order
+    series: dict[tuple[str, Timeframe], Series]
+    stats: WalkStats
+    costs_bps: float
+
+    @property
+    def signals(self) -> list[Signal]:
+        return [t.signal for t in self.trades]
+
+    @property
+    def outcomes(self) -> list[SignalOutcome]:
+        return [t.outcome for t in self.trades if t.outcome is not None]
+
+
+class Backtester:
+    def __init__(self, market: MarketData, engine: SignalEngine, risk: RiskManager,
+                 config: BacktestConfig | None = None) -> None:
+        self.market = market
+        self.engine = engine
+        self.risk = risk
+        self.config = config or BacktestConfig()
+
+    def scan_targets(self) -> list[tuple[Instrument, Timeframe]]:
+        """The live `SignalService.scan_targets` with this backtest's timeframes."""
+        out: list[tuple[Instrument, Timeframe]] = []
+        for inst in self.market.instruments():
+            available = set(self.market.timeframes(inst.symbol))
+            out.extend((inst, tf) for tf in self.config.timeframes.get(inst.asset_class, ()) if tf in available)
+        return out
+
+    async def load(self, end: datetime) -> list[Series]:
+        """Every bar of every scan target that has closed by `end` (a target without bars is left out)."""
+        out = []
+        for inst, tf in self.scan_targets():
+            try:
+                bars = await self.market.get_bars(inst.symbol, tf, end=end)
+            except MarketDataError as exc:
+                log.warning("backtest: no bars for %s %s: %s", inst.symbol, tf, exc)
+                continue
+            if not bars.empty:
+                out.append(Series.of(inst, tf, bars))
+        return out
+
+    async def run(self, start: datetime | None, end: datetime | None,
+                  progress: Progress = no_progress) -> BacktestResult:
+        """Signals issued in (start, end], decided and tracked with data closing by `end` only. Defaults: `end`
+        the last bar's close, `start` WARM_UP after the first bar's open. The CPU-bound walk runs in a worker
+        thread, so an event loop that awaits this stays responsive."""
+        series = await self.load(end or datetime(2200, 1, 1, tzinfo=timezone.utc))
+        if not series:
+            raise NotEnoughDataError("no bars for any scan target")
+        if end is None:
+            end = _dt(max(int(s.close_ns[-1]) for s in series))
+        if start is None:
+            start = _dt(min(int(s.open_ns[0]) for s in series)) + WARM_UP
+        if start >= end:
+            raise ValueError(f"start {start.isoformat()} is not before end {end.isoformat()}")
+        return await asyncio.to_thread(self.walk, series, start, end, progress)
+
+    def walk(self, series: Sequence[Series], start: datetime, end: datetime,
+             progress: Progress = no_progress) -> BacktestResult:
+        start_ns, end_ns = to_utc_ns(start), to_utc_ns(end)
+        events, bars_total = self._events(series, start_ns, end_ns, progress)
+        walker = _Walker(self, series)
+        groups = _group_by_time(events)
+        for k, (t_ns, group) in enumerate(groups):
+            walker.step(t_ns, group)
+            if k % 64 == 0 or k == len(groups) - 1:
+                progress(0.25 + 0.75 * (k + 1) / len(groups), "walk")
+        progress(1.0, "walk")
+        stats = WalkStats(targets=len(series), bars=bars_total, screened=len(events), analysed=walker.analysed,
+                          skipped_by_risk=walker.skipped, candidates=walker.candidates, rejected=walker.rejected,
+                          errors=walker.errors)
+        universe = len({s.instrument.symbol for s in series})
+        return BacktestResult(start, end, universe, walker.trades, {s.key: s for s in series}, stats,
+                              self.config.costs_bps)
+
+    def _events(self, series: Sequence[Series], start_ns: int, end_ns: int,
+                progress: Progress) -> tuple[list[tuple[int, int, int]], int]:
+        """(close time, series index, bar position) of every bar to consider, in time order."""
+        events: list[tuple[int, int, int]] = []
+        total = 0
+        for k, s in enumerate(series):
+            positions = s.decision_positions(start_ns, end_ns)
+            total += len(positions)
+            if self.config.screen:
+                try:
+                    positions = screen(self.engine, s, positions)
+                except Exception:  # the screen is an optimisation: without it every bar is analysed
+                    log.exception("screening %s %s failed; analysing every bar", s.instrument.symbol, s.timeframe)
+            events.extend((int(s.close_ns[p]), k, int(p)) for p in positions)
+            progress(0.25 * (k + 1) / max(1, len(series)), "screen")
+        events.sort()
+        return events, total
+
+
+def _group_by_time(events: list[tuple[int, int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
+    groups: list[tuple[int, list[tuple[int, int]]]] = []
+    for t, k, p in events:
+        if not groups or groups[-1][0] != t:
+            groups.append((t, []))
+        groups[-1][1].append((k, p))
+    return groups
+
+
+class _Walker:
+    """The book at the current time of the walk: open signals, the last signal per symbol and timeframe."""
+
+    def __init__(self, bt: Backtester, series: Sequence[Series]) -> None:
+        self.engine, self.risk, self.costs = bt.engine, bt.risk, bt.config.costs_bps
+        self.series = series
+        self.index = {s.key: k for k, s in enumerate(series)}
+        self.lazy = bt.config.lazy and _probe_passes_alone(bt.risk)
+        self.open: dict[str, Signal] = {}
+        self.closing: list[tuple[int, str]] = []  # (exit close time ns, signal id), a heap
+        self.last: dict[tuple[str, Timeframe], Signal] = {}
+        self.trades: list[Trade] = []
+        self.analysed = self.skipped = self.candidates = self.rejected = self.errors = 0
+
+    def step(self, t_ns: int, group: list[tuple[int, int]]) -> None:
+        while self.closing and self.closing[0][0] <= t_ns:
+            self.open.pop(heapq.heappop(self.closing)[1], None)
+        candidates = [c for c in (self._candidate(k, p) for k, p in group) if c is not None]
+        self.candidates += len(candidates)
+        open_now = list(self.open.values())
+        for cand in sorted(candidates, key=lambda s: (s.issued_at, -s.confidence, s.id)):
+            decision = self.risk.review(cand, open_now, self.last.get((cand.symbol, cand.timeframe)))
+            if not decision.approved:
+                self.rejected += 1
+                continue
+            open_now.append(cand)
+            self._issue(cand)
+
+    def _candidate(self, k: int, pos: int) -> Signal | None:
+        s = self.series[k]
+        if self.lazy and self._any_rejected(s, pos):
+            self.skipped += 1
+            return None
+        self.analysed += 1
+        try:
+            return decide(self.engine, s, pos)
+        except NotEnoughDataError:
+            return None
+        except Exception:  # as the live scan: one bad instrument must not stop the run
+            log.exception("analysis of %s %s failed", s.instrument.symbol, s.timeframe)
+            self.errors += 1
+            return None
+
+    def _any_rejected(self, s: Series, pos: int) -> bool:
+        issued = _dt(int(s.close_ns[pos]))
+        open_now = list(self.open.values())
+        last = self.last.get(s.key)
+        return not any(self.risk.review(_probe(s.instrument, s.timeframe, issued, d), open_now, last).approved
+                       for d in _directions(s.instrument))
+
+    def _issue(self, signal: Signal) -> None:
+        s = self.series[self.index[(signal.symbol, signal.timeframe)]]
+        fill, outcome = follow(signal, s, self.costs)
+        self.open[signal.id] = signal
+        self.last[(signal.symbol, signal.timeframe)] = signal
+        self.trades.append(Trade(signal, fill, outcome))
+        if outcome is not None:
+            heapq.heappush(self.closing, (to_utc_ns(outcome.exit_time), signal.id))
+
+
+def follow(signal: Signal, s: Series, costs_bps: float) -> tuple[Fill | None, SignalOutcome | None]:
+    """The fill and outcome `core.lifecycle.track` gives on the bars from the signal's issue to its expiry bar
+    (the last bar it can be open on), among the bars that closed by the end of the backtest."""
+    issued, expires = to_utc_ns(signal.issued_at), to_utc_ns(signal.expires_at)
+    first = int(np.searchsorted(s.open_ns, issued, side="left"))
+    if first >= len(s.open_ns):
+        return None, None
+    last = int(np.searchsorted(s.close_ns, expires, side="left"))  # first bar closing at or after expiry
+    fill = Fill(_dt(int(s.open_ns[first])), float(s.bars["open"].iloc[first]))
+    return fill, track(signal, s.bars.iloc[first: last + 1], costs_bps)
+
+
+def _dt(ns: int) -> datetime:
+    return pd.Timestamp(ns, unit="ns", tz="UTC").to_pydatetime()
+
+
+def _directions(inst: Instrument) -> tuple[Direction, ...]:
+    return (Direction.LONG, Direction.SHORT) if inst.allows_short else (Direction.LONG,)
+
+
+def _probe(inst: Instrument, tf: Timeframe, issued: datetime, d: Direction) -> Signal:
+    """The most approvable candidate imaginable: high confidence, R:R 3, the smallest position."""
+    entry = 100.0
+    return Signal(id=f"probe-{inst.symbol}-{tf}", symbol=inst.symbol, asset_class=inst.asset_class, timeframe=tf,
+                  direction=d, entry=entry, target=entry * (1 + 0.03 * d.sign), stop=entry * (1 - 0.01 * d.sign),
+                  confidence=99, position_size=0.0001, issued_at=issued, expires_at=issued + timedelta(days=1),
+                  reasoning="", strategy="probe")
+
+
+def _probe_passes_alone(risk: RiskManager) -> bool:
+    inst = Instrument("PROBE", AssetClass.EQUITY)
+    t = datetime(2000, 1, 3, tzinfo=timezone.utc)
+    return all(risk.review(_probe(inst, Timeframe.D1, t, d), [], None).approved for d in _directions(inst))

@@ -1,0 +1,214 @@
+"""`signalbot backtest`: a walk-forward backtest through the live signal path, its report (JSON) and an
+equity-curve chart (PNG). Scores only signals issued inside [start, end]; earlier data is warm-up."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.backtest.portfolio import PortfolioConfig, simulate
+from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
+from core.backtest.walk import Backtester, BacktestConfig, BacktestResult, Progress
+from core.domain import AssetClass, Timeframe
+from core.errors import MarketDataError
+from core.indicators import IndicatorEngine, default_engine
+from core.market_data import CsvMarketData
+from core.ports import MarketData
+from core.risk import RiskManager
+from core.signals.engine import SignalEngine
+from core.signals.service import DEFAULT_TIMEFRAMES
+
+log = logging.getLogger(__name__)
+
+When = str | date | datetime | None
+
+
+def parse_start(when: When) -> datetime | None:
+    """A day D means "from the bars of day D on": signals issued after D 00:00 UTC. A datetime is taken as is."""
+    return _instant(when, next_day=False)
+
+
+def parse_end(when: When) -> datetime | None:
+    """A day D means "through the bars of day D": signals issued up to D+1 00:00 UTC (a daily bar of D closes then)."""
+    return _instant(when, next_day=True)
+
+
+def _instant(when: When, next_day: bool) -> datetime | None:
+    if when is None or when == "":
+        return None
+    if isinstance(when, str):
+        text = when.strip()
+        when = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if isinstance(when, datetime):
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    day = datetime(when.year, when.month, when.day, tzinfo=timezone.utc)
+    return day + timedelta(days=1) if next_day else day
+
+
+class StderrProgress:
+    """The default progress report: the percentage on one line of standard error, rewritten as it grows."""
+
+    def __init__(self, label: str = "backtest") -> None:
+        self.label = label
+        self._shown: tuple[int, str] | None = None
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        pct = int(max(0.0, min(1.0, fraction)) * 100)
+        if (pct, stage) == self._shown:
+            return
+        self._shown = (pct, stage)
+        end = "\n" if pct >= 100 and stage == "done" else ""
+        print(f"\r{self.label}: {pct:3d}% {stage:<10s}", end=end, file=sys.stderr, flush=True)
+
+
+async def run_backtest(data: Path, start: When = None, end: When = None, costs_bps: float = 10.0,
+                       benchmark: Path | None = None, report: Path | None = None, plot: Path | None = None,
+                       progress: Callable[[float, str], None] | None = None, *,
+                       timeframes: Sequence[Timeframe | str] | None = None,
+                       indicators: IndicatorEngine | None = None) -> dict[str, Any]:
+    """Backtest the CSV data at `data` (a file or a directory laid out like ../shared/data) and return the
+    report; write it to `report` (JSON) and the equity curve to `plot` (PNG) when given.
+
+    `benchmark`: a daily CSV (SPX by default when the data holds it). `timeframes`: only these timeframes are
+    scanned (default: the live service's per asset class). `indicators`: the engine the live service runs
+    (default: core.indicators.default_engine(), as bot.app and scripts.scan wire it)."""
+    say: Progress = progress or StderrProgress()
+    market = CsvMarketData(data)
+    engine = SignalEngine(indicators or default_engine())
+    config = BacktestConfig(costs_bps=costs_bps, timeframes=_timeframes(timeframes))
+    say(0.0, "load")
+    result = await Backtester(market, engine, RiskManager(), config).run(parse_start(start), parse_end(end), say)
+    portfolio = simulate(result, PortfolioConfig())
+    bench = await _benchmark(market, benchmark, result)
+    out = build_report(result, portfolio, bench)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(out, indent=2) + "\n")
+    if plot is not None:
+        await asyncio.to_thread(plot_equity, portfolio_curve(portfolio), bench, out, plot)
+    say(1.0, "done")
+    return out
+
+
+def _timeframes(wanted: Sequence[Timeframe | str] | None) -> dict[AssetClass, tuple[Timeframe, ...]]:
+    if not wanted:
+        return dict(DEFAULT_TIMEFRAMES)
+    keep = {Timeframe.parse(str(t)) for t in wanted}
+    return {cls: tuple(tf for tf in tfs if tf in keep) for cls, tfs in DEFAULT_TIMEFRAMES.items()}
+
+
+async def _benchmark(market: CsvMarketData, path: Path | None, result: BacktestResult) -> Curve | None:
+    """The benchmark's daily closes over the period: the file given, else SPX when the data holds it."""
+    source: MarketData = market
+    if path is not None:
+        source = CsvMarketData(path)
+        symbol = source.instruments()[0].symbol
+    elif any(i.symbol == "SPX" for i in market.instruments()):
+        symbol = "SPX"
+    else:
+        return None
+    try:
+        bars = await source.get_bars(symbol, Timeframe.D1, end=result.end)
+    except MarketDataError as exc:
+        log.warning("benchmark %s unusable: %s", symbol, exc)
+        return None
+    curve = benchmark_curve(symbol, bars, Timeframe.D1, result.start, result.end)
+    if curve is None:
+        log.warning("benchmark %s does not cover %s .. %s; the report has no benchmark", symbol,
+                    result.start.date(), result.end.date())
+    return curve
+
+
+def plot_equity(portfolio: Curve, benchmark: Curve | None, report: dict[str, Any], path: Path) -> None:
+    """The equity curve against the benchmark (both start at 1) and the drawdown beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+
+    eq = portfolio.normalised()
+    dd = eq / np.maximum.accumulate(eq) - 1.0
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5), gridspec_kw={"height_ratios": [3, 1]})
+    p = report["portfolio"]
+    top.plot(portfolio.times, eq, color="#1f5fa8", lw=1.4,
+             label=f"signals portfolio  CAGR {_pct(p['cagr'])}  Sharpe {_num(p['sharpe'])}  max DD {_pct(p['max_drawdown'])}")
+    if benchmark is not None:
+        b = report["benchmark"]
+        top.plot(benchmark.times, benchmark.normalised(), color="#888888", lw=1.1,
+                 label=f"{benchmark.name}  CAGR {_pct(b['cagr'])}  Sharpe {_num(b['sharpe'])}  max DD {_pct(b['max_drawdown'])}")
+    top.axhline(1.0, color="#cccccc", lw=0.8)
+    top.set_ylabel("growth of 1")
+    top.legend(loc="upper left", fontsize=8, frameon=False)
+    period = report["period"]
+    top.set_title(f"Walk-forward backtest {period['start']} .. {period['end']}: {report['signals']} signals, "
+                  f"hit rate {_rate(report['hit_rate'])}, after {report['costs_bps']:g} bps per side", fontsize=10)
+    bottom.fill_between(portfolio.times, dd, 0.0, color="#c0392b", alpha=0.5, lw=0)
+    bottom.set_ylabel("drawdown")
+    bottom.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float | None, decimals: int = 1) -> str:
+    return "n/a" if x is None else f"{x * 100:+.{decimals}f}%"
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def summary(report: dict[str, Any], seconds: float) -> str:
+    p, b = report["portfolio"], report["benchmark"]
+    return (f"{report['period']['start']} .. {report['period']['end']}  universe {report['universe']}  "
+            f"signals {report['signals']} (closed {report['closed']})  hit rate {_rate(report['hit_rate'])}  "
+            f"PF {_num(report['profit_factor'])}  avg {_pct(report['avg_return'], 2)}\n"
+            f"portfolio CAGR {_pct(p['cagr'])}  Sharpe {_num(p['sharpe'])}  max DD {_pct(p['max_drawdown'])}  "
+            f"exposure {_rate(p['exposure'])}  | {b.get('symbol') or 'no benchmark'} CAGR {_pct(b['cagr'])}  "
+            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="signalbot backtest", description=__doc__)
+    p.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
+    p.add_argument("--benchmark", type=Path, help="daily benchmark CSV (default: SPX when the data holds it)")
+    p.add_argument("--start", help="first day whose signals count, YYYY-MM-DD (default: 400 days into the data)")
+    p.add_argument("--end", help="last day whose signals count, YYYY-MM-DD (default: the end of the data)")
+    p.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in basis points (default 10)")
+    p.add_argument("--timeframes", help="comma-separated timeframes to scan (default: the service's)")
+    p.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
+    p.add_argument("--plot", type=Path, help="where to write the equity-curve PNG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    began = time.perf_counter()
+    try:
+        out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark, args.report,
+                                       args.plot, timeframes=args.timeframes.split(",") if args.timeframes else None))
+    except (ValueError, OSError, MarketDataError) as exc:
+        print(f"signalbot backtest: {exc}", file=sys.stderr)
+        return 2
+    print(summary(out, time.perf_counter() - began), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

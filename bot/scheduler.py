@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -14,7 +15,8 @@ log = logging.getLogger(__name__)
 class JobScheduler:
     def __init__(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
-        self._running: set[asyncio.Task[object]] = set()
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         """Run `job` every `seconds`, first right away; a run still going when the next is due is not doubled."""
@@ -26,26 +28,37 @@ class JobScheduler:
         self._scheduler.start()
 
     async def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop scheduling, let the runs in progress finish (a scan half-way through is completed), then shut
-        down (APScheduler's asyncio executor cancels whatever still runs at shutdown)."""
+        """Stop scheduling, then let the runs in progress finish (a scan half-way through is completed) before
+        the caller closes what they use. Jobs run in tasks of our own, shielded from APScheduler's executor, which
+        cancels whatever it still tracks at shutdown; a run still going after `timeout` is cancelled and awaited."""
         if not self._scheduler.running:
             return
-        self._scheduler.pause()
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=timeout)
+        self._closing = True
         self._scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # a run submitted just before the pause starts (and sees _closing) or never does
+        if self._running:
+            _, late = await asyncio.wait(set(self._running), timeout=timeout)
+            for task in late:
+                log.warning("scheduled job %s still running after %.0f s at shutdown: cancelled", task.get_name(),
+                            timeout)
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
 
     def _guarded(self, job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.add(task)
+        async def body() -> None:
             try:
                 await job()
             except Exception:
                 log.exception("scheduled job %s failed", name)
-            finally:
-                if task is not None:
-                    self._running.discard(task)
+
+        async def run() -> None:
+            if self._closing:
+                return
+            task = asyncio.create_task(body(), name=name)
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            with contextlib.suppress(asyncio.CancelledError):  # the executor's cancel; shutdown() awaits `task`
+                await asyncio.shield(task)
         run.__name__ = name
         return run

@@ -79,6 +79,22 @@ def test_resample_equity_anchor_and_daily_label() -> None:
     assert resample_bars(src, Timeframe.H1, Timeframe.D1, end=datetime(2024, 1, 2, 23, 59, tzinfo=UTC)).empty
 
 
+def test_resample_ignores_no_trade_placeholders_but_keeps_volume_free_series() -> None:
+    # MANA-USDT 15m, 2020-09-10 11:00: the exchange writes a zero-volume bar at the previous close when nothing
+    # traded; its 1h candle opens at the first trade (0.07712), not at the placeholder (0.07694).
+    index = pd.date_range("2020-09-10 11:00", periods=4, freq="15min", tz="UTC", name="time")
+    src = pd.DataFrame({"open": [0.07694, 0.07712, 0.07704, 0.07717], "high": [0.07694, 0.07728, 0.07726, 0.07761],
+                        "low": [0.07694, 0.07687, 0.07689, 0.07710], "close": [0.07694, 0.07716, 0.07710, 0.07710],
+                        "volume": [0.0, 4310.2, 27281.8, 36899.9]}, index=index)
+    out = resample_bars(src, Timeframe.M15, Timeframe.H1).iloc[0]
+    assert out.tolist() == [0.07712, 0.07761, 0.07687, 0.07710, pytest.approx(68491.9)]
+    placeholder_high = src.assign(high=[0.08, 0.07728, 0.07726, 0.07761], low=[0.07, 0.07687, 0.07689, 0.07710])
+    assert resample_bars(placeholder_high, Timeframe.M15, Timeframe.H1).iloc[0][["high", "low"]].tolist() == \
+        [0.07761, 0.07687]
+    fx = src.assign(volume=0.0)  # FX and indices carry no volume: every bar is priced
+    assert resample_bars(fx, Timeframe.M15, Timeframe.H1).iloc[0].tolist() == [0.07694, 0.07761, 0.07687, 0.07710, 0.0]
+
+
 def test_resample_rejects_a_finer_target() -> None:
     with pytest.raises(ValueError):
         resample_bars(hourly("2024-01-01", 8), Timeframe.H4, Timeframe.H1)

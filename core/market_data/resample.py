@@ -5,7 +5,8 @@ Completeness rule (one rule for every source): target bins are fixed UTC interva
 start. A bin is emitted only when its whole interval has elapsed, ``label + target <= end``; with no
 ``end`` given, ``end`` is the close time of the last source bar. A bin with missing source bars inside
 (an exchange outage) is still emitted once it has elapsed, built from the bars it has, as an exchange
-does; a bin that is still running is never emitted. Consequences: a crypto 4h bin labelled 08:00 exists
+does; a bin that is still running is never emitted. Zero-volume placeholder bars inside a traded bin add no
+prices (the exchange's candle opens at its first trade). Consequences: a crypto 4h bin labelled 08:00 exists
 from 12:00; an equity daily bin of date D (labelled D 00:00 UTC) exists from D+1 00:00 UTC.
 """
 from __future__ import annotations
@@ -87,12 +88,21 @@ def resample_arrays(times: np.ndarray, values: np.ndarray, source: Timeframe, ta
     anchor = _ns(session_anchor) % tgt_ns
     labels = (times - anchor) // tgt_ns * tgt_ns + anchor
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-    ends = np.r_[starts[1:], len(times)] - 1
+    # A zero-volume bar inside a bin that has trades is an exchange's "no trade" placeholder (its prices are the
+    # previous close carried forward): it adds no prices, as on the exchange, whose candle opens at the first trade.
+    # A bin without any volume (FX and indices carry none) aggregates all of its bars.
+    traded = values[:, 4] > 0
+    bin_of = np.cumsum(np.r_[True, labels[1:] != labels[:-1]]) - 1
+    counts = np.add.reduceat(traded.astype(np.int64), starts)
+    priced = traded | (counts == 0)[bin_of]
+    position = np.arange(len(times))
+    first = np.minimum.reduceat(np.where(priced, position, len(times)), starts)
+    last = np.maximum.reduceat(np.where(priced, position, -1), starts)
     out = np.column_stack([
-        values[starts, 0],
-        np.maximum.reduceat(values[:, 1], starts),
-        np.minimum.reduceat(values[:, 2], starts),
-        values[ends, 3],
+        values[first, 0],
+        np.maximum.reduceat(np.where(priced, values[:, 1], -np.inf), starts),
+        np.minimum.reduceat(np.where(priced, values[:, 2], np.inf), starts),
+        values[last, 3],
         np.add.reduceat(values[:, 4], starts),
     ])
     limit = end_ns if end_ns is not None else int(times[-1]) + src_ns

@@ -131,3 +131,84 @@ def test_risk_manager_rejects_duplicates_conflicts_and_cooldown(engine):
     assert rm.review(s, [], None).approved
     assert not rm.review(s, [s], None).approved
     assert "cooldown" in rm.review(s, [], s).reason
+
+
+# -- the array path of a scan equals the frame path ------------------------------------------------
+
+
+def test_analysis_from_arrays_equals_analysis_from_frame():
+    from core.indicators.talib_engine import TalibEngine
+    from core.market_data.resample import BarArrays
+
+    talib_engine = SignalEngine(TalibEngine())
+    for bars in (calm_then_crash(), calm_then_crash(n=300, crash=(0.05, 0.06, 0.07), seed=3)):
+        arrays = BarArrays.of(bars)
+        for inst in (STOCK, COIN):
+            assert talib_engine.analyse_recent(inst, Timeframe.D1, arrays, 5) == talib_engine.analyse_recent(inst, Timeframe.D1, bars, 5)
+            # an engine without the block interface builds a frame from the arrays
+            assert engine_pandas().analyse(inst, Timeframe.D1, arrays) == engine_pandas().analyse(inst, Timeframe.D1, bars)
+            a = talib_engine.analyse(inst, Timeframe.D1, arrays)
+            assert a.bar_time == bars.index[-1].to_pydatetime() and a.bar_time.tzinfo is bars.index[-1].to_pydatetime().tzinfo
+
+
+def engine_pandas() -> SignalEngine:
+    return SignalEngine(PandasTaEngine())
+
+
+def test_detector_equals_per_criterion_scoring():
+    """evaluate scores with plain floats and builds evidence for the chosen side only: the result must be
+    what scoring each side with Criterion.strength and picking the better one (long on a tie) gives."""
+    import math
+
+    from core.setups import Evidence, SetupResult
+    from core.setups.oversold import CORE_CRITERIA, CRITERIA, _criteria_for, _full_level
+
+    det = OversoldDetector()
+
+    def side(snap, direction, cls):
+        items = []
+        for c in _criteria_for(cls):
+            value = float(snap.get(c.column, math.nan))
+            items.append(Evidence(c.name, value, _full_level(c, direction), c.strength(value, direction), c.weight, c.label))
+        score = sum(e.weight * e.strength for e in items) / sum(e.weight for e in items)
+        met = any(e.met for e in items if e.name in CORE_CRITERIA)
+        return SetupResult(det.name, direction if met and score >= det.min_score else None, score, tuple(items))
+
+    rng = np.random.default_rng(7)
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0]
+    for _ in range(3000):
+        snap = {}
+        for c in CRITERIA:
+            r = rng.random()
+            if r < 0.05:
+                continue
+            if r < 0.15:
+                snap[c.column] = float(rng.choice(specials))
+            elif r < 0.3:
+                snap[c.column] = float(rng.choice([c.begins, c.full, -c.begins, -c.full, 100 - c.full, 1 - c.full]))
+            else:
+                scale = 100.0 if c.column == "rsi_14" else 4 * max(abs(c.begins), abs(c.full))
+                snap[c.column] = float(rng.uniform(-scale, scale) + (50.0 if c.column == "rsi_14" else 0.0))
+        for cls in AssetClass:
+            for allows_short in (True, False):
+                long = side(snap, Direction.LONG, cls)
+                short = side(snap, Direction.SHORT, cls) if allows_short else None
+                expected = long if short is None or long.score >= short.score else short
+                assert repr(det.evaluate(snap, cls, allows_short)) == repr(expected)
+
+
+async def test_bar_arrays_equal_get_bars(tmp_path):
+    from core.market_data import CsvMarketData
+
+    bars = calm_then_crash(n=120)
+    frame = bars.reset_index().rename(columns={bars.index.name or "index": "date"})
+    frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
+    frame.to_csv(tmp_path / "TEST_daily.csv", index=False)
+    market = CsvMarketData(tmp_path)
+    ends = [bars.index[k].to_pydatetime() for k in (0, 1, 50, 119)] + [utc(2030, 1, 1)]
+    for end in ends:
+        for limit in (None, 0, 1, 30, 400):
+            want = await market.get_bars("TEST", Timeframe.D1, end=end, limit=limit)
+            got = await market.get_bar_arrays("TEST", Timeframe.D1, end=end, limit=limit)
+            assert np.array_equal(got.times, want.index.as_unit("ns").asi8)
+            assert np.array_equal(got.block, want.to_numpy().T)

@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ import pandas as pd
 from core.domain import BAR_COLUMNS, AssetClass, Instrument, Timeframe
 from core.errors import DataValidationError, MarketDataError, UnknownSymbolError
 from core.market_data.resample import (
+    BarArrays,
     bars_from_arrays,
     default_anchor,
     index_ns,
@@ -96,6 +97,10 @@ class CsvMarketData:
         self._bars: dict[str, dict[Timeframe, pd.DataFrame]] = {}
         self._classes: dict[str, AssetClass] = {}
         self._cache: dict[tuple[str, Timeframe], tuple[pd.DataFrame, np.ndarray]] = {}
+        self._arrays: dict[tuple[str, Timeframe], BarArrays] = {}  # built on first get_bar_arrays
+        self._plans: dict[str, dict[Timeframe, Timeframe]] = {}  # per symbol; cleared when a file is parsed
+        self._timeframes: dict[str, tuple[Timeframe, ...]] = {}  # likewise (the plan's keys in order)
+        self._instruments: tuple[Instrument, ...] | None = None  # likewise
         self._lock = threading.RLock()
         for src in self._sources:
             if src.symbol is not None:
@@ -105,14 +110,17 @@ class CsvMarketData:
 
     def instruments(self) -> Sequence[Instrument]:
         self._load_long_files()
-        return [_instrument(s, self._classes[s]) for s in sorted(self._classes)]
+        listed = self._instruments
+        if listed is None:  # the same (immutable) instruments until a file adds symbols
+            listed = self._instruments = tuple(_instrument(s, self._classes[s]) for s in sorted(self._classes))
+        return list(listed)
 
     def instrument(self, symbol: str) -> Instrument:
         sym = self._resolve(symbol)
         return _instrument(sym, self._classes[sym])
 
     def timeframes(self, symbol: str) -> Sequence[Timeframe]:
-        return sorted(self._plan(self._resolve(symbol)), key=lambda tf: tf.duration)
+        return list(self._ordered_timeframes(self._resolve(symbol)))
 
     async def get_bars(self, symbol: str, timeframe: Timeframe, *, end: datetime,
                        limit: int | None = None) -> pd.DataFrame:
@@ -125,6 +133,17 @@ class CsvMarketData:
         return tail_until(frame, times, tf, end_ns, limit)
 
     # -- extras ----------------------------------------------------------------------------------
+
+    async def get_bar_arrays(self, symbol: str, timeframe: Timeframe, *, end: datetime,
+                             limit: int | None = None) -> BarArrays:
+        """`get_bars` as numpy arrays (the same bars, without building a frame): what a scan reads."""
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        arrays = self._arrays.get((symbol, timeframe))
+        if arrays is None:
+            arrays = await asyncio.to_thread(self._arrays_of, symbol, Timeframe(timeframe))
+        stop = int(arrays.times.searchsorted(_utc_ns(end) - _DURATION_NS[timeframe], side="right"))
+        return arrays[(0 if limit is None else max(0, stop - limit)): stop]
 
     def data_range(self, tradable_only: bool = False) -> tuple[datetime, datetime]:
         """Earliest bar open and latest bar close over the loaded instruments (loads all if none is);
@@ -169,8 +188,32 @@ class CsvMarketData:
     def _lookup(self, symbol: str, timeframe: Timeframe) -> tuple[pd.DataFrame, np.ndarray]:
         return self._frame(self._resolve(symbol), timeframe)
 
+    def _arrays_of(self, symbol: str, timeframe: Timeframe) -> BarArrays:
+        with self._lock:
+            key = (self._resolve(symbol), timeframe)
+            if key not in self._arrays:
+                frame, times = self._frame(*key)
+                self._arrays[key] = BarArrays(times, BarArrays.of(frame).block)
+            return self._arrays[key]
+
+    def _ordered_timeframes(self, symbol: str) -> tuple[Timeframe, ...]:
+        with self._lock:
+            ordered = self._timeframes.get(symbol)
+            if ordered is None:
+                ordered = tuple(sorted(self._plan(symbol), key=lambda tf: tf.duration))
+                self._timeframes[symbol] = ordered
+            return ordered
+
     def _plan(self, symbol: str) -> dict[Timeframe, Timeframe]:
         """Available timeframes of `symbol`, each mapped to the native timeframe it is built from."""
+        with self._lock:
+            plan = self._plans.get(symbol)
+            if plan is None:
+                plan = self._make_plan(symbol)
+                self._plans[symbol] = plan
+            return plan
+
+    def _make_plan(self, symbol: str) -> dict[Timeframe, Timeframe]:
         native = set(self._native_timeframes(symbol))
         plan = {tf: tf for tf in native}
         for target in _DERIVABLE:
@@ -219,6 +262,9 @@ class CsvMarketData:
                 per_tf = self._bars.setdefault(sym, {})
                 per_tf[parsed.timeframe] = _merge(per_tf.get(parsed.timeframe), frame)
             self._cache = {k: v for k, v in self._cache.items() if k[0] not in parsed.frames}
+            self._arrays = {k: v for k, v in self._arrays.items() if k[0] not in parsed.frames}
+            self._plans, self._timeframes = {}, {}
+            self._instruments = None
             self._parsed[src.path] = parsed.timeframe
             return parsed.timeframe
 
@@ -442,6 +488,18 @@ def _split(times: np.ndarray, symbols: np.ndarray, values: dict[str, np.ndarray]
         str(symbols[a]): bars_from_arrays(times[a:b], {c: v[a:b] for c, v in values.items()})
         for a, b in zip(starts, ends, strict=True)
     }
+
+
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DURATION_NS = {tf: (tf.duration // _MICROSECOND) * 1000 for tf in Timeframe}
+
+
+def _utc_ns(when: datetime) -> int:
+    """`to_utc_ns` without building a Timestamp for a plain tz-aware datetime (a scan asks with one)."""
+    if type(when) is datetime and when.tzinfo is not None:
+        return ((when - _EPOCH) // _MICROSECOND) * 1000
+    return to_utc_ns(when)
 
 
 def _merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:

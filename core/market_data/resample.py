@@ -11,6 +11,7 @@ from 12:00; an equity daily bin of date D (labelled D 00:00 UTC) exists from D+1
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -22,6 +23,28 @@ EQUITY_SESSION_OPEN = timedelta(hours=14, minutes=30)
 """US regular session open in UTC, fixed (no daylight-saving shift). Equity 4h bins anchor here."""
 
 _NS_PER_DAY = 86_400 * 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class BarArrays:
+    """A run of bars as numpy arrays, for readers that want no DataFrame: open times as int64 UTC ns and a
+    (5, n) float64 block of open, high, low, close, volume rows (each row contiguous, as TA-Lib wants).
+    Views of the provider's cache: do not write to them."""
+
+    times: np.ndarray
+    block: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, rows: slice) -> BarArrays:
+        return BarArrays(self.times[rows], self.block[:, rows])
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame) -> BarArrays:
+        """The arrays of a conventional bar frame (a copy)."""
+        frame = bars if tuple(bars.columns.tolist()) == BAR_COLUMNS else bars[list(BAR_COLUMNS)]
+        return cls(index_ns(bars), np.ascontiguousarray(frame.to_numpy(dtype=np.float64).T))
 
 
 def empty_bars() -> pd.DataFrame:

@@ -62,22 +62,80 @@ class OversoldDetector:
     name: str = "mean_reversion"
 
     def evaluate(self, snapshot: Mapping[str, float], asset_class: AssetClass, allows_short: bool) -> SetupResult:
-        long = self._score(snapshot, Direction.LONG, asset_class)
-        short = self._score(snapshot, Direction.SHORT, asset_class) if allows_short else None
-        best = long if short is None or long.score >= short.score else short
-        return best
+        """The better side's result (long on a tie). Both sides are scored with plain floats; the evidence
+        objects are built for the chosen side only."""
+        get = snapshot.get
+        values = [float(get(column, math.nan)) for column in _COLUMNS[asset_class]]
+        side = _SIDES[asset_class, Direction.LONG]
+        strengths = side.strengths(values)
+        score = side.score(strengths)
+        if allows_short:
+            short = _SIDES[asset_class, Direction.SHORT]
+            short_strengths = short.strengths(values)
+            short_score = short.score(short_strengths)
+            if short_score > score:
+                side, strengths, score = short, short_strengths, short_score
+        triggered = side.core_met(strengths) and score >= self.min_score
+        return SetupResult(self.name, side.direction if triggered else None, score, side.evidence(values, strengths))
 
     def _score(self, snapshot: Mapping[str, float], direction: Direction, asset_class: AssetClass) -> SetupResult:
-        items = []
-        for c in _criteria_for(asset_class):
-            value = float(snapshot.get(c.column, float("nan")))
-            s = c.strength(value, direction)
-            items.append(Evidence(c.name, value, _full_level(c, direction), s, c.weight, c.label))
-        total_weight = sum(e.weight for e in items)
-        score = sum(e.weight * e.strength for e in items) / total_weight
-        core_met = any(e.met for e in items if e.name in CORE_CRITERIA)
-        triggered = core_met and score >= self.min_score
-        return SetupResult(self.name, direction if triggered else None, score, tuple(items))
+        """One side's result (``evaluate`` picks the better of the two)."""
+        values = [float(snapshot.get(column, math.nan)) for column in _COLUMNS[asset_class]]
+        side = _SIDES[asset_class, direction]
+        strengths = side.strengths(values)
+        score = side.score(strengths)
+        triggered = side.core_met(strengths) and score >= self.min_score
+        return SetupResult(self.name, direction if triggered else None, score, side.evidence(values, strengths))
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """The criteria of one asset class on one side, with their levels resolved: what `evaluate` computes
+    per bar, as `Criterion.strength` and the weighted mean of the strengths (same operations, same order)."""
+
+    direction: Direction
+    criteria: tuple[Criterion, ...]
+    levels: tuple[tuple[float, float, float], ...]  # (begins, full, span) per criterion
+    weights: tuple[float, ...]
+    core: tuple[int, ...]  # positions of the core criteria
+    total_weight: float
+    labels: tuple[tuple[str, float, float, str], ...]  # what Evidence repeats: (name, full, weight, label)
+
+    @classmethod
+    def of(cls, criteria: tuple[Criterion, ...], direction: Direction) -> _Side:
+        levels = []
+        for c in criteria:
+            begins, full = (c.begins, c.full) if direction is Direction.LONG else _mirror(c)
+            levels.append((begins, full, full - begins))
+        core = tuple(i for i, c in enumerate(criteria) if c.name in CORE_CRITERIA)
+        weights = tuple(c.weight for c in criteria)
+        labels = tuple((c.name, full, c.weight, c.label) for c, (_, full, _) in zip(criteria, levels, strict=True))
+        return cls(direction, criteria, tuple(levels), weights, core, sum(weights), labels)
+
+    def strengths(self, values: list[float]) -> list[float]:
+        """`Criterion.strength` of each value: 0 for NaN (``v != v``), else clipped to 0..1 as
+        ``min(1.0, max(0.0, x))`` does (written out, without the two calls)."""
+        out = []
+        for v, (begins, full, span) in zip(values, self.levels, strict=True):
+            if v != v:
+                out.append(0.0)
+            elif span:
+                x = (v - begins) / span
+                x = x if x > 0.0 else 0.0
+                out.append(x if x < 1.0 else 1.0)
+            else:
+                out.append(float(v >= full))
+        return out
+
+    def score(self, strengths: list[float]) -> float:
+        return sum([w * s for w, s in zip(self.weights, strengths, strict=True)]) / self.total_weight
+
+    def core_met(self, strengths: list[float]) -> bool:
+        return any(strengths[i] >= 1.0 for i in self.core)
+
+    def evidence(self, values: list[float], strengths: list[float]) -> tuple[Evidence, ...]:
+        return tuple([Evidence(name, value, full, s, weight, label)
+                      for (name, full, weight, label), value, s in zip(self.labels, values, strengths, strict=True)])
 
 
 def _criteria_for(asset_class: AssetClass) -> tuple[Criterion, ...]:
@@ -89,3 +147,7 @@ def _criteria_for(asset_class: AssetClass) -> tuple[Criterion, ...]:
 
 def _full_level(c: Criterion, direction: Direction) -> float:
     return c.full if direction is Direction.LONG else _mirror(c)[1]
+
+
+_SIDES = {(cls, d): _Side.of(_criteria_for(cls), d) for cls in AssetClass for d in Direction}
+_COLUMNS = {cls: tuple(c.column for c in _criteria_for(cls)) for cls in AssetClass}

@@ -18,22 +18,22 @@ class TrendReading:
 
 def trend_reading(snapshot: Mapping[str, float]) -> TrendReading:
     """Price against EMA200 and EMA50 against EMA200 (the regime), weighted by ADX (how strong it is)."""
-    close = float(snapshot.get("close", math.nan))
-    ema50 = float(snapshot.get("ema_50", math.nan))
-    ema200 = float(snapshot.get("ema_200", math.nan))
-    adx = float(snapshot.get("adx_14", math.nan))
+    get = snapshot.get
+    close = float(get("close", math.nan))
+    ema50 = float(get("ema_50", math.nan))
+    ema200 = float(get("ema_200", math.nan))
+    adx = float(get("adx_14", math.nan))
     if math.isnan(ema200) or math.isnan(close):
         return TrendReading(0.0, "long-term trend unknown (under 200 bars of history)")
-    parts = [1.0 if close > ema200 else -1.0]
-    if not math.isnan(ema50):
-        parts.append(1.0 if ema50 > ema200 else -1.0)
-    raw = sum(parts) / len(parts)
+    above = close > ema200
+    has_ema50 = not math.isnan(ema50)
+    raw = ((1.0 if above else -1.0) + (1.0 if ema50 > ema200 else -1.0)) / 2 if has_ema50 else (1.0 if above else -1.0)
     strength = 0.75 if math.isnan(adx) else min(1.0, max(0.5, adx / 30.0))
     score = raw * strength
     word = "long-term uptrend" if score > 0.15 else "long-term downtrend" if score < -0.15 else "no clear long-term trend"
-    facts = [f"price {'above' if close > ema200 else 'below'} EMA200"]
-    if not math.isnan(ema50):
-        facts.append(f"EMA50 {'above' if ema50 > ema200 else 'below'} EMA200")
+    facts = f"price {'above' if above else 'below'} EMA200"
+    if has_ema50:
+        facts += f", EMA50 {'above' if ema50 > ema200 else 'below'} EMA200"
     if not math.isnan(adx):
-        facts.append(f"ADX {adx:.0f}")
-    return TrendReading(score, f"{word} ({', '.join(facts)})")
+        facts += f", ADX {adx:.0f}"
+    return TrendReading(score, f"{word} ({facts})")

@@ -2,11 +2,12 @@
 Pure and synchronous (the async service runs it off the event loop). Reads only the bars it is given."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import pandas as pd
 from core.domain import BAR_COLUMNS, Direction, Instrument, Signal, Timeframe
 from core.errors import NotEnoughDataError
 from core.indicators import IndicatorEngine
+from core.market_data.resample import BarArrays, bars_from_block
 from core.risk import position_size
 from core.setups import SetupResult
 from core.setups.oversold import OversoldDetector
@@ -24,6 +26,19 @@ from core.signals.reasoning import compose_reasoning
 
 MIN_BARS = 60
 ENGINE_VERSION = "rules-v1"
+
+Bars = pd.DataFrame | BarArrays
+"""What the engine reads: a bar frame, or the same bars as arrays (a scan reads those, for less work)."""
+
+
+@runtime_checkable
+class BlockIndicators(Protocol):
+    """An indicator engine that also computes from a (5, n) bar block (``TalibEngine``): the engine then
+    passes its bars as arrays and no frame is built."""
+
+    def compute_block(self, block: np.ndarray, full: bool = False, rows: int | None = None) -> np.ndarray: ...
+
+    def columns(self, full: bool = False) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +71,18 @@ class SignalEngine:
     def __init__(self, indicators: IndicatorEngine, config: EngineConfig | None = None) -> None:
         self.indicators = indicators
         self.config = config or EngineConfig()
+        self._block_engine = indicators if isinstance(indicators, BlockIndicators) else None
 
-    def analyse(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame) -> Analysis:
+    def analyse(self, instrument: Instrument, timeframe: Timeframe, bars: Bars) -> Analysis:
         """Analysis of the last bar in `bars` (which must all have closed)."""
         return self.analyse_recent(instrument, timeframe, bars, 1)[-1]
 
-    def analyse_recent(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, n: int) -> list[Analysis]:
+    def analyse_recent(self, instrument: Instrument, timeframe: Timeframe, bars: Bars, n: int) -> list[Analysis]:
         """Analyses of each of the last `n` bars, oldest first. Indicators are computed once over the
         window; they are causal, so the analysis of bar i reads bars <= i only."""
         return self._analyses(instrument, timeframe, *self._indicators(instrument, timeframe, bars, n))
 
-    def analyse_many(self, items: Iterable[tuple[Instrument, Timeframe, pd.DataFrame, int]],
+    def analyse_many(self, items: Iterable[tuple[Instrument, Timeframe, Bars, int]],
                      on_error: Callable[[Instrument, Timeframe, Exception], None]) -> list[Analysis]:
         """`analyse_recent` of many (instrument, timeframe, bars, n) targets: the indicators of all of them
         first, then the analyses (two tight loops run faster than one mixed loop; the results are the same).
@@ -85,24 +101,31 @@ class SignalEngine:
                 on_error(inst, tf, exc)
         return out
 
-    def _indicators(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame,
-                    n: int) -> tuple[pd.DataFrame, int, Sequence[str], np.ndarray]:
-        """The window read for the last `n` bars, the position of the first of them, and their indicator
-        rows (column names, values)."""
+    def _indicators(self, instrument: Instrument, timeframe: Timeframe, bars: Bars,
+                    n: int) -> tuple[BarArrays, int, Sequence[str], np.ndarray]:
+        """The window read for the last `n` bars (as arrays), the position of the first of them, and their
+        indicator rows (column names, values)."""
         window = self.config.lookback + n - 1
         if len(bars) > window:
-            bars = bars.iloc[-window:]
+            bars = bars.iloc[-window:] if isinstance(bars, pd.DataFrame) else bars[-window:]
         if len(bars) < MIN_BARS:
             raise NotEnoughDataError(f"{instrument.symbol} {timeframe}: {len(bars)} bars, need at least {MIN_BARS}")
-        first = max(len(bars) - n, MIN_BARS - 1)
-        names, values = self.indicators.last_rows(bars, len(bars) - first)
-        return bars, first, names, values
+        arrays = BarArrays.of(bars) if isinstance(bars, pd.DataFrame) else bars
+        first = max(len(arrays) - n, MIN_BARS - 1)
+        rows = len(arrays) - first
+        names: Sequence[str]
+        if self._block_engine is not None:  # the same rows as last_rows, without a frame
+            names, values = self._block_engine.columns(), self._block_engine.compute_block(arrays.block, rows=rows).T
+        else:
+            names, values = self.indicators.last_rows(bars_from_block(arrays.times, arrays.block.T), rows)
+        return arrays, first, names, values
 
-    def _analyses(self, instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, first: int,
+    def _analyses(self, instrument: Instrument, timeframe: Timeframe, bars: BarArrays, first: int,
                   names: Sequence[str], values: np.ndarray) -> list[Analysis]:
-        index, prices = bars.index, _prices(bars)[first:].tolist()
-        rows = enumerate(zip(prices, values.tolist(), strict=True), start=first)
-        return [self._analysis_at(instrument, timeframe, index[i].to_pydatetime(), _snapshot(p, names, v)) for i, (p, v) in rows]
+        times, prices = bars.times[first:].tolist(), bars.block[:, first:].T.tolist()
+        keys = (*BAR_COLUMNS, *names)
+        rows = zip(times, prices, values.tolist(), strict=True)
+        return [self._analysis_at(instrument, timeframe, bar_time(t), dict(zip(keys, p + v, strict=True))) for t, p, v in rows]
 
     def _analysis_at(self, instrument: Instrument, timeframe: Timeframe, bar_time: datetime,
                      snapshot: dict[str, float]) -> Analysis:
@@ -143,17 +166,11 @@ def _leaning(snapshot: dict[str, float], instrument: Instrument) -> Direction:
     return Direction.SHORT
 
 
-def _prices(bars: pd.DataFrame) -> np.ndarray:
-    """Open, high, low, close, volume as an (n, 5) float array."""
-    frame = bars if tuple(bars.columns.tolist()) == BAR_COLUMNS else bars[list(BAR_COLUMNS)]
-    return frame.to_numpy(np.float64)
-
-
-def _snapshot(prices: list[float], names: Sequence[str], values: list[float]) -> dict[str, float]:
-    """One bar's prices (BAR_COLUMNS order) and indicator values as plain floats."""
-    snap = dict(zip(BAR_COLUMNS, prices, strict=True))
-    snap.update(zip(names, values, strict=True))
-    return snap
+def bar_time(ns: int) -> datetime:
+    """A bar time in int64 UTC nanoseconds as a UTC datetime (what ``Timestamp.to_pydatetime`` gives)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    when = datetime.fromtimestamp(seconds, UTC)
+    return when + timedelta(microseconds=rest // 1000) if rest else when
 
 
 def _votes(setup: SetupResult, trend: TrendReading, cfg: EnsembleConfig) -> list[Vote]:
@@ -162,10 +179,13 @@ def _votes(setup: SetupResult, trend: TrendReading, cfg: EnsembleConfig) -> list
         mr_text = f"{setup.direction.verb} setup, evidence score {setup.score:.2f}"
     else:
         mr, mr_text = 0.0, f"no setup (best evidence score {setup.score:.2f})"
-    return [
-        Vote("mean_reversion", mr, cfg.weight("mean_reversion"), mr_text),
-        Vote("trend", trend.score, cfg.weight("trend"), trend.text),
-    ]
+    mr_weight, trend_weight = _vote_weights(cfg)
+    return [Vote("mean_reversion", mr, mr_weight, mr_text), Vote("trend", trend.score, trend_weight, trend.text)]
+
+
+@functools.lru_cache(maxsize=8)
+def _vote_weights(cfg: EnsembleConfig) -> tuple[float, float]:
+    return cfg.weight("mean_reversion"), cfg.weight("trend")
 
 
 def evidence_record(a: Analysis) -> dict[str, Any]:
@@ -173,7 +193,7 @@ def evidence_record(a: Analysis) -> dict[str, Any]:
     return {
         "engine": ENGINE_VERSION,
         "bar_time": a.bar_time.isoformat(),
-        "indicators": {k: _clean(v) for k, v in a.snapshot.items()},
+        "indicators": {k: None if v != v else round(v, 6) for k, v in a.snapshot.items()},  # _clean, inline
         "setup": {"name": a.setup.name, "score": round(a.setup.score, 4), "criteria": [
             {"name": e.name, "value": _clean(e.value), "full_at": e.threshold, "strength": round(e.strength, 3), "weight": e.weight}
             for e in a.setup.evidence]},

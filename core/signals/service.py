@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import pandas as pd
+from typing import Protocol, runtime_checkable
 
 from core.clock import Clock
 from core.domain import AssetClass, Instrument, Signal, Timeframe
 from core.errors import MarketDataError, NotEnoughDataError, UnknownSymbolError
 from core.events import EventBus, SignalIssued
+from core.market_data.resample import BarArrays, to_utc_ns
 from core.ports import MarketData, SignalRepository
 from core.risk import RiskManager
-from core.signals.engine import Analysis, SignalEngine
+from core.signals.engine import Analysis, SignalEngine, bar_time
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,17 @@ DEFAULT_TIMEFRAMES: dict[AssetClass, tuple[Timeframe, ...]] = {
     AssetClass.INDEX: (),
 }
 MAX_CATCH_UP = 500  # new bars evaluated per target and scan, at most
+
+
+@runtime_checkable
+class ArrayMarketData(Protocol):
+    """A provider that also serves bars as arrays (``CsvMarketData``): a scan then reads no frames."""
+
+    async def get_bar_arrays(self, symbol: str, timeframe: Timeframe, *, end: datetime,
+                             limit: int | None = None) -> BarArrays: ...
+
+
+BarReader = Callable[..., Awaitable[BarArrays]]
 
 
 @dataclass
@@ -92,29 +103,41 @@ class SignalService:
             await self._review_and_issue(candidates, report)
             return report
 
-    async def _fresh_bars(self, now: datetime, report: ScanReport) -> list[tuple[Instrument, Timeframe, pd.DataFrame, int]]:
+    async def _fresh_bars(self, now: datetime, report: ScanReport) -> list[tuple[Instrument, Timeframe, BarArrays, int]]:
         """Per target, the bars to analyse and how many of the newest ones have not been seen yet
         (every new bar is evaluated, also when the clock ran past several since the last scan)."""
         batch = []
         lookback = self.engine.config.lookback
+        read = self._bar_reader()
         for inst, tf in self.scan_targets():
             seen = self._last_seen.get((inst.symbol, tf))
             behind = 1 if seen is None else int((now - seen) / tf.duration) + 1  # an upper bound on new bars
             try:
-                bars = await self.market.get_bars(inst.symbol, tf, end=now, limit=lookback + min(behind, MAX_CATCH_UP) - 1)
+                bars = await read(inst.symbol, tf, end=now, limit=lookback + min(behind, MAX_CATCH_UP) - 1)
             except MarketDataError as exc:
                 report.errors.append((inst.symbol, str(exc)))
                 continue
-            if bars.empty:
+            if not len(bars):
                 continue
-            new = len(bars) if seen is None else int((bars.index > seen).sum())
+            new = len(bars) if seen is None else int((bars.times > to_utc_ns(seen)).sum())
             if new == 0:
                 continue
-            self._last_seen[(inst.symbol, tf)] = bars.index[-1].to_pydatetime()
+            self._last_seen[(inst.symbol, tf)] = bar_time(int(bars.times[-1]))
             batch.append((inst, tf, bars, 1 if seen is None else min(new, MAX_CATCH_UP)))
         return batch
 
-    def _analyse_batch(self, batch: Iterable[tuple[Instrument, Timeframe, pd.DataFrame, int]], report: ScanReport) -> list[Analysis]:
+    def _bar_reader(self) -> BarReader:
+        """How to read the provider's bars as arrays: directly when it serves them, else from its frames."""
+        if isinstance(self.market, ArrayMarketData):
+            return self.market.get_bar_arrays
+        market = self.market
+
+        async def from_frame(symbol: str, timeframe: Timeframe, *, end: datetime, limit: int | None = None) -> BarArrays:
+            return BarArrays.of(await market.get_bars(symbol, timeframe, end=end, limit=limit))
+
+        return from_frame
+
+    def _analyse_batch(self, batch: Iterable[tuple[Instrument, Timeframe, BarArrays, int]], report: ScanReport) -> list[Analysis]:
         def failed(inst: Instrument, tf: Timeframe, exc: Exception) -> None:
             if isinstance(exc, NotEnoughDataError):
                 return

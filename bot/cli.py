@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=Path, required=True, help="a directory laid out like ../shared/data")
     bench.add_argument("--json", dest="out", type=Path, required=True, help="where to write the JSON figures")
     bench.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported")
+
+    senti = sub.add_parser("sentiment-eval", help="evaluate the offline news-sentiment model on a labelled CSV")
+    senti.add_argument("--data", type=Path, required=True, help="labelled CSV (text,label), .csv or .csv.gz")
+    senti.add_argument("--json", dest="out", type=Path, help="where to write the JSON report")
+    senti.add_argument("--model", type=Path, help="model folder (default: the newest models_store/sentiment-*)")
+    senti.add_argument("--mode", choices=("auto", "heldout", "cv"), default="auto",
+                       help="auto: cross-validate on the model's own training file, held-out scoring otherwise")
+    senti.add_argument("--folds", type=int, default=5)
     return p
 
 
@@ -83,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             from scripts.bench import run_bench
 
             asyncio.run(run_bench(args.data, args.out, repeats=args.repeats))
+            return 0
+        if args.command == "sentiment-eval":
+            import json
+
+            from scripts.sentiment_eval import run as run_sentiment_eval
+
+            report = run_sentiment_eval(args.data, args.out, args.model, args.mode, args.folds,
+                                        progress=lambda m: print(m, file=sys.stderr, flush=True))
+            print(json.dumps({k: report[k] for k in ("mode", "accuracy", "macro_f1", "throughput", "warning")
+                              if k in report}, indent=2))
             return 0
         if args.command == "backtest":
             import time

@@ -6,7 +6,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENDORS = {"yfinance", "curl_cffi", "ccxt", "pandas_ta", "talib", "lightgbm", "openai", "anthropic", "stripe", "telegram",
-           "discord", "apscheduler", "sqlmodel", "sqlalchemy", "aiosqlite"}
+           "discord", "apscheduler", "sqlmodel", "sqlalchemy", "aiosqlite", "onnxruntime", "onnx", "tokenizers",
+           "jax"}
 FORBIDDEN = {
     "core": {"bot", "storage", "scripts", "sqlmodel", "sqlalchemy", "aiosqlite", "telegram", "discord", "stripe",
              "apscheduler"},

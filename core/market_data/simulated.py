@@ -32,8 +32,8 @@ from core.clock import Clock
 from core.domain import BAR_COLUMNS, AssetClass, Instrument, Timeframe
 from core.errors import MarketDataError, UnknownSymbolError
 from core.market_data.resample import (
+    EQUITY_SESSION_OPEN,
     bars_from_block,
-    default_anchor,
     empty_bars,
     resample_arrays,
     tail_until,
@@ -311,13 +311,21 @@ class SimulatedMarket:
         span = timeframe.duration // timedelta(microseconds=1) * 1000
         cut = int(have.times[-1]) + span if have is not None and len(have.times) else self._origin_ns
         first = int(np.searchsorted(base.times, cut, side="left"))
-        anchor = default_anchor(path.spec.instrument.asset_class, timeframe)
+        anchor = _sim_anchor(path.spec.instrument.asset_class, timeframe)
         times, values = resample_arrays(base.times[first:], base.values[first:], Timeframe.H1, timeframe,
                                         anchor, horizon)
         if have is not None:
             times, values = np.concatenate([have.times, times]), np.vstack([have.values, values])
         path.series[timeframe] = _Series(times, values, horizon)
         return path.series[timeframe]
+
+
+def _sim_anchor(asset_class: AssetClass, target: Timeframe) -> timedelta:
+    """The simulated exchange keeps its equity session at 14:30-21:30 UTC all year (no daylight saving), so its
+    intraday equity bins anchor at a fixed 14:30 UTC; everything else at midnight UTC."""
+    if asset_class in (AssetClass.EQUITY, AssetClass.INDEX) and target.duration < timedelta(days=1):
+        return EQUITY_SESSION_OPEN
+    return timedelta(0)
 
 
 def _student_t(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 as a USD-quoted fallback).
 
 Timeframes: 1m, 5m, 15m, 1h (Yahoo's ``60m``) and 1d are fetched natively; 4h is resampled from 1h
-with `resample_bars` (bins anchored as `default_anchor` says). Bars follow BAR_COLUMNS' conventions:
+with `resample_bars` (bins anchored as `default_anchor` says: US equity 4h at the New York open, DST included). Bars follow BAR_COLUMNS' conventions:
 daily bars are labelled 00:00 UTC of their trading date, intraday bars by their UTC open time. Prices
 are Yahoo's OHLC without dividend adjustment (``auto_adjust=False``), which Yahoo already adjusts for
 splits, like ``../shared/data``.

@@ -11,13 +11,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from bot.commands.admin import transport_broadcaster
+from bot.commands.billing import billing_commands
 from bot.commands.handlers import build_registry
 from bot.commands.registry import Caller, dispatch
 from bot.delivery.notifier import Notifier
 from bot.delivery.worker import DeliveryWorker
+from bot.http_server import HttpServer, start_http
+from bot.payments import Payments, transport_notifier
 from bot.scheduler import JobScheduler
 from bot.services import Services
 from bot.settings import Settings
+from bot.transports.base import Transport
 from bot.transports.console import ConsoleTransport
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Doc
@@ -33,6 +38,7 @@ from core.signals.engine import SignalEngine
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
 from storage import Database, SqlStore
+from storage.admin import admin_store_beside
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +66,16 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
     signal_service = SignalService(market, SignalEngine(default_engine()), store, bus, RiskManager(), clock,
                                    on_demand=on_demand)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
-    return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(), default_registry())
+    return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
+                    default_registry(), admin_store=admin_store_beside(store, clock),
+                    payments=Payments.from_settings(settings, store))
 
 
 async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None = None,
                       stdout: TextIO | None = None) -> int:
     setup, services = await compose(settings, opts)
     market, clock = setup.scan, setup.clock
+    http: HttpServer | None = await start_http(settings, services, payments=services.payments)  # webhooks, /healthz
 
     async def handle(caller: Caller, text: str) -> Doc:
         return await dispatch(services.registry, services, caller, text)
@@ -76,6 +85,13 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     telegram = await start_telegram(settings, services, handle)
     if telegram is not None:
         workers.append(DeliveryWorker(telegram, services.store, clock, poll_seconds=settings.delivery_poll))
+    transports: dict[str, Transport] = {"console": console}
+    if telegram is not None:
+        transports["telegram"] = telegram
+    payments: Payments | None = services.payments
+    if payments is not None:
+        payments.notify = transport_notifier(services.store, transports)
+    services.broadcast = transport_broadcaster(transports)
     notifier = Notifier(services.store, clock, {w.channel for w in workers}, wake=lambda: _wake_all(workers))
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
@@ -86,6 +102,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     scheduler = JobScheduler()
     scheduler.every(settings.scan_interval, services.signal_service.scan, "scan")
     scheduler.every(settings.track_interval, services.tracker.update, "track")
+    if payments is not None:
+        scheduler.every(300, payments.review, "billing-review")  # grace periods ending, Stars expiring
     if setup.update is not None:
         scheduler.every(settings.update_interval, setup.update, "update-bars")
     stop = asyncio.Event()
@@ -109,6 +127,10 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         await asyncio.gather(*tasks, return_exceptions=True)
         if telegram is not None:
             await telegram.stop()  # after the workers: a send in flight finishes first
+        if http is not None:
+            await http.stop()
+        if payments is not None:
+            await payments.close()
         await setup.close()
         await services.store.close()
     log.info("signalbot stopped cleanly")
@@ -136,7 +158,7 @@ async def start_telegram(settings: Settings, services: Services,
     transport = TelegramTransport(
         settings.telegram_token.get_secret_value(), base_url=settings.telegram_base_url,
         base_file_url=settings.telegram_base_file_url, messages_per_second=settings.telegram_messages_per_second,
-        commands=[(c.name, c.summary) for c in services.registry.visible(False)])
+        commands=[(c.name, c.summary) for c in services.registry.visible(False)], payments=services.payments)
     try:
         await transport.start(handle)
     except DeliveryError as exc:

@@ -1,17 +1,21 @@
 """The services a command can use, assembled by the composition root (bot.app)."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bot.commands.registry import Caller, CommandRegistry
+from bot.payments import Payments
 from bot.settings import Settings
 from core.clock import Clock
+from core.domain import User
 from core.events import EventBus
 from core.instruments import InstrumentRegistry
 from core.ports import MarketData
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
 from storage import SqlStore
+from storage.admin import AdminStore
 
 
 @dataclass
@@ -25,6 +29,10 @@ class Services:
     clock: Clock
     registry: CommandRegistry
     instruments: InstrumentRegistry
+    admin_store: AdminStore | None = None
+    payments: Payments | None = None  # None: no payment provider configured
+    retrain: Callable[[], Awaitable[object]] | None = None  # /admin retrain
+    broadcast: Callable[[Sequence[User], str], Awaitable[int]] | None = None  # /admin broadcast
 
     def is_admin(self, caller: Caller) -> bool:
         """Admins are configured numeric platform ids; the local console operator is one by construction."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
 
 from core.domain import AssetClass, Tier, Timeframe
 
@@ -30,3 +31,40 @@ ENTITLEMENTS: dict[Tier, Entitlements] = {
 
 def entitlements(tier: Tier) -> Entitlements:
     return ENTITLEMENTS[tier]
+
+
+# Features a command can require (Command.requires): "charts" and the delivery channels beyond the chat.
+FEATURES = ("charts", "email", "webhook")
+
+
+def has_feature(tier: Tier, feature: str) -> bool:
+    """Whether `tier` includes `feature` (one of FEATURES)."""
+    ent = entitlements(tier)
+    if feature == "charts":
+        return ent.charts
+    if feature in ("email", "webhook"):
+        return feature in ent.channels
+    raise ValueError(f"unknown feature {feature!r} (one of {', '.join(FEATURES)})")
+
+
+def lowest_tier_with(feature: str) -> Tier | None:
+    """The cheapest tier that includes `feature` (None if none does)."""
+    return next((t for t in Tier if has_feature(t, feature)), None)
+
+
+def more_requests_than(tier: Tier) -> Tier | None:
+    """The cheapest tier with a larger daily on-demand request allowance than `tier` (None: nothing more)."""
+    mine = entitlements(tier).requests_per_day
+    if mine is None:
+        return None
+    for t in Tier:
+        theirs = entitlements(t).requests_per_day
+        if t.rank > tier.rank and (theirs is None or theirs > mine):
+            return t
+    return None
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    """When the daily request allowance counted on `now`'s UTC day resets."""
+    day = now.astimezone(timezone.utc).date()
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=timezone.utc)

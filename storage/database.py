@@ -27,6 +27,10 @@ class Database:
         return self.engine.dialect.name
 
     async def create_all(self) -> None:
+        # The feature modules define their own tables; imported here (not at the top) because they import this
+        # module for `Database`.
+        from storage import admin, billing  # noqa: F401  (register their tables)
+
         async with self.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
 

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from datetime import timedelta
 
 from bot.commands.parsing import (
     parse_asset_class, parse_confidence, parse_count, parse_hhmm, parse_list, parse_period_days, parse_risk,
     parse_symbol, parse_timeframe,
 )
-from bot.commands.registry import Command, CommandContext, CommandRegistry
+from bot.commands.account import account_commands
+from bot.commands.admin import admin_commands
+from bot.commands.registry import Command, CommandContext, CommandRegistry, admin_store
 from bot.views.doc import Button, Doc, Table
 from bot.views.signals import analysis_doc, history_doc, performance_doc, signals_list_doc
 from core.domain import Preferences, QuietHours, Tier, Timeframe, User
@@ -126,7 +129,10 @@ async def set_preferences(ctx: CommandContext, args: PrefsArgs) -> Doc:
     if args.key is None:
         return prefs_doc(user.preferences, "Your preferences")
     new = apply_preference(user.preferences, args.key, args.values, ctx.services.signal_service.instrument)
-    await ctx.services.store.set_preferences(user.id, new)
+    admins = admin_store(ctx.services)
+    await admins.ensure_schema()
+    for uid in await admins.members(user.id):  # linked identities share preferences
+        await ctx.services.store.set_preferences(uid, new)
     return prefs_doc(new, "Preferences saved")
 
 
@@ -271,13 +277,14 @@ async def stop(ctx: CommandContext, _: None) -> Doc:
                "your preferences are kept.")
 
 
-def build_registry() -> CommandRegistry:
+def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
+    """Every command; `extra` adds more (e.g. bot.commands.billing.billing_commands())."""
     r = CommandRegistry()
-    for cmd in (
+    commands: tuple[Command[Any], ...] = (
         Command("start", "subscribe (free tier) and see what you get", "/start", _start_args, start, needs_user=False),
         Command("help", "this list", "/help", _no_args, show_help, needs_user=False),
         Command("signal", "analysis of a symbol now: indicators, verdict, levels", "/signal SYMBOL [TIMEFRAME]",
-                parse_signal_args, show_signal, needs_user=False),
+                parse_signal_args, show_signal, needs_user=False, metered=True),
         Command("signals", "the active signals", "/signals", _no_args, list_signals, needs_user=False),
         Command("prefs", "view or change your preferences", PREFS_USAGE, parse_prefs_args, set_preferences),
         Command("performance", "track record: count, hit rate, average return, profit factor",
@@ -287,6 +294,10 @@ def build_registry() -> CommandRegistry:
         Command("instruments", "search the instruments by symbol, name, sector or industry", "/instruments [QUERY]",
                 parse_query, find_instruments, needs_user=False),
         Command("stop", "unsubscribe", "/stop", _no_args, stop),
-    ):
+        *account_commands(),
+        *admin_commands(),
+        *extra,
+    )
+    for cmd in commands:
         r.register(cmd)
     return r

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.domain import AssetClass, RiskTolerance, Timeframe
+from core.domain import AssetClass, RiskTolerance, Tier, Timeframe
 from core.errors import UserInputError
 
 MAX_COMMAND_LENGTH = 1000
@@ -104,3 +104,37 @@ def parse_count(text: str, low: int, high: int, what: str) -> int:
     if not re.fullmatch(r"\d{1,4}", text) or not low <= int(text) <= high:
         raise UserInputError(f"{what} must be a number from {low} to {high}, not '{text[:20]}'.")
     return int(text)
+
+
+PLATFORMS = ("console", "telegram", "discord")
+_PLATFORM_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    """A user named by an admin: our user id, or a platform identity."""
+
+    user_id: int | None = None
+    platform: str | None = None
+    platform_user_id: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.user_id) if self.user_id is not None else f"{self.platform}:{self.platform_user_id}"
+
+
+def parse_user_ref(text: str) -> UserRef:
+    """'42' (our user id) or 'telegram:123456' (a platform identity)."""
+    t = text.strip()
+    if re.fullmatch(r"\d{1,12}", t):
+        return UserRef(user_id=int(t))
+    platform, sep, pid = t.partition(":")
+    if sep and platform.lower() in PLATFORMS and _PLATFORM_ID.match(pid):
+        return UserRef(platform=platform.lower(), platform_user_id=pid)
+    raise UserInputError(f"'{text[:40]}' is not a user: give our user id (42) or platform:id (telegram:123456).")
+
+
+def parse_tier(text: str) -> Tier:
+    try:
+        return Tier(text.strip().lower())
+    except ValueError:
+        raise UserInputError(f"Unknown tier '{text[:20]}' (one of {', '.join(t.value for t in Tier)}).") from None

@@ -10,6 +10,11 @@ Telegram errors become core.errors.DeliveryError at this edge:
   Forbidden (blocked, kicked, ...)    -> permanent
   BadRequest "chat not found" & co    -> permanent; any other BadRequest -> transient (our bug, not the user's)
   TimedOut / NetworkError / 5xx       -> transient (after a timeout the message may have arrived anyway)
+
+Telegram Stars (with `payments`, a StarsCheckout): a Doc carrying an `Invoice` gets a "Pay" button that opens a
+Stars invoice link (createInvoiceLink: the only Bot API call that makes subscription invoices, 30-day period);
+a pre_checkout_query is answered at once with the StarsCheckout's verdict; a message with successful_payment is
+handed to it (retried a few times: Telegram does not send the update again) and its Doc is the reply.
 """
 from __future__ import annotations
 
@@ -21,24 +26,26 @@ import re
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from telegram import BotCommand, InlineKeyboardMarkup, InputFile, ReplyParameters, Update
+from telegram import BotCommand, InlineKeyboardMarkup, InputFile, LabeledPrice, ReplyParameters, Update
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut,
 )
 from telegram.ext import (
-    AIORateLimiter, Application, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler, filters,
+    AIORateLimiter, Application, BaseUpdateProcessor, CallbackQueryHandler, ContextTypes, MessageHandler,
+    PreCheckoutQueryHandler, filters,
 )
 from telegram.request import BaseRequest, HTTPXRequest, RequestData
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.commands.registry import Caller
 from bot.transports.telegram_request import AiohttpBotClient, HttpFailure, HttpTimeout, Timeouts
-from bot.views.doc import Doc
+from bot.views.doc import Doc, Invoice
 from bot.views.telegram_html import CallbackCommands, Rendered, keyboard, render_for_telegram
 from bot.views.text import render_text
+from core.billing import StarsPayment
 from core.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,19 @@ _NO_PREVIEW = {"is_disabled": True}
 # method names are case-insensitive; this spelling is not a Bot attribute, so PTB does not warn on each call
 # that Bot.send_message exists (which is what we deliberately avoid).
 _SEND_MESSAGE = "SendMessage"
+_PAYMENT_ATTEMPTS = 3
+
+
+class StarsCheckout(Protocol):
+    """What the transport asks about Stars payments (bot.payments.Payments implements it)."""
+
+    async def check_stars_checkout(self, caller: Caller, payload: str, currency: str, amount: int) -> str | None:
+        """None: accept the pre-checkout; else the reason shown to the person."""
+        ...
+
+    async def stars_paid(self, caller: Caller, payment: StarsPayment) -> Doc | None:
+        """Record a successful payment (idempotent by charge id); the reply, or None for a duplicate."""
+        ...
 
 
 class TelegramTransport:
@@ -81,12 +101,14 @@ class TelegramTransport:
         poll_timeout: float = 10.0,  # long-poll seconds of getUpdates
         concurrent_updates: int = 32,  # updates handled at once across chats; one at a time, in order, per chat
         callback_commands: CallbackCommands | None = None,
+        payments: StarsCheckout | None = None,  # Telegram Stars; None: invoices are not offered
     ) -> None:
         self._token = token
         self._commands = list(commands)
         self._poll_timeout = poll_timeout
         self._callbacks = callback_commands or CallbackCommands()
         self._handle: Handle | None = None
+        self._payments = payments
         self._initialized = False
         timeouts = Timeouts(connect=connect_timeout, read=read_timeout, write=write_timeout,
                             media_write=media_write_timeout, pool=pool_timeout)
@@ -107,6 +129,9 @@ class TelegramTransport:
         self._app.add_handler(MessageHandler(
             filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, self._on_text))
         self._app.add_handler(CallbackQueryHandler(self._on_button))
+        self._app.add_handler(PreCheckoutQueryHandler(self._on_pre_checkout))
+        self._app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.SUCCESSFUL_PAYMENT,
+                                             self._on_successful_payment))
         self._app.add_error_handler(self._on_error)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -132,7 +157,8 @@ class TelegramTransport:
             assert self._app.updater is not None
             await self._app.updater.start_polling(
                 poll_interval=0.0, timeout=timedelta(seconds=self._poll_timeout),
-                allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY], drop_pending_updates=False)
+                allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QUERY],
+                drop_pending_updates=False)
         except TelegramError as exc:  # e.g. deleteWebhook failed
             await self.stop()
             raise self._error(exc) from exc
@@ -175,6 +201,13 @@ class TelegramTransport:
 
     async def _send_rendered(self, chat_id: int | str, doc: Doc, rendered: Rendered, reply_to: str | int | None) -> str:
         markup = self._markup(doc)
+        if doc.invoice is not None:
+            try:
+                markup = await self._with_pay_button(doc.invoice, markup)
+            except TelegramError as exc:  # without its Pay button the offer is useless: say so instead
+                log.error("telegram: createInvoiceLink failed: %s", exc)
+                failed = Doc.error("Telegram could not create the invoice just now.", "Please try again in a minute.")
+                return await self._send_rendered(chat_id, failed, _render(failed), reply_to)
         reply = _reply_parameters(reply_to)
         first: str | None = None
         if doc.image is not None:
@@ -225,6 +258,14 @@ class TelegramTransport:
         assert first is not None
         return first
 
+    async def _with_pay_button(self, invoice: Invoice, markup: dict[str, Any] | None) -> dict[str, Any]:
+        """A first keyboard row with the URL button that opens the Stars invoice."""
+        link = await self._app.bot.create_invoice_link(
+            title=invoice.title, description=invoice.description, payload=invoice.payload, currency=invoice.currency,
+            prices=[LabeledPrice(invoice.label, invoice.amount)], subscription_period=invoice.subscription_period)
+        rows = (markup or {}).get("inline_keyboard", [])
+        return {"inline_keyboard": [[{"text": invoice.pay_label, "url": link}], *rows]}
+
     def _markup(self, doc: Doc) -> dict[str, Any] | None:
         """The inline keyboard as Bot API JSON."""
         if not doc.buttons:
@@ -271,6 +312,62 @@ class TelegramTransport:
             err = self._error(exc)
             log.warning("telegram: reply to %s in chat %s failed (%s, permanent=%s)", user.id, chat_id, err,
                         err.permanent)
+
+    # -- Telegram Stars ------------------------------------------------------------------------------
+    async def _on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.pre_checkout_query
+        if query is None:
+            return
+        user = query.from_user
+        caller = Caller("telegram", str(user.id), str(user.id), user.full_name)
+        error: str | None = "Payments are not available right now."
+        if self._payments is not None:
+            try:
+                error = await self._payments.check_stars_checkout(caller, query.invoice_payload, query.currency,
+                                                                  query.total_amount)
+            except Exception:
+                log.exception("telegram: checking pre-checkout %s failed", query.id)
+                error = "We could not check this payment; please try again in a minute."
+        try:
+            await query.answer(ok=error is None, error_message=error)
+        except TelegramError as exc:
+            log.error("telegram: could not answer pre-checkout %s: %s", query.id, exc)
+
+    async def _on_successful_payment(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or message.successful_payment is None:
+            return
+        paid = message.successful_payment
+        payment = StarsPayment(
+            telegram_payment_charge_id=paid.telegram_payment_charge_id,
+            provider_payment_charge_id=paid.provider_payment_charge_id, invoice_payload=paid.invoice_payload,
+            currency=paid.currency, total_amount=paid.total_amount, is_recurring=bool(paid.is_recurring),
+            is_first_recurring=bool(paid.is_first_recurring),
+            subscription_expiration_date=paid.subscription_expiration_date)
+        caller = Caller("telegram", str(user.id), str(message.chat_id), user.full_name)
+        if self._payments is None:
+            log.error("telegram: payment %s arrived but payments are off; refund it by hand",
+                      payment.telegram_payment_charge_id)
+            return
+        doc: Doc | None = None
+        for attempt in range(1, _PAYMENT_ATTEMPTS + 1):
+            try:
+                doc = await self._payments.stars_paid(caller, payment)
+                break
+            except Exception:
+                log.exception("telegram: recording payment %s failed (attempt %d of %d)",
+                              payment.telegram_payment_charge_id, attempt, _PAYMENT_ATTEMPTS)
+                if attempt == _PAYMENT_ATTEMPTS:
+                    doc = Doc.error("Your payment arrived but we could not record it yet.",
+                                    f"Please contact support with this reference: {payment.telegram_payment_charge_id}")
+                else:
+                    await asyncio.sleep(attempt)
+        if doc is None:
+            return
+        try:
+            await self._send_doc(message.chat_id, doc, None)
+        except TelegramError as exc:
+            log.warning("telegram: payment confirmation to %s failed: %s", user.id, exc)
 
     def _error(self, exc: TelegramError) -> DeliveryError:
         error = _delivery_error(exc)

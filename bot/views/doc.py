@@ -24,6 +24,21 @@ class Image:
 
 
 @dataclass(frozen=True, slots=True)
+class Invoice:
+    """A payment the transport asks for natively (Telegram: a Stars invoice). Transports without payments ignore it;
+    the Doc's text must make sense without it."""
+
+    title: str  # 1-32 characters
+    description: str  # 1-255 characters
+    payload: str  # 1-128 bytes, ours: what pre-checkout and the successful payment are matched against
+    currency: str  # "XTR": Telegram Stars
+    amount: int  # in the currency's smallest unit (Stars: whole stars)
+    label: str = "Subscription"
+    subscription_period: int | None = None  # seconds between charges; Telegram Stars allow 2592000 (30 days)
+    pay_label: str = "Pay"
+
+
+@dataclass(frozen=True, slots=True)
 class Doc:
     heading: str
     body: str = ""
@@ -33,6 +48,7 @@ class Doc:
     buttons: tuple[Button, ...] = ()
     note: str = ""
     tone: str = "info"  # info | success | warning | error
+    invoice: Invoice | None = None
 
     @classmethod
     def error(cls, text: str, hint: str = "") -> "Doc":

@@ -62,6 +62,7 @@ class SignalService:
         self.timeframes = timeframes or DEFAULT_TIMEFRAMES
         self._last_seen: dict[tuple[str, Timeframe], datetime] = {}
         self._lock = asyncio.Lock()
+        self.last_scan_at: datetime | None = None  # service clock time of the last completed scan
 
     def instrument(self, symbol: str) -> Instrument:
         wanted = symbol.strip().upper()
@@ -95,11 +96,19 @@ class SignalService:
             now = self.clock.now()
             report = ScanReport()
             batch = await self._fresh_bars(now, report)
-            if not batch:
-                return report
-            analyses = await asyncio.to_thread(self._analyse_batch, batch, report)
-            report.evaluated = len(analyses)
-            candidates = [c for c in (self.engine.candidate(a) for a in analyses) if c is not None]
+            if batch:
+                analyses = await asyncio.to_thread(self._analyse_batch, batch, report)
+                report.evaluated = len(analyses)
+                candidates = [c for c in (self.engine.candidate(a) for a in analyses) if c is not None]
+                await self._review_and_issue(candidates, report)
+            self.last_scan_at = now
+            return report
+
+    async def issue(self, candidates: Sequence[Signal]) -> ScanReport:
+        """Risk review, persistence and publication of candidates made outside a scan (/admin generate),
+        serialised with the scans so the risk manager sees one consistent book."""
+        async with self._lock:
+            report = ScanReport()
             await self._review_and_issue(candidates, report)
             return report
 

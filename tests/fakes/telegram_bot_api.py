@@ -41,9 +41,13 @@ MAX_CALLBACK_DATA = 64
 # parameters that arrive JSON-encoded inside form fields
 _JSON_PARAMS = frozenset({"reply_markup", "reply_parameters", "entities", "caption_entities", "commands", "scope",
                           "allowed_updates", "link_preview_options", "media", "results", "prices"})
-_INT_PARAMS = frozenset({"offset", "limit", "message_id", "reply_to_message_id", "message_thread_id", "user_id"})
+_INT_PARAMS = frozenset({"offset", "limit", "message_id", "reply_to_message_id", "message_thread_id", "user_id",
+                         "subscription_period", "max_tip_amount"})
 _BOOL_PARAMS = frozenset({"disable_notification", "protect_content", "allow_sending_without_reply",
-                          "drop_pending_updates", "show_alert", "disable_web_page_preview", "allow_paid_broadcast"})
+                          "drop_pending_updates", "show_alert", "disable_web_page_preview", "allow_paid_broadcast",
+                          "ok", "is_canceled", "need_name", "need_email", "need_phone_number", "is_flexible"})
+STARS_SUBSCRIPTION_PERIOD = 2592000  # the only period Telegram accepts for Stars subscriptions
+MAX_STARS_SUBSCRIPTION_PRICE = 10000
 
 
 class ApiError(Exception):
@@ -105,6 +109,26 @@ class SentMessage:
 
 
 @dataclass
+class IssuedInvoice:
+    """An invoice the bot made (createInvoiceLink or sendInvoice)."""
+
+    method: str  # createinvoicelink | sendinvoice
+    title: str
+    description: str
+    payload: str
+    currency: str
+    prices: list[dict[str, Any]]
+    subscription_period: int | None
+    link: str | None = None
+    chat_id: int | str | None = None
+    message_id: int | None = None
+
+    @property
+    def total_amount(self) -> int:
+        return sum(int(p["amount"]) for p in self.prices)
+
+
+@dataclass
 class Call:
     method: str
     params: dict[str, Any]
@@ -129,6 +153,11 @@ class FakeBotApi:
         self._sent_by_chat: dict[str, list[SentMessage]] = defaultdict(list)
         self._calls_by_method: dict[str, list[Call]] = defaultdict(list)
         self.callback_answers: list[dict[str, Any]] = []
+        self.invoices: list[IssuedInvoice] = []
+        self.pre_checkout_answers: dict[str, dict[str, Any]] = {}  # query id -> {"ok": ..., "error_message": ...}
+        self._pre_checkout_ids = itertools.count(1)
+        self._open_pre_checkouts: set[str] = set()
+        self._charge_ids = itertools.count(1)
         self.commands: list[dict[str, str]] = []
         self.faults: list[Fault] = []
         self.webhook_url = ""
@@ -155,6 +184,8 @@ class FakeBotApi:
             "setmycommands": self._set_my_commands, "getmycommands": self._get_my_commands,
             "deletemycommands": self._delete_my_commands, "getchat": self._get_chat, "close": self._true,
             "logout": self._true, "setmydescription": self._true, "setmyshortdescription": self._true,
+            "createinvoicelink": self._create_invoice_link, "sendinvoice": self._send_invoice,
+            "answerprecheckoutquery": self._answer_pre_checkout,
         }
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -251,6 +282,71 @@ class FakeBotApi:
         self.push_update({"callback_query": {"id": query_id, "from": user, "message": message,
                                              "chat_instance": f"ci{chat_id}", "data": data}})
         return query_id
+
+    # -- payments (Telegram Stars) ------------------------------------------------------------------
+    def invoice_by_link(self, link: str) -> IssuedInvoice:
+        for invoice in self.invoices:
+            if invoice.link == link:
+                return invoice
+        raise LookupError(f"no invoice with link {link!r}")
+
+    def pre_checkout(self, invoice_payload: str, *, user_id: int = 1001, total_amount: int, currency: str = "XTR",
+                     first_name: str = "Alice") -> str:
+        """Queue the pre_checkout_query Telegram sends when a person presses Pay; returns its id (the bot must
+        answer it with answerPreCheckoutQuery within 10 seconds)."""
+        query_id = str(8_000_000_000 + next(self._pre_checkout_ids))
+        user = {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+        self._open_pre_checkouts.add(query_id)
+        self.push_update({"pre_checkout_query": {"id": query_id, "from": user, "currency": currency,
+                                                 "total_amount": total_amount, "invoice_payload": invoice_payload}})
+        return query_id
+
+    def successful_payment(self, invoice_payload: str, *, user_id: int = 1001, total_amount: int,
+                           currency: str = "XTR", charge_id: str | None = None, is_recurring: bool = False,
+                           is_first_recurring: bool = False, subscription_expiration_date: int | None = None,
+                           first_name: str = "Alice") -> dict[str, Any]:
+        """Queue the service message with `successful_payment` Telegram sends after the payment went through
+        (a renewal of a subscription comes the same way, with is_recurring). Returns the message."""
+        chat = self._chat(user_id, user={"first_name": first_name})
+        user = {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+        payment: dict[str, Any] = {
+            "currency": currency, "total_amount": total_amount, "invoice_payload": invoice_payload,
+            "telegram_payment_charge_id": charge_id or f"stxTESTcharge{next(self._charge_ids):06d}",
+            "provider_payment_charge_id": ""}
+        if is_recurring:
+            payment["is_recurring"] = True
+        if is_first_recurring:
+            payment["is_first_recurring"] = True
+        if subscription_expiration_date is not None:
+            payment["subscription_expiration_date"] = subscription_expiration_date
+        message_id = next(self._message_ids[user_id])
+        self._user_messages.add((user_id, message_id))
+        message = {"message_id": message_id, "from": user, "chat": chat, "date": int(time.time()),
+                   "successful_payment": payment}
+        self.push_update({"message": message})
+        return message
+
+    async def pay(self, invoice: IssuedInvoice, *, user_id: int = 1001, total_amount: int | None = None,
+                  payload: str | None = None, timeout: float = 10.0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What Telegram does when the person pays: a pre-checkout query, and only if the bot answers ok, the
+        successful payment (with a 30-day expiration for a subscription). Returns (the bot's answer, the payment
+        message or None)."""
+        amount = invoice.total_amount if total_amount is None else total_amount
+        query_id = self.pre_checkout(payload or invoice.payload, user_id=user_id, total_amount=amount,
+                                     currency=invoice.currency)
+        answer = await self.wait_for_pre_checkout_answer(query_id, timeout=timeout)
+        if not answer.get("ok"):
+            return answer, None
+        expires = int(time.time()) + invoice.subscription_period if invoice.subscription_period else None
+        message = self.successful_payment(payload or invoice.payload, user_id=user_id, total_amount=amount,
+                                          currency=invoice.currency, is_recurring=expires is not None,
+                                          is_first_recurring=expires is not None,
+                                          subscription_expiration_date=expires)
+        return answer, message
+
+    async def wait_for_pre_checkout_answer(self, query_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        return await self._wait(lambda: self.pre_checkout_answers.get(query_id), timeout,
+                                f"the answer to pre-checkout query {query_id}")
 
     @property
     def pending_updates(self) -> int:
@@ -499,6 +595,73 @@ class FakeBotApi:
         if not params.get("callback_query_id"):
             raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
         self.callback_answers.append(params)
+        self._notify_records()
+        return True
+
+    def _invoice(self, method: str, params: dict[str, Any]) -> IssuedInvoice:
+        title, description = str(params.get("title") or ""), str(params.get("description") or "")
+        payload, currency = str(params.get("payload") or ""), str(params.get("currency") or "")
+        if not 1 <= len(title) <= 32:
+            raise ApiError(400, "Bad Request: INVOICE_TITLE_INVALID" if title else "Bad Request: title is empty")
+        if not 1 <= len(description) <= 255:
+            raise ApiError(400, "Bad Request: INVOICE_DESCRIPTION_INVALID")
+        if not 1 <= len(payload.encode()) <= 128:
+            raise ApiError(400, "Bad Request: INVOICE_PAYLOAD_INVALID")
+        prices = params.get("prices")
+        if not isinstance(prices, list) or not prices:
+            raise ApiError(400, "Bad Request: can't parse prices JSON object")
+        for p in prices:
+            if not isinstance(p, dict) or not p.get("label") or not isinstance(p.get("amount"), int):
+                raise ApiError(400, "Bad Request: can't parse prices JSON object")
+        period = params.get("subscription_period")
+        if currency == "XTR":
+            if params.get("provider_token"):
+                raise ApiError(400, "Bad Request: PAYMENT_PROVIDER_INVALID")
+            if len(prices) != 1:
+                raise ApiError(400, "Bad Request: STARS_INVOICE_INVALID: exactly one price is allowed")
+        elif currency == "" or len(currency) != 3:
+            raise ApiError(400, "Bad Request: CURRENCY_INVALID")
+        if period is not None:
+            if currency != "XTR":
+                raise ApiError(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID: subscriptions need Telegram Stars")
+            if period != STARS_SUBSCRIPTION_PERIOD:
+                raise ApiError(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID")
+            if sum(p["amount"] for p in prices) > MAX_STARS_SUBSCRIPTION_PRICE:
+                raise ApiError(400, "Bad Request: SUBSCRIPTION_PRICE_INVALID")
+        return IssuedInvoice(method, title, description, payload, currency, prices, period)
+
+    def _create_invoice_link(self, params: dict[str, Any], files: dict[str, bytes]) -> str:
+        invoice = self._invoice("createinvoicelink", params)
+        invoice.link = f"https://t.me/$TestInvoice{len(self.invoices) + 1:04d}"
+        self.invoices.append(invoice)
+        self._notify_records()
+        return invoice.link
+
+    def _send_invoice(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        chat_id = _chat_id(params)
+        if params.get("subscription_period") is not None:
+            raise ApiError(400, "Bad Request: subscription_period is only accepted by createInvoiceLink")
+        invoice = self._invoice("sendinvoice", params)
+        msg = self._record("sendinvoice", chat_id, invoice.title, invoice.title, [], params)
+        invoice.chat_id, invoice.message_id = chat_id, msg.message_id
+        self.invoices.append(invoice)
+        out = self._message_json(msg)
+        out.pop("text", None)
+        out["invoice"] = {"title": invoice.title, "description": invoice.description, "start_parameter": "",
+                          "currency": invoice.currency, "total_amount": invoice.total_amount}
+        return out
+
+    def _answer_pre_checkout(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        query_id = str(params.get("pre_checkout_query_id") or "")
+        if query_id not in self._open_pre_checkouts:
+            raise ApiError(400, "Bad Request: QUERY_ID_INVALID")
+        ok = params.get("ok")
+        if not isinstance(ok, bool):
+            raise ApiError(400, "Bad Request: ok is required")
+        if not ok and not params.get("error_message"):
+            raise ApiError(400, "Bad Request: ERROR_MESSAGE_EMPTY")
+        self._open_pre_checkouts.discard(query_id)
+        self.pre_checkout_answers[query_id] = {"ok": ok, "error_message": params.get("error_message")}
         self._notify_records()
         return True
 

@@ -1,0 +1,112 @@
+"""The HTTP server inside the service's event loop (aiohttp AppRunner + TCPSite, never web.run_app).
+
+    POST /stripe/webhook   400 bad signature or malformed; 200 processed, duplicate (no effect) or ignored;
+                           500 when applying failed (nothing was recorded, so Stripe's retry is processed in full)
+    GET  /healthz          {"ok": ..., "db": ..., "uptime_s": ...}; 503 when the database does not answer
+    GET  /billing/success  the page Stripe Checkout returns to after paying
+    GET  /billing/cancel   ... and after giving up
+"""
+from __future__ import annotations
+
+import html
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from bot.payments import Payments, WebhookRejected
+from bot.settings import Settings
+from storage.billing import BillingStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8080
+MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe events are a few kB
+
+
+class HttpServer:
+    def __init__(self, host: str, port: int, *, billing: BillingStore, payments: Payments | None) -> None:
+        self.host = host
+        self._requested_port = port
+        self._billing = billing
+        self._payments = payments
+        self._started = time.monotonic()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
+        app.router.add_post("/stripe/webhook", self._stripe_webhook)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/billing/success", self._success)
+        app.router.add_get("/billing/cancel", self._cancel)
+        return app
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> HttpServer:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        log.info("http: listening on %s", self.url)
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers ----------------------------------------------------------------------------------
+    async def _stripe_webhook(self, request: web.Request) -> web.Response:
+        if self._payments is None or self._payments.stripe is None:
+            return web.json_response({"error": "stripe is not configured"}, status=404)
+        try:
+            payload = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "payload too large"}, status=413)
+        try:
+            result = await self._payments.handle_stripe_webhook(payload, request.headers.get("Stripe-Signature"))
+        except WebhookRejected as exc:
+            log.warning("http: stripe webhook refused: %s", exc)
+            return web.json_response({"error": str(exc)}, status=400)
+        except Exception:
+            log.exception("http: stripe webhook failed; Stripe will retry it")
+            return web.json_response({"error": "internal error"}, status=500)
+        body: dict[str, Any] = {"received": True, "id": result.event_id, "type": result.event_type,
+                                "outcome": result.outcome}
+        return web.json_response(body)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        db = await self._billing.ping()
+        body = {"ok": db, "db": db, "uptime_s": round(time.monotonic() - self._started, 3)}
+        return web.json_response(body, status=200 if db else 503)
+
+    async def _success(self, request: web.Request) -> web.Response:
+        return _page("Thank you!", "Your payment went through. Your plan changes as soon as Stripe confirms it "
+                     "(usually within seconds); the bot will tell you. You can close this page.")
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        return _page("Payment cancelled", "Nothing was charged. Send /subscribe to the bot whenever you like.")
+
+
+def _page(title: str, text: str) -> web.Response:
+    body = (f"<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+            f"<title>{html.escape(title)}</title><body style='font-family:sans-serif;max-width:32em;margin:3em auto'>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>")
+    return web.Response(text=body, content_type="text/html")
+
+
+async def start_http(settings: Settings, services: Any, *, payments: Payments | None = None) -> HttpServer | None:
+    """Start the server when a port is configured or Stripe is (webhooks need it); None otherwise.
+    `services` is bot.services.Services (its store's database answers /healthz)."""
+    if settings.http_port is None and settings.stripe_api_key is None:
+        return None
+    port = settings.http_port if settings.http_port is not None else DEFAULT_PORT
+    billing = payments.billing if payments is not None else BillingStore.beside(services.store)
+    server = HttpServer(settings.http_host, port, billing=billing, payments=payments)
+    return await server.start()

@@ -1,0 +1,250 @@
+"""Payments: Stripe (cards, outside Telegram) and Telegram Stars (inside Telegram) over one billing store.
+
+`Payments` turns what the providers report into subscriptions and tier changes (core.billing decides,
+storage.billing records each event exactly once) and tells the user:
+
+- Stripe webhooks (bot.http_server) -> `handle_stripe_webhook()`; each TierChange goes to `notify`.
+- Stars: /subscribe on Telegram -> `stars_invoice()` (an Invoice on the Doc; the transport makes the invoice
+  link) -> pre_checkout_query -> `check_stars_checkout()` -> successful_payment -> `stars_paid()` (its Doc is
+  the reply in the chat, so no `notify` for it).
+- `review()` (a scheduled job) downgrades users whose grace period ended or whose Stars period ran out.
+
+`notify` is `async (TierChange) -> None`; `transport_notifier()` sends the change straight through the user's
+platform transport. (The delivery outbox is keyed by signal; once it carries plain notices, `notify` should
+enqueue there instead, for retries and quiet hours.)
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from bot.commands.registry import Caller
+from bot.payments.stripe_billing import CheckoutFailed, CheckoutLink, StripeBilling, StripeUpdate, WebhookRejected
+from bot.settings import Settings
+from bot.transports.base import Transport
+from bot.views.doc import Doc, Invoice
+from core.billing import (
+    STARS_CURRENCY, STARS_PERIOD, Checkout, Payment, Provider, StarsPayment, Subscription, TierChange,
+    parse_stars_prices, parse_tier_map, stars_subscription,
+)
+from core.clock import Clock, SystemClock
+from core.domain import Tier, User
+from core.errors import DeliveryError, UserInputError
+from storage import SqlStore
+from storage.billing import Applied, BillingStore
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[TierChange], Awaitable[None]]
+
+__all__ = ["CheckoutFailed", "Payments", "WebhookRejected", "WebhookResult", "tier_change_doc",
+           "transport_notifier"]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    outcome: str  # "processed" | "duplicate" | "ignored"
+    event_id: str
+    event_type: str
+    changes: tuple[TierChange, ...] = ()
+
+
+class Payments:
+    def __init__(self, store: SqlStore, billing: BillingStore, *, stripe: StripeBilling | None,
+                 stars_prices: Mapping[Tier, int], clock: Clock | None = None, notify: Notify | None = None) -> None:
+        self.store = store
+        self.billing = billing
+        self.stripe = stripe
+        self.stars_prices = dict(stars_prices)
+        self.clock: Clock = clock or SystemClock()  # wall time: billing never follows a simulated market clock
+        self.notify = notify
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: SqlStore, *, clock: Clock | None = None,
+                      notify: Notify | None = None) -> Payments:
+        """Stripe when STRIPE_API_KEY is set (its prices are then required); Stars prices always."""
+        clock = clock or SystemClock()
+        stripe: StripeBilling | None = None
+        if settings.stripe_api_key is not None:
+            prices = parse_tier_map(Settings.pairs(settings.stripe_prices))
+            secret = settings.stripe_webhook_secret.get_secret_value() if settings.stripe_webhook_secret else None
+            if secret is None:
+                log.warning("stripe: STRIPE_WEBHOOK_SECRET is not set; every webhook will be refused")
+            stripe = StripeBilling(settings.stripe_api_key.get_secret_value(), webhook_secret=secret, prices=prices,
+                                   public_url=settings.public_url, api_base=settings.stripe_api_base)
+        stars = parse_stars_prices(Settings.pairs(settings.stars_prices))
+        return cls(store, BillingStore.beside(store, clock), stripe=stripe, stars_prices=stars, clock=clock,
+                   notify=notify)
+
+    async def close(self) -> None:
+        if self.stripe is not None:
+            await self.stripe.close()
+
+    # -- Stripe ------------------------------------------------------------------------------------------
+    async def stripe_checkout(self, user: User, tier: Tier) -> CheckoutLink:
+        if self.stripe is None:
+            raise UserInputError("Card payments are not enabled on this server.")
+        link = await self.stripe.create_checkout(user.id, tier)
+        await self.billing.add_checkout(Checkout(link.session_id, Provider.STRIPE, user.id, tier, url=link.url,
+                                                 created_at=self.clock.now()))
+        return link
+
+    async def handle_stripe_webhook(self, payload: bytes, signature: str | None) -> WebhookResult:
+        """Verify, then apply once. Raises WebhookRejected (answer 400); other errors mean "retry later" (500)."""
+        if self.stripe is None:
+            raise WebhookRejected("Stripe is not configured")
+        update = self.stripe.verify_event(payload, signature)
+        if not update.handled:
+            return WebhookResult("ignored", update.event_id, update.event_type)
+        applied = await self._apply_stripe(update)
+        outcome = "duplicate" if applied.duplicate else "processed"
+        log.info("stripe: %s %s %s", update.event_type, update.event_id, outcome)
+        await self._notify_all(applied.changes)
+        return WebhookResult(outcome, update.event_id, update.event_type, applied.changes)
+
+    async def _apply_stripe(self, u: StripeUpdate) -> Applied:
+        stored = await self.billing.find_subscription(Provider.STRIPE, u.subscription_id) if u.subscription_id else None
+        checkout = await self.billing.get_checkout(u.checkout_session) if u.checkout_session else None
+        user_id = u.user_id or (stored.user_id if stored else None) or (checkout.user_id if checkout else None)
+        if stored is not None and u.invoice is not None:  # an invoice's metadata keeps the tier of the checkout;
+            tier: Tier | None = stored.tier              # the subscription's price says the tier it has now
+        else:
+            tier = u.tier or (stored.tier if stored else None) or (checkout.tier if checkout else None)
+        if user_id is not None and await self.store.get_user(user_id) is None:
+            log.warning("stripe: %s %s names user %s, who does not exist; recorded without effect",
+                        u.event_type, u.event_id, user_id)
+            user_id = None
+        subs: list[Subscription] = []
+        if u.subscription_id and u.status is not None and user_id is not None and tier is not None:
+            cancel = u.cancel_at_period_end if u.cancel_at_period_end is not None else (
+                stored.cancel_at_period_end if stored else False)
+            subs.append(Subscription(user_id, Provider.STRIPE, u.subscription_id, tier, u.status,
+                                     current_period_end=u.period_end, cancel_at_period_end=cancel,
+                                     customer_id=u.customer_id, status_at=u.created))
+        elif u.subscription_id or u.checkout_session:
+            log.warning("stripe: %s %s: no user or tier known for subscription %s; recorded without effect",
+                        u.event_type, u.event_id, u.subscription_id)
+        payment = None
+        if u.invoice is not None and u.event_type == "invoice.paid" and user_id is not None and tier is not None:
+            payment = Payment(Provider.STRIPE, u.invoice.id, user_id, tier, u.invoice.amount, u.invoice.currency,
+                              paid_at=u.created, recurring=True, period_end=u.period_end)
+        completed = checkout.id if checkout is not None else None
+        return await self.billing.apply(Provider.STRIPE, u.event_id, u.event_type, subscriptions=subs,
+                                        payment=payment, completed_checkout=completed)
+
+    async def cancel_stripe(self, user: User) -> list[Subscription]:
+        """Schedule the end of the user's live Stripe subscriptions; returns those it scheduled."""
+        if self.stripe is None:
+            return []
+        live = [s for s in await self.billing.subscriptions_of(user.id)
+                if s.provider is Provider.STRIPE and s.status.value in ("active", "trialing", "past_due")
+                and not s.cancel_at_period_end]
+        for sub in live:
+            await self.stripe.cancel_at_period_end(sub.external_id)
+        return live
+
+    # -- Telegram Stars ----------------------------------------------------------------------------------
+    async def stars_invoice(self, user: User, tier: Tier) -> Invoice:
+        amount = self.stars_prices.get(tier)
+        if amount is None:
+            raise UserInputError(f"The {tier} tier cannot be bought with Telegram Stars here.")
+        payload = f"sub:{tier.value}:{user.id}:{secrets.token_hex(8)}"
+        await self.billing.add_checkout(Checkout(payload, Provider.TELEGRAM_STARS, user.id, tier, amount,
+                                                 STARS_CURRENCY, created_at=self.clock.now()))
+        return Invoice(title=f"Signalbot {tier.value.title()}", description=f"{tier.value.title()} tier for 30 days, "
+                       "renewed monthly until you cancel it in Telegram.", payload=payload, currency=STARS_CURRENCY,
+                       amount=amount, label=f"{tier.value.title()} (30 days)",
+                       subscription_period=int(STARS_PERIOD.total_seconds()), pay_label=f"Pay ⭐{amount}")
+
+    async def check_stars_checkout(self, caller: Caller, payload: str, currency: str, amount: int) -> str | None:
+        """Pre-checkout: None to accept, else the reason shown to the person (Telegram then cancels the payment)."""
+        checkout = await self.billing.get_checkout(payload)
+        if checkout is None or checkout.provider is not Provider.TELEGRAM_STARS:
+            return "This invoice is not known to us. Please send /subscribe again."
+        user = await self.store.get_user(checkout.user_id)
+        if user is None or user.platform != caller.platform or user.platform_user_id != caller.platform_user_id:
+            return "This invoice was made for another account. Please send /subscribe yourself."
+        if currency != STARS_CURRENCY or amount != checkout.amount:
+            return "The price of this invoice is not valid any more. Please send /subscribe again."
+        return None
+
+    async def stars_paid(self, caller: Caller, payment: StarsPayment) -> Doc | None:
+        """A successful Stars payment (first or renewal): record it once, grant the tier. None for a duplicate."""
+        checkout = await self.billing.get_checkout(payment.invoice_payload)
+        if checkout is None or checkout.provider is not Provider.TELEGRAM_STARS:
+            log.error("stars: payment %s for unknown payload %r from telegram:%s; refund it by hand",
+                      payment.telegram_payment_charge_id, payment.invoice_payload, caller.platform_user_id)
+            return Doc.error("We received your payment but could not match it to a plan.",
+                             f"Please contact support with this reference: {payment.telegram_payment_charge_id}")
+        if payment.currency != STARS_CURRENCY or payment.total_amount != checkout.amount:
+            log.warning("stars: payment %s of %s %s for a checkout of %s %s", payment.telegram_payment_charge_id,
+                        payment.total_amount, payment.currency, checkout.amount, checkout.currency)
+        now = self.clock.now()
+        sub = stars_subscription(checkout.user_id, checkout.tier, payment, now)
+        record = Payment(Provider.TELEGRAM_STARS, payment.telegram_payment_charge_id, checkout.user_id, checkout.tier,
+                         payment.total_amount, payment.currency, now, recurring=payment.is_recurring,
+                         provider_charge_id=payment.provider_payment_charge_id or None, period_end=sub.current_period_end)
+        applied = await self.billing.apply(Provider.TELEGRAM_STARS, payment.telegram_payment_charge_id,
+                                           "successful_payment", subscriptions=[sub], payment=record,
+                                           completed_checkout=checkout.id)
+        if applied.duplicate:
+            log.info("stars: payment %s was already applied", payment.telegram_payment_charge_id)
+            return None
+        renewal = payment.is_recurring and not payment.is_first_recurring
+        until = sub.current_period_end.strftime("%Y-%m-%d") if sub.current_period_end else "?"
+        return Doc(heading="Subscription renewed" if renewal else "Payment received, thank you!",
+                   body=f"You are on the {checkout.tier} tier until {until}; it renews every 30 days until you "
+                        "cancel it in Telegram (Settings > My Stars).",
+                   fields=(("Paid", f"{payment.total_amount} ⭐"), ("Reference", payment.telegram_payment_charge_id)),
+                   tone="success")
+
+    # -- both --------------------------------------------------------------------------------------------
+    async def review(self) -> list[TierChange]:
+        """Downgrade users whose grace period or Stars period ended (run it every few minutes)."""
+        changes = await self.billing.review(self.clock.now())
+        await self._notify_all(changes)
+        return changes
+
+    async def subscriptions_of(self, user: User) -> list[Subscription]:
+        return await self.billing.subscriptions_of(user.id)
+
+    @property
+    def card_tiers(self) -> tuple[Tier, ...]:
+        return self.stripe.tiers if self.stripe is not None else ()
+
+    async def _notify_all(self, changes: tuple[TierChange, ...] | list[TierChange]) -> None:
+        if self.notify is None:
+            for c in changes:
+                log.info("billing: user %s %s -> %s (no notifier configured)", c.user_id, c.old, c.new)
+            return
+        for change in changes:
+            try:
+                await self.notify(change)
+            except Exception:  # a failed notice must not undo or repeat a processed payment
+                log.exception("billing: could not tell user %s about %s -> %s", change.user_id, change.old,
+                              change.new)
+
+
+def tier_change_doc(change: TierChange) -> Doc:
+    return Doc(heading=f"Your plan: {change.new}", body=change.reason,
+               note="Send /subscription to see your subscription.",
+               tone="success" if change.upgrade else "warning")
+
+
+def transport_notifier(store: SqlStore, transports: Mapping[str, Transport]) -> Notify:
+    """Tell the user on the platform they registered from (console, telegram, discord)."""
+    async def notify(change: TierChange) -> None:
+        user = await store.get_user(change.user_id)
+        if user is None or not user.active:
+            return
+        transport = transports.get(user.platform)
+        if transport is None:
+            log.info("billing: no %s transport to tell user %s about their tier", user.platform, user.id)
+            return
+        try:
+            await transport.send(user.chat_id, tier_change_doc(change))
+        except DeliveryError as exc:
+            log.warning("billing: notice to user %s failed: %s", user.id, exc)
+    return notify

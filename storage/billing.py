@@ -28,6 +28,7 @@ from core.billing import (
 )
 from core.clock import Clock, SystemClock
 from core.domain import Tier
+from storage.admin import users_in_account_of
 from storage.tables import USERS, UTCDateTime
 
 if TYPE_CHECKING:  # no runtime import: storage.database imports this module to register its tables
@@ -259,7 +260,8 @@ class BillingStore:
         current = (await conn.execute(sa.select(USERS.c.tier).where(USERS.c.id == user_id))).first()
         if current is None:
             return None
-        await conn.execute(sa.update(USERS).where(USERS.c.id == user_id).values(tier=new.value))
+        # every identity linked to this one (Telegram + Discord of one person) shares the tier
+        await conn.execute(sa.update(USERS).where(USERS.c.id.in_(users_in_account_of(user_id))).values(tier=new.value))
         old = Tier(current[0])
         if old is new:
             return None

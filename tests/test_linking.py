@@ -160,3 +160,21 @@ async def test_linked_identities_share_the_daily_allowance(services):
     assert "used all 10" in await say(services, TG, "/signal AAPL")
     assert "used all 10" in await say(services, DC, "/signal AAPL")
     assert "Analyses today  0 of 10 left" in await say(services, DC, "/account")
+
+
+async def test_a_paid_subscription_upgrades_every_linked_identity(services):
+    from core.billing import Provider, Subscription, SubscriptionStatus
+    from storage.billing import BillingStore
+
+    await say(services, TG, "/start")
+    await say(services, DC, "/start")
+    out = await say(services, DC, f"/link {await link_code(services, TG)}")
+    assert "linked" in out.lower(), out
+    tg = await user(services, TG)
+    billing = BillingStore(services.store._db, services.clock)  # noqa: SLF001 (the same database)
+    sub = Subscription(tg.id, Provider.STRIPE, "sub_1", Tier.TRADER, SubscriptionStatus.ACTIVE,
+                       current_period_end=START + timedelta(days=30), status_at=START)
+    await billing.apply(Provider.STRIPE, "evt_1", "customer.subscription.created", subscriptions=[sub])
+    assert (await user(services, TG)).tier is Tier.TRADER
+    assert (await user(services, DC)).tier is Tier.TRADER
+    assert (await user(services, TG2)) is None  # nobody else touched

@@ -15,8 +15,7 @@ from bot.commands.admin import transport_broadcaster
 from bot.commands.billing import billing_commands
 from bot.commands.handlers import build_registry
 from bot.commands.registry import Caller, dispatch
-from bot.delivery.notifier import Notifier
-from bot.delivery.worker import DeliveryWorker
+from bot.delivery.setup import prepare_delivery, start_delivery
 from bot.http_server import HttpServer, start_http
 from bot.payments import Payments, transport_notifier
 from bot.scheduler import JobScheduler
@@ -29,7 +28,7 @@ from bot.views.doc import Doc
 from bot.markets import MarketSetup, live_market, offline_market
 from core.clock import Clock, SystemClock
 from core.errors import DeliveryError
-from core.events import EventBus, SignalClosed, SignalIssued
+from core.events import EventBus
 from core.indicators import default_engine
 from core.instruments import default_registry
 from core.ports import MarketData
@@ -81,10 +80,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         return await dispatch(services.registry, services, caller, text)
 
     console = ConsoleTransport(stdout)
-    workers = [DeliveryWorker(console, services.store, clock, poll_seconds=settings.delivery_poll)]
+    delivery_stores = await prepare_delivery(services)  # before the chat menus are built: registers /email etc.
     telegram = await start_telegram(settings, services, handle)
-    if telegram is not None:
-        workers.append(DeliveryWorker(telegram, services.store, clock, poll_seconds=settings.delivery_poll))
     transports: dict[str, Transport] = {"console": console}
     if telegram is not None:
         transports["telegram"] = telegram
@@ -92,12 +89,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     if payments is not None:
         payments.notify = transport_notifier(services.store, transports)
     services.broadcast = transport_broadcaster(transports)
-    notifier = Notifier(services.store, clock, {w.channel for w in workers}, wake=lambda: _wake_all(workers))
-    services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
-    services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
-    requeued = await services.store.requeue_stale_sending()
-    if requeued:
-        log.warning("%d deliveries interrupted by the last stop are queued again", requeued)
+    delivery = await start_delivery(settings, services, delivery_stores, list(transports.values()), clock)
 
     scheduler = JobScheduler()
     scheduler.every(settings.scan_interval, services.signal_service.scan, "scan")
@@ -106,10 +98,11 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         scheduler.every(300, payments.review, "billing-review")  # grace periods ending, Stars expiring
     if setup.update is not None:
         scheduler.every(settings.update_interval, setup.update, "update-bars")
+    scheduler.every(300, delivery.send_digests, "digests")
     stop = asyncio.Event()
     _install_signal_handlers(stop)
 
-    tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in workers]
+    tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))
     log.info("signalbot running: market %s, clock at %s, %d instruments", market.name, clock.now().isoformat(),
              len(market.instruments()))
@@ -125,6 +118,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await delivery.close()
         if telegram is not None:
             await telegram.stop()  # after the workers: a send in flight finishes first
         if http is not None:
@@ -166,11 +160,6 @@ async def start_telegram(settings: Settings, services: Services,
         await transport.stop()
         return None
     return transport
-
-
-def _wake_all(workers: list[DeliveryWorker]) -> None:
-    for w in workers:
-        w.wake()
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

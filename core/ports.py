@@ -72,11 +72,12 @@ class UserRepository(Protocol):
 class DeliveryRepository(Protocol):
     async def enqueue(self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]]) -> int:
         """Insert (signal_id, user_id, kind, channel, not_before, reply_to) rows as PENDING.
-        Idempotent: a (signal_id, user_id, kind) that exists already is left alone. Returns rows inserted."""
+        Idempotent: a (signal_id, user_id, kind, channel) that exists already is left alone. Returns rows inserted."""
         ...
 
     async def claim_due(self, channel: str, now: datetime, limit: int) -> list[Delivery]:
-        """Mark up to `limit` due PENDING rows of `channel` as SENDING and return them (oldest first)."""
+        """Mark up to `limit` due PENDING rows of `channel` as SENDING and return them (higher tiers first, then
+        oldest first)."""
         ...
 
     async def mark(self, delivery_id: int, status: DeliveryStatus, *, message_ref: str | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,7 +45,7 @@ from core.domain import (
 )
 from core.errors import DataValidationError
 from storage.database import Database
-from storage.tables import BARS, DELIVERIES, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS
+from storage.tables import BARS, DELIVERIES, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS, UTCDateTime
 
 BULK_CHUNK_ROWS = 10_000
 IN_CHUNK = 500  # values per IN (...) list
@@ -55,11 +56,22 @@ _Insert = sqlite.Insert | postgresql.Insert
 class SqlStore:
     """SignalRepository, UserRepository and DeliveryRepository, plus bars and instruments."""
 
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock | None = None, *, users_cache_seconds: float = 30.0) -> None:
         self._db = db
         self._engine = db.engine
         self._clock: Clock = clock or SystemClock()
         self._counts_executemany = bool(self._engine.dialect.supports_sane_multi_rowcount)
+        # active_users() cache: every user write through this store bumps the generation and drops it; it also
+        # expires after users_cache_seconds, for writers that bypass this store
+        self._active_users: list[User] | None = None
+        self._users_generation = 0
+        self._users_cache_seconds = users_cache_seconds
+        self._users_loaded_at = 0.0
+
+    @property
+    def database(self) -> Database:
+        """The database this store writes to (other stores, e.g. storage.channels, share it)."""
+        return self._db
 
     # ------------------------------------------------------------------ helpers
 
@@ -253,11 +265,13 @@ class SqlStore:
             index_elements=[USERS.c.platform, USERS.c.platform_user_id],
             set_={"chat_id": insert.excluded.chat_id, "display_name": insert.excluded.display_name},
         ).returning(USERS.c.id)
+        self.invalidate_users()
         async with self._engine.begin() as conn:
             user_id = (await conn.execute(stmt)).scalar_one()
             prefs = self._insert(PREFERENCES).values(_preferences_row(user_id, Preferences()))
             await conn.execute(prefs.on_conflict_do_nothing(index_elements=[PREFERENCES.c.user_id]))
             rows = (await conn.execute(_users_query().where(USERS.c.id == user_id))).all()
+        self.invalidate_users()
         return _user(rows[0])
 
     async def get_user(self, user_id: int) -> User | None:
@@ -270,10 +284,10 @@ class SqlStore:
         return _user(rows[0]) if rows else None
 
     async def set_active(self, user_id: int, active: bool) -> None:
-        await self._write(sa.update(USERS).where(USERS.c.id == user_id).values(active=active))
+        await self._write_users(sa.update(USERS).where(USERS.c.id == user_id).values(active=active))
 
     async def set_tier(self, user_id: int, tier: Tier) -> None:
-        await self._write(sa.update(USERS).where(USERS.c.id == user_id).values(tier=Tier(tier).value))
+        await self._write_users(sa.update(USERS).where(USERS.c.id == user_id).values(tier=Tier(tier).value))
 
     async def set_preferences(self, user_id: int, prefs: Preferences) -> None:
         row = _preferences_row(user_id, prefs)
@@ -282,23 +296,57 @@ class SqlStore:
             index_elements=[PREFERENCES.c.user_id],
             set_={k: stmt.excluded[k] for k in row if k != "user_id"},
         )
-        await self._write(stmt)
+        await self._write_users(stmt)
 
     async def active_users(self) -> list[User]:
-        """Every active user with preferences, in one query (called once per signal fan-out)."""
-        rows = await self._fetch(_users_query().where(USERS.c.active.is_(True)).order_by(USERS.c.id))
-        return [_user(r) for r in rows]
+        """Every active user with preferences, ordered by id (called once per signal fan-out).
+
+        Cached in this store until a user write through it (upsert_user, set_active, set_tier,
+        set_preferences) or invalidate_users(), and for at most `users_cache_seconds`: code that changes the
+        users or preferences tables by other means should call invalidate_users(), or its change reaches the
+        fan-out only when the cache expires."""
+        cached = self._active_users
+        if cached is None or time.monotonic() - self._users_loaded_at > self._users_cache_seconds:
+            generation, started = self._users_generation, time.monotonic()
+            rows = await self._fetch(_users_query().where(USERS.c.active.is_(True)).order_by(USERS.c.id))
+            cached = [_user(r) for r in rows]
+            if generation == self._users_generation:  # no write raced the read
+                self._active_users, self._users_loaded_at = cached, started
+        return list(cached)
+
+    def invalidate_users(self) -> None:
+        """Forget the cached active users (after the users or preferences tables changed)."""
+        self._users_generation += 1
+        self._active_users = None
+
+    async def _write_users(self, stmt: sa.Executable) -> int:
+        self.invalidate_users()
+        try:
+            return await self._write(stmt)
+        finally:
+            self.invalidate_users()
+
+    async def users_by_ids(self, user_ids: Collection[int]) -> dict[int, User]:
+        """The users (active or not) with these ids, in IN-lists of IN_CHUNK."""
+        wanted = sorted(set(user_ids))
+        found: dict[int, User] = {}
+        for start in range(0, len(wanted), IN_CHUNK):
+            rows = await self._fetch(_users_query().where(USERS.c.id.in_(wanted[start: start + IN_CHUNK])))
+            for row in rows:
+                user = _user(row)
+                found[user.id] = user
+        return found
 
     # ------------------------------------------------------------------ deliveries
 
     async def enqueue(
         self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]]
     ) -> int:
-        """Insert rows as PENDING; an existing (signal_id, user_id, kind) is left alone. Returns rows inserted."""
+        """Insert rows as PENDING; an existing (signal_id, user_id, kind, channel) is left alone. Returns rows inserted."""
         if not deliveries:
             return 0
-        columns = _delivery_columns(deliveries)
-        constants = {"status": DeliveryStatus.PENDING.value, "attempts": 0, "created_at": self._clock.now()}
+        columns, uniform = _delivery_columns(deliveries)
+        constants = {**uniform, "status": DeliveryStatus.PENDING.value, "attempts": 0, "created_at": self._clock.now()}
         async with self._engine.begin() as conn:
             if self._counts_executemany:
                 return await self._enqueue_executemany(conn, columns, constants)
@@ -328,7 +376,7 @@ class SqlStore:
 
     def _deliveries_insert_stmt(self) -> _Insert:
         return self._insert(DELIVERIES).on_conflict_do_nothing(
-            index_elements=[DELIVERIES.c.signal_id, DELIVERIES.c.user_id, DELIVERIES.c.kind]
+            index_elements=[DELIVERIES.c.signal_id, DELIVERIES.c.user_id, DELIVERIES.c.kind, DELIVERIES.c.channel]
         )
 
     @functools.cached_property
@@ -337,7 +385,8 @@ class SqlStore:
         return _BulkInsert.compile(self._deliveries_insert_stmt(), self._engine.dialect, keys)
 
     async def claim_due(self, channel: str, now: datetime, limit: int) -> list[Delivery]:
-        """Atomically mark up to `limit` due PENDING rows of `channel` SENDING (attempts + 1), oldest first.
+        """Atomically mark up to `limit` due PENDING rows of `channel` SENDING (attempts + 1): higher tiers
+        first (the recipient's tier now), then oldest first; returned in that order.
 
         One UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) ... RETURNING: SQLite serialises
         writers, PostgreSQL skips rows another claimer holds; the outer `status = pending` re-check
@@ -347,14 +396,15 @@ class SqlStore:
             return []
         due = (
             sa.select(DELIVERIES.c.id)
+            .select_from(DELIVERIES.join(USERS, USERS.c.id == DELIVERIES.c.user_id))
             .where(
                 DELIVERIES.c.channel == channel,
                 DELIVERIES.c.status == DeliveryStatus.PENDING.value,
                 sa.or_(DELIVERIES.c.not_before.is_(None), DELIVERIES.c.not_before <= _require_aware(now)),
             )
-            .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id)
+            .order_by(_TIER_PRIORITY, DELIVERIES.c.created_at, DELIVERIES.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, of=DELIVERIES)
         )
         stmt = (
             sa.update(DELIVERIES)
@@ -364,9 +414,107 @@ class SqlStore:
         )
         async with self._engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
-        claimed = [_delivery(r._mapping) for r in rows]
-        claimed.sort(key=lambda d: (d.created_at or _EPOCH, d.id))
+            claimed = [_delivery(r._mapping) for r in rows]
+            user_ids = sorted({d.user_id for d in claimed})
+            tiers = dict((await conn.execute(sa.select(USERS.c.id, USERS.c.tier).where(USERS.c.id.in_(user_ids)))).all()
+                         if user_ids else [])
+        claimed.sort(key=lambda d: (-_TIERS[tiers.get(d.user_id, Tier.FREE.value)].rank, d.created_at or _EPOCH, d.id))
         return claimed
+
+    async def upgrade_delivery_schema(self) -> bool:
+        """Databases made before deliveries were unique per channel have the constraint (signal_id, user_id, kind);
+        make it (signal_id, user_id, kind, channel), keeping every row. Idempotent; True when it changed the schema.
+        Call it after Database.create_all() at start-up."""
+        async with self._engine.begin() as conn:
+            uniques = await conn.run_sync(
+                lambda sync: sa.inspect(sync).get_unique_constraints(DELIVERIES.name)
+                if sa.inspect(sync).has_table(DELIVERIES.name) else [])
+            old = [u for u in uniques if sorted(u["column_names"]) == ["kind", "signal_id", "user_id"]]
+            if not old:
+                return False
+            if self._engine.dialect.name == "postgresql":
+                new = next(c for c in DELIVERIES.constraints if isinstance(c, sa.UniqueConstraint))
+                await conn.execute(sa.text(f'ALTER TABLE {DELIVERIES.name} DROP CONSTRAINT "{old[0]["name"]}"'))
+                await conn.execute(sa.schema.AddConstraint(new))
+                return True
+            # SQLite cannot drop a constraint: rebuild the table (no other table refers to it)
+            columns = ", ".join(c.name for c in DELIVERIES.columns)
+            await conn.execute(sa.text(f"ALTER TABLE {DELIVERIES.name} RENAME TO _deliveries_before_channels"))
+            for index in DELIVERIES.indexes:
+                await conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index.name}"'))
+            await conn.run_sync(lambda sync: DELIVERIES.create(sync))
+            await conn.execute(sa.text(f"INSERT INTO {DELIVERIES.name} ({columns}) "
+                                       f"SELECT {columns} FROM _deliveries_before_channels"))
+            await conn.execute(sa.text("DROP TABLE _deliveries_before_channels"))
+        return True
+
+    async def record_attempts(self, updates: Sequence[DeliveryUpdate]) -> None:
+        """What happened to claimed rows, in one transaction: each row's status, and its message_ref, error,
+        not_before and sent_at where given (others keep their values). `refund_attempt` takes back the
+        attempt claim_due counted (a send that never reached the platform: paused, or shut down before)."""
+        if not updates:
+            return
+        params = [
+            {"b_id": u.delivery_id, "b_status": DeliveryStatus(u.status).value, "b_message_ref": u.message_ref,
+             "b_error": u.error, "b_not_before": u.not_before, "b_sent_at": u.sent_at,
+             "b_refund": 1 if u.refund_attempt else 0}
+            for u in updates
+        ]
+        async with self._engine.begin() as conn:
+            await conn.execute(_RECORD_ATTEMPT, params)
+
+    async def cancel_pending(self, user_id: int, reason: str, channel: str | None = None) -> int:
+        """PENDING rows of a user (on one channel, or all) become SKIPPED with `reason`. Returns how many."""
+        stmt = sa.update(DELIVERIES).where(
+            DELIVERIES.c.user_id == user_id, DELIVERIES.c.status == DeliveryStatus.PENDING.value)
+        if channel is not None:
+            stmt = stmt.where(DELIVERIES.c.channel == channel)
+        return await self._write(stmt.values(status=DeliveryStatus.SKIPPED.value, error=reason))
+
+    async def signal_receipts(self, signal_id: str) -> list[tuple[int, str, str | None]]:
+        """(user_id, channel, message_ref) of every SENT delivery of the signal itself, by user and channel."""
+        stmt = (
+            sa.select(DELIVERIES.c.user_id, DELIVERIES.c.channel, DELIVERIES.c.message_ref)
+            .where(
+                DELIVERIES.c.signal_id == signal_id,
+                DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
+                DELIVERIES.c.status == DeliveryStatus.SENT.value,
+            )
+            .order_by(DELIVERIES.c.user_id, DELIVERIES.c.channel)
+        )
+        return [(int(uid), str(channel), ref) for uid, channel, ref in (tuple(r) for r in await self._fetch(stmt))]
+
+    async def received_since(self, user_id: int, since: datetime) -> list[tuple[Signal, SignalOutcome | None]]:
+        """Signals the user received (a SENT signal delivery, any channel) that were sent or closed since
+        `since`, each once, by issue time; with their outcome when closed (the daily digest)."""
+        received = (
+            sa.select(DELIVERIES.c.signal_id, sa.func.max(DELIVERIES.c.sent_at).label("sent_at"))
+            .where(DELIVERIES.c.user_id == user_id, DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
+                   DELIVERIES.c.status == DeliveryStatus.SENT.value)
+            .group_by(DELIVERIES.c.signal_id)
+            .subquery()
+        )
+        since = _require_aware(since)
+        stmt = (
+            sa.select(SIGNALS, OUTCOMES)
+            .select_from(SIGNALS.join(received, received.c.signal_id == SIGNALS.c.id)
+                         .outerjoin(OUTCOMES, OUTCOMES.c.signal_id == SIGNALS.c.id))
+            .where(sa.or_(received.c.sent_at >= since, OUTCOMES.c.exit_time >= since))
+            .order_by(SIGNALS.c.issued_at, SIGNALS.c.id)
+        )
+        out: list[tuple[Signal, SignalOutcome | None]] = []
+        for row in await self._fetch(stmt):
+            signal, outcome = _split(row, SIGNALS, _N_SIGNAL_COLS, OUTCOMES)
+            out.append((_signal(signal), _outcome(outcome) if outcome["signal_id"] is not None else None))
+        return out
+
+    async def delivery_counts(self, channel: str | None = None) -> dict[DeliveryStatus, int]:
+        """Rows per status (of one channel, or all)."""
+        stmt = sa.select(DELIVERIES.c.status, sa.func.count()).group_by(DELIVERIES.c.status)
+        if channel is not None:
+            stmt = stmt.where(DELIVERIES.c.channel == channel)
+        pairs: list[tuple[Any, ...]] = [tuple(r) for r in await self._fetch(stmt)]
+        return {DeliveryStatus(status): int(n) for status, n in pairs}
 
     async def mark(
         self,
@@ -420,6 +568,7 @@ class SqlStore:
                 DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
                 DELIVERIES.c.status == DeliveryStatus.SENT.value,
             )
+            .distinct()  # one user may have received it on several channels
             .order_by(DELIVERIES.c.user_id)
         )
         return [int(r[0]) for r in await self._fetch(stmt)]
@@ -433,7 +582,7 @@ class SqlStore:
 
     async def sent_count_since(self, user_id: int, since: datetime) -> int:
         stmt = (
-            sa.select(sa.func.count())
+            sa.select(sa.func.count(sa.distinct(DELIVERIES.c.signal_id)))  # a signal on two channels counts once
             .select_from(DELIVERIES)
             .where(
                 DELIVERIES.c.user_id == user_id,
@@ -446,9 +595,9 @@ class SqlStore:
         return int(rows[0][0])
 
     async def sent_counts_since(self, since: datetime) -> dict[int, int]:
-        """SENT signal deliveries per user since `since` (the monthly quota of every user in one query)."""
+        """Signals SENT per user since `since`, on any channel (the monthly quota of every user in one query)."""
         stmt = (
-            sa.select(DELIVERIES.c.user_id, sa.func.count())
+            sa.select(DELIVERIES.c.user_id, sa.func.count(sa.distinct(DELIVERIES.c.signal_id)))
             .where(
                 DELIVERIES.c.status == DeliveryStatus.SENT.value,
                 DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
@@ -472,6 +621,34 @@ class SqlStore:
 
 
 # ---------------------------------------------------------------------- queries
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """The result of one attempt at a claimed delivery, for SqlStore.record_attempts()."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    message_ref: str | None = None
+    error: str | None = None
+    not_before: datetime | None = None
+    sent_at: datetime | None = None
+    refund_attempt: bool = False
+
+
+# professional first: ascending order of this expression is descending tier rank
+_TIER_PRIORITY = sa.case({t.value: -t.rank for t in Tier}, value=USERS.c.tier, else_=0)
+_RECORD_ATTEMPT = (
+    sa.update(DELIVERIES)
+    .where(DELIVERIES.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        message_ref=sa.func.coalesce(sa.bindparam("b_message_ref", type_=sa.String()), DELIVERIES.c.message_ref),
+        error=sa.func.coalesce(sa.bindparam("b_error", type_=sa.Text()), DELIVERIES.c.error),
+        not_before=sa.func.coalesce(sa.bindparam("b_not_before", type_=UTCDateTime()), DELIVERIES.c.not_before),
+        sent_at=sa.func.coalesce(sa.bindparam("b_sent_at", type_=UTCDateTime()), DELIVERIES.c.sent_at),
+        attempts=DELIVERIES.c.attempts - sa.bindparam("b_refund", type_=sa.Integer()),
+    )
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _N_SIGNAL_COLS = len(SIGNALS.c)
@@ -762,11 +939,25 @@ _DELIVERY_INPUT_KEYS = ("signal_id", "user_id", "kind", "channel", "not_before",
 
 def _delivery_columns(
     deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]],
-) -> dict[str, list[Any]]:
-    """enqueue()'s input as columns; status, attempts and created_at are the same for the whole batch."""
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """enqueue()'s input as (columns, constants): a column whose value is the same in every row (in a fan-out:
+    signal, kind, channel, usually not_before and reply_to) becomes a constant, converted once, not per row."""
     columns: dict[str, list[Any]] = {k: list(v) for k, v in zip(_DELIVERY_INPUT_KEYS, zip(*deliveries), strict=True)}
-    columns["kind"] = [DeliveryKind(k).value for k in columns["kind"]]
-    return columns
+    constants: dict[str, Any] = {}
+    for key in _UNIFORM_CANDIDATES:
+        values = columns[key]
+        first = values[0]
+        if all(v == first for v in values):
+            constants[key] = first
+            del columns[key]
+    if "kind" in constants:
+        constants["kind"] = DeliveryKind(constants["kind"]).value
+    else:
+        columns["kind"] = [DeliveryKind(k).value for k in columns["kind"]]
+    return columns, constants
+
+
+_UNIFORM_CANDIDATES = ("signal_id", "kind", "channel", "not_before", "reply_to")
 
 
 def _delivery(m: Mapping[Any, Any]) -> Delivery:

@@ -143,7 +143,8 @@ class PreferencesRow(SQLModel, table=True):
 class DeliveryRow(SQLModel, table=True):
     __tablename__ = "deliveries"
     __table_args__ = (
-        sa.UniqueConstraint("signal_id", "user_id", "kind", name="uq_deliveries_signal_user_kind"),
+        # one row per signal, recipient, kind and channel: a user may get a signal in chat, by email and by webhook
+        sa.UniqueConstraint("signal_id", "user_id", "kind", "channel", name="uq_deliveries_signal_user_kind_channel"),
         sa.Index("ix_deliveries_channel_status_not_before", "channel", "status", "not_before"),
         sa.Index("ix_deliveries_user_status_sent_at", "user_id", "status", "sent_at"),
     )

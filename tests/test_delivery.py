@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import timedelta
 
 import pytest
 
+from bot.delivery.channel import ChatChannel
 from bot.delivery.notifier import Notifier
+from bot.delivery.retry import RetryPolicy
 from bot.delivery.worker import DeliveryWorker
 from bot.views.doc import Doc
 from core.clock import FixedClock
 from core.domain import (
-    AssetClass, DeliveryStatus, Direction, Preferences, QuietHours, Signal, SignalOutcome, SignalStatus, Tier,
+    AssetClass, DeliveryKind, DeliveryStatus, Direction, Preferences, QuietHours, Signal, SignalOutcome, SignalStatus, Tier,
     Timeframe,
 )
 from core.errors import DeliveryError
 from core.events import SignalClosed, SignalIssued
 from storage import Database, SqlStore
+from storage.repositories import DeliveryUpdate
 from tests.conftest import utc
 
 NOW = utc(2024, 3, 5, 15, 0)
@@ -108,8 +112,10 @@ async def test_restart_in_the_middle_of_deliveries_loses_and_doubles_nothing(tmp
     await store.close()
 
     store = await open_store(path)  # the restart
-    requeued = await store.requeue_stale_sending()
-    assert requeued > 0
+    # a cancelled worker finished what was in flight and put the rest of its batch back: nothing is stale
+    assert await store.requeue_stale_sending() == 0
+    assert await store.count(DeliveryStatus.SENDING) == 0
+    assert await store.count(DeliveryStatus.SENT) == len(first_round)
     again = RecordingTransport()
     worker = DeliveryWorker(again, store, clock, batch=15)
     while await worker.process_due():
@@ -162,4 +168,174 @@ async def test_quiet_hours_defer_and_stale_signals_are_skipped(tmp_path):
     assert await worker.process_due() == 0
     clock.advance(timedelta(hours=3))
     assert await worker.process_due() == 1 and len(transport.sent) == 1
+    await store.close()
+
+
+# -- retries, pauses, blocked users, priorities ----------------------------------------------------------
+class ScriptedTransport:
+    """Fails per chat with the errors queued for it (in order), then sends."""
+
+    name = "console"
+
+    def __init__(self, script: dict[str, list[DeliveryError]] | None = None) -> None:
+        self.script = script or {}
+        self.sent: list[str] = []
+        self.tried: list[str] = []
+
+    async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None) -> str:
+        self.tried.append(chat_id)
+        errors = self.script.get(chat_id)
+        if errors:
+            raise errors.pop(0)
+        self.sent.append(chat_id)
+        return f"m{len(self.sent)}"
+
+
+async def queued(tmp_path, n_users: int, name: str = "d.db"):  # noqa: ANN001, ANN201
+    store = await open_store(tmp_path / name)
+    ids = await add_users(store, n_users)
+    s = signal()
+    await store.add_signal(s)
+    return store, ids, s
+
+
+async def test_backoff_with_jitter_is_stored_in_the_row_and_the_worker_gives_up(tmp_path):
+    store, [uid], s = await queued(tmp_path, 1)
+    clock = FixedClock(NOW)
+    transport = ScriptedTransport({"chat0": [DeliveryError("502 from the platform")] * 5})
+    policy = RetryPolicy(max_attempts=3, base_seconds=10, max_seconds=100, jitter=0.5)
+    worker = DeliveryWorker(transport, store, clock, retry=policy, rng=random.Random(1))
+    await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
+    for attempt, ceiling in ((1, 10.0), (2, 20.0)):
+        assert await worker.process_due() == 1
+        [row] = await store.claim_due("console", NOW + timedelta(days=1), 1)  # peek: claim and put back
+        await store.record_attempts([DeliveryUpdate(row.id, DeliveryStatus.PENDING, refund_attempt=True)])
+        wait = (row.not_before - clock.now()).total_seconds()
+        assert row.attempts - 1 == attempt and ceiling / 2 <= wait <= ceiling  # exponential, jittered
+        assert await worker.process_due() == 0  # not due yet
+        clock.at = row.not_before
+    assert await worker.process_due() == 1
+    final = await store.get_delivery(row.id)
+    assert final.status is DeliveryStatus.FAILED and final.attempts == 3
+    assert final.error.startswith("gave up after 3 attempts: 502")
+    assert transport.tried == ["chat0"] * 3 and transport.sent == []
+    await store.close()
+
+
+async def test_retry_after_pauses_the_whole_channel_and_does_not_count_as_an_attempt(tmp_path):
+    store, ids, s = await queued(tmp_path, 3)
+    clock = FixedClock(NOW)
+    transport = ScriptedTransport({"chat0": [DeliveryError("429", retry_after=30)]})
+    worker = DeliveryWorker(transport, store, clock)
+    await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
+    assert await worker.process_due() == 3
+    assert transport.tried == ["chat0"]  # the others of the batch were not tried during the pause
+    assert worker.paused_until == NOW + timedelta(seconds=30)
+    assert await store.count(DeliveryStatus.PENDING) == 3
+    clock.advance(timedelta(seconds=29))
+    assert await worker.process_due() == 0  # still paused: nothing is claimed
+    clock.advance(timedelta(seconds=1))
+    assert await worker.process_due() == 3 and sorted(transport.sent) == ["chat0", "chat1", "chat2"]
+    rows = [await store.get_delivery(i) for i in range(1, 4)]
+    assert [r.attempts for r in rows] == [1, 1, 1]  # the 429 did not use up an attempt
+    await store.close()
+
+
+async def test_a_user_who_blocked_the_bot_is_unsubscribed_and_their_queue_cancelled(tmp_path):
+    store, ids, s = await queued(tmp_path, 2)
+    clock = FixedClock(NOW)
+    later = signal("MSFT-1d-20240305-L")
+    await store.add_signal(later)
+    await store.enqueue([(later.id, ids[0], DeliveryKind.SIGNAL, "console", NOW + timedelta(hours=2), None)])
+    transport = ScriptedTransport({"chat0": [DeliveryError("Forbidden: bot was blocked by the user", permanent=True)]})
+    worker = DeliveryWorker(transport, store, clock)
+    await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
+    assert [u.id for u in await store.active_users()] == ids  # cached
+    await worker.process_due()
+    assert transport.sent == ["chat1"]
+    assert [u.id for u in await store.active_users()] == [ids[1]]  # the cache saw the change
+    assert (await store.delivery_counts()) == {DeliveryStatus.SENT: 1, DeliveryStatus.FAILED: 1,
+                                               DeliveryStatus.SKIPPED: 1}
+    clock.advance(timedelta(hours=3))
+    assert await worker.process_due() == 0
+    await store.close()
+
+
+async def test_higher_tiers_are_served_first_when_a_queue_forms(tmp_path):
+    store, ids, s = await queued(tmp_path, 8)
+    clock = FixedClock(NOW)
+    tiers = [Tier.FREE, Tier.PROFESSIONAL, Tier.HOBBYIST, Tier.TRADER] * 2
+    for uid, tier in zip(ids, tiers, strict=True):
+        await store.set_tier(uid, tier)
+    transport = ScriptedTransport()
+    worker = DeliveryWorker(transport, store, clock, batch=3)
+    await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
+    while await worker.process_due():
+        pass
+    served = [tiers[int(chat.removeprefix("chat"))] for chat in transport.sent]
+    assert served == sorted(tiers, key=lambda t: -t.rank)
+    await store.close()
+
+
+async def test_concurrent_sends_are_each_recorded_once(tmp_path):
+    store, ids, s = await queued(tmp_path, 60)
+    clock = FixedClock(NOW)
+    transport = RecordingTransport(delay=0.005)
+    worker = DeliveryWorker(transport, store, clock, batch=25, concurrency=8)
+    await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
+    while await worker.process_due():
+        pass
+    assert sorted(c for c, _, _ in transport.sent) == sorted(f"chat{i}" for i in range(60))
+    assert await store.delivery_counts() == {DeliveryStatus.SENT: 60}
+    assert len({(await store.get_delivery(i)).message_ref for i in range(1, 61)}) == 60
+    await store.close()
+
+
+async def test_an_old_outbox_is_upgraded_to_one_row_per_channel(tmp_path):
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from storage.tables import DELIVERIES
+
+    store = await open_store(tmp_path / "old.db")
+    [uid] = await add_users(store, 1)
+    s = signal()
+    await store.add_signal(s)
+    ddl = str(sa.schema.CreateTable(DELIVERIES).compile(dialect=sqlite_dialect.dialect()))
+    old_ddl = ddl.replace('CONSTRAINT uq_deliveries_signal_user_kind_channel UNIQUE (signal_id, user_id, kind, channel)',
+                          'CONSTRAINT uq_deliveries_signal_user_kind UNIQUE (signal_id, user_id, kind)')
+    assert old_ddl != ddl
+    async with store.database.engine.begin() as conn:  # the schema as it was before email and webhooks
+        await conn.execute(sa.text("DROP TABLE deliveries"))
+        await conn.execute(sa.text(old_ddl))
+        for index in DELIVERIES.indexes:
+            await conn.run_sync(lambda sync, index=index: index.create(sync))
+        await conn.execute(DELIVERIES.insert().values(signal_id=s.id, user_id=uid, kind="signal", channel="console",
+                                                      status="sent", created_at=NOW))
+    with pytest.raises(Exception, match="ON CONFLICT"):  # the new conflict target does not match the old constraint
+        await store.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)])
+    assert await store.upgrade_delivery_schema() is True
+    assert await store.upgrade_delivery_schema() is False
+    assert await store.count() == 1  # kept
+    assert await store.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)]) == 1
+    assert await store.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "console", None, None)]) == 0
+    await store.close()
+
+
+async def test_a_batch_that_cannot_be_prepared_goes_back_to_the_queue(tmp_path):
+    store, ids, s = await queued(tmp_path, 3)
+    clock = FixedClock(NOW)
+
+    class BrokenAddressBook(ChatChannel):
+        async def addresses(self, users):  # noqa: ANN001, ANN201
+            raise OSError("database is locked")
+
+    transport = ScriptedTransport()
+    await Notifier(store, clock, {"console"}, wake=lambda: None).on_signal_issued(SignalIssued(s))
+    with pytest.raises(OSError):
+        await DeliveryWorker(BrokenAddressBook(transport, store), store, clock).process_due()
+    assert await store.delivery_counts() == {DeliveryStatus.PENDING: 3}
+    assert await DeliveryWorker(transport, store, clock).process_due() == 3
+    assert sorted(transport.sent) == ["chat0", "chat1", "chat2"]
+    assert {(await store.get_delivery(i)).attempts for i in (1, 2, 3)} == {1}  # the failed claim was refunded
     await store.close()

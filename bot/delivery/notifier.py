@@ -1,16 +1,27 @@
-"""Notifier: turns issued and closed signals into outbox rows for exactly the admitted recipients."""
+"""Notifier: turns issued and closed signals into outbox rows for exactly the admitted recipients.
+
+A signal goes to each admitted user on their chat platform (when a worker serves it) and, for tiers entitled to
+them, on the extra channels (email, webhook) where the user set an address. The fan-out is one read of the
+cached active users (SqlStore.active_users), one quota query, admission shared by users with equal settings
+(core.audience.admit_many) and one bulk insert; re-running it queues nothing twice.
+"""
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
 from datetime import datetime
 
-from core.audience import admit
+from core.audience import Admission, admit_many
 from core.clock import Clock
-from core.domain import DeliveryKind
+from core.domain import DeliveryKind, User
 from core.events import SignalClosed, SignalIssued
+from core.tiers import entitlements
+from storage import SqlStore
+from storage.channels import ChannelStore
 
 log = logging.getLogger(__name__)
+
+Row = tuple[str, int, DeliveryKind, str, datetime | None, str | None]
 
 
 def month_start(now: datetime) -> datetime:
@@ -18,37 +29,56 @@ def month_start(now: datetime) -> datetime:
 
 
 class Notifier:
-    def __init__(self, store, clock: Clock, channels: Collection[str], wake: Callable[[], None]) -> None:  # noqa: ANN001
+    def __init__(self, store: SqlStore, clock: Clock, channels: Collection[str], wake: Callable[[], None], *,
+                 channel_store: ChannelStore | None = None, extra_channels: Collection[str] = ()) -> None:
+        """`channels`: the chat platforms a worker serves; `extra_channels`: served email/webhook channels,
+        whose addresses `channel_store` holds."""
+        if extra_channels and channel_store is None:
+            raise ValueError("extra channels need a channel_store")
         self.store = store
         self.clock = clock
         self.channels = set(channels)
+        self.extra_channels = tuple(sorted(set(extra_channels)))
+        self.channel_store = channel_store
         self.wake = wake
 
     async def on_signal_issued(self, event: SignalIssued) -> int:
         """Queue the signal for every admitted user; idempotent (a re-run queues nothing twice)."""
-        signal, now = event.signal, self.clock.now()
-        users = [u for u in await self.store.active_users() if u.platform in self.channels]
-        sent = await self.store.sent_counts_since(month_start(now))
-        rows = []
-        for user in users:
-            a = admit(user, signal, now, sent.get(user.id, 0))
-            if a.admitted:
-                rows.append((signal.id, user.id, DeliveryKind.SIGNAL, user.platform, a.not_before, None))
+        rows = await self.recipients(event)
         inserted = await self.store.enqueue(rows)
-        log.info("signal %s: %d recipients of %d active users (%d new rows)", signal.id, len(rows), len(users), inserted)
+        log.info("signal %s: %d deliveries (%d new rows)", event.signal.id, len(rows), inserted)
         self.wake()
         return inserted
 
+    async def recipients(self, event: SignalIssued) -> list[Row]:
+        """The outbox rows for a new signal (not yet queued)."""
+        signal, now = event.signal, self.clock.now()
+        users = await self.store.active_users()
+        sent = await self.store.sent_counts_since(month_start(now))
+        admitted: list[tuple[User, Admission]] = [(u, a) for u, a in admit_many(users, signal, now, sent) if a.admitted]
+        kind = DeliveryKind.SIGNAL
+        rows: list[Row] = [(signal.id, u.id, kind, u.platform, a.not_before, None)
+                           for u, a in admitted if u.platform in self.channels]
+        for channel in self.extra_channels:
+            assert self.channel_store is not None
+            subscribed = await self.channel_store.user_ids(channel)
+            if subscribed:
+                rows.extend((signal.id, u.id, kind, channel, a.not_before, None) for u, a in admitted
+                            if u.id in subscribed and channel in entitlements(u.tier).channels)
+        return rows
+
     async def on_signal_closed(self, event: SignalClosed) -> int:
-        """Post the exit to everyone who received the signal, as a reply to that message."""
+        """Post the exit wherever the signal was delivered, as a reply to that message."""
         signal = event.signal
-        rows = []
-        for user_id in await self.store.recipients_of(signal.id):
-            user = await self.store.get_user(user_id)
-            if user is None or not user.active or user.platform not in self.channels:
+        receipts = await self.store.signal_receipts(signal.id)
+        served = self.channels | set(self.extra_channels)
+        users = await self.store.users_by_ids({uid for uid, _, _ in receipts})
+        rows: list[Row] = []
+        for user_id, channel, ref in receipts:
+            user = users.get(user_id)
+            if user is None or not user.active or channel not in served:
                 continue
-            ref = await self.store.sent_message_ref(signal.id, user_id)
-            rows.append((signal.id, user_id, DeliveryKind.EXIT, user.platform, None, ref))
+            rows.append((signal.id, user_id, DeliveryKind.EXIT, channel, None, ref))
         inserted = await self.store.enqueue(rows)
         self.wake()
         return inserted

@@ -1,107 +1,242 @@
-"""Delivery worker: sends what the outbox holds for one channel, records every attempt."""
+"""Delivery worker: sends what the outbox holds for one channel, records every attempt.
+
+Per batch: claim due rows (higher tiers first), load their users, signals and outcomes in bulk, send with up to
+`concurrency` messages in flight, and record each result as soon as it is known (results that arrive while a
+write is running are written together: a group commit, one transaction per group).
+
+Failures (core.errors.DeliveryError):
+  retry_after set  -> the whole channel pauses that long (the platform's flood limit is bot-wide); the row waits
+                      for the pause and the attempt is not counted
+  permanent        -> FAILED; the channel is told the address is unreachable (a chat user who blocked the bot is
+                      unsubscribed and their pending rows cancelled; an email/webhook address is removed)
+  anything else    -> PENDING again at now + backoff with jitter (stored in not_before), FAILED ("gave up")
+                      after the policy's max attempts
+
+Exactly once: a row is SENDING from its claim until its result is written. Cancelling the worker lets every
+send in flight finish and be recorded, and returns the rows not started yet to the queue. Only a hard stop
+(the process killed, the database gone) between a send and its write leaves a SENDING row whose message may
+have gone out; `SqlStore.requeue_stale_sending()` at the next start sends it again. That window is the send
+in flight plus one group commit, and cannot be closed: chat platforms take no idempotency key.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import timedelta
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from bot.delivery.channel import Address, Channel, ChatChannel, Outgoing
+from bot.delivery.retry import RetryPolicy
 from bot.transports.base import Transport
 from bot.views.doc import Doc
 from bot.views.signals import exit_doc, signal_doc
 from core.clock import Clock
-from core.domain import Delivery, DeliveryKind, DeliveryStatus
+from core.domain import Delivery, DeliveryKind, DeliveryStatus, RiskTolerance, Signal, SignalOutcome, User
 from core.errors import DeliveryError
+from storage import SqlStore
+from storage.repositories import DeliveryUpdate
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    delivery: Delivery
+    user: User
+    address: Address
+    message: Outgoing
+
+
 class DeliveryWorker:
-    def __init__(self, transport: Transport, store, clock: Clock, *, batch: int = 50, max_attempts: int = 5,  # noqa: ANN001
-                 poll_seconds: float = 1.0) -> None:
-        self.transport = transport
+    def __init__(self, transport: Transport | Channel, store: SqlStore, clock: Clock, *, batch: int = 50,
+                 max_attempts: int = 5, poll_seconds: float = 1.0, concurrency: int = 1,
+                 retry: RetryPolicy | None = None, rng: random.Random | None = None) -> None:
+        """`transport`: a chat transport (console, Telegram, Discord) or a Channel (email, webhook)."""
+        if batch < 1 or concurrency < 1:
+            raise ValueError("batch and concurrency must be at least 1")
+        self.channel_impl: Channel = transport if isinstance(transport, Channel) else ChatChannel(transport, store)
         self.store = store
         self.clock = clock
         self.batch = batch
-        self.max_attempts = max_attempts
+        self.retry = retry or RetryPolicy(max_attempts=max_attempts)
         self.poll_seconds = poll_seconds
+        self.concurrency = concurrency
+        self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        self._paused_until: datetime | None = None
+        self._stopping = False
+        self._pending_writes: list[DeliveryUpdate] = []
+        self._write_lock = asyncio.Lock()
 
     @property
     def channel(self) -> str:
-        return self.transport.name
+        return self.channel_impl.name
+
+    @property
+    def paused_until(self) -> datetime | None:
+        """While the platform's RetryAfter lasts, the moment it ends; otherwise None."""
+        if self._paused_until is not None and self._paused_until <= self.clock.now():
+            self._paused_until = None
+        return self._paused_until
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        """Until cancelled. A message being sent when cancellation comes is finished and recorded first."""
+        """Until cancelled. Messages being sent when cancellation comes are finished and recorded first."""
         while True:
-            sent = await self.process_due()
-            if sent == 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
+            try:
+                handled = await self.process_due()
+            except Exception:  # the database failed: keep the worker alive, try again after a poll
+                log.exception("delivery worker %s: processing the outbox failed", self.channel)
+                handled = 0
+            if handled:
+                continue
+            self._wake.clear()
+            paused = self.paused_until
+            if paused is not None:  # a wake-up cannot end the platform's pause; the clock may be a test's or sped up
+                await asyncio.sleep(min(self.poll_seconds, max(0.0, (paused - self.clock.now()).total_seconds())))
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                pass
 
     async def process_due(self) -> int:
+        """Claim one batch of due rows and deliver it; the number of rows claimed (0 while paused).
+
+        Cancelled at any point, it still finishes the batch's bookkeeping: sends in flight complete and are
+        recorded, claimed rows not sent yet go back to the queue with their attempt refunded."""
+        self._stopping = False
+        batch = asyncio.ensure_future(self._process_batch())
+        try:
+            return await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            self._stopping = True
+            with contextlib.suppress(Exception):
+                await batch
+            raise
+
+    async def _process_batch(self) -> int:
+        if self.paused_until is not None:
+            return 0
         due = await self.store.claim_due(self.channel, self.clock.now(), self.batch)
-        for d in due:
-            # A shutdown in the middle of a send still records what happened to that message; rows not
-            # reached yet stay SENDING and requeue_stale_sending returns them to the queue at the next start.
-            in_flight = asyncio.ensure_future(self._deliver(d))
-            try:
-                await asyncio.shield(in_flight)
-            except asyncio.CancelledError:
-                await in_flight
-                raise
+        if not due:
+            return 0
+        try:
+            planned = await self._plan(due)
+        except Exception:  # nothing was sent: give the batch back rather than leave it SENDING until a restart
+            with contextlib.suppress(Exception):
+                await self.store.record_attempts([DeliveryUpdate(d.id, DeliveryStatus.PENDING, refund_attempt=True)
+                                                  for d in due])
+            raise
+        slots = asyncio.Semaphore(self.concurrency)
+        results = await asyncio.gather(*(self._attempt(p, slots) for p in planned), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # recording failed: those rows stay SENDING until requeue_stale_sending()
         return len(due)
 
-    async def _deliver(self, d: Delivery) -> None:
+    # -- one batch ------------------------------------------------------------------------------------
+    async def _plan(self, due: Sequence[Delivery]) -> list[_Planned]:
+        """Load what the batch needs in bulk; rows that cannot be sent are recorded SKIPPED here."""
+        users = await self.store.users_by_ids({d.user_id for d in due})
+        signals: dict[str, Signal | None] = {}
+        outcomes: dict[str, SignalOutcome | None] = {}
+        for signal_id in sorted({d.signal_id for d in due}):
+            signals[signal_id] = await self.store.get_signal(signal_id)
+            outcomes[signal_id] = await self.store.get_outcome(signal_id)
+        active = [u for u in users.values() if u.active]
+        addresses = await self.channel_impl.addresses(active) if active else {}
+        docs: dict[tuple[str, DeliveryKind, RiskTolerance], Doc] = {}
+        now = self.clock.now()
+        planned: list[_Planned] = []
+        skipped: list[DeliveryUpdate] = []
+        for d in due:
+            user, signal, outcome = users.get(d.user_id), signals[d.signal_id], outcomes[d.signal_id]
+            reason = _skip_reason(d, user, signal, outcome, addresses.get(d.user_id), now)
+            if reason is not None:
+                skipped.append(DeliveryUpdate(d.id, DeliveryStatus.SKIPPED, error=reason))
+                continue
+            assert user is not None and signal is not None
+            key = (signal.id, d.kind, user.preferences.risk)
+            doc = docs.get(key)
+            if doc is None:
+                doc = docs[key] = (exit_doc(signal, outcome) if d.kind is DeliveryKind.EXIT and outcome is not None
+                                   else signal_doc(signal, user.preferences.risk))
+            message = Outgoing(d.id, d.kind, signal, outcome if d.kind is DeliveryKind.EXIT else None, doc, d.reply_to,
+                               user.preferences.risk)
+            planned.append(_Planned(d, user, addresses[d.user_id], message))
+        if skipped:
+            await self.store.record_attempts(skipped)
+        return planned
+
+    async def _attempt(self, p: _Planned, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            paused = self.paused_until
+            if self._stopping or paused is not None:  # not sent: back to the queue, the attempt not counted
+                update = DeliveryUpdate(p.delivery.id, DeliveryStatus.PENDING, not_before=paused, refund_attempt=True)
+            else:
+                update = await self._send(p)
+        await self._record(update)
+
+    async def _send(self, p: _Planned) -> DeliveryUpdate:
+        d = p.delivery
         try:
-            doc, user_chat = await self._compose(d)
-        except _Skip as skip:
-            await self.store.mark(d.id, DeliveryStatus.SKIPPED, error=str(skip))
-            return
-        try:
-            ref = await self.transport.send(user_chat, doc, reply_to=d.reply_to)
+            ref = await self.channel_impl.deliver(p.address, p.message)
         except DeliveryError as exc:
-            await self._failed(d, exc)
-            return
-        except Exception as exc:  # a transport bug: record it, keep the worker alive
-            log.exception("transport %s crashed on delivery %s", self.channel, d.id)
-            await self._failed(d, DeliveryError(f"{type(exc).__name__}: {exc}"))
-            return
-        await self.store.mark(d.id, DeliveryStatus.SENT, message_ref=ref, sent_at=self.clock.now())
+            return await self._failed(p, exc)
+        except Exception as exc:  # a transport bug: record it as a transient failure, keep the worker alive
+            log.exception("channel %s crashed on delivery %s", self.channel, d.id)
+            return await self._failed(p, DeliveryError(f"{type(exc).__name__}: {exc}"))
+        return DeliveryUpdate(d.id, DeliveryStatus.SENT, message_ref=ref, sent_at=self.clock.now())
 
-    async def _compose(self, d: Delivery) -> tuple[Doc, str]:
-        user = await self.store.get_user(d.user_id)
-        if user is None or not user.active:
-            raise _Skip("user inactive")
-        signal = await self.store.get_signal(d.signal_id)
-        if signal is None:
-            raise _Skip("signal missing")
-        if d.kind is DeliveryKind.EXIT:
-            outcome = await self.store.get_outcome(d.signal_id)
-            if outcome is None:
-                raise _Skip("no outcome recorded")
-            return exit_doc(signal, outcome), user.chat_id
-        if await self.store.get_outcome(d.signal_id) is not None:
-            raise _Skip("signal closed before it could be delivered (quiet hours)")
-        return signal_doc(signal, user.preferences.risk), user.chat_id
-
-    async def _failed(self, d: Delivery, exc: DeliveryError) -> None:
+    async def _failed(self, p: _Planned, exc: DeliveryError) -> DeliveryUpdate:
+        d, now, error = p.delivery, self.clock.now(), str(exc)
+        if exc.retry_after is not None:
+            until = now + timedelta(seconds=max(exc.retry_after, 0.0))
+            if self._paused_until is None or until > self._paused_until:
+                self._paused_until = until
+                log.warning("channel %s paused for %.1f s (the platform asked: %s)", self.channel, exc.retry_after,
+                            error)
+            return DeliveryUpdate(d.id, DeliveryStatus.PENDING, error=error, not_before=until, refund_attempt=True)
         if exc.permanent:
-            await self.store.mark(d.id, DeliveryStatus.FAILED, error=str(exc))
-            await self.store.set_active(d.user_id, False)  # e.g. the user blocked the bot
-            return
-        if d.attempts >= self.max_attempts:
-            await self.store.mark(d.id, DeliveryStatus.FAILED, error=str(exc))
-            return
-        delay = exc.retry_after if exc.retry_after is not None else min(300.0, 2.0 ** d.attempts)
-        await self.store.mark(d.id, DeliveryStatus.PENDING, error=str(exc),
-                              not_before=self.clock.now() + timedelta(seconds=delay))
+            log.info("channel %s: user %s unreachable (%s)", self.channel, d.user_id, error)
+            await self.channel_impl.unreachable(p.user, error)
+            return DeliveryUpdate(d.id, DeliveryStatus.FAILED, error=error)
+        if self.retry.gives_up(d.attempts):
+            log.warning("channel %s: gave up on delivery %s after %d attempts: %s", self.channel, d.id, d.attempts,
+                        error)
+            return DeliveryUpdate(d.id, DeliveryStatus.FAILED, error=f"gave up after {d.attempts} attempts: {error}")
+        retry_at = now + timedelta(seconds=self.retry.delay(d.attempts, self._rng))
+        return DeliveryUpdate(d.id, DeliveryStatus.PENDING, error=error, not_before=retry_at)
+
+    async def _record(self, update: DeliveryUpdate) -> None:
+        """Group commit: whoever gets the lock writes every result waiting, its own included."""
+        self._pending_writes.append(update)
+        async with self._write_lock:
+            if not self._pending_writes:
+                return  # an earlier writer took ours along
+            group, self._pending_writes = self._pending_writes, []
+            await self.store.record_attempts(group)
 
 
-class _Skip(Exception):
-    pass
+def _skip_reason(d: Delivery, user: User | None, signal: Signal | None, outcome: SignalOutcome | None,
+                 address: Address | None, now: datetime) -> str | None:
+    if user is None or not user.active:
+        return "user inactive"
+    if signal is None:
+        return "signal missing"
+    if d.kind is DeliveryKind.EXIT:
+        if outcome is None:
+            return "no outcome recorded"
+    elif outcome is not None:
+        return "signal closed before it could be delivered (quiet hours)"
+    elif signal.expires_at <= now:
+        return "signal expired before it could be delivered"
+    if address is None:
+        return f"no {d.channel} address"
+    return None

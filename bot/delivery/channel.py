@@ -1,0 +1,72 @@
+"""What a delivery worker sends through: a channel that resolves recipients' addresses and delivers one message.
+
+Chat transports (console, Telegram, Discord) become a channel through `ChatChannel`: the address is the user's
+chat id, and a user the platform says is unreachable (blocked the bot) is unsubscribed. Email and webhooks are
+channels of their own (bot.delivery.extra_channels): the address lives in storage.channels, and an unreachable
+address is removed for that channel only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from bot.transports.base import Transport
+from bot.views.doc import Doc
+from core.domain import DeliveryKind, RiskTolerance, Signal, SignalOutcome, User
+from storage import SqlStore
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    target: str  # chat id, email address, webhook URL
+    secret: str | None = None  # the webhook's signing secret
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for one recipient: the Doc a chat shows, and the facts behind it for structured channels."""
+
+    delivery_id: int
+    kind: DeliveryKind
+    signal: Signal
+    outcome: SignalOutcome | None  # set for exits
+    doc: Doc
+    reply_to: str | None = None  # the platform's reference of the message an exit answers
+    risk: RiskTolerance = RiskTolerance.MEDIUM  # the recipient's, for the position size
+
+
+@runtime_checkable
+class Channel(Protocol):
+    name: str
+
+    async def addresses(self, users: Sequence[User]) -> dict[int, Address]:
+        """Where each user receives this channel's messages; users without one are left out (their rows skipped)."""
+        ...
+
+    async def deliver(self, address: Address, message: Outgoing) -> str:
+        """Send; return the platform's reference of the message. Raises core.errors.DeliveryError."""
+        ...
+
+    async def unreachable(self, user: User, reason: str) -> None:
+        """The platform said this address can never be delivered to (blocked, gone)."""
+        ...
+
+
+class ChatChannel:
+    """A chat transport as a channel: address = the user's chat id; unreachable = unsubscribed everywhere."""
+
+    def __init__(self, transport: Transport, store: SqlStore) -> None:
+        self.transport = transport
+        self.store = store
+        self.name = transport.name
+
+    async def addresses(self, users: Sequence[User]) -> dict[int, Address]:
+        return {u.id: Address(u.chat_id) for u in users}
+
+    async def deliver(self, address: Address, message: Outgoing) -> str:
+        return await self.transport.send(address.target, message.doc, reply_to=message.reply_to)
+
+    async def unreachable(self, user: User, reason: str) -> None:
+        await self.store.set_active(user.id, False)
+        await self.store.cancel_pending(user.id, f"user unreachable: {reason}")

@@ -1,0 +1,76 @@
+"""The optional daily digest: once a day, at the hour a user chose (/digest HH, UTC), the signals they received
+in the last 24 hours and how each stands, sent in their chat.
+
+`send_digests` is a scheduled job (every few minutes is enough). A digest is claimed for the day before it is
+sent and released when sending fails transiently, so it goes out at most once a day; a crash between claim
+and send loses that day's digest (a summary, not a signal: every signal itself went through the outbox).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from bot.transports.base import Transport
+from bot.views.doc import Doc, Table
+from bot.views.formatting import pct, price
+from core.clock import Clock
+from core.domain import Signal, SignalOutcome, SignalStatus
+from core.errors import DeliveryError
+from storage import SqlStore
+from storage.channels import DigestStore
+
+log = logging.getLogger(__name__)
+
+DIGEST_WINDOW = timedelta(hours=24)
+
+
+async def send_digests(store: SqlStore, digests: DigestStore, transports: Mapping[str, Transport],
+                       clock: Clock) -> int:
+    """Send every digest due now through the user's chat transport; returns how many were sent."""
+    now = clock.now()
+    due = await digests.claim_due(now)
+    if not due:
+        return 0
+    users = await store.users_by_ids(due)
+    sent = 0
+    for user_id in due:
+        user = users.get(user_id)
+        transport = transports.get(user.platform) if user is not None else None
+        if user is None or not user.active or transport is None:
+            continue  # unsubscribed or their platform is not served: nothing today
+        items = await store.received_since(user_id, now - DIGEST_WINDOW)
+        if not items:
+            continue  # a quiet day: no message
+        try:
+            await transport.send(user.chat_id, digest_doc(items, now))
+        except DeliveryError as exc:
+            if not exc.permanent:
+                await digests.release(user_id)  # due again at the next run
+            log.warning("digest for user %s not sent: %s", user_id, exc)
+            continue
+        sent += 1
+    log.info("daily digests: %d sent of %d due", sent, len(due))
+    return sent
+
+
+def digest_doc(items: Sequence[tuple[Signal, SignalOutcome | None]], now: datetime) -> Doc:
+    rows = tuple((s.symbol, f"{s.direction.verb} {s.timeframe}", price(s.entry), price(s.target), price(s.stop),
+                  _status(o)) for s, o in items)
+    closed = [o for _, o in items if o is not None]
+    wins = sum(1 for o in closed if o.net_return > 0)
+    return Doc(
+        heading=f"Your daily digest · {now.strftime('%Y-%m-%d')}",
+        body=f"{len(items)} signal{'s' if len(items) != 1 else ''} in the last 24 hours; "
+             f"{len(closed)} closed ({wins} with a gain after costs).",
+        table=Table(("symbol", "idea", "entry", "target", "stop", "now"), rows),
+        note="Send /digest off to stop the digest.",
+    )
+
+
+def _status(o: SignalOutcome | None) -> str:
+    if o is None:
+        return "open"
+    word = {SignalStatus.TARGET: "target", SignalStatus.STOP: "stop", SignalStatus.EXPIRED: "expired"}.get(
+        o.status, str(o.status))
+    return f"{word} {pct(o.net_return)}"

@@ -1,0 +1,97 @@
+"""Wiring of the delivery layer for the composition root (bot.app): two calls.
+
+    stores = await prepare_delivery(services)              # before the transports start (command menus)
+    delivery = await start_delivery(settings, services, stores, [console, telegram, ...], clock)
+    tasks += [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
+    scheduler.every(300, delivery.send_digests, "digests")
+    ...
+    await delivery.close()                                  # after the worker tasks are cancelled and awaited
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.delivery.commands import channel_commands
+from bot.delivery.digest import send_digests
+from bot.delivery.extra_channels import ExtraDelivery, build_extra_delivery
+from bot.delivery.notifier import Notifier
+from bot.delivery.worker import DeliveryWorker
+from bot.services import Services
+from bot.settings import Settings
+from bot.transports.base import Transport
+from core.clock import Clock
+from core.events import SignalClosed, SignalIssued
+from storage.channels import ChannelStore, DigestStore
+
+log = logging.getLogger(__name__)
+
+CHAT_CONCURRENCY = {"console": 1}  # the console prints in order; platforms get DEFAULT_CHAT_CONCURRENCY
+DEFAULT_CHAT_CONCURRENCY = 8  # within PTB's bot-wide rate limiter this keeps 30 messages/s busy
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStores:
+    channels: ChannelStore
+    digests: DigestStore
+
+
+@dataclass
+class Delivery:
+    workers: list[DeliveryWorker]
+    notifier: Notifier
+    extra: ExtraDelivery
+    stores: DeliveryStores
+    chat: dict[str, Transport]
+    clock: Clock
+    services: Services
+
+    def wake(self) -> None:
+        for w in self.workers:
+            w.wake()
+
+    async def send_digests(self) -> int:
+        return await send_digests(self.services.store, self.stores.digests, self.chat, self.clock)
+
+    async def close(self) -> None:
+        await self.extra.close()
+
+
+async def prepare_delivery(services: Services, *, allow_private_webhooks: bool = False) -> DeliveryStores:
+    """Upgrade an old outbox, open the channel and digest stores, register /email, /webhook and /digest."""
+    store = services.store
+    if await store.upgrade_delivery_schema():
+        log.warning("the outbox was upgraded to one row per channel")
+    stores = DeliveryStores(ChannelStore(store.database, services.clock), DigestStore(store.database))
+    for command in channel_commands(stores.channels, digest_store=stores.digests,
+                                    allow_private_webhooks=allow_private_webhooks):
+        services.registry.register(command)
+    return stores
+
+
+async def start_delivery(settings: Settings, services: Services, stores: DeliveryStores,
+                         chat_transports: Sequence[Transport], clock: Clock) -> Delivery:
+    """Workers for the chat transports and the extra channels, the notifier on the event bus, and the rows a
+    hard stop left SENDING queued again. Run `workers` as tasks."""
+    store = services.store
+    workers = [DeliveryWorker(t, store, clock, poll_seconds=settings.delivery_poll,
+                              concurrency=CHAT_CONCURRENCY.get(t.name, DEFAULT_CHAT_CONCURRENCY))
+               for t in chat_transports]
+    extra = build_extra_delivery(settings, store, stores.channels, clock)
+    workers.extend(extra.workers)
+    delivery: Delivery | None = None
+
+    def wake() -> None:
+        if delivery is not None:
+            delivery.wake()
+    notifier = Notifier(store, clock, {t.name for t in chat_transports}, wake, channel_store=stores.channels,
+                        extra_channels=extra.channels)
+    delivery = Delivery(workers, notifier, extra, stores, {t.name: t for t in chat_transports}, clock, services)
+    services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
+    services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
+    requeued = await store.requeue_stale_sending()
+    if requeued:
+        log.warning("%d deliveries interrupted by the last stop are queued again (they may be sent twice)",
+                    requeued)
+    return delivery

@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--timeframes", help="comma-separated timeframes to scan, e.g. 1h,4h (default: the service's)")
     bt.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
     bt.add_argument("--plot", type=Path, help="where to write the equity-curve PNG")
+    bt.add_argument("--model", choices=("rules", "walk-forward"), default="rules",
+                    help="rules: the detector alone; walk-forward: LightGBM models trained on the past only vote too "
+                         "(retrained every --retrain-days)")
+    bt.add_argument("--retrain-days", type=int, default=91, help="walk-forward retraining interval (default 91)")
+
+    train = sub.add_parser("train", help="train the LightGBM models; writes new versions with manifests under models_store/")
+    train.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
+    train.add_argument("--models-dir", type=Path, default=Path("models_store"), help="default models_store")
+    train.add_argument("--end", help="last day of data to use, YYYY-MM-DD (default: all)")
+    train.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in the labels (default 10)")
+    train.add_argument("--timeframes", help="comma-separated timeframes, e.g. 1d,1h (default: the service's)")
 
     bench = sub.add_parser("bench", help="performance benchmarks of the signal path (DESIGN.md section 7)")
     bench.add_argument("--data", type=Path, required=True, help="a directory laid out like ../shared/data")
@@ -87,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(asyncio.run(run_scan(args.data, args.as_of, args.json)))
             return 0
+        if args.command == "train":
+            from scripts.train import run_train
+
+            folder = asyncio.run(run_train(args.data, args.models_dir, end=args.end, costs_bps=args.costs_bps,
+                                           timeframes=args.timeframes.split(",") if args.timeframes else None))
+            print(folder)
+            return 0
         if args.command == "bench":
             from scripts.bench import run_bench
 
@@ -110,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             began = time.perf_counter()
             tfs = args.timeframes.split(",") if args.timeframes else None
             out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark,
-                                           args.report, args.plot, timeframes=tfs))
+                                           args.report, args.plot, timeframes=tfs, model=args.model,
+                                           retrain_every_days=args.retrain_days))
             print(summary(out, time.perf_counter() - began), file=sys.stderr)
             return 0
     except (ValueError, OSError, SignalBotError) as exc:

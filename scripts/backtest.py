@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from core.backtest.learning import LearningConfig, walk_forward_models
 from core.backtest.portfolio import PortfolioConfig, simulate
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
-from core.backtest.walk import Backtester, BacktestConfig, BacktestResult, Progress
+from core.backtest.walk import WARM_UP, Backtester, BacktestConfig, BacktestResult, Progress
 from core.domain import AssetClass, Timeframe
 from core.errors import MarketDataError
 from core.indicators import IndicatorEngine, default_engine
@@ -30,6 +31,7 @@ from core.signals.service import DEFAULT_TIMEFRAMES
 log = logging.getLogger(__name__)
 
 When = str | date | datetime | None
+MODES = ("rules", "walk-forward")
 
 
 def parse_start(when: When) -> datetime | None:
@@ -74,22 +76,47 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                        benchmark: Path | None = None, report: Path | None = None, plot: Path | None = None,
                        progress: Callable[[float, str], None] | None = None, *,
                        timeframes: Sequence[Timeframe | str] | None = None,
-                       indicators: IndicatorEngine | None = None) -> dict[str, Any]:
+                       indicators: IndicatorEngine | None = None, model: str = "rules",
+                       retrain_every_days: int = 91, context: Path | None = None) -> dict[str, Any]:
     """Backtest the CSV data at `data` (a file or a directory laid out like ../shared/data) and return the
     report; write it to `report` (JSON) and the equity curve to `plot` (PNG) when given.
 
     `benchmark`: a daily CSV (SPX by default when the data holds it). `timeframes`: only these timeframes are
     scanned (default: the live service's per asset class). `indicators`: the engine the live service runs
-    (default: core.indicators.default_engine(), as bot.app and scripts.scan wire it)."""
+    (default: core.indicators.default_engine(), as bot.app and scripts.scan wire it).
+
+    `model`: "rules" (the rule engine alone) or "walk-forward" (LightGBM reversion models vote beside the rules,
+    retrained every `retrain_every_days` from the labels known at each retraining, see core.backtest.learning).
+    `context`: a directory with SPX and VIX daily files for the market-regime features (default: a
+    `benchmarks` folder in or beside `data`)."""
+    if model not in MODES:
+        raise ValueError(f"model must be one of {', '.join(MODES)}, not {model!r}")
     say: Progress = progress or StderrProgress()
     market = CsvMarketData(data)
-    engine = SignalEngine(indicators or default_engine())
+    ind = indicators or default_engine()
+    engine = SignalEngine(ind)
     config = BacktestConfig(costs_bps=costs_bps, timeframes=_timeframes(timeframes))
     say(0.0, "load")
-    result = await Backtester(market, engine, RiskManager(), config).run(parse_start(start), parse_end(end), say)
+    first, last = parse_start(start), parse_end(end)
+    learning: dict[str, Any] = {"kind": "rules only"}
+    if model == "walk-forward":
+        probe = Backtester(market, engine, RiskManager(), config)
+        targets = probe.scan_targets()
+        if first is None or last is None:  # the defaults Backtester.run takes, from the same series
+            loaded = await probe.load(last or FAR)
+            if not loaded:
+                raise ValueError(f"no bars for any scan target in {data}")
+            first = first or _utc(min(int(x.open_ns[0]) for x in loaded)) + WARM_UP
+            last = last or _utc(max(int(x.close_ns[-1]) for x in loaded))
+        models = await walk_forward_models(market, targets, first, last, ind, costs_bps, _context_market(data),
+                                           LearningConfig(every=timedelta(days=retrain_every_days)),
+                                           lambda f, stage: say(f, stage))
+        engine, learning = SignalEngine(ind, model=models.voter), models.summary
+    result = await Backtester(market, engine, RiskManager(), config).run(first, last, say)
     portfolio = simulate(result, PortfolioConfig())
     bench = await _benchmark(market, benchmark, result)
     out = build_report(result, portfolio, bench)
+    out["model"] = learning
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(out, indent=2) + "\n")
@@ -97,6 +124,23 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
         await asyncio.to_thread(plot_equity, portfolio_curve(portfolio), bench, out, plot)
     say(1.0, "done")
     return out
+
+
+FAR = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // 10**9, timezone.utc)
+
+
+def _context_market(data: Path) -> MarketData | None:
+    """SPX and VIX for the regime features: the data itself when it holds them, else a `benchmarks` folder in or
+    beside it."""
+    root = data if data.is_dir() else data.parent
+    for folder in (root / "benchmarks", root.parent / "benchmarks"):
+        if folder.is_dir():
+            return CsvMarketData(folder)
+    return None
 
 
 def _timeframes(wanted: Sequence[Timeframe | str] | None) -> dict[AssetClass, tuple[Timeframe, ...]]:
@@ -193,6 +237,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeframes", help="comma-separated timeframes to scan (default: the service's)")
     p.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
     p.add_argument("--plot", type=Path, help="where to write the equity-curve PNG")
+    p.add_argument("--model", choices=MODES, default="rules",
+                   help="rules: the rule engine alone (default); walk-forward: LightGBM models retrained as time goes")
+    p.add_argument("--retrain-days", type=int, default=91, help="walk-forward retraining interval in days (default 91)")
     return p
 
 
@@ -202,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark, args.report,
-                                       args.plot, timeframes=args.timeframes.split(",") if args.timeframes else None))
+                                       args.plot, timeframes=args.timeframes.split(",") if args.timeframes else None,
+                                       model=args.model, retrain_every_days=args.retrain_days))
     except (ValueError, OSError, MarketDataError) as exc:
         print(f"signalbot backtest: {exc}", file=sys.stderr)
         return 2

@@ -322,8 +322,8 @@ def test_yearly_returns_and_calibration_buckets():
               for r in (0.02, -0.01)]
     closed = [(replace(s, confidence=c), o) for (s, o), c in zip(closed, (72, 100), strict=True)]
     buckets = {f"{b.low}-{b.high}": b for b in calibration(closed)}
-    assert list(buckets) == ["40-50", "50-60", "60-70", "70-80", "80-90", "90-100"]
-    assert buckets["70-80"].count == 1 and buckets["70-80"].hit_rate == 1.0
+    assert list(buckets) == ["0-30", "30-40", "40-50", "50-60", "60-70", "70-80", "80-90", "90-100"]
+    assert buckets["70-80"].count == 1 and buckets["70-80"].hit_rate == 1.0 and buckets["70-80"].mean_confidence == 72
     assert buckets["90-100"].count == 1 and buckets["90-100"].avg_return == pytest.approx(-0.01)
     assert buckets["40-50"].count == 0 and buckets["40-50"].hit_rate is None
 
@@ -342,12 +342,12 @@ def design_report_keys() -> tuple[set[str], set[str], set[str]]:
     return set(example), set(example["portfolio"]), set(example["benchmark"])
 
 
-def synthetic_csvs(tmp_path) -> tuple:  # noqa: ANN001
-    """Three stocks with sharp dips and a benchmark, as the CSV layouts `--data` and `--benchmark` accept."""
+def synthetic_csvs(tmp_path, symbols=("AAA", "BBB", "CCC")) -> tuple:  # noqa: ANN001
+    """Stocks with sharp dips and a benchmark, as the CSV layouts `--data` and `--benchmark` accept."""
     rng = np.random.default_rng(11)
     days = pd.bdate_range("2020-01-01", periods=700)
     rows = []
-    for k, sym in enumerate(("AAA", "BBB", "CCC")):
+    for k, sym in enumerate(symbols):
         r = rng.normal(0.0004, 0.015, len(days))
         r[rng.choice(len(days), 25, replace=False)] -= 0.07  # capitulation days
         close = 50 * (k + 1) * np.exp(np.cumsum(r))
@@ -383,7 +383,8 @@ async def test_run_backtest_writes_the_design_report_and_an_equity_chart(tmp_pat
     assert [y["year"] for y in out["by_year"]] == [2021, 2022]
     assert sum(y["signals"] for y in out["by_year"]) == out["signals"]
     assert out["by_asset_class"]["equity"]["signals"] == out["signals"]
-    assert [b["confidence"] for b in out["calibration"]] == ["40-50", "50-60", "60-70", "70-80", "80-90", "90-100"]
+    assert [b["confidence"] for b in out["calibration"]] == ["0-30", "30-40", "40-50", "50-60", "60-70", "70-80",
+                                                             "80-90", "90-100"]
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1][1] == "done"
 
@@ -400,3 +401,45 @@ def test_screen_keeps_every_bar_the_engine_would_propose(engine):
     kept = set(screen(engine, s, positions).tolist())
     proposed = {int(p) for p in positions if engine.candidate(analysis_at(engine, s, int(p))) is not None}
     assert proposed and proposed <= kept
+
+
+# -- walk-forward models --------------------------------------------------------------------------------------------
+
+MANY = tuple(f"S{k:02d}" for k in range(12))
+
+
+async def test_walk_forward_backtest_lets_models_vote_and_reports_them(tmp_path):
+    from scripts.backtest import run_backtest
+
+    data, bench = synthetic_csvs(tmp_path, MANY)
+    out = await run_backtest(data, "2021-03-01", "2022-08-31", 10, bench, tmp_path / "r.json", None,
+                             progress=lambda f, s: None, model="walk-forward", retrain_every_days=91)
+    model = out["model"]
+    assert model["kind"].startswith("walk-forward") and model["retrain_every_days"] == 91
+    fitted = model["scopes"]["equity-1d"]["models"]
+    assert len(fitted) >= 3 and all(0.0 <= m["base_rate"] <= 1.0 for m in fitted)
+    assert sum(b["count"] for b in out["calibration"]) == out["closed"] > 0
+    rules = await run_backtest(data, "2021-03-01", "2022-08-31", 10, bench, None, None, progress=lambda f, s: None)
+    assert rules["model"] == {"kind": "rules only"}
+
+
+async def test_walk_forward_decisions_before_a_cut_do_not_change_when_later_data_is_added(tmp_path):
+    """Look-ahead check with models in the path: a backtest that ends at D issues exactly the signals (same ids,
+    levels and confidences) that the longer backtest issues before D: no model used before D saw a label after it."""
+    from core.backtest.learning import walk_forward_models
+    from scripts.backtest import parse_end, parse_start
+
+    data, _ = synthetic_csvs(tmp_path, MANY)
+    market = CsvMarketData(data)
+    engine = SignalEngine(PandasTaEngine())
+    bt = Backtester(market, engine, RiskManager(), BacktestConfig(costs_bps=10))
+    start, cut, end = parse_start("2021-03-01"), parse_end("2021-12-31"), parse_end("2022-08-31")
+    issued = {}
+    for last in (cut, end):
+        models = await walk_forward_models(market, bt.scan_targets(), start, last, engine.indicators, 10)
+        run = await Backtester(market, SignalEngine(PandasTaEngine(), model=models.voter), RiskManager(),
+                               BacktestConfig(costs_bps=10)).run(start, last)
+        issued[last] = [(s.id, s.confidence, s.entry, s.target, s.stop, s.evidence.get("model_probability"))
+                        for s in run.signals if s.issued_at <= cut]
+    assert issued[cut] == issued[end]
+    assert any(p is not None for *_, p in issued[cut])  # the models did vote before the cut

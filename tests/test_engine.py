@@ -11,6 +11,7 @@ from core.risk import RiskManager, position_size, resize
 from core.domain import RiskTolerance
 from core.setups.oversold import OversoldDetector
 from core.signals.engine import SignalEngine
+from core.signals.ensemble import ModelOpinion
 from core.signals.levels import compute_levels, expiry
 from tests.conftest import make_bars, utc
 
@@ -212,3 +213,83 @@ async def test_bar_arrays_equal_get_bars(tmp_path):
             got = await market.get_bar_arrays("TEST", Timeframe.D1, end=end, limit=limit)
             assert np.array_equal(got.times, want.index.as_unit("ns").asi8)
             assert np.array_equal(got.block, want.to_numpy().T)
+
+
+# -- the model as a voter ---------------------------------------------------------------------------------------
+
+
+class FixedProbability:
+    """A ProbabilityModel that answers every request with one probability and records its batches."""
+
+    name = "model"
+
+    def __init__(self, p: float | None) -> None:
+        self.p = p
+        self.batches: list[list] = []
+
+    def probabilities(self, requests):
+        self.batches.append(list(requests))
+        return [self.p for _ in requests]
+
+
+def test_without_a_model_the_engine_is_the_rules_alone(engine):
+    a = engine.analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert a.probability is None and [v.voter for v in a.ensemble.votes] == ["mean_reversion", "trend"]
+    assert "model_probability" not in engine.candidate(a).evidence
+
+
+def test_a_confident_model_votes_for_the_setup_and_sets_a_calibrated_confidence():
+    model = FixedProbability(0.72)
+    eng = SignalEngine(PandasTaEngine(), model=model)
+    a = eng.analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert a.verdict is Direction.LONG and a.probability == 0.72
+    assert a.ensemble.confidence == 72
+    vote = a.ensemble.votes[-1]
+    assert vote.voter == "model" and vote.score == pytest.approx(1.0) and vote.weight == 1.0
+    s = eng.candidate(a)
+    assert s.confidence == 72 and s.evidence["model_probability"] == 0.72 and s.evidence["engine"].endswith("+model")
+    assert "72% calibrated chance" in s.reasoning
+    (request,) = model.batches[0]
+    bars = calm_then_crash()
+    assert request.side is Direction.LONG and request.window.shape == (5, 22)
+    np.testing.assert_array_equal(request.window[3], bars["close"].to_numpy()[-22:])
+    assert request.as_of_ns == (bars.index[-1] + Timeframe.D1.duration).value
+
+
+def test_a_doubtful_model_vetoes_the_setup_and_no_opinion_leaves_the_rules():
+    a = SignalEngine(PandasTaEngine(), model=FixedProbability(0.2)).analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert a.setup.direction is Direction.LONG and a.verdict is None and a.ensemble.confidence == 20
+    rules = SignalEngine(PandasTaEngine()).analyse(STOCK, Timeframe.D1, calm_then_crash())
+    silent = SignalEngine(PandasTaEngine(), model=FixedProbability(None)).analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert silent.ensemble == rules.ensemble and silent.probability is None
+
+    class Broken:
+        name = "model"
+
+        def probabilities(self, requests):
+            raise RuntimeError("corrupt trees")
+
+    class Unskilled(FixedProbability):
+        def probabilities(self, requests):
+            return [ModelOpinion(0.2, skill=0.0) for _ in requests]
+
+    unskilled = SignalEngine(PandasTaEngine(), model=Unskilled(None)).analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert unskilled.verdict is rules.verdict and unskilled.ensemble.score == rules.ensemble.score  # no say
+    assert unskilled.ensemble.confidence == 20 and unskilled.ensemble.votes[-1].weight == 0.0  # but honest confidence
+
+    broken = SignalEngine(PandasTaEngine(), model=Broken()).analyse(STOCK, Timeframe.D1, calm_then_crash())
+    assert broken.ensemble == rules.ensemble and broken.verdict is Direction.LONG  # the rules decide alone
+
+
+def test_the_model_is_asked_once_per_scan_and_only_about_triggered_setups():
+    model = FixedProbability(0.6)
+    eng = SignalEngine(PandasTaEngine(), model=model)
+    quiet = make_bars(100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.002, 260))))
+    items = [(STOCK, Timeframe.D1, calm_then_crash(), 3), (COIN, Timeframe.H4, quiet, 2),
+             (Instrument("B", AssetClass.EQUITY), Timeframe.D1, calm_then_crash(seed=2), 1)]
+    out = eng.analyse_many(items, on_error=lambda *_: None)
+    assert len(model.batches) == 1
+    triggered = [a for a in out if a.setup.direction is not None]
+    assert len(model.batches[0]) == len(triggered) >= 2
+    assert all(a.probability == 0.6 for a in triggered)
+    assert all(a.probability is None for a in out if a.setup.direction is None)

@@ -121,7 +121,8 @@ def trade_stats(signals: Sequence[Signal], outcomes: Sequence[tuple[Signal, Sign
     )
 
 
-CALIBRATION_EDGES = (40, 50, 60, 70, 80, 90, 100)
+CALIBRATION_EDGES = (0, 30, 40, 50, 60, 70, 80, 90, 100)
+"""Model confidences are calibrated probabilities in percent and can sit below 40; the rules' start at 43."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class CalibrationBucket:
     count: int
     hit_rate: float | None
     avg_return: float | None
+    mean_confidence: float | None = None  # what the bucket promised, to read against its hit rate
 
 
 def calibration(outcomes: Sequence[tuple[Signal, SignalOutcome]],
@@ -139,7 +141,9 @@ def calibration(outcomes: Sequence[tuple[Signal, SignalOutcome]],
     out = []
     for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         last = k == len(edges) - 2
-        rets = [o.net_return for s, o in outcomes if lo <= s.confidence < hi or (last and s.confidence == hi)]
+        inside = [(s, o) for s, o in outcomes if lo <= s.confidence < hi or (last and s.confidence == hi)]
+        rets = [o.net_return for _, o in inside]
         out.append(CalibrationBucket(lo, hi, len(rets), sum(1 for r in rets if r > 0) / len(rets) if rets else None,
-                                     statistics.fmean(rets) if rets else None))
+                                     statistics.fmean(rets) if rets else None,
+                                     statistics.fmean(s.confidence for s, _ in inside) if inside else None))
     return out

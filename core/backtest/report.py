@@ -11,7 +11,8 @@ benchmark) are None (JSON null). Definitions:
 - benchmark: buy and hold of the benchmark's closes over the same period (None if it does not cover it);
   alpha and beta: OLS of the portfolio's daily returns on the benchmark's, on common days, alpha x days per year;
 - by_year: by the year of the bar that produced each signal, with the calendar-year portfolio and benchmark returns;
-- calibration: closed signals per confidence bucket (40-50 .. 90-100): count, hit rate, average net return.
+- calibration: closed signals per confidence bucket (0-30, 30-40 .. 90-100): count, mean confidence, hit rate,
+  average net return (a calibrated confidence of c % should hit about c % of the time).
 """
 from __future__ import annotations
 
@@ -111,8 +112,8 @@ def build_report(result: BacktestResult, portfolio: PortfolioResult, benchmark: 
         "beta": ab[1] if ab else None,
         "by_year": _by_year(result.signals, trades, curve, benchmark),
         "by_asset_class": _by_asset_class(result.signals, trades),
-        "calibration": [{"confidence": f"{b.low}-{b.high}", "count": b.count, "hit_rate": b.hit_rate,
-                         "avg_return": b.avg_return} for b in calibration(trades)],
+        "calibration": [{"confidence": f"{b.low}-{b.high}", "count": b.count, "mean_confidence": b.mean_confidence,
+                         "hit_rate": b.hit_rate, "avg_return": b.avg_return} for b in calibration(trades)],
     }
     return _rounded(report)
 

@@ -3,9 +3,10 @@ Pure and synchronous (the async service runs it off the event loop). Reads only 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,15 +15,28 @@ import pandas as pd
 
 from core.domain import BAR_COLUMNS, Direction, Instrument, Signal, Timeframe
 from core.errors import NotEnoughDataError
+from core.features.bars import BAR_WINDOW
 from core.indicators import IndicatorEngine
 from core.market_data.resample import BarArrays, bars_from_block
 from core.risk import position_size
 from core.setups import SetupResult
-from core.setups.oversold import OversoldDetector
+from core.setups.oversold import CORE_CRITERIA, OversoldDetector
 from core.setups.trend import TrendReading, trend_reading
-from core.signals.ensemble import EnsembleConfig, EnsembleResult, Vote, combine
+from core.signals.ensemble import (
+    EnsembleConfig,
+    EnsembleResult,
+    ModelOpinion,
+    ModelRequest,
+    ProbabilityModel,
+    Vote,
+    combine,
+    model_confidence,
+    model_vote_score,
+)
 from core.signals.levels import LevelParams, Levels, compute_levels, expiry
 from core.signals.reasoning import compose_reasoning
+
+log = logging.getLogger(__name__)
 
 MIN_BARS = 60
 ENGINE_VERSION = "rules-v1"
@@ -61,6 +75,7 @@ class Analysis:
     ensemble: EnsembleResult
     levels: Levels | None  # for the verdict, or for the leaning side when there is none
     leaning: Direction
+    probability: float | None = None  # the model's calibrated probability of a win after costs, if it voted
 
     @property
     def verdict(self) -> Direction | None:
@@ -68,10 +83,20 @@ class Analysis:
 
 
 class SignalEngine:
-    def __init__(self, indicators: IndicatorEngine, config: EngineConfig | None = None) -> None:
+    """`model`: an optional probability voter (core.models.voter). Without it the engine is the rules alone;
+    with it, every triggered setup of one call (one scan) is sent to the model in one batch, the model's vote
+    joins the ensemble and the confidence is its calibrated probability."""
+
+    def __init__(self, indicators: IndicatorEngine, config: EngineConfig | None = None,
+                 model: ProbabilityModel | None = None) -> None:
         self.indicators = indicators
         self.config = config or EngineConfig()
+        self.model = model
         self._block_engine = indicators if isinstance(indicators, BlockIndicators) else None
+
+    @property
+    def version(self) -> str:
+        return ENGINE_VERSION if self.model is None else f"{ENGINE_VERSION}+{self.model.name}"
 
     def analyse(self, instrument: Instrument, timeframe: Timeframe, bars: Bars) -> Analysis:
         """Analysis of the last bar in `bars` (which must all have closed)."""
@@ -80,7 +105,8 @@ class SignalEngine:
     def analyse_recent(self, instrument: Instrument, timeframe: Timeframe, bars: Bars, n: int) -> list[Analysis]:
         """Analyses of each of the last `n` bars, oldest first. Indicators are computed once over the
         window; they are causal, so the analysis of bar i reads bars <= i only."""
-        return self._analyses(instrument, timeframe, *self._indicators(instrument, timeframe, bars, n))
+        window, first, names, values = self._indicators(instrument, timeframe, bars, n)
+        return self._model_pass([(self._analyses(instrument, timeframe, window, first, names, values), window, first)])
 
     def analyse_many(self, items: Iterable[tuple[Instrument, Timeframe, Bars, int]],
                      on_error: Callable[[Instrument, Timeframe, Exception], None]) -> list[Analysis]:
@@ -93,13 +119,47 @@ class SignalEngine:
                 ready.append((inst, tf, *self._indicators(inst, tf, bars, n)))
             except Exception as exc:
                 on_error(inst, tf, exc)
-        out: list[Analysis] = []
+        done: list[tuple[list[Analysis], BarArrays, int]] = []
         for inst, tf, window, first, names, values in ready:
             try:
-                out.extend(self._analyses(inst, tf, window, first, names, values))
+                done.append((self._analyses(inst, tf, window, first, names, values), window, first))
             except Exception as exc:
                 on_error(inst, tf, exc)
+        return self._model_pass(done)
+
+    def _model_pass(self, groups: list[tuple[list[Analysis], BarArrays, int]]) -> list[Analysis]:
+        """The analyses of each group (analyses of bars first, first+1, ... of one window), flattened; with a
+        model, every triggered setup among them is revoted with the model's probability (one batch)."""
+        if self.model is None:
+            return [a for analyses, _, _ in groups for a in analyses]
+        flat = [(a, window, first + i) for analyses, window, first in groups for i, a in enumerate(analyses)]
+        asks = [(k, _request(a, window, pos)) for k, (a, window, pos) in enumerate(flat) if a.setup.direction is not None]
+        out = [a for a, _, _ in flat]
+        if not asks:
+            return out
+        try:
+            probabilities = self.model.probabilities([r for _, r in asks])
+        except Exception:  # a broken model must not stop the scan: the rules decide alone
+            log.exception("model %s failed on %d setups; the rules decide alone", self.model.name, len(asks))
+            return out
+        for (k, _), p in zip(asks, probabilities, strict=True):
+            if p is not None:
+                out[k] = self._with_opinion(out[k], p if isinstance(p, ModelOpinion) else ModelOpinion(float(p)))
         return out
+
+    def _with_opinion(self, a: Analysis, opinion: ModelOpinion) -> Analysis:
+        """The model's vote joins the ensemble, weighted by its skill; the confidence is its calibrated
+        probability (also when it has no skill to vote with: then the probability is about the base rate)."""
+        side = a.setup.direction
+        assert side is not None
+        cfg = self.config.ensemble
+        assert self.model is not None
+        p = opinion.probability
+        weight = cfg.weight(self.model.name) * max(0.0, min(1.0, opinion.skill))
+        vote = Vote(self.model.name, model_vote_score(p, side, cfg.model_span), weight,
+                    f"model: {p:.0%} calibrated chance that the {side.verb} idea wins after costs")
+        result = combine([*a.ensemble.votes, vote], side, cfg)
+        return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p)
 
     def _indicators(self, instrument: Instrument, timeframe: Timeframe, bars: Bars,
                     n: int) -> tuple[BarArrays, int, Sequence[str], np.ndarray]:
@@ -154,6 +214,18 @@ class SignalEngine:
         )
 
 
+def _request(a: Analysis, window: BarArrays, pos: int) -> ModelRequest:
+    """What the model reads about the triggered setup of analysis `a` on bar `pos` of `window`."""
+    side = a.setup.direction
+    assert side is not None
+    snap = a.snapshot
+    core = max((e.strength for e in a.setup.evidence if e.name in CORE_CRITERIA), default=0.0)
+    setup = (a.setup.score, core, a.trend.score, float(snap.get("adx_14", math.nan)), float(snap.get("volume_pct_50", math.nan)))
+    as_of_ns = int(window.times[pos]) + int(a.timeframe.duration.total_seconds()) * 10**9
+    return ModelRequest(a.instrument.asset_class, a.timeframe, as_of_ns, side, setup,
+                        window.block[:, max(0, pos + 1 - BAR_WINDOW): pos + 1])
+
+
 def signal_id(symbol: str, timeframe: Timeframe, as_of: datetime, direction: Direction) -> str:
     """Deterministic and readable: re-scanning the same bar yields the same id (idempotent storage)."""
     stamp = as_of.strftime("%Y%m%d") if timeframe is Timeframe.D1 else as_of.strftime("%Y%m%d%H%M")
@@ -190,8 +262,8 @@ def _vote_weights(cfg: EnsembleConfig) -> tuple[float, float]:
 
 def evidence_record(a: Analysis) -> dict[str, Any]:
     """Everything that produced the signal, JSON-ready, stored with it."""
-    return {
-        "engine": ENGINE_VERSION,
+    record: dict[str, Any] = {
+        "engine": ENGINE_VERSION if a.probability is None else f"{ENGINE_VERSION}+model",
         "bar_time": a.bar_time.isoformat(),
         "indicators": {k: None if v != v else round(v, 6) for k, v in a.snapshot.items()},  # _clean, inline
         "setup": {"name": a.setup.name, "score": round(a.setup.score, 4), "criteria": [
@@ -200,6 +272,9 @@ def evidence_record(a: Analysis) -> dict[str, Any]:
         "votes": [{"voter": v.voter, "score": round(v.score, 4), "weight": v.weight, "text": v.text} for v in a.ensemble.votes],
         "ensemble_score": round(a.ensemble.score, 4),
     }
+    if a.probability is not None:
+        record["model_probability"] = round(a.probability, 4)
+    return record
 
 
 def _clean(v: float) -> float | None:

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from core.domain import Direction
+import numpy as np
+
+from core.domain import AssetClass, Direction, Timeframe
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +29,8 @@ class EnsembleResult:
 @dataclass(frozen=True, slots=True)
 class EnsembleConfig:
     min_agreement: float = 0.2  # |weighted score| needed to act
-    weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("trend", 0.3))
+    weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("trend", 0.3), ("model", 1.0))
+    model_span: float = 0.2  # a calibrated probability of 0.5 +- this is a full vote for / against
 
     def weight(self, voter: str) -> float:
         return dict(self.weights).get(voter, 0.0)
@@ -41,3 +45,45 @@ def combine(votes: Sequence[Vote], proposed: Direction | None, config: EnsembleC
     strength = abs(score)
     confidence = max(1, min(99, round(30 + 65 * strength)))
     return EnsembleResult(score, proposed if agrees else None, confidence, tuple(votes))
+
+
+def model_vote_score(probability: float, side: Direction, span: float) -> float:
+    """The model's vote, -1..1: for the setup's side when its calibrated probability of a win after costs is
+    above one half, against it below (full at 0.5 +- span)."""
+    return side.sign * max(-1.0, min(1.0, (probability - 0.5) / span))
+
+
+def model_confidence(probability: float) -> int:
+    """Confidence 1..99 from a calibrated probability: it reads as the chance, in percent, of a win after costs."""
+    return max(1, min(99, round(100 * probability)))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """What a probability model reads about one triggered setup: the bar it is on, the setup's side and
+    readings, and the last bars up to and including that bar (at least core.features.bars.BAR_WINDOW)."""
+
+    asset_class: AssetClass
+    timeframe: Timeframe
+    as_of_ns: int  # the bar's close time, int64 UTC ns
+    side: Direction
+    setup: tuple[float, float, float, float, float]  # score, strongest core strength, trend score, ADX, volume pct
+    window: np.ndarray  # (5, k) open, high, low, close, volume
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOpinion:
+    probability: float  # calibrated probability that the setup wins after costs
+    skill: float = 1.0  # 0..1, the model's tracked out-of-sample skill: it scales the model's vote weight
+
+
+@runtime_checkable
+class ProbabilityModel(Protocol):
+    """A voter that estimates, for each setup, the calibrated probability that it wins after costs (a float, or a
+    ModelOpinion that also says how much the model's vote should count; None where it has no opinion, e.g. no
+    model for that asset class and timeframe). Called once per scan with every triggered setup of the scan
+    (batched inference)."""
+
+    name: str
+
+    def probabilities(self, requests: Sequence[ModelRequest]) -> Sequence[float | ModelOpinion | None]: ...

@@ -47,6 +47,8 @@ def compose_reasoning(a: "Analysis") -> str:
         parts.append(f"With the {a.trend.text}.")
     else:
         parts.append(f"Trend: {a.trend.text}.")
+    if a.probability is not None:
+        parts.append(f"Model: a {a.probability:.0%} calibrated chance of a win after costs, from past setups like this.")
     if a.levels is not None:
         parts.append("Target: a move back toward the 20-bar mean; stop a fixed multiple of ATR beyond entry.")
     parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")

@@ -1,0 +1,113 @@
+"""Training rows: every bar of a series where the rule detector leans toward a setup, with its features (read
+from bars <= the bar) and its labels (from core.labels, the one forward-looking module).
+
+A row is a bar whose better side has an evidence score >= MIN_SCORE and a core criterion at least half met:
+looser than the detector's trigger (0.7 and a core criterion fully met), so the model sees more setups than it
+will be asked about, and learns from `setup_score` how the strength of the evidence matters."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.domain import AssetClass, Instrument, Timeframe
+from core.features.bars import bar_features
+from core.features.regime import MarketContext
+from core.features.sets import FEATURES, model_rows
+from core.indicators import IndicatorEngine
+from core.labels import BarrierLabels, barrier_labels, forward_returns
+from core.market_data.resample import index_ns
+from core.setups.vectorised import side_readings, trend_scores
+from core.signals.levels import LevelParams
+
+MIN_SCORE = 0.5
+MIN_CORE = 0.5
+MIN_POSITION = 59  # the engine's MIN_BARS - 1: the first bar it analyses
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    features: np.ndarray  # (rows, len(FEATURES))
+    hit: np.ndarray  # 1.0 when the idea made money after costs
+    net_return: np.ndarray
+    status: np.ndarray  # core.labels status codes
+    fwd_5: np.ndarray  # 5-bar forward return in the trade's direction (NaN near the end of the data)
+    fwd_10: np.ndarray
+    decision_ns: np.ndarray  # close time of the bar: when the row's features became known
+    end_ns: np.ndarray  # when all its labels were known (the expiry bar's close, or the 10th bar's if later)
+    triggered: np.ndarray  # bool: the rule detector fires on the row
+    symbol: np.ndarray  # object array of symbols
+    scope: str  # "<asset class>-<timeframe>"
+
+    def __len__(self) -> int:
+        return len(self.hit)
+
+    def subset(self, mask: np.ndarray) -> Dataset:
+        return Dataset(self.features[mask], self.hit[mask], self.net_return[mask], self.status[mask],
+                       self.fwd_5[mask], self.fwd_10[mask], self.decision_ns[mask], self.end_ns[mask],
+                       self.triggered[mask], self.symbol[mask], self.scope)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Dataset], scope: str) -> Dataset:
+        if not parts:
+            return cls.empty(scope)
+        fields = ("features", "hit", "net_return", "status", "fwd_5", "fwd_10", "decision_ns", "end_ns", "triggered",
+                  "symbol")
+        arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
+        order = np.argsort(arrays["decision_ns"], kind="stable")
+        return cls(**{f: a[order] for f, a in arrays.items()}, scope=scope)
+
+    @classmethod
+    def empty(cls, scope: str) -> Dataset:
+        z = np.empty(0)
+        return cls(np.empty((0, len(FEATURES))), z, z, np.empty(0, dtype=np.int8), z, z, np.empty(0, dtype=np.int64),
+                   np.empty(0, dtype=np.int64), np.empty(0, dtype=bool), np.empty(0, dtype=object), scope)
+
+
+def scope_of(asset_class: AssetClass, timeframe: Timeframe) -> str:
+    return f"{asset_class}-{timeframe}"
+
+
+def series_rows(instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, indicators: IndicatorEngine,
+                context: MarketContext, costs_bps: float, levels: LevelParams = LevelParams()) -> Dataset:
+    """The training rows of one series (its whole history; labels UNRESOLVED near the end are dropped)."""
+    scope = scope_of(instrument.asset_class, timeframe)
+    if len(bars) <= MIN_POSITION + 1:
+        return Dataset.empty(scope)
+    ind = indicators.compute(bars)
+    cols = {name: ind[name].to_numpy(dtype=np.float64) for name in ind.columns}
+    block = np.ascontiguousarray(bars[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64).T)
+    cols["close"], cols["gap"] = block[3], cols.get("gap", np.full(block.shape[1], np.nan))
+    readings = side_readings(cols, instrument.asset_class, instrument.allows_short)
+    close, atr, sma = block[3], cols["atr_14"], cols["sma_20"]
+    with np.errstate(invalid="ignore"):
+        ok = (readings.score >= MIN_SCORE) & (readings.core >= MIN_CORE) & (close > 0) & (atr > 0)
+    ok[: MIN_POSITION] = False
+    pos = np.flatnonzero(ok)
+    side = readings.sign[pos]
+    c, a, s = close[pos], atr[pos], sma[pos]
+    reversion = np.where(np.isnan(s), levels.min_target_atr * a, np.abs(s - c))
+    target = c + side * np.minimum(levels.max_target_atr * a, np.maximum(levels.min_target_atr * a, reversion))
+    stop = c - side * levels.stop_atr * a
+    keep = stop > 0
+    pos, side, target, stop = pos[keep], side[keep], target[keep], stop[keep]
+    opens = index_ns(bars)
+    labels: BarrierLabels = barrier_labels(opens, block, timeframe, instrument.asset_class, pos, side, target, stop,
+                                           costs_bps)
+    resolved = labels.resolved
+    pos, side = pos[resolved], side[resolved]
+    trend = trend_scores(cols)
+    setup = np.column_stack([readings.score[pos], readings.core[pos], trend[pos], cols["adx_14"][pos],
+                             cols["volume_pct_50"][pos]])
+    step = int(timeframe.duration.total_seconds()) * 10**9
+    decision = opens[pos] + step
+    x = model_rows(side, setup, bar_features(block)[pos], context.at_ns(decision))
+    fwd = forward_returns(close, opens, timeframe)
+    barrier_end = labels.end_ns[resolved]
+    fwd_end = fwd[10][1][pos]
+    end = np.maximum(barrier_end, np.where(fwd_end == np.iinfo(np.int64).max, barrier_end, fwd_end))
+    return Dataset(x, labels.hit[resolved], labels.net_return[resolved], labels.status[resolved],
+                   fwd[5][0][pos] * side, fwd[10][0][pos] * side, decision, end,
+                   readings.triggered[pos], np.full(len(pos), instrument.symbol, dtype=object), scope)

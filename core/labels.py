@@ -1,0 +1,121 @@
+"""Labels: THE ONLY MODULE THAT LOOKS FORWARD. Everything else (features, models, engine) reads bars <= t.
+
+- forward returns over 5 and 10 bars: close[t+k] / close[t] - 1, known at the close of bar t+k;
+- the barrier label of a trade idea issued at the close of bar t, exited exactly as `core.lifecycle.track`
+  exits a signal: filled at the open of the first bar opening at or after the issue (the next bar's open);
+  on each bar from the fill on, the stop first (a bar that spans both levels is a stop), then the target, a bar
+  that opens beyond a level exits at that open; otherwise at the close of the first bar closing at or after
+  the expiry (`core.signals.levels.expiry`). Net return = side x (exit / fill - 1) - 2 x costs.
+
+Each label carries `end_ns`, the close time of the last bar it may read (the expiry bar): a model trained for
+a decision at time t may use a label only if its end_ns is before t (minus an embargo), see core.models.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.domain import AssetClass, Timeframe
+from core.signals.levels import HORIZON_BARS
+
+TARGET, STOP, EXPIRED, UNRESOLVED = 1, -1, 0, -9
+FORWARD_HORIZONS = (5, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierLabels:
+    status: np.ndarray  # int8: TARGET, STOP, EXPIRED, or UNRESOLVED when the data ends inside the horizon
+    net_return: np.ndarray  # after costs; NaN when unresolved
+    exit_pos: np.ndarray  # position of the exit bar (-1 when unresolved)
+    end_ns: np.ndarray  # close time of the expiry bar (the latest bar the label may read; int64), or the
+    # expiry time itself when the data ends before that bar
+
+    @property
+    def resolved(self) -> np.ndarray:
+        return self.status != UNRESOLVED
+
+    @property
+    def hit(self) -> np.ndarray:
+        """1.0 when the trade made money after costs (what the report's hit rate counts), NaN when unresolved."""
+        return np.where(self.resolved, (self.net_return > 0).astype(np.float64), np.nan)
+
+
+def expiry_ns(issued_ns: np.ndarray, timeframe: Timeframe, asset_class: AssetClass) -> np.ndarray:
+    """`core.signals.levels.expiry` of many issue times (int64 UTC ns)."""
+    issued_ns = np.asarray(issued_ns, dtype=np.int64)
+    bars = HORIZON_BARS[timeframe]
+    if timeframe is Timeframe.D1 and asset_class is not AssetClass.CRYPTO:
+        idx = pd.DatetimeIndex(issued_ns.view("datetime64[ns]"), dtype="datetime64[ns]").tz_localize("UTC")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+            return np.asarray((idx + pd.offsets.BDay(bars)).as_unit("ns").asi8, dtype=np.int64)
+    return issued_ns + int(timeframe.duration.total_seconds()) * 10**9 * bars
+
+
+def barrier_labels(open_ns: np.ndarray, block: np.ndarray, timeframe: Timeframe, asset_class: AssetClass,
+                   positions: np.ndarray, side: np.ndarray, target: np.ndarray, stop: np.ndarray,
+                   costs_bps: float) -> BarrierLabels:
+    """Barrier labels of ideas issued at the close of bars `positions` of one series (open times `open_ns`,
+    a (5, n) open/high/low/close/volume block), on `side` (+1 long, -1 short) with these levels."""
+    open_ns = np.asarray(open_ns, dtype=np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    side, target, stop = (np.asarray(x, dtype=np.float64) for x in (side, target, stop))
+    n, m = len(open_ns), len(positions)
+    step = int(timeframe.duration.total_seconds()) * 10**9
+    close_ns = open_ns + step
+    issued = close_ns[positions] if m else np.empty(0, dtype=np.int64)
+    first = np.searchsorted(open_ns, issued, side="left")
+    expires = expiry_ns(issued, timeframe, asset_class)
+    last = np.searchsorted(close_ns, expires, side="left")
+    status: np.ndarray = np.full(m, UNRESOLVED, dtype=np.int8)
+    exit_px: np.ndarray = np.full(m, np.nan)
+    exit_pos: np.ndarray = np.full(m, -1, dtype=np.int64)
+    o, h, lo, c = block[0], block[1], block[2], block[3]
+    complete = last < n
+    fill = o[np.minimum(first, n - 1)] if n else np.full(m, np.nan)
+    longs = side > 0
+    span = int((last - first).max()) + 1 if m else 0
+    for k in range(span):
+        j = first + k
+        active = (status == UNRESOLVED) & (j <= last) & (j < n)
+        if not active.any():
+            continue
+        jj = np.minimum(j, n - 1)
+        oj, hj, lj, cj = o[jj], h[jj], lo[jj], c[jj]
+        stop_hit = np.where(longs, lj <= stop, hj >= stop) & active
+        target_hit = np.where(longs, hj >= target, lj <= target) & active & ~stop_hit
+        expired = active & ~stop_hit & ~target_hit & (j == last)
+        exit_px = np.where(stop_hit, np.where(longs, np.minimum(oj, stop), np.maximum(oj, stop)), exit_px)
+        exit_px = np.where(target_hit, np.where(longs, np.maximum(oj, target), np.minimum(oj, target)), exit_px)
+        exit_px = np.where(expired, cj, exit_px)
+        status = np.where(stop_hit, STOP, np.where(target_hit, TARGET, np.where(expired, EXPIRED, status))).astype(np.int8)
+        exit_pos = np.where(stop_hit | target_hit | expired, j, exit_pos)
+    # an idea whose expiry bar is past the data is resolved only if it exited before the data ends
+    status = np.where(~complete & (status == EXPIRED), UNRESOLVED, status).astype(np.int8)
+    resolved = status != UNRESOLVED
+    with np.errstate(invalid="ignore", divide="ignore"):
+        net = np.where(resolved, side * (exit_px / fill - 1.0) - 2 * costs_bps / 10_000, np.nan)
+    # past the data, the expiry bar's close is not known yet: its expiry time is a lower bound of it
+    end = np.where(complete, close_ns[np.minimum(last, n - 1)] if n else expires, expires)
+    return BarrierLabels(status, net, np.where(resolved, exit_pos, -1), end.astype(np.int64))
+
+
+def forward_returns(close: np.ndarray, open_ns: np.ndarray, timeframe: Timeframe,
+                    horizons: tuple[int, ...] = FORWARD_HORIZONS) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{k: (close[t+k] / close[t] - 1, the close time of bar t+k)} for every bar t; NaN / int64 max where the
+    data ends first."""
+    close = np.asarray(close, dtype=np.float64)
+    n = len(close)
+    close_ns = np.asarray(open_ns, dtype=np.int64) + int(timeframe.duration.total_seconds()) * 10**9
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k in horizons:
+        ret = np.full(n, np.nan)
+        end = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        if k < n:
+            ret[: n - k] = close[k:] / close[: n - k] - 1.0
+            end[: n - k] = close_ns[k:]
+        out[k] = (ret, end)
+    return out

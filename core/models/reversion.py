@@ -1,0 +1,94 @@
+"""The reversion-probability classifier: P(a rule setup wins after costs), LightGBM trees + a calibrator, and
+a forward-return regressor beside it (the expected 10-bar return in the trade's direction).
+
+Training for a moment t (`train_reversion`) uses only rows whose labels were known, plus an embargo, by t.
+Calibration is fitted on out-of-sample predictions of the past only: the classifier is fitted on the older rows
+(purged and embargoed from the newer ones) and predicts the newest `calibration_share` of rows; the calibrator
+maps those predictions to outcomes. The classifier is NOT refitted on all rows afterwards: trees refitted on
+more data are more confident than the ones the calibrator saw, and the calibration would no longer hold (measured:
+a refit made 25 %-calibrated rows hit 8 %). The regressor, which is not calibrated, uses every usable row."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.features.dataset import Dataset
+from core.features.sets import FEATURE_SET_VERSION, FEATURES
+from core.models.calibration import Calibrator, fit_calibrator
+from core.models.lgbm import TreeParams, Trees, fit_trees
+from core.models.validation import auc, brier, known_by, log_loss
+
+MIN_ROWS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ReversionModel:
+    scope: str  # "<asset class>-<timeframe>" it was trained for
+    classifier: Trees
+    calibrator: Calibrator
+    regressor: Trees | None
+    trained_until_ns: int  # every training label was known (plus the embargo) by this time
+    features: tuple[str, ...] = FEATURES
+    feature_set: str = FEATURE_SET_VERSION
+    metrics: dict[str, float] = field(default_factory=dict)
+    calibration_from_ns: int | None = None  # the classifier saw rows decided before this; the calibrator the rest
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return self.classifier.predict(x)
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of a win after costs, one per row of `x` (n, len(features))."""
+        return np.clip(self.calibrator(self.raw(x)), 0.0, 1.0)
+
+    def expected_return(self, x: np.ndarray) -> np.ndarray:
+        return self.regressor.predict(x) if self.regressor is not None else np.full(len(x), np.nan)
+
+
+def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeParams = TreeParams(),
+                    calibration_share: float = 0.25, with_regressor: bool = True) -> ReversionModel:
+    """A model for decisions at `as_of_ns` and later, from the rows of `data` known by then."""
+    usable = data.subset(known_by(data.end_ns, as_of_ns, embargo_ns))
+    if len(usable) < MIN_ROWS:
+        raise ValueError(f"{data.scope}: {len(usable)} labelled rows known by then, need at least {MIN_ROWS}")
+    names = list(FEATURES)
+    cut = int(np.quantile(usable.decision_ns, 1.0 - calibration_share))
+    older = known_by(usable.end_ns, cut, embargo_ns)
+    newer = usable.decision_ns >= cut
+    metrics: dict[str, float] = {"rows": float(len(usable)), "base_rate": float(np.mean(usable.hit))}
+    calibration_from: int | None = None
+    if older.sum() >= MIN_ROWS // 2 and newer.sum() >= 30:
+        calibration_from = cut
+        classifier = fit_trees(usable.features[older], usable.hit[older], names, params)
+        raw = classifier.predict(usable.features[newer])
+        outcome = usable.hit[newer]
+        calibrator = fit_calibrator(raw, outcome)
+        metrics.update({"holdout_rows": float(newer.sum()), "holdout_auc": auc(raw, outcome),
+                        "holdout_logloss_raw": log_loss(raw, outcome), "holdout_brier_raw": brier(raw, outcome),
+                        "holdout_base_rate": float(np.mean(outcome)), "classifier_rows": float(older.sum())})
+    else:
+        classifier = fit_trees(usable.features, usable.hit, names, params)
+        calibrator = Calibrator("identity")
+    regressor = None
+    if with_regressor:
+        target = np.clip(usable.fwd_10, -0.5, 0.5)
+        ok = np.isfinite(target)
+        if ok.sum() >= MIN_ROWS:
+            regressor = fit_trees(usable.features[ok], target[ok], names,
+                                  TreeParams(objective="regression", num_trees=params.num_trees // 2,
+                                             num_threads=params.num_threads))
+    trained_until = int(usable.end_ns.max()) + int(embargo_ns)
+    return ReversionModel(data.scope, classifier, calibrator, regressor, trained_until, metrics=metrics,
+                          calibration_from_ns=calibration_from)
+
+
+def evaluate(model: ReversionModel, data: Dataset) -> dict[str, float]:
+    """Flat metrics of the model on `data` (rows it must not have been trained on)."""
+    if len(data) == 0:
+        return {"rows": 0.0}
+    p = model.probability(data.features)
+    y = data.hit
+    top = p >= np.quantile(p, 0.8)
+    return {"rows": float(len(data)), "auc": auc(p, y), "brier": brier(p, y), "logloss": log_loss(p, y),
+            "base_rate": float(np.mean(y)), "mean_probability": float(np.mean(p)),
+            "top_quintile_hit_rate": float(np.mean(y[top])), "top_quintile_avg_return": float(np.mean(data.net_return[top]))}

@@ -1,0 +1,102 @@
+"""Models as a voter of the signal engine (`core.signals.ensemble.ProbabilityModel`): features of each setup
+from its request (bars <= its bar, the market context as of its bar), one batched prediction per model.
+
+ModelVoter          fixed models, one per scope ("equity-1d", "crypto-1h", ...): the live service
+WalkForwardVoter    for each scope a series of models, each used only from the time its training labels were
+                    known (plus the embargo) until the next one: the walk-forward backtest
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from core.features.bars import BAR_WINDOW, last_bar_features
+from core.features.dataset import scope_of
+from core.features.regime import MarketContext
+from core.features.sets import model_rows
+from core.models.reversion import ReversionModel
+from core.signals.ensemble import ModelOpinion, ModelRequest
+
+SKILL_AUC_SPAN = 0.05
+"""A model's vote counts fully from an out-of-sample AUC of 0.5 + this, not at all at 0.5 or below."""
+
+
+def skill(model: ReversionModel) -> float:
+    """The model's tracked skill, 0..1, from the AUC it reached on rows it had not seen when it was trained (its
+    calibration holdout: past data only). No holdout, no measured skill: 0."""
+    auc = model.metrics.get("holdout_auc")
+    if auc is None or auc != auc:
+        return 0.0
+    return max(0.0, min(1.0, (auc - 0.5) / SKILL_AUC_SPAN))
+
+
+def _opinions(model: ReversionModel, x: np.ndarray) -> list[ModelOpinion]:
+    weight = skill(model)
+    return [ModelOpinion(float(p), weight) for p in model.probability(x).tolist()]
+
+
+def request_features(requests: Sequence[ModelRequest], context: MarketContext) -> np.ndarray:
+    """(len(requests), len(FEATURES)): the rows the models read, as training builds them."""
+    if not requests:
+        return np.empty((0, 0))
+    bars = last_bar_features(np.stack([r.window[:, -BAR_WINDOW:] for r in requests], axis=1))
+    side = np.array([r.side.sign for r in requests], dtype=np.float64)
+    setup = np.array([r.setup for r in requests], dtype=np.float64)
+    regime = context.at_ns(np.array([r.as_of_ns for r in requests], dtype=np.int64))
+    return model_rows(side, setup, bars, regime)
+
+
+class ModelVoter:
+    name = "model"
+
+    def __init__(self, models: Mapping[str, ReversionModel], context: MarketContext | None = None) -> None:
+        self.models = dict(models)
+        self.context = context or MarketContext.empty()
+
+    def probabilities(self, requests: Sequence[ModelRequest]) -> list[ModelOpinion | None]:
+        out: list[ModelOpinion | None] = [None] * len(requests)
+        by_scope: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            if scope_of(r.asset_class, r.timeframe) in self.models and r.window.shape[1] >= BAR_WINDOW:
+                by_scope.setdefault(scope_of(r.asset_class, r.timeframe), []).append(i)
+        for scope, idx in by_scope.items():
+            x = request_features([requests[i] for i in idx], self.context)
+            for i, opinion in zip(idx, _opinions(self.models[scope], x), strict=True):
+                out[i] = opinion
+        return out
+
+
+class WalkForwardVoter:
+    """Each request is answered by the newest model of its scope whose training labels were all known by the
+    request's time (`ReversionModel.trained_until_ns <= as_of`): never a model that saw a later label."""
+
+    name = "model"
+
+    def __init__(self, schedule: Mapping[str, Sequence[ReversionModel]], context: MarketContext | None = None) -> None:
+        self.schedule = {scope: sorted(models, key=lambda m: m.trained_until_ns) for scope, models in schedule.items()}
+        self._starts = {scope: [m.trained_until_ns for m in models] for scope, models in self.schedule.items()}
+        self.context = context or MarketContext.empty()
+        self.used: dict[int, int] = {}  # id(model) -> requests answered (for reports)
+
+    def model_for(self, scope: str, as_of_ns: int) -> ReversionModel | None:
+        starts = self._starts.get(scope)
+        if not starts:
+            return None
+        k = bisect.bisect_right(starts, as_of_ns) - 1
+        return self.schedule[scope][k] if k >= 0 else None
+
+    def probabilities(self, requests: Sequence[ModelRequest]) -> list[ModelOpinion | None]:
+        out: list[ModelOpinion | None] = [None] * len(requests)
+        groups: dict[int, tuple[ReversionModel, list[int]]] = {}
+        for i, r in enumerate(requests):
+            model = self.model_for(scope_of(r.asset_class, r.timeframe), r.as_of_ns)
+            if model is not None and r.window.shape[1] >= BAR_WINDOW:
+                groups.setdefault(id(model), (model, []))[1].append(i)
+        for key, (model, idx) in groups.items():
+            x = request_features([requests[i] for i in idx], self.context)
+            self.used[key] = self.used.get(key, 0) + len(idx)
+            for i, opinion in zip(idx, _opinions(model, x), strict=True):
+                out[i] = opinion
+        return out

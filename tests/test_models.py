@@ -1,0 +1,288 @@
+"""core.models: calibration, purged walk-forward splits, training only on labels known by the time, versions
+on disk with their manifest, champion / challenger, and the walk-forward voter."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.domain import AssetClass, Direction, Timeframe
+from core.features.bars import BAR_WINDOW
+from core.features.dataset import Dataset
+from core.features.sets import FEATURE_SET_VERSION, FEATURES
+from core.models.calibration import Calibrator, fit_calibrator
+from core.models.lgbm import TreeParams
+from core.models.promotion import decide_promotion
+from core.models.reversion import train_reversion
+from core.models.store import champion, data_fingerprint, load_model, read_manifest, save_model, set_role, versions
+from core.models.training import retrain_times, train_schedule
+from core.models.validation import DAY_NS, auc, brier, known_by, walk_forward_folds
+from core.models.voter import ModelVoter, WalkForwardVoter, skill
+from core.signals.ensemble import ModelRequest
+
+FAST = TreeParams(num_trees=30, num_leaves=7, min_data_in_leaf=20)
+T0 = int(datetime(2015, 1, 1, tzinfo=timezone.utc).timestamp()) * 10**9
+
+
+def synthetic(n: int = 3000, seed: int = 0, informative: bool = True) -> Dataset:
+    """Rows one per ~6 hours over ~2 years; the hit depends on feature 1 (setup_score) when informative."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURES)))
+    x[:, 0] = rng.choice([-1.0, 1.0], n)
+    logit = 1.5 * x[:, 1] if informative else np.zeros(n)
+    hit = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    decision = T0 + np.arange(n, dtype=np.int64) * 6 * 3600 * 10**9
+    end = decision + 14 * DAY_NS
+    ret = np.where(hit > 0, 0.02, -0.015)
+    return Dataset(x, hit, ret, np.where(hit > 0, 1, -1).astype(np.int8), ret, ret, decision, end,
+                   np.ones(n, dtype=bool), np.full(n, "X", dtype=object), "equity-1d")
+
+
+def test_isotonic_calibration_is_monotone_and_fixes_a_miscalibrated_score() -> None:
+    rng = np.random.default_rng(1)
+    raw = rng.random(5000)
+    truth = 0.2 + 0.5 * raw ** 2
+    y = (rng.random(5000) < truth).astype(float)
+    cal = fit_calibrator(raw[:4000], y[:4000])
+    assert cal.kind == "isotonic"
+    grid = np.linspace(0, 1, 101)
+    assert np.all(np.diff(cal(grid)) >= 0)
+    assert brier(cal(raw[4000:]), y[4000:]) < brier(raw[4000:], y[4000:]) - 0.01
+    assert Calibrator.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+    assert fit_calibrator(raw[:100], y[:100]).kind == "platt"
+    with pytest.raises(ValueError):
+        Calibrator.from_dict({"kind": "magic"})
+
+
+def test_walk_forward_folds_are_purged_and_embargoed() -> None:
+    data = synthetic(2000)
+    embargo = 5 * DAY_NS
+    folds = walk_forward_folds(data.decision_ns, data.end_ns, 4, embargo)
+    assert len(folds) >= 3
+    for train, test in folds:
+        first_test = data.decision_ns[test].min()
+        assert data.end_ns[train].max() <= first_test - embargo  # no training label reaches into the test block
+        assert data.decision_ns[train].max() < first_test
+
+
+def test_a_model_for_time_t_saw_no_label_known_after_t() -> None:
+    data = synthetic(3000)
+    t = int(data.decision_ns[2000])
+    embargo = 10 * DAY_NS
+    model = train_reversion(data, t, embargo, FAST)
+    assert model.trained_until_ns <= t
+    assert model.metrics["rows"] == known_by(data.end_ns, t, embargo).sum()
+    # scramble every label that was not known by t: the model must not change at all
+    later = ~known_by(data.end_ns, t, embargo)
+    rng = np.random.default_rng(9)
+    scrambled = Dataset(data.features, np.where(later, rng.integers(0, 2, len(data)), data.hit).astype(float),
+                        np.where(later, rng.normal(size=len(data)), data.net_return), data.status,
+                        np.where(later, rng.normal(size=len(data)), data.fwd_5),
+                        np.where(later, rng.normal(size=len(data)), data.fwd_10), data.decision_ns, data.end_ns,
+                        data.triggered, data.symbol, data.scope)
+    again = train_reversion(scrambled, t, embargo, FAST)
+    probe = data.features[2500:]
+    np.testing.assert_array_equal(model.probability(probe), again.probability(probe))
+    np.testing.assert_array_equal(model.expected_return(probe), again.expected_return(probe))
+
+
+def test_the_model_learns_a_real_signal_and_its_probabilities_are_calibrated() -> None:
+    data = synthetic(6000)
+    t = int(data.decision_ns[4500])
+    model = train_reversion(data, t, 10 * DAY_NS, FAST)
+    later = data.subset(data.decision_ns >= t)
+    p = model.probability(later.features)
+    assert auc(p, later.hit) > 0.75
+    edges = np.quantile(p, [0.0, 1 / 3, 2 / 3, 1.0])
+    means = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (p >= lo) & (p <= hi)
+        assert inside.sum() > 200
+        assert abs(later.hit[inside].mean() - p[inside].mean()) < 0.06
+        means.append(later.hit[inside].mean())
+    assert means == sorted(means) and means[-1] - means[0] > 0.3
+
+
+def test_versions_on_disk_round_trip_with_their_manifest(tmp_path: Path) -> None:
+    data = synthetic(2000)
+    model = train_reversion(data, int(data.decision_ns[-1]), 10 * DAY_NS, FAST)
+    folder = save_model(model, tmp_path, "reversion-equity-1d", data, role="challenger", training_data="synthetic")
+    m = read_manifest(folder)
+    for key in ("name", "version", "created_at", "role", "metrics", "features", "feature_set", "training_windows",
+                "data_fingerprint", "library_versions"):
+        assert key in m
+    assert folder.name == f"reversion-equity-1d-{m['version']}"
+    assert m["features"] == list(FEATURES) and m["feature_set"] == FEATURE_SET_VERSION
+    assert m["data_fingerprint"] == data_fingerprint(data) and len(m["data_fingerprint"]) == 64
+    assert all(isinstance(v, float) for v in m["metrics"].values())
+    assert "lightgbm" in m["library_versions"]
+    loaded = load_model(folder)
+    np.testing.assert_array_equal(loaded.probability(data.features[:50]), model.probability(data.features[:50]))
+    assert champion(tmp_path, "reversion-equity-1d") is None
+    set_role(folder, "champion")
+    assert champion(tmp_path, "reversion-equity-1d") == folder
+    assert [f for f, _ in versions(tmp_path)] == [folder]
+    with pytest.raises(ValueError):
+        set_role(folder, "king")
+    bad = json.loads((folder / "manifest.json").read_text()) | {"feature_set": "fs-0"}
+    (folder / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="feature set"):
+        load_model(folder)
+
+
+def test_a_models_vote_counts_by_its_out_of_sample_skill() -> None:
+    informative = train_reversion(synthetic(4000), int(synthetic(4000).decision_ns[-1]), 10 * DAY_NS, FAST)
+    blind = train_reversion(synthetic(4000, informative=False), int(synthetic(4000).decision_ns[-1]), 10 * DAY_NS, FAST)
+    assert informative.metrics["holdout_auc"] > 0.7 and skill(informative) == 1.0
+    assert skill(blind) < 0.6  # about half of the time a blind model's holdout AUC is below 0.5: no say at all
+    assert skill(replace_metrics(blind, {})) == 0.0
+
+
+def replace_metrics(model, metrics):  # noqa: ANN001, ANN201
+    from dataclasses import replace
+
+    return replace(model, metrics=metrics)
+
+
+def test_a_challenger_replaces_the_champion_only_when_better_on_the_same_window() -> None:
+    data = synthetic(6000)
+    t = int(data.decision_ns[3000])
+    good = train_reversion(data, t, 10 * DAY_NS, FAST)
+    blind = train_reversion(synthetic(6000, seed=5, informative=False), t, 10 * DAY_NS, FAST)
+    window = data.subset(data.decision_ns > t)
+    assert decide_promotion(blind, good, window).promote
+    kept = decide_promotion(good, blind, window)
+    assert not kept.promote and kept.champion["brier"] < kept.challenger["brier"]
+    assert not decide_promotion(blind, good, window.subset(np.arange(len(window)) < 50)).promote
+    assert decide_promotion(None, good, window).promote
+
+
+def _request(as_of_ns: int) -> ModelRequest:
+    rng = np.random.default_rng(as_of_ns % 1000)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, BAR_WINDOW)))
+    window = np.vstack([closes, closes * 1.01, closes * 0.99, closes, np.full(BAR_WINDOW, 1e6)])
+    return ModelRequest(AssetClass.EQUITY, Timeframe.D1, as_of_ns, Direction.LONG, (0.8, 1.0, 0.2, 25.0, 0.7), window)
+
+
+def test_walk_forward_voter_uses_only_models_trained_before_each_request() -> None:
+    data = synthetic(4000)
+    start = datetime.fromtimestamp(int(data.decision_ns[1000]) / 1e9, timezone.utc)
+    end = datetime.fromtimestamp(int(data.decision_ns[-1]) / 1e9, timezone.utc)
+    times = retrain_times(start, end, timedelta(days=120))
+    schedule = train_schedule({"equity-1d": data}, times, FAST)
+    models = schedule["equity-1d"]
+    assert len(models) >= 3
+    for model, t in zip(models, times, strict=False):
+        assert model.trained_until_ns <= int(t.timestamp() * 1e9)
+    voter = WalkForwardVoter(schedule)
+    for t_ns in np.linspace(int(data.decision_ns[0]), int(data.decision_ns[-1]), 40).astype(np.int64):
+        chosen = voter.model_for("equity-1d", int(t_ns))
+        if chosen is not None:
+            assert chosen.trained_until_ns <= t_ns
+            newer = [m for m in models if m.trained_until_ns <= t_ns]
+            assert chosen is newer[-1]
+    assert voter.model_for("equity-1d", int(data.decision_ns[0])) is None
+    probs = voter.probabilities([_request(int(data.decision_ns[0])), _request(int(data.decision_ns[-1]))])
+    assert probs[0] is None and probs[1] is not None and 0.0 <= probs[1].probability <= 1.0
+    assert probs[1].skill == skill(voter.model_for("equity-1d", int(data.decision_ns[-1])))
+    fixed = ModelVoter({"equity-1d": models[-1]})
+    other = ModelRequest(AssetClass.CRYPTO, Timeframe.H1, 0, Direction.LONG, (0.8, 1.0, 0.2, 25.0, 0.7),
+                         _request(0).window)
+    assert fixed.probabilities([other, _request(5)])[0] is None
+
+
+def test_champion_voter_loads_the_champion_of_each_scope_and_refreshes_its_context(tmp_path: Path) -> None:
+    import asyncio
+
+    import pandas as pd
+
+    from core.backtest.market import FrameMarket
+    from core.domain import Instrument
+    from core.models.live import champion_voter, refresh_context
+    from tests.conftest import make_bars
+
+    assert champion_voter(tmp_path) is None
+    data = synthetic(2000)
+    model = train_reversion(data, int(data.decision_ns[-1]), 10 * DAY_NS, FAST)
+    folder = save_model(model, tmp_path, "reversion-equity-1d", data, role="challenger")
+    assert champion_voter(tmp_path) is None  # a challenger only shadows
+    set_role(folder, "champion")
+    voter = champion_voter(tmp_path)
+    assert voter is not None and set(voter.models) == {"equity-1d"}
+    rng = np.random.default_rng(2)
+    stocks = [Instrument(f"S{k}", AssetClass.EQUITY) for k in range(3)]
+    frames = {(s.symbol, Timeframe.D1): make_bars(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 300))), start="2020-01-01")
+              for s in stocks}
+    frames[("SPX", Timeframe.D1)] = make_bars(3000 * np.exp(np.cumsum(rng.normal(0, 0.01, 300))), start="2020-01-01")
+    market = FrameMarket([*stocks, Instrument("SPX", AssetClass.INDEX)], frames)
+    now = (pd.Timestamp("2020-01-01", tz="UTC") + pd.Timedelta(days=300)).to_pydatetime()
+    asyncio.run(refresh_context(voter, market, now))
+    row = voter.context.at_ns(np.array([pd.Timestamp(now).value]))[0]
+    assert np.isnan(row[0]) and not np.isnan(row[2]) and 0.0 <= row[4] <= 1.0  # no VIX; SPX trend; breadth
+    assert voter.probabilities([_request(pd.Timestamp(now).value)])[0] is not None
+
+
+def write_stocks_csv(path: Path, symbols: int = 10, days: int = 800) -> Path:
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    idx = pd.bdate_range("2019-01-01", periods=days)
+    rows = []
+    for k in range(symbols):
+        r = rng.normal(0.0003, 0.018, days)
+        r[rng.choice(days, 40, replace=False)] -= 0.06
+        close = 40 * np.exp(np.cumsum(r))
+        opn = np.r_[close[0], close[:-1]] * (1 + rng.normal(0, 0.004, days))
+        rows.append(pd.DataFrame({"date": idx.strftime("%Y-%m-%d"), "symbol": f"S{k:02d}", "open": opn,
+                                  "high": np.maximum(opn, close) * 1.007, "low": np.minimum(opn, close) * 0.993,
+                                  "close": close, "volume": rng.uniform(1e6, 3e6, days)}))
+    pd.concat(rows).to_csv(path, index=False)
+    return path
+
+
+def test_train_command_writes_a_champion_then_a_shadowing_challenger(tmp_path: Path, capsys) -> None:
+    import asyncio
+
+    from bot.cli import main
+    from scripts.train import run_train
+
+    data = write_stocks_csv(tmp_path / "stocks.csv")
+    store = tmp_path / "models"
+    first = asyncio.run(run_train(data, store, params=FAST, progress=lambda f, s: None, say_line=lambda t: None))
+    m = read_manifest(first)
+    assert m["role"] == "champion" and m["name"] == "reversion-equity-1d" and m["metrics"]["cv_folds"] >= 1
+    assert {w["role"] for w in m["training_windows"]} == {"classifier", "calibrator"}
+    assert main(["train", "--data", str(data), "--models-dir", str(store), "--end", "2021-12-31"]) == 0
+    second = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert read_manifest(second)["role"] == "challenger"  # it has seen everything the champion could be judged on
+    assert champion(store, "reversion-equity-1d") == first
+    assert main(["train", "--data", str(tmp_path / "missing.csv"), "--models-dir", str(store)]) == 2
+
+
+def test_model_upkeep_retrains_in_the_service_and_the_engine_then_votes_with_the_champion(tmp_path: Path) -> None:
+    import asyncio
+
+    from core.clock import FixedClock
+    from core.indicators import default_engine
+    from core.market_data import CsvMarketData
+    from core.models.live import ModelUpkeep
+    from core.signals.engine import SignalEngine
+
+    market = CsvMarketData(write_stocks_csv(tmp_path / "stocks.csv"))
+    engine = SignalEngine(default_engine())
+    upkeep = ModelUpkeep(tmp_path / "models", market, FixedClock(market.data_range()[1]), engine,
+                         {AssetClass.EQUITY: (Timeframe.D1,)})
+    assert asyncio.run(upkeep.load()) is None and engine.model is None  # nothing trained: the rules alone
+    folders = asyncio.run(upkeep.retrain())
+    assert set(folders) == {"equity-1d"} and read_manifest(folders["equity-1d"])["role"] == "champion"
+    assert isinstance(engine.model, ModelVoter) and set(engine.model.models) == {"equity-1d"}
+    asyncio.run(upkeep.refresh_context())
+    bars = asyncio.run(market.get_bars("S00", Timeframe.D1, end=market.data_range()[1]))
+    inst = next(i for i in market.instruments() if i.symbol == "S00")
+    analyses = engine.analyse_recent(inst, Timeframe.D1, bars, 300)
+    voted = [a for a in analyses if a.setup.direction is not None]
+    assert voted and all(a.probability is not None and a.ensemble.confidence == round(100 * a.probability)
+                         for a in voted)

@@ -23,6 +23,7 @@ from bot.services import Services
 from bot.settings import Settings
 from bot.transports.base import Transport
 from bot.transports.console import ConsoleTransport
+from bot.transports.discord import start_discord
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Doc
 from bot.markets import MarketSetup, live_market, offline_market
@@ -31,6 +32,7 @@ from core.errors import DeliveryError
 from core.events import EventBus
 from core.indicators import default_engine
 from core.instruments import default_registry
+from core.models.live import ModelUpkeep
 from core.ports import MarketData
 from core.risk import RiskManager
 from core.signals.engine import SignalEngine
@@ -82,16 +84,32 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     console = ConsoleTransport(stdout)
     delivery_stores = await prepare_delivery(services)  # before the chat menus are built: registers /email etc.
     telegram = await start_telegram(settings, services, handle)
+    discord = await start_discord(settings, services, handle)
     transports: dict[str, Transport] = {"console": console}
     if telegram is not None:
         transports["telegram"] = telegram
+    if discord is not None:
+        transports["discord"] = discord
     payments: Payments | None = services.payments
     if payments is not None:
         payments.notify = transport_notifier(services.store, transports)
     services.broadcast = transport_broadcaster(transports)
     delivery = await start_delivery(settings, services, delivery_stores, list(transports.values()), clock)
 
+    # The LightGBM champions in models_dir vote in the engine (none: the rules decide alone); their market
+    # context is refreshed daily; live, new versions are trained on a schedule and promoted only when better.
+    upkeep = ModelUpkeep(Path(settings.models_dir), market, clock, services.signal_service.engine,
+                         costs_bps=settings.costs_bps)
+    try:
+        await upkeep.load()
+    except Exception:  # a broken model store must not keep the service down: the rules decide alone
+        log.exception("models in %s not loaded; the rules decide alone", settings.models_dir)
+
     scheduler = JobScheduler()
+    scheduler.every(86_400, upkeep.refresh_context, "model-context")
+    if settings.market == "live":  # offline markets are simulated or replayed: nothing there to train a champion on
+        services.retrain = upkeep.retrain
+        scheduler.every(settings.retrain_interval_hours * 3600, upkeep.retrain, "retrain")
     scheduler.every(settings.scan_interval, services.signal_service.scan, "scan")
     scheduler.every(settings.track_interval, services.tracker.update, "track")
     if payments is not None:
@@ -121,6 +139,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         await delivery.close()
         if telegram is not None:
             await telegram.stop()  # after the workers: a send in flight finishes first
+        if discord is not None:
+            await discord.stop()
         if http is not None:
             await http.stop()
         if payments is not None:

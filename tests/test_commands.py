@@ -96,3 +96,42 @@ async def test_instruments_search(services):
     assert "Showing the first 25" in out  # 31 banks and asset managers match
     assert "instruments" in await say(services, BOB, "/instruments")
     assert "No instrument matches" in await say(services, BOB, "/instruments zzzzqqq")
+
+
+async def test_signal_and_performance_carry_charts_for_tiers_that_include_them(services):
+    from core.domain import Tier
+
+    await dispatch(services.registry, services, BOB, "/start")  # free tier: no charts
+    free = await dispatch(services.registry, services, BOB, "/signal AAPL")
+    assert free.image is None
+    user = await services.store.find_user("telegram", "1001")
+    await services.store.set_tier(user.id, Tier.HOBBYIST)
+    doc = await dispatch(services.registry, services, BOB, "/signal AAPL")
+    assert doc.image is not None and doc.image.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert doc.image.filename == "AAPL-1d.png" and "entry" in doc.image.caption
+    assert doc.heading.startswith("AAPL 1d:")  # the text answer is unchanged beside the picture
+
+    assert (await dispatch(services.registry, services, BOB, "/performance 30d")).image is None  # nothing closed yet
+    clock = services.clock
+    for _ in range(24 * 40):  # until some signals have closed
+        clock.advance(timedelta(hours=1))
+        await services.signal_service.scan()
+        await services.tracker.update()
+        if len(await services.store.outcomes_since(START)) >= 2:
+            break
+    perf = await dispatch(services.registry, services, BOB, "/performance all")
+    assert perf.image is not None and perf.image.data.startswith(b"\x89PNG") and perf.image.filename == "equity.png"
+
+
+def test_equity_curve_compounds_each_closed_signal_at_its_size():
+    from types import SimpleNamespace as NS
+
+    from bot.commands.handlers import equity_curve
+
+    t = [START + timedelta(days=d) for d in range(4)]
+    pairs = [(NS(position_size=0.5), NS(fill_time=t[0], exit_time=t[2], net_return=0.10)),
+             (NS(position_size=0.25), NS(fill_time=t[1], exit_time=t[3], net_return=-0.04)),
+             (NS(position_size=0.1), NS(fill_time=t[1], exit_time=t[1], net_return=0.0))]
+    curve = equity_curve(pairs)
+    assert list(curve.index) == [t[0], t[1], t[2], t[3]]
+    assert curve.tolist() == pytest.approx([1.0, 1.0, 1.05, 1.05 * 0.99])

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from bot.commands.parsing import (
     parse_asset_class, parse_confidence, parse_count, parse_hhmm, parse_list, parse_period_days, parse_risk,
@@ -14,12 +18,18 @@ from bot.commands.parsing import (
 from bot.commands.account import account_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry, admin_store
-from bot.views.doc import Button, Doc, Table
+from bot.views.charts import ChartError, render_equity_chart, render_signal_chart
+from bot.views.doc import Button, Doc, Image, Table
 from bot.views.signals import analysis_doc, history_doc, performance_doc, signals_list_doc
-from core.domain import Preferences, QuietHours, Tier, Timeframe, User
-from core.errors import UserInputError
+from core.domain import Preferences, QuietHours, Signal, Tier, Timeframe, User
+from core.errors import SignalBotError, UserInputError
 from core.performance import summarize
+from core.signals.engine import Analysis
 from core.tiers import entitlements
+
+
+log = logging.getLogger(__name__)
+CHART_BARS = 170  # 120 candles shown + 50 for the SMA50 to be drawn from the first one
 
 
 def _no_args(args: Sequence[str]) -> None:
@@ -90,7 +100,26 @@ async def show_signal(ctx: CommandContext, args: SignalArgs) -> Doc:
     analysis = await svc.signal_service.analyse(args.symbol, args.timeframe)
     active = next((s for s in await svc.store.open_signals()
                    if s.symbol == analysis.instrument.symbol and s.timeframe == analysis.timeframe), None)
-    return analysis_doc(analysis, active)
+    doc = analysis_doc(analysis, active)
+    if not ctx.allows("charts"):
+        return doc
+    return await _with_signal_chart(ctx, doc, analysis, active)
+
+
+async def _with_signal_chart(ctx: CommandContext, doc: Doc, analysis: Analysis, active: Signal | None) -> Doc:
+    """The analysis with its candlestick chart: the active signal's levels, else the analysis' own. A chart that
+    cannot be drawn (too few bars, a provider failing on the second read) leaves the text answer as it is."""
+    svc = ctx.services
+    sym, tf = analysis.instrument.symbol, analysis.timeframe
+    lv = active or analysis.levels
+    try:
+        bars = await svc.signal_service.on_demand.get_bars(sym, tf, end=analysis.as_of, limit=CHART_BARS)
+        png = await render_signal_chart(bars, sym, str(tf), *((lv.entry, lv.target, lv.stop) if lv else ()))
+    except (ChartError, SignalBotError) as exc:
+        log.warning("no chart for %s %s: %s", sym, tf, exc)
+        return doc
+    caption = f"{sym} {tf}" + (f": entry {lv.entry:.6g}, target {lv.target:.6g}, stop {lv.stop:.6g}" if lv else "")
+    return dataclasses.replace(doc, image=Image(png, f"{sym.replace('/', '-')}-{tf}.png", caption))
 
 
 # /signals -----------------------------------------------------------------------------------------
@@ -225,8 +254,27 @@ async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc
                    note="Every closed signal counts. /performance 30d for details.")
     days = period if isinstance(period, int) else None
     since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
-    outcomes = [o for _, o in await store.outcomes_since(since)]
-    return performance_doc(f"last {days} days" if days else "all time", summarize(outcomes))
+    pairs = await store.outcomes_since(since)
+    label = f"last {days} days" if days else "all time"
+    doc = performance_doc(label, summarize([o for _, o in pairs]))
+    if not pairs or not ctx.allows("charts"):
+        return doc
+    try:
+        png = await render_equity_chart(equity_curve(pairs), title=f"Closed signals, {label}")
+    except ChartError as exc:
+        log.warning("no equity chart: %s", exc)
+        return doc
+    return dataclasses.replace(doc, image=Image(png, "equity.png", "Equity if every signal had been taken at its "
+                                                                   "suggested size, after costs"))
+
+
+def equity_curve(pairs: Sequence[tuple[Signal, Any]]) -> pd.Series:
+    """Compounded equity (1.0 at the first fill) of taking every closed signal at its suggested position size
+    (a fraction of capital), booked at its exit, after costs. Signals that overlap are booked independently."""
+    first = min(o.fill_time for _, o in pairs)
+    steps = sorted((o.exit_time, 1.0 + s.position_size * o.net_return) for s, o in pairs)
+    index = pd.DatetimeIndex([first, *(t for t, _ in steps)])
+    return pd.Series(np.cumprod([1.0, *(g for _, g in steps)]), index=index)
 
 
 # /history [N] -------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ class Database:
     async def create_all(self) -> None:
         # The feature modules define their own tables; imported here (not at the top) because they import this
         # module for `Database`.
-        from storage import admin, billing, channels  # noqa: F401  (register their tables)
+        from storage import admin, billing, channels, news  # noqa: F401  (register their tables)
 
         async with self.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)

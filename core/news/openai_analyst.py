@@ -1,0 +1,133 @@
+"""The OpenAI sentiment analyst: the one module that imports `openai`.
+
+Chat Completions with structured output (`response_format` = the NewsVerdict JSON schema, strict). The
+answer is validated; when it does not validate, the model is asked once more with the validation error
+(one repair retry), then `InvalidVerdictError`. Vendor errors leave as the `core.news.schema` analyst
+errors. The SDK's own retries (`max_retries`) are the only retries.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+from pydantic import ValidationError
+
+from core.news.prompts import REPAIR_INSTRUCTION, SENTIMENT_PROMPT, PromptTemplate
+from core.news.schema import (
+    AnalystAnswer,
+    AnalystError,
+    AnalystRateLimitedError,
+    AnalystRefusedError,
+    AnalystRequestError,
+    AnalystTimeoutError,
+    AnalystUnavailableError,
+    InvalidVerdictError,
+    NewsVerdict,
+    Provider,
+    verdict_json_schema,
+)
+from core.news.sources import NewsItem
+
+
+class OpenAIAnalyst:
+    provider = Provider.OPENAI
+
+    def __init__(self, *, api_key: str, model: str, base_url: str | None = None, timeout: float = 20.0,
+                 max_retries: int = 2, prompt: PromptTemplate = SENTIMENT_PROMPT, max_tokens: int = 400) -> None:
+        self.model = model
+        self.prompt = prompt
+        self.max_tokens = max_tokens
+        self._schema = openai_strict_schema()
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
+                                          max_retries=max_retries)
+
+    @property
+    def prompt_version(self) -> str:
+        return self.prompt.version
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def analyze(self, item: NewsItem, symbol: str) -> AnalystAnswer:
+        system, user = self.prompt.render(item, symbol)
+        messages: list[dict[str, str]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        tokens_in = tokens_out = 0
+        for attempt in range(2):
+            content, used_in, used_out, model = await self._complete(messages)
+            tokens_in, tokens_out = tokens_in + used_in, tokens_out + used_out
+            try:
+                verdict = NewsVerdict.model_validate_json(content)
+            except ValidationError as exc:
+                if attempt == 1:
+                    raise InvalidVerdictError(f"openai {self.model}: answer failed validation twice: "
+                                              f"{_short(exc)}") from exc
+                messages += [{"role": "assistant", "content": content},
+                             {"role": "user", "content": REPAIR_INSTRUCTION.format(error=_short(exc))}]
+                continue
+            return AnalystAnswer(verdict, model or self.model, tokens_in, tokens_out)
+        raise AssertionError("unreachable")
+
+    async def _complete(self, messages: list[dict[str, str]]) -> tuple[str, int, int, str]:
+        try:
+            response = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                model=self.model, messages=messages,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "news_verdict", "strict": True,
+                                                 "schema": self._schema}},
+                temperature=0, max_completion_tokens=self.max_tokens)
+        except openai.APIError as exc:
+            raise translate_error(exc) from exc
+        if not response.choices:
+            raise InvalidVerdictError(f"openai {self.model}: answer without choices")
+        message = response.choices[0].message
+        if message.refusal:
+            raise AnalystRefusedError(f"openai {self.model} refused: {message.refusal[:200]}")
+        usage = response.usage
+        return (message.content or "", usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+                response.model)
+
+
+def openai_strict_schema() -> dict[str, Any]:
+    """The verdict schema without keywords strict Structured Outputs does not accept (string maxLength);
+    the answer is still validated against the full NewsVerdict model here."""
+    schema = verdict_json_schema()
+    for prop in schema["properties"].values():
+        prop.pop("maxLength", None)
+    return schema
+
+
+def translate_error(exc: openai.APIError) -> AnalystError:
+    name = "openai"
+    if isinstance(exc, openai.APITimeoutError):
+        return AnalystTimeoutError(f"{name}: request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return AnalystUnavailableError(f"{name}: connection failed: {type(exc).__name__}")
+    if isinstance(exc, openai.RateLimitError):
+        return AnalystRateLimitedError(f"{name}: rate limited (429)", _retry_after(exc.response.headers))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return AnalystUnavailableError(f"{name}: HTTP {exc.status_code}")
+        return AnalystRequestError(f"{name}: HTTP {exc.status_code}: {_status_message(exc)}")
+    return AnalystUnavailableError(f"{name}: {type(exc).__name__}")
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:200]
+    return type(exc).__name__
+
+
+def _retry_after(headers: object) -> float | None:
+    getter = getattr(headers, "get", None)
+    value = getter("retry-after") if getter else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors()[:5])

@@ -1,0 +1,132 @@
+"""Stored news verdicts: every analyst answer with its item, time, provider, model and prompt version.
+
+Implements `core.news.schema.VerdictStore`. One row per (item, symbol, provider, model, prompt version);
+saving the same again replaces it. Backtests read these back (`NewsAnalysisService(mode="replay")` and
+the news voter) instead of asking an LLM again. The table registers on SQLModel.metadata when this
+module is imported.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, SQLModel
+
+from core.news.schema import AnalysisRecord
+from storage.database import Database
+from storage.repositories import SqlStore
+from storage.tables import UTCDateTime
+
+_IN_CHUNK = 500
+
+
+class NewsVerdictRow(SQLModel, table=True):
+    __tablename__ = "news_verdicts"
+    __table_args__ = (
+        sa.UniqueConstraint("item_id", "symbol", "provider", "model", "prompt_version", name="uq_news_verdict"),
+        sa.Index("ix_news_verdicts_symbol_published", "symbol", "published_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: str = Field(index=True, max_length=40)
+    symbol: str = Field(max_length=32)  # "" = market-wide
+    published_at: datetime = Field(sa_type=UTCDateTime)
+    analysed_at: datetime = Field(sa_type=UTCDateTime)
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=120)
+    prompt_version: str = Field(max_length=40)
+    market_wide: bool = False
+    title: str = Field(default="", sa_type=sa.Text)
+    verdict: str = Field(sa_type=sa.Text)  # NewsVerdict as JSON
+    sentiment: float  # copied out of the verdict for queries
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+
+NEWS_VERDICTS: sa.Table = getattr(NewsVerdictRow, "__table__")
+_KEY = ("item_id", "symbol", "provider", "model", "prompt_version")
+
+
+class SqlVerdictStore:
+    """Operations are serialised by a lock: an in-memory SQLite database is one shared connection, on which
+    overlapping transactions from concurrent analyses would interfere (and SQLite serialises writes anyway)."""
+
+    def __init__(self, db: Database) -> None:
+        self._engine = db.engine
+        self._lock = asyncio.Lock()
+
+    async def save(self, record: AnalysisRecord) -> None:
+        await self.save_many([record])
+
+    async def save_many(self, records: Sequence[AnalysisRecord]) -> None:
+        if not records:
+            return
+        rows = [_row(r) for r in records]
+        dialect = self._engine.dialect.name
+        async with self._lock, self._engine.begin() as conn:
+            for start in range(0, len(rows), _IN_CHUNK):
+                stmt = (sqlite.insert(NEWS_VERDICTS) if dialect == "sqlite" else postgresql.insert(NEWS_VERDICTS))
+                stmt = stmt.values(rows[start:start + _IN_CHUNK])
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[NEWS_VERDICTS.c[k] for k in _KEY],
+                    set_={k: stmt.excluded[k] for k in rows[0] if k not in _KEY})
+                await conn.execute(stmt)
+
+    async def find(self, item_id: str, symbol: str, *, model: str | None = None,
+                   prompt_version: str | None = None) -> list[AnalysisRecord]:
+        c = NEWS_VERDICTS.c
+        stmt = sa.select(NEWS_VERDICTS).where(c.item_id == item_id, c.symbol == symbol)
+        if model is not None:
+            stmt = stmt.where(c.model == model)
+        if prompt_version is not None:
+            stmt = stmt.where(c.prompt_version == prompt_version)
+        stmt = stmt.order_by(c.analysed_at.desc(), c.id.desc())
+        async with self._lock, self._engine.connect() as conn:
+            return [_record(row) for row in (await conn.execute(stmt)).mappings().all()]
+
+    async def between(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[AnalysisRecord]:
+        c = NEWS_VERDICTS.c
+        wanted = sorted(set(symbols))
+        out: list[AnalysisRecord] = []
+        async with self._lock, self._engine.connect() as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                stmt = sa.select(NEWS_VERDICTS).where(
+                    c.symbol.in_(wanted[i:i + _IN_CHUNK]), c.published_at >= start, c.published_at < end
+                ).order_by(c.published_at, c.id)
+                out += [_record(row) for row in (await conn.execute(stmt)).mappings().all()]
+        return sorted(out, key=lambda r: r.published_at)
+
+    async def count(self) -> int:
+        async with self._lock, self._engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(NEWS_VERDICTS))).scalar_one())
+
+
+def _row(record: AnalysisRecord) -> dict[str, Any]:
+    return {
+        "item_id": record.item_id, "symbol": record.symbol, "published_at": record.published_at,
+        "analysed_at": record.analysed_at, "provider": record.provider, "model": record.model,
+        "prompt_version": record.prompt_version, "market_wide": record.market_wide, "title": record.title,
+        "verdict": record.verdict_json(), "sentiment": record.verdict.sentiment,
+        "input_tokens": record.input_tokens, "output_tokens": record.output_tokens, "cost_usd": record.cost_usd,
+        "latency_ms": record.latency_ms,
+    }
+
+
+def _record(row: Any) -> AnalysisRecord:
+    return AnalysisRecord(
+        item_id=row["item_id"], symbol=row["symbol"], published_at=row["published_at"],
+        analysed_at=row["analysed_at"], provider=row["provider"], model=row["model"],
+        prompt_version=row["prompt_version"], verdict=AnalysisRecord.parse_verdict(row["verdict"]),
+        market_wide=bool(row["market_wide"]), title=row["title"], input_tokens=int(row["input_tokens"]),
+        output_tokens=int(row["output_tokens"]), cost_usd=float(row["cost_usd"]), latency_ms=float(row["latency_ms"]))
+
+
+def verdict_store_beside(store: SqlStore) -> SqlVerdictStore:
+    """The verdict store on the same database as `store` (for the composition root)."""
+    return SqlVerdictStore(store._db)  # noqa: SLF001 (same package: the store's own database handle)

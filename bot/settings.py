@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_API_KEY",
                                                                                    "SIGNALBOT_ANTHROPIC_API_KEY"))
     anthropic_base_url: str | None = None
-    anthropic_model: str = "claude-3-5-haiku-latest"
+    anthropic_model: str = "claude-haiku-4-5"
     llm_daily_token_budget: int = Field(2_000_000, ge=0, description="tokens per provider and UTC day")
     llm_daily_cost_budget_usd: float = Field(5.0, ge=0, description="spend per provider and UTC day")
     llm_timeout: float = Field(20.0, gt=0)

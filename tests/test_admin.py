@@ -252,3 +252,15 @@ async def test_a_failing_admin_action_is_audited_as_failed(services):
     assert "Something went wrong on our side" in out and "disk full" not in out
     rows = await audit(services)
     assert [(r.arguments, r.outcome, r.detail) for r in rows] == [("retrain", AuditOutcome.FAILED, "RuntimeError")]
+
+
+def test_live_accuracy_groups_by_voter_and_scores_the_model_probability():
+    from bot.commands.admin import live_accuracy
+
+    assert live_accuracy([]) == [("Live", "no signal has closed in the window")]
+    closed = [({"engine": "rules-v1"}, 0.02), ({"engine": "rules-v1"}, -0.01), ({"engine": "rules-v1"}, -0.03),
+              ({"model_probability": 0.8}, 0.05), ({"model_probability": 0.4}, -0.02)]
+    rules, model = live_accuracy(closed)
+    assert rules == ("Live, rules alone", "3 closed, hit 33%")
+    # Brier: ((0.8 - 1)^2 + (0.4 - 0)^2) / 2 = 0.1
+    assert model == ("Live, with model", "2 closed, hit 50%, predicted 60%, Brier 0.100")

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -189,16 +189,43 @@ def _report_doc(heading: str, report: ScanReport, notes: Sequence[str]) -> Doc:
 
 # ---------------------------------------------------------------------- models
 
+LIVE_WINDOW_DAYS = 90
+
+
 async def list_models(ctx: CommandContext) -> Doc:
-    root = Path(ctx.services.settings.models_dir)
+    svc = ctx.services
+    root = Path(svc.settings.models_dir)
     manifests = await asyncio.to_thread(read_manifests, root)
+    since = svc.clock.now() - timedelta(days=LIVE_WINDOW_DAYS)
+    live = live_accuracy([(s.evidence, o.net_return) for s, o in await svc.store.outcomes_since(since)])
+    engine = getattr(getattr(svc.signal_service, "engine", None), "version", "?")
+    fields = (("Engine now", engine), *live)
     if not manifests:
-        return Doc(heading="No models", body=f"No model manifests under {root}/.")
+        return Doc(heading="No models", body=f"No model manifests under {root}/.", fields=fields)
     rows = tuple((m.get("name", "?"), m.get("version", "?"), m.get("created_at", "?"), m.get("role", "-"),
                   m.get("metrics", "-")) for m in manifests)
-    return Doc(heading=f"{len(rows)} model version{'s' if len(rows) != 1 else ''}",
+    return Doc(heading=f"{len(rows)} model version{'s' if len(rows) != 1 else ''}", fields=fields,
                table=Table(("name", "version", "created", "role", "key metrics"), rows),
-               note=f"From {root}/*/manifest.json, newest first.")
+               note=f"From {root}/*/manifest.json, newest first. Live: signals closed in the last "
+                    f"{LIVE_WINDOW_DAYS} days, after costs.")
+
+
+def live_accuracy(closed: Sequence[tuple[Mapping[str, Any], float]]) -> list[tuple[str, str]]:
+    """How the voters did on closed live signals: (evidence, net return) pairs, grouped by whether a model voted.
+    A win is a positive net return. For model-voted signals also the mean predicted probability and the Brier
+    score of that probability against the outcome (lower is better; 0.25 is a coin's)."""
+    rules = [r for e, r in closed if "model_probability" not in e]
+    voted = [(float(e["model_probability"]), r) for e, r in closed if "model_probability" in e]
+    out: list[tuple[str, str]] = []
+    if rules:
+        out.append(("Live, rules alone", f"{len(rules)} closed, hit {sum(r > 0 for r in rules) / len(rules):.0%}"))
+    if voted:
+        wins = [1.0 if r > 0 else 0.0 for _, r in voted]
+        mean_p = sum(p for p, _ in voted) / len(voted)
+        brier = sum((p - w) ** 2 for (p, _), w in zip(voted, wins, strict=True)) / len(voted)
+        out.append(("Live, with model", f"{len(voted)} closed, hit {sum(wins) / len(wins):.0%}, predicted "
+                                         f"{mean_p:.0%}, Brier {brier:.3f}"))
+    return out or [("Live", "no signal has closed in the window")]
 
 
 def read_manifests(root: Path) -> list[dict[str, str]]:

@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 from bot.app import build_services
 from bot.commands.registry import Caller, dispatch
 from bot.delivery.notifier import Notifier
+from bot.delivery.setup import prepare_delivery, start_delivery
 from bot.delivery.worker import DeliveryWorker
+from bot.http_server import start_http
+from bot.payments import transport_notifier
 from bot.settings import Settings
 from bot.transports.discord import DiscordTransport, SlashCommand, start_discord
 from bot.views.charts import signal_chart
@@ -27,12 +30,13 @@ from bot.views.doc import Button, Doc, Image, Table
 from bot.views.telegram_html import CallbackCommands
 from bot.views.text import render_table
 from core.clock import FixedClock
-from core.domain import AssetClass, DeliveryStatus, Direction, Signal, SignalOutcome, SignalStatus, Timeframe
+from core.domain import AssetClass, DeliveryStatus, Direction, Signal, SignalOutcome, SignalStatus, Tier, Timeframe
 from core.errors import DeliveryError
 from core.events import SignalClosed, SignalIssued
 from core.market_data import SimulatedMarket
 from tests.conftest import make_bars, utc
 from tests.fakes.discord_api import FakeDiscord, SentMessage, embed_problems
+from tests.fakes.stripe_api import API_KEY, WEBHOOK_SECRET, FakeStripe, WebhookSender
 
 START = utc(2025, 6, 2, 12)
 SLOW = 60.0  # the first /signal in a process compiles pandas-ta's numba kernels
@@ -173,6 +177,99 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
         assert await services.store.count(DeliveryStatus.SENT) == 2
     finally:
         await transport.stop()
+
+
+async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(fake, tmp_path):
+    """/start -> /prefs confidence 65 -> /subscribe trader (a Stripe Checkout Session, through the official SDK
+    against the local Stripe API) -> Stripe's webhooks, signed with the endpoint secret, posted to the service's
+    HTTP server -> trader tier (and a DM saying so) -> a signal delivered as a DM with its chart attached -> its
+    exit as a reply. Wired as bot.app.run_service wires it: build_services, prepare_delivery, start_discord,
+    transport_notifier, start_http, start_delivery; discord.py against the local Discord."""
+    user_id = 4242
+    async with FakeStripe({"price_hobbyist_m": 900, "price_trader_m": 2900, "price_pro_m": 9900}) as stripe_api:
+        settings = Settings(
+            _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", http_port=0,
+            public_url="https://bot.example.com", stripe_api_base=stripe_api.api_base,
+            stripe_prices="hobbyist=price_hobbyist_m,trader=price_trader_m,professional=price_pro_m",
+            discord_api_base=fake.api_base,
+            **{"STRIPE_API_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "DISCORD_TOKEN": fake.token})
+        clock = FixedClock(START)
+        market = SimulatedMarket(seed=7, start=START, history_days=400, clock=clock)
+        services = await build_services(settings, market, clock)
+        stores = await prepare_delivery(services)
+        transport = await start_discord(settings, services, dispatch_for(services))
+        assert transport is not None and services.payments is not None
+        services.payments.notify = transport_notifier(services.store, {"discord": transport})
+        server = await start_http(settings, services, payments=services.payments)
+        assert server is not None
+        delivery = await start_delivery(settings, services, stores, [transport], clock)
+        [worker] = [w for w in delivery.workers if w.channel == "discord"]
+        try:
+            # /start and /prefs, answered in the user's DM
+            fake.slash("start", user_id=user_id, username="bob", global_name="Bob")
+            [welcome] = await fake.wait_for_messages(1)
+            dm = fake.dm_of(user_id)
+            assert welcome.channel_id == dm and welcome.title.startswith("Welcome, Bob! You are subscribed (free")
+            fake.slash("prefs", "confidence 65", user_id=user_id, username="bob", global_name="Bob")
+            saved = (await fake.wait_for_messages(2))[-1]
+            assert saved.title == "Preferences saved" and field_map(saved)["Minimum confidence"] == "65"
+
+            # /subscribe trader: a Checkout Session made at Stripe, its page linked in the answer
+            fake.slash("subscribe", "trader", user_id=user_id, username="bob", global_name="Bob")
+            offer = (await fake.wait_for_messages(3))[-1]
+            [(session_id, session)] = stripe_api.sessions.items()
+            assert session["url"] in offer.text().replace("\\", "")  # (markdown escapes removed)
+            user = await services.store.find_user("discord", str(user_id))
+            assert user is not None and user.tier is Tier.FREE
+            assert session["metadata"] == {"user_id": str(user.id), "tier": "trader"}
+
+            # the customer pays; Stripe posts its three events, each signed, to the service's webhook endpoint
+            events = stripe_api.complete_checkout(session_id)
+            replies = await WebhookSender(f"{server.url}/stripe/webhook").send_all(events)
+            assert [(r.status, r.body["outcome"]) for r in replies] == [(200, "processed")] * 3
+            user = await services.store.find_user("discord", str(user_id))
+            assert user is not None and user.tier is Tier.TRADER and user.preferences.min_confidence == 65
+            told = (await fake.wait_for_messages(4))[-1]  # transport_notifier: a DM about the new tier
+            assert told.channel_id == dm and "trader" in told.text().lower()
+
+            # a signal is issued (SignalIssued on the bus): a DM with the signal and its chart attached
+            [last] = (await market.get_bars("AAPL", Timeframe.D1, end=START, limit=1))["close"]
+            s = Signal(id="AAPL-1d-20250602-L", symbol="AAPL", asset_class=AssetClass.EQUITY,
+                       timeframe=Timeframe.D1, direction=Direction.LONG, entry=float(last),
+                       target=round(last * 1.05, 2), stop=round(last * 0.97, 2), confidence=70, position_size=0.05,
+                       issued_at=START, expires_at=START + timedelta(days=14), reasoning="Oversold after a gap down.",
+                       strategy="mean_reversion")
+            await services.store.add_signal(s)
+            await services.bus.publish(SignalIssued(s))
+            assert await worker.process_due() == 1
+            delivered = fake.messages[-1]
+            assert delivered.via == "channel" and delivered.channel_id == dm and delivered.reference is None
+            assert delivered.title.startswith("BUY AAPL (1d)") and field_map(delivered)["Signal"] == s.id
+            [(name, png)] = delivered.files.items()
+            assert name == "AAPL-1d.png" and png.startswith(PNG_MAGIC)
+            [attachment] = delivered.raw["attachments"]
+            assert (attachment["width"], attachment["height"]) == (1000, 650)
+            assert delivered.embeds[0]["image"]["url"] == attachment["url"]  # shown inside the signal's embed
+            assert delivered.embeds[0]["description"].startswith("AAPL 1d: entry")  # the chart's caption
+            assert [label for label, _ in delivered.buttons] == ["Details", "Track record"]
+
+            # the exit (SignalClosed on the bus): a reply to the delivered signal
+            outcome = SignalOutcome(s.id, SignalStatus.TARGET, s.entry, START + timedelta(days=1), s.target,
+                                    START + timedelta(days=3), 0.05, 0.049, 0.052, -0.004, 2)
+            await services.store.record_outcome(outcome)
+            await services.bus.publish(SignalClosed(s, outcome))
+            assert await worker.process_due() == 1
+            exit_message = fake.messages[-1]
+            assert exit_message.title.startswith("Target reached: BUY AAPL (1d)") and exit_message.files == {}
+            assert exit_message.reference == {"type": 0, "message_id": str(delivered.id), "channel_id": str(dm)}
+            assert exit_message.raw["type"] == 19  # a reply
+            assert await services.store.delivery_counts("discord") == {DeliveryStatus.SENT: 2}
+        finally:
+            await transport.stop()
+            await server.stop()
+            await delivery.close()
+            await services.payments.close()
+            await services.store.close()
 
 
 async def test_a_signal_chart_travels_as_an_attachment_shown_in_the_embed(fake):

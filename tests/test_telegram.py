@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import timedelta
 from html.parser import HTMLParser
 
@@ -11,25 +12,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.app import build_services
+from bot.app import build_services, start_telegram
 from bot.commands.registry import Caller, dispatch
 from bot.delivery.notifier import Notifier
+from bot.delivery.setup import prepare_delivery, start_delivery
 from bot.delivery.worker import DeliveryWorker
+from bot.payments import transport_notifier
 from bot.settings import Settings
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Button, Doc, Image, Table
 from bot.views.telegram_html import MAX_CALLBACK_DATA, CallbackCommands, render_for_telegram, render_html
 from bot.views.text import render_table
 from core.clock import FixedClock
-from core.domain import AssetClass, DeliveryStatus, Direction, Signal, SignalOutcome, SignalStatus, Timeframe
+from core.domain import (
+    AssetClass, DeliveryStatus, Direction, Signal, SignalOutcome, SignalStatus, Tier, Timeframe,
+)
 from core.errors import DeliveryError
 from core.events import SignalClosed, SignalIssued
 from core.market_data import SimulatedMarket
 from tests.conftest import utc
-from tests.fakes.telegram_bot_api import FakeBotApi, HtmlEntityError, parse_telegram_html
+from tests.fakes.telegram_bot_api import STARS_SUBSCRIPTION_PERIOD, FakeBotApi, HtmlEntityError, parse_telegram_html
 
 START = utc(2025, 6, 2, 12)
 SLOW = 60.0  # the first /signal in a process compiles pandas-ta's numba kernels
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # -- fixtures -------------------------------------------------------------------------------------------
@@ -107,6 +113,101 @@ async def test_conversation_start_signal_and_buttons(fake, services, served):
     fake.text_message("hello there", user_id=1001)  # plain text in a private chat gets the hint
     assert "Commands start with '/'" in (await fake.wait_for_messages(5, chat_id=1001))[-1].text
     await fake.wait_until_consumed()  # every update was confirmed to the API (offset)
+
+
+async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(fake):
+    """/start -> /prefs confidence 65 -> /subscribe trader (a Stars invoice in XTR) -> pre-checkout answered ->
+    successful_payment -> trader tier -> a signal delivered with its chart -> its exit as a reply to it. Wired as
+    the composition root (bot.app.run_service) wires it: build_services, prepare_delivery, start_telegram,
+    transport_notifier, start_delivery; python-telegram-bot against the local Bot API; a free user beside."""
+    alice, bob = 1001, 1002
+    settings = Settings(_env_file=None, database_url="sqlite+aiosqlite:///:memory:",
+                        stars_prices="hobbyist=250,trader=750,professional=2000", telegram_base_url=fake.base_url,
+                        telegram_base_file_url=fake.base_file_url, telegram_messages_per_second=0,
+                        **{"TELEGRAM_TOKEN": fake.token})
+    clock = FixedClock(START)
+    market = SimulatedMarket(seed=7, start=START, history_days=400, clock=clock)
+    services = await build_services(settings, market, clock)
+
+    async def handle(caller: Caller, text: str) -> Doc:
+        return await dispatch(services.registry, services, caller, text)
+    stores = await prepare_delivery(services)
+    transport = await start_telegram(settings, services, handle)
+    assert transport is not None and services.payments is not None
+    services.payments.notify = transport_notifier(services.store, {"telegram": transport})
+    delivery = await start_delivery(settings, services, stores, [transport], clock)
+    [worker] = [w for w in delivery.workers if w.channel == "telegram"]
+    try:
+        # /start, then the minimum confidence raised
+        fake.command("/start", user_id=alice, first_name="Alice")
+        [welcome] = await fake.wait_for_messages(1, chat_id=alice)
+        assert welcome.text.startswith("Welcome, Alice! You are subscribed (free tier)")
+        fake.command("/prefs confidence 65", user_id=alice, first_name="Alice")
+        saved = (await fake.wait_for_messages(2, chat_id=alice))[-1]
+        assert saved.text.startswith("Preferences saved") and "Minimum confidence: 65" in saved.text
+
+        # /subscribe trader: an offer whose button opens a Stars invoice (XTR, 30 days)
+        fake.command("/subscribe trader", user_id=alice, first_name="Alice")
+        offer = (await fake.wait_for_messages(3, chat_id=alice))[-1]
+        assert offer.text.startswith("Trader: 750 ⭐ per 30 days")
+        invoice = fake.invoice_by_link(offer.reply_markup["inline_keyboard"][0][0]["url"])
+        assert (invoice.currency, invoice.total_amount, invoice.subscription_period) == (
+            "XTR", 750, STARS_SUBSCRIPTION_PERIOD)
+
+        # Telegram asks before charging; the answer is yes, and nothing changes until the payment arrives
+        query_id = fake.pre_checkout(invoice.payload, user_id=alice, total_amount=750)
+        assert await fake.wait_for_pre_checkout_answer(query_id) == {"ok": True, "error_message": None}
+        user = await services.store.find_user("telegram", str(alice))
+        assert user is not None and user.tier is Tier.FREE
+        fake.successful_payment(invoice.payload, user_id=alice, total_amount=750, charge_id="stxWHOLE1",
+                                is_recurring=True, is_first_recurring=True,
+                                subscription_expiration_date=int(time.time()) + STARS_SUBSCRIPTION_PERIOD)
+        thanks = (await fake.wait_for_messages(4, chat_id=alice))[-1]
+        assert thanks.text.startswith("Payment received") and "trader tier until" in thanks.text
+        user = await services.store.find_user("telegram", str(alice))
+        assert user is not None and user.tier is Tier.TRADER and user.preferences.min_confidence == 65
+
+        fake.command("/start", user_id=bob, first_name="Bob")  # stays on the free tier: no charts
+        await fake.wait_for_messages(1, chat_id=bob)
+        await fake.wait_until_consumed()
+
+        # a signal is issued (the scanner publishes SignalIssued on the bus): the notifier queues it, the worker
+        # sends it; the trader gets the chart as a photo with the signal as its caption, the free user text
+        [last] = (await market.get_bars("AAPL", Timeframe.D1, end=START, limit=1))["close"]
+        s = Signal(id="AAPL-1d-20250602-L", symbol="AAPL", asset_class=AssetClass.EQUITY, timeframe=Timeframe.D1,
+                   direction=Direction.LONG, entry=float(last), target=round(last * 1.05, 2),
+                   stop=round(last * 0.97, 2), confidence=70, position_size=0.05, issued_at=START,
+                   expires_at=START + timedelta(days=14), reasoning="Oversold after a gap down.",
+                   strategy="mean_reversion")
+        await services.store.add_signal(s)
+        await services.bus.publish(SignalIssued(s))
+        assert await worker.process_due() == 2
+        [photo, *rest] = fake.messages_to(alice)[4:]
+        assert photo.method == "sendphoto" and photo.photo is not None and photo.photo.startswith(PNG_MAGIC)
+        assert photo.photo_filename == "AAPL-1d.png" and len(photo.photo) > 10_000
+        assert photo.text.startswith("BUY AAPL (1d) · confidence 70/100\nAAPL 1d: entry")  # heading, chart caption
+        assert f"Signal: {s.id}" in "\n".join(m.text for m in (photo, *rest))
+        assert all(m.method == "sendmessage" for m in rest)  # the text the caption could not hold, if any
+        [plain] = fake.messages_to(bob)[1:]
+        assert plain.method == "sendmessage" and plain.text.startswith("BUY AAPL (1d)") and plain.photo is None
+        assert worker.chart.drawn == 1  # type: ignore[union-attr]  # one drawing for every recipient
+
+        # the exit (the tracker publishes SignalClosed): a reply to the message that carried the signal
+        outcome = SignalOutcome(s.id, SignalStatus.TARGET, s.entry, START + timedelta(days=1), s.target,
+                                START + timedelta(days=3), 0.05, 0.049, 0.052, -0.004, 2)
+        await services.store.record_outcome(outcome)
+        await services.bus.publish(SignalClosed(s, outcome))
+        assert await worker.process_due() == 2
+        exit_alice, exit_bob = fake.messages_to(alice)[-1], fake.messages_to(bob)[-1]
+        assert exit_alice.method == "sendmessage" and exit_alice.text.startswith("Target reached: BUY AAPL (1d)")
+        assert exit_alice.reply_to_message_id == photo.message_id
+        assert exit_alice.params["reply_parameters"]["message_id"] == photo.message_id
+        assert exit_bob.reply_to_message_id == plain.message_id and exit_bob.photo is None
+        assert await services.store.delivery_counts("telegram") == {DeliveryStatus.SENT: 4}
+    finally:
+        await transport.stop()
+        await delivery.close()
+        await services.store.close()
 
 
 async def test_group_commands_quote_and_ignore_other_bots(fake, served):

@@ -18,8 +18,9 @@ from bot.commands.parsing import (
 from bot.commands.account import account_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry, admin_store
-from bot.views.charts import ChartError, render_equity_chart, render_signal_chart
+from bot.views.charts import ChartError, render_equity_chart
 from bot.views.doc import Button, Doc, Image, Table
+from bot.views.signal_chart import signal_chart_image
 from bot.views.signals import analysis_doc, history_doc, performance_doc, signals_list_doc
 from core.domain import Preferences, QuietHours, Signal, Tier, Timeframe, User
 from core.errors import SignalBotError, UserInputError
@@ -29,7 +30,6 @@ from core.tiers import entitlements
 
 
 log = logging.getLogger(__name__)
-CHART_BARS = 170  # 120 candles shown + 50 for the SMA50 to be drawn from the first one
 
 
 def _no_args(args: Sequence[str]) -> None:
@@ -109,17 +109,15 @@ async def show_signal(ctx: CommandContext, args: SignalArgs) -> Doc:
 async def _with_signal_chart(ctx: CommandContext, doc: Doc, analysis: Analysis, active: Signal | None) -> Doc:
     """The analysis with its candlestick chart: the active signal's levels, else the analysis' own. A chart that
     cannot be drawn (too few bars, a provider failing on the second read) leaves the text answer as it is."""
-    svc = ctx.services
     sym, tf = analysis.instrument.symbol, analysis.timeframe
     lv = active or analysis.levels
     try:
-        bars = await svc.signal_service.on_demand.get_bars(sym, tf, end=analysis.as_of, limit=CHART_BARS)
-        png = await render_signal_chart(bars, sym, str(tf), *((lv.entry, lv.target, lv.stop) if lv else ()))
+        image = await signal_chart_image(ctx.services.signal_service.on_demand, sym, tf, analysis.as_of,
+                                         (lv.entry, lv.target, lv.stop) if lv else None)
     except (ChartError, SignalBotError) as exc:
         log.warning("no chart for %s %s: %s", sym, tf, exc)
         return doc
-    caption = f"{sym} {tf}" + (f": entry {lv.entry:.6g}, target {lv.target:.6g}, stop {lv.stop:.6g}" if lv else "")
-    return dataclasses.replace(doc, image=Image(png, f"{sym.replace('/', '-')}-{tf}.png", caption))
+    return dataclasses.replace(doc, image=image)
 
 
 # /signals -----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from bot.delivery.worker import DeliveryWorker
 from bot.services import Services
 from bot.settings import Settings
 from bot.transports.base import Transport
+from bot.views.signal_chart import SignalCharts
 from core.clock import Clock
 from core.events import SignalClosed, SignalIssued
 from storage.channels import ChannelStore, DigestStore
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CHAT_CONCURRENCY = {"console": 1}  # the console prints in order; platforms get DEFAULT_CHAT_CONCURRENCY
 DEFAULT_CHAT_CONCURRENCY = 8  # within PTB's bot-wide rate limiter this keeps 30 messages/s busy
+TEXT_ONLY = {"console"}  # chat transports that cannot show a picture: their signals go without a chart
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +75,13 @@ async def prepare_delivery(services: Services, *, allow_private_webhooks: bool =
 async def start_delivery(settings: Settings, services: Services, stores: DeliveryStores,
                          chat_transports: Sequence[Transport], clock: Clock) -> Delivery:
     """Workers for the chat transports and the extra channels, the notifier on the event bus, and the rows a
-    hard stop left SENDING queued again. Run `workers` as tasks."""
+    hard stop left SENDING queued again. Run `workers` as tasks. Signals on the chat platforms that show
+    pictures carry their chart for the tiers that include charts (email and webhooks stay text / JSON)."""
     store = services.store
+    charts = SignalCharts(services.signal_service.on_demand)  # one drawing per signal for every chat worker
     workers = [DeliveryWorker(t, store, clock, poll_seconds=settings.delivery_poll,
-                              concurrency=CHAT_CONCURRENCY.get(t.name, DEFAULT_CHAT_CONCURRENCY))
+                              concurrency=CHAT_CONCURRENCY.get(t.name, DEFAULT_CHAT_CONCURRENCY),
+                              chart=None if t.name in TEXT_ONLY else charts)
                for t in chat_transports]
     extra = build_extra_delivery(settings, store, stores.channels, clock)
     workers.extend(extra.workers)

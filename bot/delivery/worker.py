@@ -17,29 +17,41 @@ send in flight finish and be recorded, and returns the rows not started yet to t
 (the process killed, the database gone) between a send and its write leaves a SENDING row whose message may
 have gone out; `SqlStore.requeue_stale_sending()` at the next start sends it again. That window is the send
 in flight plus one group commit, and cannot be closed: chat platforms take no idempotency key.
+
+Charts: given a `chart` provider (bot.views.signal_chart.SignalCharts for the chat transports), a signal goes
+out with its chart to users whose tier includes charts (core.tiers.has_feature(tier, "charts")); exits never
+carry one. The provider is asked once per signal (the answer, an Image or None, is kept for the last
+CHART_CACHE signals) and at most `chart_timeout` seconds; a provider that fails or is late costs a warning and
+the message goes out as text (the failure is kept as None too: that signal's later rows are not held up again).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.delivery.channel import Address, Channel, ChatChannel, Outgoing
 from bot.delivery.retry import RetryPolicy
 from bot.transports.base import Transport
-from bot.views.doc import Doc
+from bot.views.doc import Doc, Image
 from bot.views.signals import exit_doc, signal_doc
 from core.clock import Clock
 from core.domain import Delivery, DeliveryKind, DeliveryStatus, RiskTolerance, Signal, SignalOutcome, User
 from core.errors import DeliveryError
+from core.tiers import has_feature
 from storage import SqlStore
 from storage.repositories import DeliveryUpdate
 
 log = logging.getLogger(__name__)
+
+ChartProvider = Callable[[Signal], Awaitable[Image | None]]
+CHART_CACHE = 256  # signals whose chart (or its absence) a worker keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +65,10 @@ class _Planned:
 class DeliveryWorker:
     def __init__(self, transport: Transport | Channel, store: SqlStore, clock: Clock, *, batch: int = 50,
                  max_attempts: int = 5, poll_seconds: float = 1.0, concurrency: int = 1,
-                 retry: RetryPolicy | None = None, rng: random.Random | None = None) -> None:
-        """`transport`: a chat transport (console, Telegram, Discord) or a Channel (email, webhook)."""
+                 retry: RetryPolicy | None = None, rng: random.Random | None = None,
+                 chart: ChartProvider | None = None, chart_timeout: float = 10.0) -> None:
+        """`transport`: a chat transport (console, Telegram, Discord) or a Channel (email, webhook). `chart`: the
+        image a signal is sent with to tiers that include charts (None: text only)."""
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
         self.channel_impl: Channel = transport if isinstance(transport, Channel) else ChatChannel(transport, store)
@@ -70,6 +84,9 @@ class DeliveryWorker:
         self._stopping = False
         self._pending_writes: list[DeliveryUpdate] = []
         self._write_lock = asyncio.Lock()
+        self.chart = chart
+        self.chart_timeout = chart_timeout
+        self._charts: OrderedDict[str, Image | None] = OrderedDict()
 
     @property
     def channel(self) -> str:
@@ -151,9 +168,8 @@ class DeliveryWorker:
             outcomes[signal_id] = await self.store.get_outcome(signal_id)
         active = [u for u in users.values() if u.active]
         addresses = await self.channel_impl.addresses(active) if active else {}
-        docs: dict[tuple[str, DeliveryKind, RiskTolerance], Doc] = {}
         now = self.clock.now()
-        planned: list[_Planned] = []
+        sendable: list[tuple[Delivery, User, Signal, SignalOutcome | None, bool]] = []
         skipped: list[DeliveryUpdate] = []
         for d in due:
             user, signal, outcome = users.get(d.user_id), signals[d.signal_id], outcomes[d.signal_id]
@@ -162,17 +178,54 @@ class DeliveryWorker:
                 skipped.append(DeliveryUpdate(d.id, DeliveryStatus.SKIPPED, error=reason))
                 continue
             assert user is not None and signal is not None
-            key = (signal.id, d.kind, user.preferences.risk)
+            charted = self.chart is not None and d.kind is DeliveryKind.SIGNAL and has_feature(user.tier, "charts")
+            sendable.append((d, user, signal, outcome, charted))
+        images = await self._charts_of({s.id: s for _, _, s, _, charted in sendable if charted})
+        docs: dict[tuple[str, DeliveryKind, RiskTolerance, bool], Doc] = {}
+        planned: list[_Planned] = []
+        for d, user, signal, outcome, charted in sendable:
+            image = images.get(signal.id) if charted else None
+            key = (signal.id, d.kind, user.preferences.risk, image is not None)
             doc = docs.get(key)
             if doc is None:
-                doc = docs[key] = (exit_doc(signal, outcome) if d.kind is DeliveryKind.EXIT and outcome is not None
-                                   else signal_doc(signal, user.preferences.risk))
+                doc = (exit_doc(signal, outcome) if d.kind is DeliveryKind.EXIT and outcome is not None
+                       else signal_doc(signal, user.preferences.risk))
+                docs[key] = doc = doc if image is None else dataclasses.replace(doc, image=image)
             message = Outgoing(d.id, d.kind, signal, outcome if d.kind is DeliveryKind.EXIT else None, doc, d.reply_to,
                                user.preferences.risk)
             planned.append(_Planned(d, user, addresses[d.user_id], message))
         if skipped:
             await self.store.record_attempts(skipped)
         return planned
+
+    async def _charts_of(self, wanted: dict[str, Signal]) -> dict[str, Image | None]:
+        """Each wanted signal's chart (None: none could be had), from the worker's cache or the provider (the
+        signals the cache lacks asked at once)."""
+        found: dict[str, Image | None] = {}
+        missing: list[Signal] = []
+        for signal_id, signal in wanted.items():
+            if signal_id in self._charts:
+                self._charts.move_to_end(signal_id)
+                found[signal_id] = self._charts[signal_id]
+            else:
+                missing.append(signal)
+        if missing:
+            for signal, image in zip(missing, await asyncio.gather(*(self._ask_chart(s) for s in missing)),
+                                     strict=True):
+                found[signal.id] = self._charts[signal.id] = image
+            while len(self._charts) > CHART_CACHE:
+                self._charts.popitem(last=False)
+        return found
+
+    async def _ask_chart(self, signal: Signal) -> Image | None:
+        assert self.chart is not None
+        try:
+            async with asyncio.timeout(self.chart_timeout):
+                return await self.chart(signal)
+        except Exception as exc:  # a chart is a nicety: the signal goes out without it, at once
+            log.warning("delivery worker %s: no chart for signal %s, sending the text alone (%s: %s)",
+                        self.channel, signal.id, type(exc).__name__, exc)
+            return None
 
     async def _attempt(self, p: _Planned, slots: asyncio.Semaphore) -> None:
         async with slots:

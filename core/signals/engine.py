@@ -223,7 +223,7 @@ def _request(a: Analysis, window: BarArrays, pos: int) -> ModelRequest:
     setup = (a.setup.score, core, a.trend.score, float(snap.get("adx_14", math.nan)), float(snap.get("volume_pct_50", math.nan)))
     as_of_ns = int(window.times[pos]) + int(a.timeframe.duration.total_seconds()) * 10**9
     return ModelRequest(a.instrument.asset_class, a.timeframe, as_of_ns, side, setup,
-                        window.block[:, max(0, pos + 1 - BAR_WINDOW): pos + 1])
+                        window.block[:, max(0, pos + 1 - BAR_WINDOW): pos + 1], a.instrument.symbol)
 
 
 def signal_id(symbol: str, timeframe: Timeframe, as_of: datetime, direction: Direction) -> str:

@@ -69,6 +69,7 @@ class ModelRequest:
     side: Direction
     setup: tuple[float, float, float, float, float]  # score, strongest core strength, trend score, ADX, volume pct
     window: np.ndarray  # (5, k) open, high, low, close, volume
+    symbol: str = ""  # the instrument, for features read per symbol (its sector's strength, its past setups)
 
 
 @dataclass(frozen=True, slots=True)

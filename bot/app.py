@@ -27,6 +27,7 @@ from bot.transports.discord import start_discord
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Doc
 from bot.markets import MarketSetup, live_market, offline_market
+from bot.news_job import NewsJob, build_news_job
 from core.clock import Clock, SystemClock
 from core.errors import DeliveryError
 from core.events import EventBus
@@ -40,6 +41,7 @@ from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
 from storage import Database, SqlStore
 from storage.admin import admin_store_beside
+from storage.news import verdict_store_beside
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,11 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     except Exception:  # a broken model store must not keep the service down: the rules decide alone
         log.exception("models in %s not loaded; the rules decide alone", settings.models_dir)
 
+    news = await start_news(settings, services, opts.replay)
+
     scheduler = JobScheduler()
+    if news is not None:
+        scheduler.every(settings.news_interval, news.run, "news")
     scheduler.every(86_400, upkeep.refresh_context, "model-context")
     if settings.market == "live":  # offline markets are simulated or replayed: nothing there to train a champion on
         services.retrain = upkeep.retrain
@@ -146,6 +152,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         if payments is not None:
             await payments.close()
         await setup.close()
+        if news is not None:
+            await news.close()
         await services.store.close()
     log.info("signalbot stopped cleanly")
     return 0
@@ -161,6 +169,21 @@ async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Se
         return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand)
     setup = offline_market(settings, opts.replay, opts.speed, opts.start)
     return setup, await build_services(settings, setup.scan, setup.clock)
+
+
+async def start_news(settings: Settings, services: Services, replay: Path | None) -> NewsJob | None:
+    """The news job and the engine's news voter, when a news source is configured (none: the engine decides
+    without news). A failure here leaves the service running without news."""
+    try:
+        job = await build_news_job(settings, verdict_store_beside(services.store), services.clock,
+                                   services.market.instruments(), services.store, replay)
+    except Exception:
+        log.exception("news not started; the engine decides without news")
+        return None
+    if job is not None:
+        services.news = job
+        services.signal_service.engine.news = job.index
+    return job
 
 
 async def start_telegram(settings: Settings, services: Services,

@@ -33,19 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--as-of", required=True, help="YYYY-MM-DD (after that day's close) or an ISO timestamp")
     scan.add_argument("--json", action="store_true", help="print JSON")
 
-    bt = sub.add_parser("backtest", help="walk-forward backtest through the live signal path, scored inside [start, end]")
-    bt.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
-    bt.add_argument("--benchmark", type=Path, help="daily benchmark CSV (default: SPX when the data holds it)")
-    bt.add_argument("--start", help="first day whose signals count, YYYY-MM-DD (default: 400 days into the data)")
-    bt.add_argument("--end", help="last day whose signals count, YYYY-MM-DD (default: the end of the data)")
-    bt.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in basis points (default 10)")
-    bt.add_argument("--timeframes", help="comma-separated timeframes to scan, e.g. 1h,4h (default: the service's)")
-    bt.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
-    bt.add_argument("--plot", type=Path, help="where to write the equity-curve PNG")
-    bt.add_argument("--model", choices=("rules", "walk-forward"), default="rules",
-                    help="rules: the detector alone; walk-forward: LightGBM models trained on the past only vote too "
-                         "(retrained every --retrain-days)")
-    bt.add_argument("--retrain-days", type=int, default=91, help="walk-forward retraining interval (default 91)")
+    # its options are scripts.backtest's parser (main hands the arguments over before parsing)
+    sub.add_parser("backtest", add_help=False, help="walk-forward backtest through the live signal path, scored "
+                   "inside [start, end]; `signalbot backtest --help` for its options")
 
     train = sub.add_parser("train", help="train the LightGBM models; writes new versions with manifests under models_store/")
     train.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
@@ -70,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["backtest"]:
+        from scripts.backtest import main as backtest_main
+
+        return backtest_main(argv[1:])
     args = _parser().parse_args(argv)
     from bot.settings import Settings
     from core.errors import SignalBotError
@@ -119,18 +114,6 @@ def main(argv: list[str] | None = None) -> int:
                                         progress=lambda m: print(m, file=sys.stderr, flush=True))
             print(json.dumps({k: report[k] for k in ("mode", "accuracy", "macro_f1", "throughput", "warning")
                               if k in report}, indent=2))
-            return 0
-        if args.command == "backtest":
-            import time
-
-            from scripts.backtest import run_backtest, summary
-
-            began = time.perf_counter()
-            tfs = args.timeframes.split(",") if args.timeframes else None
-            out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark,
-                                           args.report, args.plot, timeframes=tfs, model=args.model,
-                                           retrain_every_days=args.retrain_days))
-            print(summary(out, time.perf_counter() - began), file=sys.stderr)
             return 0
     except (ValueError, OSError, SignalBotError) as exc:
         print(f"signalbot {args.command}: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bot.commands.registry import Caller, CommandRegistry
+from bot.news_job import NewsJob
 from bot.payments import Payments
 from bot.settings import Settings
 from core.clock import Clock
@@ -33,6 +34,7 @@ class Services:
     payments: Payments | None = None  # None: no payment provider configured
     retrain: Callable[[], Awaitable[object]] | None = None  # /admin retrain
     broadcast: Callable[[Sequence[User], str], Awaitable[int]] | None = None  # /admin broadcast
+    news: NewsJob | None = None  # the news job (None: no news source configured); /admin models shows it
 
     def is_admin(self, caller: Caller) -> bool:
         """Admins are configured numeric platform ids; the local console operator is one by construction."""

@@ -69,8 +69,13 @@ class Settings(BaseSettings):
     llm_daily_cost_budget_usd: float = Field(5.0, ge=0, description="spend per provider and UTC day")
     llm_timeout: float = Field(20.0, gt=0)
     news_dir: str | None = Field(None, description="replay news from this folder (layout of ../shared/data/news)")
+    news_sources: str = Field("", description="live news sources, comma-separated: yahoo, rss:URL (none: no news "
+                              "vote; offline, replayed data with a news folder is replayed)")
+    news_interval: float = Field(300.0, gt=0, description="seconds between news fetches")
     # models
     models_dir: str = Field("models_store", description="where model versions live")
+    backtest_reports_dir: str = Field("models_store/backtests", description="the latest backtest report per scope, "
+                                      "shown by /performance (`signalbot backtest --publish DIR` puts one there)")
     retrain_interval_hours: float = Field(24 * 7, gt=0)
 
     @property

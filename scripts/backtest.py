@@ -16,16 +16,18 @@ from typing import Any
 import numpy as np
 
 from core.backtest.learning import LearningConfig, walk_forward_models
+from core.backtest.market import SymbolSubset
 from core.backtest.portfolio import PortfolioConfig, simulate
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
 from core.backtest.walk import WARM_UP, Backtester, BacktestConfig, BacktestResult, Progress
 from core.domain import AssetClass, Timeframe
-from core.errors import MarketDataError
+from core.errors import MarketDataError, SignalBotError
 from core.indicators import IndicatorEngine, default_engine
 from core.market_data import CsvMarketData
 from core.ports import MarketData
 from core.risk import RiskManager
-from core.signals.engine import SignalEngine
+from core.signals.engine import NEWS_EFFECTS, EngineConfig, SignalEngine
+from core.signals.ensemble import EnsembleConfig, NewsOpinions
 from core.signals.service import DEFAULT_TIMEFRAMES
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,9 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                        progress: Callable[[float, str], None] | None = None, *,
                        timeframes: Sequence[Timeframe | str] | None = None,
                        indicators: IndicatorEngine | None = None, model: str = "rules",
-                       retrain_every_days: int = 91, context: Path | None = None) -> dict[str, Any]:
+                       retrain_every_days: int = 91, context: Path | None = None,
+                       symbols: Sequence[str] | None = None, news: Path | None = None, news_db: Path | None = None,
+                       news_weight: float | None = None, models_dir: Path | None = None) -> dict[str, Any]:
     """Backtest the CSV data at `data` (a file or a directory laid out like ../shared/data) and return the
     report; write it to `report` (JSON) and the equity curve to `plot` (PNG) when given.
 
@@ -88,16 +92,40 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
     `model`: "rules" (the rule engine alone) or "walk-forward" (LightGBM reversion models vote beside the rules,
     retrained every `retrain_every_days` from the labels known at each retraining, see core.backtest.learning).
     `context`: a directory with SPX and VIX daily files for the market-regime features (default: a
-    `benchmarks` folder in or beside `data`)."""
+    `benchmarks` folder in or beside `data`).
+
+    `symbols`: only these instruments are scanned (the benchmark is still read from the whole data).
+    `news`: a news folder (layout of ../shared/data/news): its items' stored verdicts vote in the engine with the
+    weight `news_weight` (default: the ensemble's). Verdicts are replayed from the SQLite file `news_db` (default
+    in the OS cache directory); items without one are analysed once by the local model (`models_dir`) and stored
+    there, never by an LLM (scripts.news_cache)."""
     if model not in MODES:
         raise ValueError(f"model must be one of {', '.join(MODES)}, not {model!r}")
     say: Progress = progress or StderrProgress()
-    market = CsvMarketData(data)
+    csv = CsvMarketData(data)
+    market: MarketData = csv
+    missing: list[str] = []
+    if symbols is not None:
+        subset = SymbolSubset(csv, symbols)
+        if not subset.instruments():
+            raise ValueError(f"none of the {len(symbols)} symbols given is in {data}")
+        market, missing = subset, subset.missing
     ind = indicators or default_engine()
-    engine = SignalEngine(ind)
+    engine_config = _engine_config(news_weight)
+    first, last = parse_start(start), parse_end(end)
+    news_voter: NewsOpinions | None = None
+    news_summary: dict[str, Any] = {"kind": "no news"}
+    if news is not None:
+        from scripts.news_cache import default_news_db, news_index
+
+        scanned = sorted({i.symbol for i in market.instruments()})
+        index, info = await news_index(news_db or default_news_db(), news, scanned, first or EPOCH, last or FAR,
+                                       models_dir or REPO / "models_store", progress=lambda f, stage: say(0.0, stage))
+        news_voter, news_summary = index, {"kind": "stored verdicts", **info,
+                                           "weight": engine_config.ensemble.weight("news")}
+    engine = SignalEngine(ind, engine_config, news=news_voter)
     config = BacktestConfig(costs_bps=costs_bps, timeframes=_timeframes(timeframes))
     say(0.0, "load")
-    first, last = parse_start(start), parse_end(end)
     learning: dict[str, Any] = {"kind": "rules only"}
     if model == "walk-forward":
         probe = Backtester(market, engine, RiskManager(), config)
@@ -111,12 +139,17 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
         models = await walk_forward_models(market, targets, first, last, ind, costs_bps, _context_market(data),
                                            LearningConfig(every=timedelta(days=retrain_every_days)),
                                            lambda f, stage: say(f, stage))
-        engine, learning = SignalEngine(ind, model=models.voter), models.summary
+        engine, learning = SignalEngine(ind, engine_config, model=models.voter, news=news_voter), models.summary
     result = await Backtester(market, engine, RiskManager(), config).run(first, last, say)
     portfolio = simulate(result, PortfolioConfig())
-    bench = await _benchmark(market, benchmark, result)
+    bench = await _benchmark(csv, benchmark, result)
     out = build_report(result, portfolio, bench)
     out["model"] = learning
+    if symbols is not None:
+        out["symbols"] = {"given": len(set(symbols)), "scanned": len(market.instruments()), "missing": missing}
+    if news_voter is not None:
+        news_summary["effects"] = {k: engine.news_effects.get(k, 0) for k in NEWS_EFFECTS}
+    out["news"] = news_summary
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(out, indent=2) + "\n")
@@ -127,6 +160,38 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
 
 
 FAR = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _engine_config(news_weight: float | None) -> EngineConfig:
+    if news_weight is None:
+        return EngineConfig()
+    if news_weight < 0:
+        raise ValueError("the news weight must be >= 0")
+    weights = tuple((k, news_weight if k == "news" else w) for k, w in EnsembleConfig().weights)
+    return EngineConfig(ensemble=EnsembleConfig(weights=weights))
+
+
+def parse_symbols(text: str) -> list[str]:
+    """--symbols: a comma-separated list, or a file: a CSV with a `symbol` column (e.g. the tweets file, for its
+    tickers) or plain text with one symbol per line (or separated by commas or spaces)."""
+    path = Path(text)
+    if path.is_file():
+        if ".csv" in path.name.lower():
+            import pandas as pd
+
+            frame = pd.read_csv(path, usecols=lambda c: c.strip().lower() == "symbol")
+            if frame.shape[1] != 1:
+                raise ValueError(f"{path} has no symbol column")
+            found = sorted({str(s).strip().upper() for s in frame.iloc[:, 0].dropna() if str(s).strip()})
+        else:
+            found = sorted({s.strip().upper() for s in path.read_text().replace(",", " ").split() if s.strip()})
+    else:
+        found = sorted({s.strip().upper() for s in text.split(",") if s.strip()})
+    if not found:
+        raise ValueError(f"no symbols in {text!r}")
+    return found
 
 
 def _utc(ns: int) -> datetime:
@@ -224,7 +289,16 @@ def summary(report: dict[str, Any], seconds: float) -> str:
             f"PF {_num(report['profit_factor'])}  avg {_pct(report['avg_return'], 2)}\n"
             f"portfolio CAGR {_pct(p['cagr'])}  Sharpe {_num(p['sharpe'])}  max DD {_pct(p['max_drawdown'])}  "
             f"exposure {_rate(p['exposure'])}  | {b.get('symbol') or 'no benchmark'} CAGR {_pct(b['cagr'])}  "
-            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s")
+            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s{_news_line(report)}")
+
+
+def _news_line(report: dict[str, Any]) -> str:
+    news = report.get("news") or {}
+    effects = news.get("effects")
+    if not effects:
+        return ""
+    return (f"\nnews: {news.get('verdicts_loaded', 0)} stored verdicts, weight {news.get('weight')}; on analysed "
+            f"setups: " + ", ".join(f"{k} {v}" for k, v in effects.items()))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -240,20 +314,54 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODES, default="rules",
                    help="rules: the rule engine alone (default); walk-forward: LightGBM models retrained as time goes")
     p.add_argument("--retrain-days", type=int, default=91, help="walk-forward retraining interval in days (default 91)")
+    p.add_argument("--publish", type=Path, metavar="DIR",  # /performance shows it (Settings.backtest_reports_dir)
+                   help="also keep the report as the latest of its scope in DIR, e.g. models_store/backtests")
+    p.add_argument("--symbols", help="scan only these: a comma-separated list or a file (a CSV with a symbol column, "
+                                     "such as the tweets file, or one symbol per line)")
+    p.add_argument("--news", nargs="?", const="auto", metavar="DIR",
+                   help="stored news verdicts vote in the decisions: the news of DIR (default: the data's news "
+                        "folder), analysed once by the local model and replayed from --news-db; no LLM is asked")
+    p.add_argument("--news-db", type=Path, help="SQLite file of stored verdicts (default: "
+                                                "<OS cache dir>/signalbot/news-verdicts.sqlite)")
+    p.add_argument("--news-weight", type=float, help="the news vote's weight in the ensemble (default 0.3)")
     return p
 
 
+def news_dir_option(option: str | None, data: Path) -> Path | None:
+    if option is None:
+        return None
+    if option != "auto":
+        return Path(option)
+    from scripts.news_cache import news_folder
+
+    found = news_folder(data)
+    if found is None:
+        raise ValueError(f"no news folder in or beside {data}; give one: --news DIR")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`signalbot backtest ...` (bot.cli hands its arguments here: one parser for the backtest's options)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     began = time.perf_counter()
     try:
         out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark, args.report,
                                        args.plot, timeframes=args.timeframes.split(",") if args.timeframes else None,
-                                       model=args.model, retrain_every_days=args.retrain_days))
-    except (ValueError, OSError, MarketDataError) as exc:
+                                       model=args.model, retrain_every_days=args.retrain_days,
+                                       symbols=parse_symbols(args.symbols) if args.symbols else None,
+                                       news=news_dir_option(args.news, args.data), news_db=args.news_db,
+                                       news_weight=args.news_weight))
+    except (ValueError, OSError, SignalBotError) as exc:
         print(f"signalbot backtest: {exc}", file=sys.stderr)
         return 2
+    if args.publish is not None:  # --publish: the copy the service shows in /performance
+        from storage.backtest_reports import publish_report
+        try:
+            print(f"published {publish_report(out, args.publish)}", file=sys.stderr)
+        except OSError as exc:
+            print(f"signalbot backtest: not published: {exc}", file=sys.stderr)
+            return 2
     print(summary(out, time.perf_counter() - began), file=sys.stderr)
     return 0
 

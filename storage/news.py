@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,6 +103,14 @@ class SqlVerdictStore:
                 out += [_record(row) for row in (await conn.execute(stmt)).mappings().all()]
         return sorted(out, key=lambda r: r.published_at)
 
+    async def keys(self, *, provider: str, model: str, prompt_version: str) -> set[tuple[str, str]]:
+        """(item id, symbol) of every verdict by this provider, model and prompt version (what a cache holds)."""
+        c = NEWS_VERDICTS.c
+        stmt = sa.select(c.item_id, c.symbol).where(c.provider == provider, c.model == model,
+                                                     c.prompt_version == prompt_version)
+        async with self._lock, self._engine.connect() as conn:
+            return {(row[0], row[1]) for row in (await conn.execute(stmt)).all()}
+
     async def count(self) -> int:
         async with self._lock, self._engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(NEWS_VERDICTS))).scalar_one())
@@ -125,6 +134,16 @@ def _record(row: Any) -> AnalysisRecord:
         prompt_version=row["prompt_version"], verdict=AnalysisRecord.parse_verdict(row["verdict"]),
         market_wide=bool(row["market_wide"]), title=row["title"], input_tokens=int(row["input_tokens"]),
         output_tokens=int(row["output_tokens"]), cost_usd=float(row["cost_usd"]), latency_ms=float(row["latency_ms"]))
+
+
+async def open_verdict_file(path: str | Path) -> tuple[Database, SqlVerdictStore]:
+    """A verdict store in its own SQLite file (created with its table when missing): the backtests' cache."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda sync: NEWS_VERDICTS.create(sync, checkfirst=True))
+    return db, SqlVerdictStore(db)
 
 
 def verdict_store_beside(store: SqlStore) -> SqlVerdictStore:

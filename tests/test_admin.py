@@ -264,3 +264,38 @@ def test_live_accuracy_groups_by_voter_and_scores_the_model_probability():
     assert rules == ("Live, rules alone", "3 closed, hit 33%")
     # Brier: ((0.8 - 1)^2 + (0.4 - 0)^2) / 2 = 0.1
     assert model == ("Live, with model", "2 closed, hit 50%, predicted 60%, Brier 0.100")
+
+
+async def test_models_shows_the_news_analysts_and_the_news_votes_record(services):
+    from bot.commands.admin import news_part
+    from bot.news_job import NewsJob
+    from core.news.analysts import AnalystSlot, DailyQuota, NewsAnalysisService
+    from core.news.schema import AnalystAnswer, NewsVerdict
+    from core.news.sources import NewsItem, ReplayNews
+    from storage.news import verdict_store_beside
+
+    assert "no news source configured" in await say(services, ADMIN, "/admin models")
+
+    class Stub:
+        provider, model, prompt_version = "stub", "stub-1", "v1"
+
+        async def analyze(self, item, symbol):  # noqa: ANN001
+            return AnalystAnswer(NewsVerdict(event_type="other", severity=2, time_horizon="days", company_specific=True,
+                                             revenue_impact="unknown", earnings_impact="unknown", credibility=0.5,
+                                             novelty=0.5, sentiment=0.4, reasoning="stub"), self.model, 20, 10)
+
+    clock = services.clock
+    verdicts = verdict_store_beside(services.store)
+    item = NewsItem.create(published_at=START - timedelta(hours=1), source="twitter", title="SIM up", tickers=("SIM",))
+    slot = AnalystSlot(Stub(), DailyQuota(tokens=1000, cost_usd=2.0, clock=clock))
+    job = NewsJob([ReplayNews([item])], NewsAnalysisService([slot], store=verdicts, clock=clock), verdicts, clock,
+                  lambda: ["SIM"], services.store)
+    await job.run()
+    services.news = job
+    out = await say(services, ADMIN, "/admin models")
+    assert "News analyst stub" in out and "breaker closed; 1 calls, 0 failures, 0 skipped" in out
+    assert "today 30 tokens of 1,000, $0.00 of $2.00" in out
+    assert "News vote, live" in out and "voted on 0 closed signals" in out and "1 verdicts held" in out
+    rows = news_part(job, [({"news": {"score": 0.5}}, "long", 0.02), ({"news": {"score": 0.5}}, "short", 0.01),
+                           ({"model_probability": 0.6}, "long", 0.01)])
+    assert "voted on 2 closed signals, 2 leaning calls, hit 50%" in rows[-1][1]

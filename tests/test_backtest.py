@@ -443,3 +443,15 @@ async def test_walk_forward_decisions_before_a_cut_do_not_change_when_later_data
                         for s in run.signals if s.issued_at <= cut]
     assert issued[cut] == issued[end]
     assert any(p is not None for *_, p in issued[cut])  # the models did vote before the cut
+
+
+def test_signalbot_backtest_takes_its_options_from_the_backtest_parser(tmp_path, capsys):
+    """`signalbot backtest` hands its arguments to scripts.backtest (one parser: --publish, --news, --symbols
+    reach the service's command line too); a wrong path is a clear error, exit status 2."""
+    from bot.cli import main
+
+    assert main(["backtest", "--data", str(tmp_path / "nowhere"), "--report", str(tmp_path / "r.json"),
+                 "--publish", str(tmp_path / "pub"), "--symbols", "AAPL"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("signalbot backtest: ") and "nowhere" in err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "pub").exists()

@@ -197,9 +197,11 @@ async def list_models(ctx: CommandContext) -> Doc:
     root = Path(svc.settings.models_dir)
     manifests = await asyncio.to_thread(read_manifests, root)
     since = svc.clock.now() - timedelta(days=LIVE_WINDOW_DAYS)
-    live = live_accuracy([(s.evidence, o.net_return) for s, o in await svc.store.outcomes_since(since)])
+    closed = await svc.store.outcomes_since(since)
+    live = live_accuracy([(s.evidence, o.net_return) for s, o in closed])
     engine = getattr(getattr(svc.signal_service, "engine", None), "version", "?")
-    fields = (("Engine now", engine), *live)
+    news = news_part(getattr(svc, "news", None), [(s.evidence, s.direction.value, o.net_return) for s, o in closed])
+    fields = (("Engine now", engine), *live, *news)
     if not manifests:
         return Doc(heading="No models", body=f"No model manifests under {root}/.", fields=fields)
     rows = tuple((m.get("name", "?"), m.get("version", "?"), m.get("created_at", "?"), m.get("role", "-"),
@@ -226,6 +228,32 @@ def live_accuracy(closed: Sequence[tuple[Mapping[str, Any], float]]) -> list[tup
         out.append(("Live, with model", f"{len(voted)} closed, hit {sum(wins) / len(wins):.0%}, predicted "
                                          f"{mean_p:.0%}, Brier {brier:.3f}"))
     return out or [("Live", "no signal has closed in the window")]
+
+
+def news_part(job: Any, closed: Sequence[tuple[Mapping[str, Any], str, float]]) -> list[tuple[str, str]]:
+    """The news analysts of the chain (breaker, calls, failures, mean latency, tokens and cost today against the
+    daily quota) and the news voter's hit rate on closed signals it voted on (evidence, direction, net return)."""
+    from core.news.voter import news_track_record
+
+    if job is None:
+        return [("News analysts", "no news source configured: the engine decides without news")]
+    out: list[tuple[str, str]] = []
+    for h in job.analysis.health():
+        tokens = f"{h.tokens_today:,} tokens" + (f" of {h.tokens_quota:,}" if h.tokens_quota is not None else "")
+        cost = f"${h.cost_today_usd:.2f}" + (f" of ${h.cost_quota_usd:.2f}" if h.cost_quota_usd is not None else "")
+        error = f"; last error: {h.last_error[:80]}" if h.last_error else ""
+        out.append((f"News analyst {h.provider}",
+                    f"{h.model}; breaker {h.breaker}; {h.calls} calls, {h.failures} failures, {h.skipped} skipped, "
+                    f"{h.cache_hits} cached; mean {h.mean_latency_ms:.0f} ms; today {tokens}, {cost}{error}"))
+    if not out:
+        out.append(("News analysts", "none in the chain: news items get no verdict (technical only)"))
+    track = news_track_record(closed)
+    rate = track.hit_rate
+    weight = getattr(job.index, "skill", 1.0)
+    out.append(("News vote, live", f"voted on {track.voted} closed signals, {track.calls} leaning calls, "
+                                    f"hit {'n/a' if rate is None else f'{rate:.0%}'}; skill {weight:.2f} "
+                                    f"(scales its weight); {len(job.index)} verdicts held"))
+    return out
 
 
 def read_manifests(root: Path) -> list[dict[str, str]]:

@@ -18,10 +18,12 @@ from bot.commands.parsing import (
 from bot.commands.account import account_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry, admin_store
+from bot.commands.track import published_backtests, track_commands
 from bot.views.charts import ChartError, render_equity_chart
 from bot.views.doc import Button, Doc, Image, Table
 from bot.views.signal_chart import signal_chart_image
 from bot.views.signals import analysis_doc, history_doc, performance_doc, signals_list_doc
+from bot.views.track import track_record_doc
 from core.domain import Preferences, QuietHours, Signal, Tier, Timeframe, User
 from core.errors import SignalBotError, UserInputError
 from core.performance import summarize
@@ -239,22 +241,18 @@ def parse_period(args: Sequence[str]) -> int | None | str:
 
 async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc:
     store, now = ctx.services.store, ctx.services.clock.now()
+    backtests = await published_backtests(ctx.services)  # shown apart from the live figures, never mixed in
     if period == "overview":
-        rows = []
+        live = []
         for label, days in (("30 days", 30), ("90 days", 90), ("all time", None)):
             since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
-            s = summarize([o for _, o in await store.outcomes_since(since)])
-            rows.append((label, "0", "-", "-", "-") if s is None else (
-                label, str(s.count), f"{s.hit_rate * 100:.0f}%", f"{s.avg_return * 100:+.2f}%",
-                "n/a" if s.profit_factor is None else f"{s.profit_factor:.2f}"))
-        return Doc(heading="Track record (live signals, after costs)",
-                   table=Table(("period", "closed", "hit rate", "avg return", "profit factor"), tuple(rows)),
-                   note="Every closed signal counts. /performance 30d for details.")
+            live.append((label, summarize([o for _, o in await store.outcomes_since(since)])))
+        return track_record_doc(live, backtests)
     days = period if isinstance(period, int) else None
     since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
     pairs = await store.outcomes_since(since)
     label = f"last {days} days" if days else "all time"
-    doc = performance_doc(label, summarize([o for _, o in pairs]))
+    doc = performance_doc(label, summarize([o for _, o in pairs]), backtests)
     if not pairs or not ctx.allows("charts"):
         return doc
     try:
@@ -333,7 +331,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
                 parse_signal_args, show_signal, needs_user=False, metered=True),
         Command("signals", "the active signals", "/signals", _no_args, list_signals, needs_user=False),
         Command("prefs", "view or change your preferences", PREFS_USAGE, parse_prefs_args, set_preferences),
-        Command("performance", "track record: count, hit rate, average return, profit factor",
+        Command("performance", "track record: live signals (hit rate, average return, profit factor), backtests apart",
                 "/performance [30d|90d|all]", parse_period, show_performance, needs_user=False),
         Command("history", "the last closed signals and how they ended", "/history [N]", parse_history,
                 show_history, needs_user=False),
@@ -342,6 +340,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
         Command("stop", "unsubscribe", "/stop", _no_args, stop),
         *account_commands(),
         *admin_commands(),
+        *track_commands(),
         *extra,
     )
     for cmd in commands:

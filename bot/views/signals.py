@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 from bot.views.doc import Button, Doc, Table
 from bot.views.formatting import pct, price, when
+from bot.views.track import BACKTEST_NOTE, backtest_section
 from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
 from core.performance import PerformanceSummary
 from core.risk import resize
 from core.signals.engine import Analysis
 from core.signals.reasoning import DISCLAIMER, describe
+from storage.backtest_reports import PublishedBacktest
 
 
 def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Doc:
@@ -27,7 +29,8 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
             ("Signal", s.id),
         ),
         body=s.reasoning,
-        buttons=(Button("Details", f"/signal {s.symbol} {s.timeframe}"), Button("Track record", "/performance")),
+        buttons=(Button("Details", f"/signal {s.symbol} {s.timeframe}"), Button("Track record", "/performance"),
+                 Button("Similar setups", f"/similar {s.id}")),
         note=DISCLAIMER,
         tone="success",
     )
@@ -91,9 +94,13 @@ def signals_list_doc(signals: Sequence[Signal]) -> Doc:
                table=Table(("symbol", "tf", "side", "entry", "target", "stop", "conf", "expires"), rows))
 
 
-def performance_doc(label: str, summary: PerformanceSummary | None) -> Doc:
+def performance_doc(label: str, summary: PerformanceSummary | None,
+                    backtests: Sequence[PublishedBacktest] = ()) -> Doc:
+    """Live signals closed in the period; after them, apart and labelled, the latest published backtests."""
+    bt_fields, bt_table = backtest_section(backtests)
     if summary is None:
-        return Doc(heading=f"Track record, {label}", body="No signal has closed in this period yet.")
+        return Doc(heading=f"Track record, {label}", body="No signal has closed in this period yet.",
+                   fields=bt_fields, table=bt_table, note=BACKTEST_NOTE)
     pf = "n/a (no losing signal)" if summary.profit_factor is None else f"{summary.profit_factor:.2f}"
     return Doc(
         heading=f"Track record, {label}",
@@ -106,8 +113,10 @@ def performance_doc(label: str, summary: PerformanceSummary | None) -> Doc:
             ("Profit factor", pf),
             ("Best / worst", f"{pct(summary.best)} / {pct(summary.worst)}"),
             ("Average holding", f"{summary.avg_bars_held:.1f} bars"),
+            *bt_fields,
         ),
-        note="Every closed signal counts, after costs; nothing is removed.",
+        table=bt_table,
+        note="Live: every closed signal counts, after costs; nothing is removed. " + BACKTEST_NOTE,
     )
 
 

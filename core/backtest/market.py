@@ -57,3 +57,27 @@ async def frames_of(market: MarketData, symbols: Sequence[str], timeframe: Timef
     by_symbol = {i.symbol: i for i in market.instruments()}
     frames = {(s, timeframe): await market.get_bars(s, timeframe, end=end) for s in symbols}
     return FrameMarket([by_symbol[s] for s in symbols], frames)
+
+
+class SymbolSubset:
+    """Another MarketData restricted to some of its symbols (a backtest over part of a universe). Symbols the
+    market does not have are listed in `missing`."""
+
+    def __init__(self, market: MarketData, symbols: Sequence[str]) -> None:
+        wanted = {s.strip().upper() for s in symbols if s.strip()}
+        self._market = market
+        self._instruments = [i for i in market.instruments() if i.symbol.upper() in wanted]
+        self._known = {i.symbol for i in self._instruments}
+        self.missing = sorted(wanted - {s.upper() for s in self._known})
+        self.name = f"{market.name}[{len(self._instruments)} symbols]"
+
+    def instruments(self) -> Sequence[Instrument]:
+        return list(self._instruments)
+
+    def timeframes(self, symbol: str) -> Sequence[Timeframe]:
+        return self._market.timeframes(symbol) if symbol in self._known else []
+
+    async def get_bars(self, symbol: str, timeframe: Timeframe, *, end: datetime, limit: int | None = None) -> pd.DataFrame:
+        if symbol not in self._known:
+            raise UnknownSymbolError(symbol)
+        return await self._market.get_bars(symbol, timeframe, end=end, limit=limit)

@@ -107,6 +107,11 @@ class DailyQuota:
         return (self.used_tokens + estimated_tokens <= self.tokens and self.used_cost < self.cost_usd
                 and self.tokens > 0)
 
+    def usage(self) -> tuple[int, float]:
+        """(tokens, cost) used today (zero after midnight UTC, before the day's first call)."""
+        self._roll()
+        return self.used_tokens, self.used_cost
+
     def charge(self, tokens: int, cost_usd: float) -> None:
         self._roll()
         self.used_tokens += tokens
@@ -204,6 +209,12 @@ class ProviderHealth:
     tokens_today: int
     cost_today_usd: float
     last_error: str
+    successes: int = 0
+    skipped: int = 0  # breaker open, paused, quota used up or no rate-limit slot
+    tokens_quota: int | None = None  # per UTC day; None: no quota (the local model)
+    cost_quota_usd: float | None = None
+    tokens_total: int = 0  # since the service started
+    cost_total_usd: float = 0.0
 
 
 class NewsAnalysisService:
@@ -379,13 +390,17 @@ class NewsAnalysisService:
         out = []
         for slot in self.slots:
             breaker = slot.breaker
+            tokens_today, cost_today = slot.quota.usage() if slot.quota else (0, 0.0)
             out.append(ProviderHealth(
                 provider=slot.name, model=slot.analyst.model,
                 breaker=str(breaker.state) if breaker else str(BreakerState.CLOSED),
                 calls=slot.stats.calls, failures=slot.stats.failures, cache_hits=slot.stats.cache_hits,
                 mean_latency_ms=slot.stats.mean_latency_ms,
-                tokens_today=slot.quota.used_tokens if slot.quota else 0,
-                cost_today_usd=slot.quota.used_cost if slot.quota else 0.0, last_error=slot.stats.last_error))
+                tokens_today=tokens_today, cost_today_usd=cost_today, last_error=slot.stats.last_error,
+                successes=slot.stats.successes, skipped=slot.stats.skipped,
+                tokens_quota=slot.quota.tokens if slot.quota else None,
+                cost_quota_usd=slot.quota.cost_usd if slot.quota else None,
+                tokens_total=slot.stats.input_tokens + slot.stats.output_tokens, cost_total_usd=slot.stats.cost_usd))
         return out
 
 

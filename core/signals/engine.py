@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ from core.signals.ensemble import (
     EnsembleResult,
     ModelOpinion,
     ModelRequest,
+    NewsOpinion,
+    NewsOpinions,
     ProbabilityModel,
     Vote,
     combine,
@@ -76,27 +79,43 @@ class Analysis:
     levels: Levels | None  # for the verdict, or for the leaning side when there is none
     leaning: Direction
     probability: float | None = None  # the model's calibrated probability of a win after costs, if it voted
+    news: NewsOpinion | None = None  # the news vote, if news voted (triggered setups only)
+    news_effect: str | None = None  # what the news vote did to the decision (NEWS_EFFECTS), if it voted
 
     @property
     def verdict(self) -> Direction | None:
         return self.ensemble.direction
 
 
+NEWS_EFFECTS = ("vetoed", "added", "confidence", "none")
+"""What a news vote did to a triggered setup's decision: took away the signal the other voters gave, gave one
+they did not, moved its confidence, or nothing."""
+
+
 class SignalEngine:
     """`model`: an optional probability voter (core.models.voter). Without it the engine is the rules alone;
     with it, every triggered setup of one call (one scan) is sent to the model in one batch, the model's vote
-    joins the ensemble and the confidence is its calibrated probability."""
+    joins the ensemble and the confidence is its calibrated probability.
+
+    `news`: an optional news voter (core.news.voter.VerdictIndex). Every triggered setup of one call is sent to
+    it in one batch as (symbol, bar close time); its opinion, formed from news published at or before that
+    time, joins the ensemble with the weight ("news", w) of the EnsembleConfig times its skill. Like the model's,
+    it can strengthen, weaken or veto the rule detector's direction, never propose one. `news_effects` counts
+    what it did (NEWS_EFFECTS)."""
 
     def __init__(self, indicators: IndicatorEngine, config: EngineConfig | None = None,
-                 model: ProbabilityModel | None = None) -> None:
+                 model: ProbabilityModel | None = None, news: NewsOpinions | None = None) -> None:
         self.indicators = indicators
         self.config = config or EngineConfig()
         self.model = model
+        self.news = news
+        self.news_effects: Counter[str] = Counter()
         self._block_engine = indicators if isinstance(indicators, BlockIndicators) else None
 
     @property
     def version(self) -> str:
-        return ENGINE_VERSION if self.model is None else f"{ENGINE_VERSION}+{self.model.name}"
+        version = ENGINE_VERSION if self.model is None else f"{ENGINE_VERSION}+{self.model.name}"
+        return version if self.news is None else f"{version}+{self.news.name}"
 
     def analyse(self, instrument: Instrument, timeframe: Timeframe, bars: Bars) -> Analysis:
         """Analysis of the last bar in `bars` (which must all have closed)."""
@@ -129,23 +148,42 @@ class SignalEngine:
 
     def _model_pass(self, groups: list[tuple[list[Analysis], BarArrays, int]]) -> list[Analysis]:
         """The analyses of each group (analyses of bars first, first+1, ... of one window), flattened; with a
-        model, every triggered setup among them is revoted with the model's probability (one batch)."""
-        if self.model is None:
+        model, every triggered setup among them is revoted with the model's probability (one batch); then, with
+        a news voter, with the news opinion (one batch)."""
+        if self.model is None and self.news is None:
             return [a for analyses, _, _ in groups for a in analyses]
         flat = [(a, window, first + i) for analyses, window, first in groups for i, a in enumerate(analyses)]
-        asks = [(k, _request(a, window, pos)) for k, (a, window, pos) in enumerate(flat) if a.setup.direction is not None]
         out = [a for a, _, _ in flat]
-        if not asks:
+        triggered = [k for k, (a, _, _) in enumerate(flat) if a.setup.direction is not None]
+        if not triggered:
             return out
+        if self.model is not None:
+            self._model_votes(out, [(k, _request(*flat[k])) for k in triggered])
+        if self.news is not None:
+            self._news_votes(out, triggered)
+        return out
+
+    def _model_votes(self, out: list[Analysis], asks: list[tuple[int, ModelRequest]]) -> None:
+        assert self.model is not None
         try:
             probabilities = self.model.probabilities([r for _, r in asks])
         except Exception:  # a broken model must not stop the scan: the rules decide alone
             log.exception("model %s failed on %d setups; the rules decide alone", self.model.name, len(asks))
-            return out
+            return
         for (k, _), p in zip(asks, probabilities, strict=True):
             if p is not None:
                 out[k] = self._with_opinion(out[k], p if isinstance(p, ModelOpinion) else ModelOpinion(float(p)))
-        return out
+
+    def _news_votes(self, out: list[Analysis], triggered: list[int]) -> None:
+        assert self.news is not None
+        try:
+            opinions = self.news.opinions([(out[k].instrument.symbol, out[k].as_of) for k in triggered])
+        except Exception:  # broken news must not stop the scan: the others decide alone
+            log.exception("news voter %s failed on %d setups; deciding without news", self.news.name, len(triggered))
+            return
+        for k, opinion in zip(triggered, opinions, strict=True):
+            if opinion is not None:
+                out[k] = self._with_news(out[k], opinion)
 
     def _with_opinion(self, a: Analysis, opinion: ModelOpinion) -> Analysis:
         """The model's vote joins the ensemble, weighted by its skill; the confidence is its calibrated
@@ -160,6 +198,22 @@ class SignalEngine:
                     f"model: {p:.0%} calibrated chance that the {side.verb} idea wins after costs")
         result = combine([*a.ensemble.votes, vote], side, cfg)
         return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p)
+
+    def _with_news(self, a: Analysis, opinion: NewsOpinion) -> Analysis:
+        """The news vote joins the ensemble, weighted by its skill. With a model the confidence stays the model's
+        calibrated probability (news moves only the decision); without, it follows the new agreement."""
+        side = a.setup.direction
+        assert side is not None and self.news is not None
+        cfg = self.config.ensemble
+        weight = cfg.weight(self.news.name) * max(0.0, min(1.0, opinion.skill))
+        score = max(-1.0, min(1.0, opinion.score))
+        vote = Vote(self.news.name, score, weight, opinion.text)
+        result = combine([*a.ensemble.votes, vote], side, cfg)
+        if a.probability is not None:
+            result = replace(result, confidence=model_confidence(a.probability))
+        effect = news_effect(a.ensemble, result)
+        self.news_effects[effect] += 1
+        return replace(a, ensemble=result, news=opinion, news_effect=effect)
 
     def _indicators(self, instrument: Instrument, timeframe: Timeframe, bars: Bars,
                     n: int) -> tuple[BarArrays, int, Sequence[str], np.ndarray]:
@@ -226,6 +280,17 @@ def _request(a: Analysis, window: BarArrays, pos: int) -> ModelRequest:
                         window.block[:, max(0, pos + 1 - BAR_WINDOW): pos + 1], a.instrument.symbol)
 
 
+def news_effect(before: EnsembleResult, after: EnsembleResult) -> str:
+    """One of NEWS_EFFECTS: how the decision after the news vote differs from the one before it."""
+    if before.direction is not None and after.direction is None:
+        return "vetoed"
+    if before.direction is None and after.direction is not None:
+        return "added"
+    if after.direction is not None and after.confidence != before.confidence:
+        return "confidence"
+    return "none"
+
+
 def signal_id(symbol: str, timeframe: Timeframe, as_of: datetime, direction: Direction) -> str:
     """Deterministic and readable: re-scanning the same bar yields the same id (idempotent storage)."""
     stamp = as_of.strftime("%Y%m%d") if timeframe is Timeframe.D1 else as_of.strftime("%Y%m%d%H%M")
@@ -263,7 +328,8 @@ def _vote_weights(cfg: EnsembleConfig) -> tuple[float, float]:
 def evidence_record(a: Analysis) -> dict[str, Any]:
     """Everything that produced the signal, JSON-ready, stored with it."""
     record: dict[str, Any] = {
-        "engine": ENGINE_VERSION if a.probability is None else f"{ENGINE_VERSION}+model",
+        "engine": (ENGINE_VERSION if a.probability is None else f"{ENGINE_VERSION}+model")
+                  + ("" if a.news is None else "+news"),
         "bar_time": a.bar_time.isoformat(),
         "indicators": {k: None if v != v else round(v, 6) for k, v in a.snapshot.items()},  # _clean, inline
         "setup": {"name": a.setup.name, "score": round(a.setup.score, 4), "criteria": [
@@ -274,6 +340,9 @@ def evidence_record(a: Analysis) -> dict[str, Any]:
     }
     if a.probability is not None:
         record["model_probability"] = round(a.probability, 4)
+    if a.news is not None:
+        record["news"] = {"score": round(a.news.score, 4), "items": a.news.items, "skill": round(a.news.skill, 4),
+                          "effect": a.news_effect, "text": a.news.text}
     return record
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,7 +30,7 @@ class EnsembleResult:
 @dataclass(frozen=True, slots=True)
 class EnsembleConfig:
     min_agreement: float = 0.2  # |weighted score| needed to act
-    weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("trend", 0.3), ("model", 1.0))
+    weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("trend", 0.3), ("model", 1.0), ("news", 0.3))
     model_span: float = 0.2  # a calibrated probability of 0.5 +- this is a full vote for / against
 
     def weight(self, voter: str) -> float:
@@ -88,3 +89,24 @@ class ProbabilityModel(Protocol):
     name: str
 
     def probabilities(self, requests: Sequence[ModelRequest]) -> Sequence[float | ModelOpinion | None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewsOpinion:
+    """The news vote about one symbol at one moment, from verdicts on items published at or before it."""
+
+    score: float  # -1 (bearish) .. +1 (bullish), about the instrument, not about the setup's side
+    items: int  # company items behind it
+    text: str  # a short description naming the evidence
+    skill: float = 1.0  # 0..1, the voter's tracked skill: it scales the news vote's weight
+
+
+@runtime_checkable
+class NewsOpinions(Protocol):
+    """A news voter for the engine: for each (symbol, as_of) the opinion formed from news published at or
+    before as_of only (None: no news about it). Called once per scan with every triggered setup of the scan;
+    synchronous (the engine runs off the event loop), so an implementation reads verdicts held in memory."""
+
+    name: str
+
+    def opinions(self, requests: Sequence[tuple[str, datetime]]) -> Sequence[NewsOpinion | None]: ...

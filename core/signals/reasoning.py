@@ -49,7 +49,22 @@ def compose_reasoning(a: "Analysis") -> str:
         parts.append(f"Trend: {a.trend.text}.")
     if a.probability is not None:
         parts.append(f"Model: a {a.probability:.0%} calibrated chance of a win after costs, from past setups like this.")
+    if a.news is not None:
+        parts.append(news_sentence(a))
     if a.levels is not None:
         parts.append("Target: a move back toward the 20-bar mean; stop a fixed multiple of ATR beyond entry.")
     parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")
     return " ".join(parts)
+
+
+def news_sentence(a: "Analysis") -> str:
+    """One sentence on the news vote: its score, how many items, and whether it backs the idea."""
+    news = a.news
+    assert news is not None
+    d = a.setup.direction or a.verdict or a.leaning
+    lean = news.score * d.sign
+    stance = "backs the idea" if lean > 0.05 else "weighs against the idea" if lean < -0.05 else "is neutral"
+    effect = {"vetoed": ", enough to veto it", "added": ", enough to tip the vote"}.get(a.news_effect or "", "")
+    items = f"{news.items} item{'s' if news.items != 1 else ''}"
+    shadow = " (not voting: the news vote has no proven track record yet)" if news.skill <= 0 else ""
+    return f"News: score {news.score:+.2f} from {items} published by the bar's close {stance}{effect}{shadow}."

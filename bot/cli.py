@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--end", help="last day of data to use, YYYY-MM-DD (default: all)")
     train.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in the labels (default 10)")
     train.add_argument("--timeframes", help="comma-separated timeframes, e.g. 1d,1h (default: the service's)")
+    train.add_argument("--features", choices=("fs-1", "fs-2"), default="fs-1",
+                       help="the models' feature set (default fs-1; fs-2 adds sector relative strength and how "
+                            "similar past setups ended)")
 
     bench = sub.add_parser("bench", help="performance benchmarks of the signal path (DESIGN.md section 7)")
     bench.add_argument("--data", type=Path, required=True, help="a directory laid out like ../shared/data")
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             from scripts.train import run_train
 
             folder = asyncio.run(run_train(args.data, args.models_dir, end=args.end, costs_bps=args.costs_bps,
-                                           timeframes=args.timeframes.split(",") if args.timeframes else None))
+                                           timeframes=args.timeframes.split(",") if args.timeframes else None,
+                                           feature_set=args.features))
             print(folder)
             return 0
         if args.command == "bench":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from core.backtest.learning import LearningConfig, walk_forward_models
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS
 from core.backtest.market import SymbolSubset
 from core.backtest.portfolio import PortfolioConfig, simulate
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
@@ -80,6 +81,7 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                        timeframes: Sequence[Timeframe | str] | None = None,
                        indicators: IndicatorEngine | None = None, model: str = "rules",
                        retrain_every_days: int = 91, context: Path | None = None,
+                       feature_set: str = DEFAULT_MODEL_FEATURE_SET,
                        symbols: Sequence[str] | None = None, news: Path | None = None, news_db: Path | None = None,
                        news_weight: float | None = None, models_dir: Path | None = None) -> dict[str, Any]:
     """Backtest the CSV data at `data` (a file or a directory laid out like ../shared/data) and return the
@@ -90,7 +92,8 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
     (default: core.indicators.default_engine(), as bot.app and scripts.scan wire it).
 
     `model`: "rules" (the rule engine alone) or "walk-forward" (LightGBM reversion models vote beside the rules,
-    retrained every `retrain_every_days` from the labels known at each retraining, see core.backtest.learning).
+    retrained every `retrain_every_days` from the labels known at each retraining, see core.backtest.learning;
+    `feature_set`: the columns they read, core.features.sets.MODEL_FEATURE_SETS).
     `context`: a directory with SPX and VIX daily files for the market-regime features (default: a
     `benchmarks` folder in or beside `data`).
 
@@ -137,7 +140,8 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
             first = first or _utc(min(int(x.open_ns[0]) for x in loaded)) + WARM_UP
             last = last or _utc(max(int(x.close_ns[-1]) for x in loaded))
         models = await walk_forward_models(market, targets, first, last, ind, costs_bps, _context_market(data),
-                                           LearningConfig(every=timedelta(days=retrain_every_days)),
+                                           LearningConfig(every=timedelta(days=retrain_every_days),
+                                                          feature_set=feature_set),
                                            lambda f, stage: say(f, stage))
         engine, learning = SignalEngine(ind, engine_config, model=models.voter, news=news_voter), models.summary
     result = await Backtester(market, engine, RiskManager(), config).run(first, last, say)
@@ -301,6 +305,14 @@ def _news_line(report: dict[str, Any]) -> str:
             f"setups: " + ", ".join(f"{k} {v}" for k, v in effects.items()))
 
 
+def add_features_argument(p: argparse.ArgumentParser) -> None:
+    """--features: the feature set the models read (core.features.sets.MODEL_FEATURE_SETS)."""
+    p.add_argument("--features", choices=tuple(MODEL_FEATURE_SETS), default=DEFAULT_MODEL_FEATURE_SET,
+                   help=f"the models' feature set (default {DEFAULT_MODEL_FEATURE_SET}; fs-2 adds sector relative "
+                        "strength and how similar past setups ended)")
+
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="signalbot backtest", description=__doc__)
     p.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
@@ -314,6 +326,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODES, default="rules",
                    help="rules: the rule engine alone (default); walk-forward: LightGBM models retrained as time goes")
     p.add_argument("--retrain-days", type=int, default=91, help="walk-forward retraining interval in days (default 91)")
+    add_features_argument(p)
     p.add_argument("--publish", type=Path, metavar="DIR",  # /performance shows it (Settings.backtest_reports_dir)
                    help="also keep the report as the latest of its scope in DIR, e.g. models_store/backtests")
     p.add_argument("--symbols", help="scan only these: a comma-separated list or a file (a CSV with a symbol column, "
@@ -348,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = asyncio.run(run_backtest(args.data, args.start, args.end, args.costs_bps, args.benchmark, args.report,
                                        args.plot, timeframes=args.timeframes.split(",") if args.timeframes else None,
-                                       model=args.model, retrain_every_days=args.retrain_days,
+                                       model=args.model, retrain_every_days=args.retrain_days, feature_set=args.features,
                                        symbols=parse_symbols(args.symbols) if args.symbols else None,
                                        news=news_dir_option(args.news, args.data), news_db=args.news_db,
                                        news_weight=args.news_weight))

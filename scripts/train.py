@@ -18,7 +18,8 @@ from core.models.lgbm import TreeParams
 from core.models.retrain import CV_FOLDS, train_new_versions
 from core.models.store import read_manifest
 from core.signals.service import DEFAULT_TIMEFRAMES
-from scripts.backtest import StderrProgress, _context_market, _timeframes, parse_end
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET
+from scripts.backtest import StderrProgress, _context_market, _timeframes, add_features_argument, parse_end
 
 TRAINING_DATA = ("../shared/data CSV bars (equities: Kaggle S&P 500 daily via IEX, MIT; crypto: Binance public "
                  "candles; benchmarks: SPX from the arch package, VIX from CBOE via finance-vix, ODC-PDDL)")
@@ -29,7 +30,8 @@ Say = Callable[[float, str], None]
 async def run_train_all(data: Path, models_dir: Path, *, end: str | None = None, costs_bps: float = 10.0,
                         timeframes: Sequence[Timeframe | str] | None = None, indicators: IndicatorEngine | None = None,
                         params: TreeParams = TreeParams(), folds: int = CV_FOLDS, progress: Say | None = None,
-                        say_line: Callable[[str], None] | None = None) -> dict[str, Path]:
+                        say_line: Callable[[str], None] | None = None,
+                        feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, Path]:
     """Train a new version per scope found in `data` (a CSV file or a directory like ../shared/data), with bars
     up to `end` (default: all); returns {scope: version folder}."""
     market = CsvMarketData(data)
@@ -43,7 +45,8 @@ async def run_train_all(data: Path, models_dir: Path, *, end: str | None = None,
     out = await train_new_versions(market, targets, models_dir, last, indicators or default_engine(),
                                    costs_bps=costs_bps, context_market=_context_market(data), params=params,
                                    folds=folds, training_data=TRAINING_DATA,
-                                   progress=progress or StderrProgress("train"), say_line=line)
+                                   progress=progress or StderrProgress("train"), say_line=line,
+                                   feature_set=feature_set)
     if not out:
         raise ValueError(f"not enough training rows in {data}")
     return out
@@ -52,13 +55,15 @@ async def run_train_all(data: Path, models_dir: Path, *, end: str | None = None,
 async def run_train(data: Path, models_dir: Path, *, end: str | None = None, costs_bps: float = 10.0,
                     timeframes: Sequence[Timeframe | str] | None = None, indicators: IndicatorEngine | None = None,
                     params: TreeParams = TreeParams(), folds: int = CV_FOLDS, progress: Say | None = None,
-                    say_line: Callable[[str], None] | None = None) -> Path:
+                    say_line: Callable[[str], None] | None = None,
+                    feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> Path:
     """Train and save new versions (`run_train_all`); returns the folder of the version with the most training
     rows (the only one when the data holds one scope)."""
     folders = await run_train_all(data, models_dir, end=end, costs_bps=costs_bps, timeframes=timeframes,
                                   indicators=indicators, params=params, folds=folds, progress=progress,
-                                  say_line=say_line)
+                                  say_line=say_line, feature_set=feature_set)
     return max(folders.values(), key=lambda f: read_manifest(f)["metrics"]["rows"])
+
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="last day of data to use, YYYY-MM-DD (default: all)")
     p.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in the labels (default 10)")
     p.add_argument("--timeframes", help="comma-separated timeframes (default: the service's per asset class)")
+    add_features_argument(p)
     return p
 
 
@@ -77,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         folder = asyncio.run(run_train(args.data, args.models_dir, end=args.end, costs_bps=args.costs_bps,
-                                       timeframes=args.timeframes.split(",") if args.timeframes else None))
+                                       timeframes=args.timeframes.split(",") if args.timeframes else None,
+                                       feature_set=args.features))
     except (ValueError, OSError) as exc:
         print(f"signalbot train: {exc}", file=sys.stderr)
         return 2

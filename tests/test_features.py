@@ -10,9 +10,12 @@ import pytest
 
 from core.domain import AssetClass, Direction, Instrument, Timeframe
 from core.features.bars import BAR_FEATURES, BAR_WINDOW, bar_features, last_bar_features
-from core.features.dataset import series_rows
+from core.features.dataset import Dataset, series_rows
 from core.features.regime import REGIME_FEATURES, MarketContext
+from core.features.sectors import SECTOR_FEATURES, SectorContext, benchmark_symbol, sector_group
 from core.features.sets import FEATURES, model_rows
+from core.features.similarity import PRIOR, SIMILARITY_FEATURES, SetupHistory
+from core.models.training import SeriesBars, build_datasets
 from core.indicators import default_engine
 from core.market_data.resample import index_ns
 from core.setups.oversold import OversoldDetector
@@ -137,3 +140,194 @@ def test_features_are_oriented_to_the_side() -> None:
     assert long.shape == (len(FEATURES),)
     np.testing.assert_allclose(long[1:], short[1:])  # everything but the side itself reads the same
     assert long[0] == 1.0 and short[0] == -1.0
+
+
+# --- fs-2: sector relative strength and historical similarity ------------------------------------------------
+
+def _sector_example() -> tuple[dict[str, pd.Series], dict[str, str], dict[str, pd.Series]]:
+    """Two tech stocks (A +1 %/day, B flat), a flat SPX; two crypto pairs (BTC +0.5 %/day, ETH +1.5 %/day) and
+    one FX pair."""
+    days = 100
+    t = np.arange(days, dtype=np.float64)
+    idx = pd.date_range("2020-01-01", periods=days, freq="D", tz="UTC")
+    closes = {"A": pd.Series(100 * 1.01 ** t, idx), "B": pd.Series(np.full(days, 50.0), idx),
+              "BTC-USDT": pd.Series(100 * 1.005 ** t, idx), "ETH-USDT": pd.Series(10 * 1.015 ** t, idx),
+              "EURUSD": pd.Series(1.1 * 1.001 ** t, idx)}
+    groups = {"A": sector_group("A", AssetClass.EQUITY, "Tech"), "B": sector_group("B", AssetClass.EQUITY, "Tech"),
+              "BTC-USDT": sector_group("BTC-USDT", AssetClass.CRYPTO), "ETH-USDT": sector_group("ETH-USDT", AssetClass.CRYPTO),
+              "EURUSD": sector_group("EURUSD", AssetClass.FX)}
+    benchmarks = {"equity:Tech": pd.Series(np.full(days, 3000.0), idx),
+                  "crypto": closes[str(benchmark_symbol("crypto", list(closes)))]}
+    return closes, groups, benchmarks
+
+
+def test_sector_relative_strength_on_a_hand_made_example() -> None:
+    closes, groups, benchmarks = _sector_example()
+    assert groups["A"] == "equity:Tech" and groups["ETH-USDT"] == "crypto" and groups["EURUSD"] == "fx"
+    assert sector_group("AAPL", AssetClass.EQUITY) == "equity:Information Technology"  # from the registry
+    assert benchmark_symbol("crypto", list(closes)) == "BTC-USDT" and benchmark_symbol("fx", list(closes)) is None
+    ctx = SectorContext.build(closes, groups, benchmarks)
+    day = closes["A"].index[80]
+    usable = np.array([(day + pd.Timedelta(days=1)).value] * 5)  # day 80's row, from its close on
+    f = ctx.at_ns(["A", "B", "BTC-USDT", "ETH-USDT", "EURUSD"], usable)
+    tech = {n: (1 + (0.01 + 0.0) / 2) ** n - 1 for n in (20, 60)}  # equal weight: +0.5 %/day
+    np.testing.assert_allclose(f[0], [tech[20] - 0.0, tech[60] - 0.0, 1.01 ** 20 - 1 - tech[20]], rtol=1e-9)
+    np.testing.assert_allclose(f[1], [tech[20], tech[60], 0.0 - tech[20]], rtol=1e-9)
+    alts = {n: (1 + (0.005 + 0.015) / 2) ** n - 1 for n in (20, 60)}  # crypto: +1 %/day against BTC's +0.5 %
+    np.testing.assert_allclose(f[2], [alts[20] - (1.005 ** 20 - 1), alts[60] - (1.005 ** 60 - 1),
+                                      1.005 ** 20 - 1 - alts[20]], rtol=1e-9)
+    np.testing.assert_allclose(f[3, 2], 1.015 ** 20 - 1 - alts[20], rtol=1e-9)
+    assert np.isnan(f[4, :2]).all() and f[4, 2] == pytest.approx(0.0, abs=1e-12)  # FX: no benchmark, its own group
+    before = ctx.at_ns(["A"], np.array([day.value + 86_400 * 10**9 - 1]))  # a moment before day 80 closes: day 79
+    assert before[0, 2] == pytest.approx(f[0, 2], rel=1e-9)  # constant growth: the same value, but day 79's row
+    assert np.isnan(ctx.at_ns(["A"], np.array([closes["A"].index[10].value]))).all()  # 20 days not yet there
+    assert np.isnan(ctx.at_ns(["ZZZ"], usable[:1])).all()  # an unknown symbol
+    stale = np.array([(closes["A"].index[-1] + pd.Timedelta(days=30)).value])
+    assert np.isnan(ctx.at_ns(["A"], stale)).all()
+    # the side orients it: a long setup in a lagging sector reads like a short one in a leading sector
+    row = model_rows(np.array([-1.0]), np.zeros((1, 5)), np.zeros((1, len(BAR_FEATURES))),
+                     np.zeros((1, len(REGIME_FEATURES))), f[:1])[0]
+    cols = [FEATURES.index(n) for n in SECTOR_FEATURES]
+    np.testing.assert_allclose(row[cols], -f[0])
+
+
+def test_sector_strength_reads_no_later_day() -> None:
+    rng = np.random.default_rng(11)
+    idx = pd.date_range("2020-01-01", periods=300, freq="D", tz="UTC")
+    closes = {f"S{k}": pd.Series(50 * np.exp(np.cumsum(rng.normal(0, 0.02, 300))), idx) for k in range(6)}
+    groups = {s: sector_group(s, AssetClass.EQUITY, "Tech" if k < 3 else "Energy") for k, s in enumerate(closes)}
+    spx = pd.Series(3000 * np.exp(np.cumsum(rng.normal(0, 0.01, 300))), idx)
+    full = SectorContext.build(closes, groups, {g: spx for g in set(groups.values())})
+    cut_day = idx[200]
+    early = SectorContext.build({s: c[c.index <= cut_day] for s, c in closes.items()}, groups,
+                                {g: spx[spx.index <= cut_day] for g in set(groups.values())})
+    times = np.array([d.value + h * 3_600 * 10**9 for d in idx[60:202] for h in (0, 13)])
+    syms = np.array([f"S{k % 6}" for k in range(len(times))], dtype=object)
+    np.testing.assert_array_equal(full.at_ns(syms, times), early.at_ns(syms, times))
+    np.testing.assert_array_equal(full.cut(cut_day.value + 86_400 * 10**9).at_ns(syms, times), full.at_ns(syms, times))
+    assert not np.isnan(full.at_ns(syms, times)[-10:]).any()
+
+
+def _history_rows(score: list[float], hit: list[float], ret: list[float], known: list[int], symbol: list[str],
+                  group: list[str]) -> SetupHistory:
+    x = np.zeros((len(score), len(FEATURES)))
+    x[:, FEATURES.index("setup_score")] = score
+    return SetupHistory.of(x, np.array(hit), np.array(ret), np.array(known, dtype=np.int64),
+                           np.array(known, dtype=np.int64) - 5, np.array(symbol, dtype=object),
+                           np.array(group, dtype=object))
+
+
+def _query(table: SetupHistory, t: int, score: float = 0.7, symbol: str = "A", group: str = "g1") -> np.ndarray:
+    x = np.zeros((1, len(FEATURES)))
+    x[0, FEATURES.index("setup_score")] = score
+    return table.features(x, np.array([t]), [symbol], [group])[0]
+
+
+def test_similarity_reads_only_setups_resolved_by_the_decision_and_shrinks_to_the_base_rate() -> None:
+    names = list(SIMILARITY_FEATURES)
+    table = _history_rows([0.7, 0.7, 0.7, 0.7, 0.7, 0.7], [1, 1, 0, 0, 0, 0], [0.02, 0.02, -0.01, -0.01, -0.01, -0.05],
+                          [10, 20, 10, 10, 10, 31], ["A", "A", "C", "C", "C", "A"], ["g1", "g1", "g2", "g2", "g2", "g1"])
+    f = dict(zip(names, _query(table, 30), strict=True))
+    base_hit, base_ret = 2 / 5, (0.04 - 0.03) / 5  # the five setups known by t = 30 (A's third ends at 31)
+    symbol_hit = (2 + PRIOR * base_hit) / (2 + PRIOR)  # A's two neighbours, shrunk toward the base
+    assert f["sim_symbol_hit"] == pytest.approx(symbol_hit - base_hit)  # features: how much better than the base
+    assert f["sim_symbol_return"] == pytest.approx((0.04 + PRIOR * base_ret) / (2 + PRIOR) - base_ret)
+    assert f["sim_peer_hit"] == pytest.approx(symbol_hit - base_hit)  # g1 holds only A's two
+    # the setup resolved after the decision is invisible: changing its outcome changes nothing
+    other = _history_rows([0.7] * 6, [1, 1, 0, 0, 0, 1], [0.02, 0.02, -0.01, -0.01, -0.01, 0.3],
+                          [10, 20, 10, 10, 10, 31], ["A", "A", "C", "C", "C", "A"], ["g1", "g1", "g2", "g2", "g2", "g1"])
+    np.testing.assert_array_equal(_query(other, 30), _query(table, 30))
+    assert not np.array_equal(_query(other, 31), _query(table, 31))  # known at 31: usable from 31 on
+    base_31 = 2 / 6
+    assert _query(table, 31)[names.index("sim_symbol_hit")] == pytest.approx((2 + PRIOR * base_31) / 13 - base_31)
+    alone = dict(zip(names, _query(table, 15, symbol="NEW", group="g3"), strict=True))  # nothing of its own
+    assert alone["sim_symbol_hit"] == 0.0 and alone["sim_peer_return"] == 0.0  # no neighbours: the base itself
+    assert np.isnan(_query(table, 5)).all()  # nothing resolved yet
+
+
+def test_similarity_takes_the_nearest_past_setups() -> None:
+    near, far = 20, 15
+    table = _history_rows([0.7] * near + [0.95] * far, [1.0] * near + [0.0] * far, [0.01] * near + [-0.01] * far,
+                          list(range(1, near + far + 1)), ["A"] * (near + far), ["g1"] * (near + far))
+    f = dict(zip(SIMILARITY_FEATURES, _query(table, 100, score=0.7), strict=True))
+    base = near / (near + far)
+    assert f["sim_symbol_hit"] == pytest.approx((near + PRIOR * base) / (near + PRIOR) - base)  # the K = 20 like it won
+    g = dict(zip(SIMILARITY_FEATURES, _query(table, 100, score=0.95), strict=True))
+    assert g["sim_symbol_hit"] == pytest.approx((0 + 5 + PRIOR * base) / (20 + PRIOR) - base)  # 15 losers + 5 winners
+
+
+def _universe(n: int = 4, days: int = 700) -> list[SeriesBars]:
+    out = []
+    for k in range(n):
+        bars = walk(days, 40 + k, vol=0.03)
+        out.append(SeriesBars(Instrument(f"S{k}", AssetClass.EQUITY, sector="Tech" if k % 2 else "Energy"),
+                              Timeframe.D1, bars))
+    return out
+
+
+def _datasets(series: list[SeriesBars], spx: pd.DataFrame) -> dict[str, Dataset]:
+    import asyncio
+
+    from core.backtest.market import FrameMarket
+    from core.models.training import sector_context_from
+
+    market = FrameMarket([Instrument("SPX", AssetClass.INDEX)], {("SPX", Timeframe.D1): spx})
+    end = series[0].bars.index[-1].to_pydatetime() + pd.Timedelta(days=1)
+    ctx = MarketContext.build(spx, None, {s.instrument.symbol: s.bars["close"] for s in series})
+    sectors = asyncio.run(sector_context_from(None, series, end, market))
+    return build_datasets(series, default_engine(), ctx, 10, sectors=sectors)
+
+
+def test_fs2_rows_before_a_date_do_not_change_when_later_bars_are_added() -> None:
+    series, spx = _universe(), walk(900, 50, freq="B")
+    spx = spx[spx.index <= series[0].bars.index[-1]]
+    full = _datasets(series, spx)["equity-1d"]
+    cut_at = series[0].bars.index[450]
+    early = _datasets([SeriesBars(s.instrument, s.timeframe, s.bars[s.bars.index <= cut_at]) for s in series],
+                      spx[spx.index <= cut_at])["equity-1d"]
+    assert len(early) > 100 and set(early.group) == {"equity:Tech", "equity:Energy"}
+    key = {(s, int(t)): i for i, (s, t) in enumerate(zip(full.symbol, full.decision_ns, strict=True))}
+    rows = [key[(s, int(t))] for s, t in zip(early.symbol, early.decision_ns, strict=True)]
+    np.testing.assert_allclose(full.features[rows], early.features, rtol=1e-9, atol=1e-12)
+    sim = [FEATURES.index(n) for n in SIMILARITY_FEATURES]
+    assert np.isfinite(early.features[:, sim]).mean() > 0.9
+    assert np.isfinite(early.features[:, [FEATURES.index(n) for n in SECTOR_FEATURES]]).mean() > 0.9
+    assert (early.outcome_ns <= early.end_ns).all() and (early.outcome_ns > early.decision_ns).all()
+
+
+def test_the_voter_computes_the_features_training_computed() -> None:
+    from core.features.dataset import setup_history
+    from core.models.voter import FeatureContext, request_features
+    from core.signals.engine import SignalEngine
+
+    series, spx = _universe(3, 500), walk(700, 51, freq="B")
+    data = _datasets(series, spx)["equity-1d"]
+
+    class Recorder:
+        name = "model"
+
+        def __init__(self) -> None:
+            self.requests: list = []
+
+        def probabilities(self, requests):
+            self.requests += list(requests)
+            return [None] * len(requests)
+
+    import asyncio
+
+    from core.backtest.market import FrameMarket
+    from core.models.training import sector_context_from
+
+    market = FrameMarket([Instrument("SPX", AssetClass.INDEX)], {("SPX", Timeframe.D1): spx})
+    end = series[0].bars.index[-1].to_pydatetime() + pd.Timedelta(days=1)
+    ctx = FeatureContext(MarketContext.build(spx, None, {s.instrument.symbol: s.bars["close"] for s in series}),
+                         asyncio.run(sector_context_from(None, series, end, market)), {"equity-1d": setup_history(data)})
+    recorder = Recorder()
+    engine = SignalEngine(default_engine(), model=recorder)
+    for s in series:
+        engine.analyse_recent(s.instrument, s.timeframe, s.bars, len(s.bars) - 60)
+    x = request_features(recorder.requests, ctx)
+    key = {(s, int(t)): i for i, (s, t) in enumerate(zip(data.symbol, data.decision_ns, strict=True))}
+    pairs = [(j, key[(r.symbol, r.as_of_ns)]) for j, r in enumerate(recorder.requests) if (r.symbol, r.as_of_ns) in key]
+    assert len(pairs) > 20
+    np.testing.assert_allclose(x[[j for j, _ in pairs]], data.features[[i for _, i in pairs]], rtol=1e-9, atol=1e-12)

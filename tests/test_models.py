@@ -12,7 +12,7 @@ import pytest
 from core.domain import AssetClass, Direction, Timeframe
 from core.features.bars import BAR_WINDOW
 from core.features.dataset import Dataset
-from core.features.sets import FEATURE_SET_VERSION, FEATURES
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET, FEATURES, MODEL_FEATURE_SETS
 from core.models.calibration import Calibrator, fit_calibrator
 from core.models.lgbm import TreeParams
 from core.models.promotion import decide_promotion
@@ -20,7 +20,7 @@ from core.models.reversion import train_reversion
 from core.models.store import champion, data_fingerprint, load_model, read_manifest, save_model, set_role, versions
 from core.models.training import retrain_times, train_schedule
 from core.models.validation import DAY_NS, auc, brier, known_by, walk_forward_folds
-from core.models.voter import ModelVoter, WalkForwardVoter, skill
+from core.models.voter import ModelVoter, WalkForwardVoter, request_features, skill
 from core.signals.ensemble import ModelRequest
 
 FAST = TreeParams(num_trees=30, num_leaves=7, min_data_in_leaf=20)
@@ -38,7 +38,8 @@ def synthetic(n: int = 3000, seed: int = 0, informative: bool = True) -> Dataset
     end = decision + 14 * DAY_NS
     ret = np.where(hit > 0, 0.02, -0.015)
     return Dataset(x, hit, ret, np.where(hit > 0, 1, -1).astype(np.int8), ret, ret, decision, end,
-                   np.ones(n, dtype=bool), np.full(n, "X", dtype=object), "equity-1d")
+                   np.ones(n, dtype=bool), np.full(n, "X", dtype=object), end, np.full(n, "equity:?", dtype=object),
+                   "equity-1d")
 
 
 def test_isotonic_calibration_is_monotone_and_fixes_a_miscalibrated_score() -> None:
@@ -82,7 +83,7 @@ def test_a_model_for_time_t_saw_no_label_known_after_t() -> None:
                         np.where(later, rng.normal(size=len(data)), data.net_return), data.status,
                         np.where(later, rng.normal(size=len(data)), data.fwd_5),
                         np.where(later, rng.normal(size=len(data)), data.fwd_10), data.decision_ns, data.end_ns,
-                        data.triggered, data.symbol, data.scope)
+                        data.triggered, data.symbol, data.outcome_ns, data.group, data.scope)
     again = train_reversion(scrambled, t, embargo, FAST)
     probe = data.features[2500:]
     np.testing.assert_array_equal(model.probability(probe), again.probability(probe))
@@ -115,7 +116,7 @@ def test_versions_on_disk_round_trip_with_their_manifest(tmp_path: Path) -> None
                 "data_fingerprint", "library_versions"):
         assert key in m
     assert folder.name == f"reversion-equity-1d-{m['version']}"
-    assert m["features"] == list(FEATURES) and m["feature_set"] == FEATURE_SET_VERSION
+    assert m["features"] == list(MODEL_FEATURE_SETS[DEFAULT_MODEL_FEATURE_SET]) and m["feature_set"] == "fs-1"
     assert m["data_fingerprint"] == data_fingerprint(data) and len(m["data_fingerprint"]) == 64
     assert all(isinstance(v, float) for v in m["metrics"].values())
     assert "lightgbm" in m["library_versions"]
@@ -127,7 +128,7 @@ def test_versions_on_disk_round_trip_with_their_manifest(tmp_path: Path) -> None
     assert [f for f, _ in versions(tmp_path)] == [folder]
     with pytest.raises(ValueError):
         set_role(folder, "king")
-    bad = json.loads((folder / "manifest.json").read_text()) | {"feature_set": "fs-0"}
+    bad = json.loads((folder / "manifest.json").read_text()) | {"feature_set": "fs-0", "features": ["gone", "ret_1"]}
     (folder / "manifest.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="feature set"):
         load_model(folder)
@@ -160,11 +161,12 @@ def test_a_challenger_replaces_the_champion_only_when_better_on_the_same_window(
     assert decide_promotion(None, good, window).promote
 
 
-def _request(as_of_ns: int) -> ModelRequest:
+def _request(as_of_ns: int, symbol: str = "") -> ModelRequest:
     rng = np.random.default_rng(as_of_ns % 1000)
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, BAR_WINDOW)))
     window = np.vstack([closes, closes * 1.01, closes * 0.99, closes, np.full(BAR_WINDOW, 1e6)])
-    return ModelRequest(AssetClass.EQUITY, Timeframe.D1, as_of_ns, Direction.LONG, (0.8, 1.0, 0.2, 25.0, 0.7), window)
+    return ModelRequest(AssetClass.EQUITY, Timeframe.D1, as_of_ns, Direction.LONG, (0.8, 1.0, 0.2, 25.0, 0.7), window,
+                        symbol)
 
 
 def test_walk_forward_voter_uses_only_models_trained_before_each_request() -> None:
@@ -223,6 +225,33 @@ def test_champion_voter_loads_the_champion_of_each_scope_and_refreshes_its_conte
     row = voter.context.at_ns(np.array([pd.Timestamp(now).value]))[0]
     assert np.isnan(row[0]) and not np.isnan(row[2]) and 0.0 <= row[4] <= 1.0  # no VIX; SPX trend; breadth
     assert voter.probabilities([_request(pd.Timestamp(now).value)])[0] is not None
+    # fs-2: the sectors' strength and the past setups of the scope, from the market's bars up to now
+    assert set(voter.sectors.group_of) == {"S0", "S1", "S2"} and "equity-1d" in voter.history
+    table = voter.history["equity-1d"]
+    assert len(table) > 0 and (table.known_ns <= pd.Timestamp(now).value).all()
+    x = request_features([_request(pd.Timestamp(now).value, "S1")], voter.features())[0]
+    assert np.isfinite(x[[FEATURES.index(n) for n in ("sector_rs_20", "rs_vs_sector_20", "sim_peer_hit")]]).all()
+
+
+def test_an_outdated_feature_set_is_refused_live_and_retired_by_the_next_training(tmp_path: Path) -> None:
+    import asyncio
+
+    from core.models.live import champion_voter
+    from scripts.train import run_train
+
+    data = write_stocks_csv(tmp_path / "stocks.csv")
+    store = tmp_path / "models"
+    first = asyncio.run(run_train(data, store, params=FAST, progress=lambda f, s: None, say_line=lambda t: None))
+    old = json.loads((first / "manifest.json").read_text())
+    (first / "manifest.json").write_text(json.dumps(old | {"feature_set": "fs-0", "features": ["gone", *old["features"]]}))
+    assert champion_voter(store) is None  # a champion reading a feature no longer computed does not vote
+    lines: list[str] = []
+    second = asyncio.run(run_train(data, store, end="2021-09-30", params=FAST, progress=lambda f, s: None,
+                                   say_line=lines.append))
+    assert read_manifest(second)["role"] == "champion" and read_manifest(first)["role"] == "retired"
+    assert any("outdated" in line for line in lines)
+    voter = champion_voter(store)
+    assert voter is not None and set(voter.models) == {"equity-1d"}
 
 
 def write_stocks_csv(path: Path, symbols: int = 10, days: int = 800) -> Path:
@@ -286,3 +315,32 @@ def test_model_upkeep_retrains_in_the_service_and_the_engine_then_votes_with_the
     voted = [a for a in analyses if a.setup.direction is not None]
     assert voted and all(a.probability is not None and a.ensemble.confidence == round(100 * a.probability)
                          for a in voted)
+
+
+def test_a_model_reads_the_columns_of_its_feature_set_and_sets_compete_on_the_same_rows(tmp_path: Path) -> None:
+    """Rows always carry every feature this code computes; an fs-1 model reads fs-1's columns only (it cannot see a
+    similarity feature), an fs-2 model reads them all, the manifest names them, and the two compete on the same
+    recent rows (A/B) instead of the newer set winning by default."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    data = synthetic(n, seed=7, informative=False)
+    x = data.features.copy()
+    similar = FEATURES.index("sim_peer_hit")
+    assert FEATURES[similar] not in MODEL_FEATURE_SETS["fs-1"]
+    hit = (rng.random(n) < 1 / (1 + np.exp(-2.0 * x[:, similar]))).astype(np.float64)
+    data = Dataset(x, hit, *(getattr(data, f) for f in ("net_return", "status", "fwd_5", "fwd_10", "decision_ns",
+                                                          "end_ns", "triggered", "symbol", "outcome_ns", "group")),
+                   data.scope)
+    train, recent = data.subset(np.arange(n) < 4500), data.subset(np.arange(n) >= 4500)
+    t = int(train.end_ns[-1]) + 10 * DAY_NS
+    fs1 = train_reversion(train, t, 10 * DAY_NS, FAST)
+    fs2 = train_reversion(train, t, 10 * DAY_NS, FAST, feature_set="fs-2")
+    assert (fs1.feature_set, fs1.features) == ("fs-1", MODEL_FEATURE_SETS["fs-1"]) and fs2.features == FEATURES
+    assert auc(fs2.probability(recent.features), recent.hit) > 0.7 > auc(fs1.probability(recent.features), recent.hit) + 0.1
+    decision = decide_promotion(fs1, fs2, recent)
+    assert decision.promote and "Brier" in decision.reason  # judged on the rows, not on the version label
+    folder = save_model(fs1, tmp_path, "reversion-equity-1d", train, "champion", {}, "synthetic")
+    assert read_manifest(folder)["features"] == list(MODEL_FEATURE_SETS["fs-1"])
+    assert np.allclose(load_model(folder).probability(recent.features), fs1.probability(recent.features))
+    with pytest.raises(ValueError, match="unknown feature set"):
+        train_reversion(train, t, 10 * DAY_NS, FAST, feature_set="fs-9")

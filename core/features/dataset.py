@@ -3,11 +3,14 @@ from bars <= the bar) and its labels (from core.labels, the one forward-looking 
 
 A row is a bar whose better side has an evidence score >= MIN_SCORE and a core criterion at least half met:
 looser than the detector's trigger (0.7 and a core criterion fully met), so the model sees more setups than it
-will be asked about, and learns from `setup_score` how the strength of the evidence matters."""
+will be asked about, and learns from `setup_score` how the strength of the evidence matters.
+
+The similarity features of a row read the other rows of its scope (`with_similarity`, after the rows of every
+series of the scope are gathered): `series_rows` leaves them NaN."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -15,7 +18,9 @@ import pandas as pd
 from core.domain import AssetClass, Instrument, Timeframe
 from core.features.bars import bar_features
 from core.features.regime import MarketContext
-from core.features.sets import FEATURES, model_rows
+from core.features.sectors import SectorContext, sector_group
+from core.features.sets import FEATURES, SIMILARITY_COLUMNS, model_rows
+from core.features.similarity import SetupHistory
 from core.indicators import IndicatorEngine
 from core.labels import BarrierLabels, barrier_labels, forward_returns
 from core.market_data.resample import index_ns
@@ -39,6 +44,8 @@ class Dataset:
     end_ns: np.ndarray  # when all its labels were known (the expiry bar's close, or the 10th bar's if later)
     triggered: np.ndarray  # bool: the rule detector fires on the row
     symbol: np.ndarray  # object array of symbols
+    outcome_ns: np.ndarray  # when the barrier outcome (hit, net return) was known: the close of the exit bar
+    group: np.ndarray  # object array: the symbol's sector group (core.features.sectors.sector_group)
     scope: str  # "<asset class>-<timeframe>"
 
     def __len__(self) -> int:
@@ -47,14 +54,14 @@ class Dataset:
     def subset(self, mask: np.ndarray) -> Dataset:
         return Dataset(self.features[mask], self.hit[mask], self.net_return[mask], self.status[mask],
                        self.fwd_5[mask], self.fwd_10[mask], self.decision_ns[mask], self.end_ns[mask],
-                       self.triggered[mask], self.symbol[mask], self.scope)
+                       self.triggered[mask], self.symbol[mask], self.outcome_ns[mask], self.group[mask], self.scope)
 
     @classmethod
     def concat(cls, parts: Sequence[Dataset], scope: str) -> Dataset:
         if not parts:
             return cls.empty(scope)
         fields = ("features", "hit", "net_return", "status", "fwd_5", "fwd_10", "decision_ns", "end_ns", "triggered",
-                  "symbol")
+                  "symbol", "outcome_ns", "group")
         arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
         order = np.argsort(arrays["decision_ns"], kind="stable")
         return cls(**{f: a[order] for f, a in arrays.items()}, scope=scope)
@@ -63,7 +70,8 @@ class Dataset:
     def empty(cls, scope: str) -> Dataset:
         z = np.empty(0)
         return cls(np.empty((0, len(FEATURES))), z, z, np.empty(0, dtype=np.int8), z, z, np.empty(0, dtype=np.int64),
-                   np.empty(0, dtype=np.int64), np.empty(0, dtype=bool), np.empty(0, dtype=object), scope)
+                   np.empty(0, dtype=np.int64), np.empty(0, dtype=bool), np.empty(0, dtype=object),
+                   np.empty(0, dtype=np.int64), np.empty(0, dtype=object), scope)
 
 
 def scope_of(asset_class: AssetClass, timeframe: Timeframe) -> str:
@@ -71,8 +79,10 @@ def scope_of(asset_class: AssetClass, timeframe: Timeframe) -> str:
 
 
 def series_rows(instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, indicators: IndicatorEngine,
-                context: MarketContext, costs_bps: float, levels: LevelParams = LevelParams()) -> Dataset:
-    """The training rows of one series (its whole history; labels UNRESOLVED near the end are dropped)."""
+                context: MarketContext, costs_bps: float, levels: LevelParams = LevelParams(),
+                sectors: SectorContext | None = None) -> Dataset:
+    """The training rows of one series (its whole history; labels UNRESOLVED near the end are dropped), without
+    their similarity features (NaN; see `with_similarity`)."""
     scope = scope_of(instrument.asset_class, timeframe)
     if len(bars) <= MIN_POSITION + 1:
         return Dataset.empty(scope)
@@ -103,11 +113,32 @@ def series_rows(instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame
                              cols["volume_pct_50"][pos]])
     step = int(timeframe.duration.total_seconds()) * 10**9
     decision = opens[pos] + step
-    x = model_rows(side, setup, bar_features(block)[pos], context.at_ns(decision))
+    symbols = np.full(len(pos), instrument.symbol, dtype=object)
+    sector = sectors.at_ns(symbols, decision) if sectors is not None else None
+    x = model_rows(side, setup, bar_features(block)[pos], context.at_ns(decision), sector)
     fwd = forward_returns(close, opens, timeframe)
     barrier_end = labels.end_ns[resolved]
     fwd_end = fwd[10][1][pos]
     end = np.maximum(barrier_end, np.where(fwd_end == np.iinfo(np.int64).max, barrier_end, fwd_end))
     return Dataset(x, labels.hit[resolved], labels.net_return[resolved], labels.status[resolved],
                    fwd[5][0][pos] * side, fwd[10][0][pos] * side, decision, end,
-                   readings.triggered[pos], np.full(len(pos), instrument.symbol, dtype=object), scope)
+                   readings.triggered[pos], symbols, opens[labels.exit_pos[resolved]] + step,
+                   np.full(len(pos), sector_group(instrument.symbol, instrument.asset_class, instrument.sector),
+                           dtype=object), scope)
+
+
+def setup_history(data: Dataset) -> SetupHistory:
+    """The past-setup table of a scope's rows (each usable from the time its outcome was known)."""
+    return SetupHistory.of(data.features, data.hit, data.net_return, data.outcome_ns, data.decision_ns, data.symbol,
+                           data.group)
+
+
+def with_similarity(data: Dataset, history: SetupHistory | None = None) -> Dataset:
+    """`data` with its similarity features filled from `history` (default: the rows of `data` themselves; each row
+    reads only the rows whose outcome was known by its decision time)."""
+    if len(data) == 0:
+        return data
+    table = history if history is not None else setup_history(data)
+    x = data.features.copy()
+    x[:, SIMILARITY_COLUMNS] = table.features(x, data.decision_ns, data.symbol, data.group)
+    return replace(data, features=x)

@@ -34,8 +34,9 @@ def decide_promotion(champion: ReversionModel | None, challenger: ReversionModel
     new = evaluate(challenger, window)
     if champion is None:
         return PromotionDecision(True, "no champion yet", {}, new, len(window))
-    if champion.feature_set != challenger.feature_set or champion.scope != challenger.scope:
-        return PromotionDecision(True, "the champion's feature set or scope is outdated", {}, new, len(window))
+    if champion.scope != challenger.scope:
+        return PromotionDecision(True, "the champion's scope is outdated", {}, new, len(window))
+    # models of different feature sets read the same full rows: they compete on the same window (an A/B test)
     old = evaluate(champion, window)
     if len(window) < MIN_ROWS:
         return PromotionDecision(False, f"only {len(window)} recent rows (need {MIN_ROWS}): keep the champion",

@@ -16,13 +16,21 @@ import numpy as np
 
 from core.domain import Instrument, Timeframe
 from core.features.dataset import Dataset
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET
 from core.indicators import IndicatorEngine
 from core.market_data.resample import to_utc_ns
 from core.models.lgbm import TreeParams
 from core.models.promotion import decide_promotion, recent_window
 from core.models.reversion import MIN_ROWS, evaluate, train_reversion
-from core.models.store import champion, load_model, save_model, set_role, versions
-from core.models.training import build_datasets, context_from, embargo_ns, load_series, scope_timeframe
+from core.models.store import champion, computable, load_model, read_manifest, save_model, set_role, versions
+from core.models.training import (
+    build_datasets,
+    context_from,
+    embargo_ns,
+    load_series,
+    scope_timeframe,
+    sector_context_from,
+)
 from core.models.validation import walk_forward_folds
 from core.ports import MarketData
 
@@ -42,14 +50,16 @@ def model_name(scope: str) -> str:
     return f"reversion-{scope}"
 
 
-def cross_validate(data: Dataset, params: TreeParams, folds: int = CV_FOLDS) -> dict[str, float]:
+def cross_validate(data: Dataset, params: TreeParams, folds: int = CV_FOLDS,
+                   feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, float]:
     """Mean metrics of purged, embargoed walk-forward folds (each model scored on the block after its training)."""
     embargo = embargo_ns(scope_timeframe(data.scope))
     scores: list[dict[str, float]] = []
     for train, test in walk_forward_folds(data.decision_ns, data.end_ns, folds, embargo, min_train=MIN_ROWS):
         first_test = int(data.decision_ns[test].min())
         try:
-            model = train_reversion(data.subset(train), first_test, embargo, params, with_regressor=False)
+            model = train_reversion(data.subset(train), first_test, embargo, params, with_regressor=False,
+                                    feature_set=feature_set)
         except ValueError:
             continue
         scores.append(evaluate(model, data.subset(test)))
@@ -70,9 +80,18 @@ def assign_roles(models_dir: Path, name: str, new: Path, data: Dataset, say_line
         set_role(new, "champion")
         say_line(f"{name}: {new.name} is the first champion")
         return
+    if not computable(read_manifest(current)):  # this code cannot compute its features
+        set_role(current, "retired")
+        set_role(new, "champion")
+        say_line(f"{name}: {new.name} replaces {current.name} (feature set "
+                 f"{read_manifest(current).get('feature_set')!r} is outdated)")
+        return
     champ = load_model(current)
     for folder, manifest in versions(models_dir, name):
         if manifest.get("role") != "challenger":
+            continue
+        if not computable(manifest):
+            set_role(folder, "retired")
             continue
         challenger = load_model(folder)
         decision = decide_promotion(champ, challenger, recent_window(data, champ, challenger))
@@ -86,7 +105,8 @@ def assign_roles(models_dir: Path, name: str, new: Path, data: Dataset, say_line
 
 
 def fit_versions(datasets: dict[str, Dataset], models_dir: Path, end: datetime, params: TreeParams, folds: int,
-                 training_data: str, progress: Say = _quiet, say_line: Line = log.info) -> dict[str, Path]:
+                 training_data: str, progress: Say = _quiet, say_line: Line = log.info,
+                 feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, Path]:
     """The CPU-bound part: cross-validate, fit and save a version per scope with enough rows; assign roles."""
     out: dict[str, Path] = {}
     scopes = [s for s in sorted(datasets) if len(datasets[s]) >= MIN_ROWS]
@@ -94,9 +114,9 @@ def fit_versions(datasets: dict[str, Dataset], models_dir: Path, end: datetime, 
         ds = datasets[scope]
         embargo = embargo_ns(scope_timeframe(scope))
         progress(k / max(1, len(scopes)), f"cv {scope}")
-        metrics = cross_validate(ds, params, folds)
+        metrics = cross_validate(ds, params, folds, feature_set)
         progress((k + 0.7) / max(1, len(scopes)), f"fit {scope}")
-        model = train_reversion(ds, to_utc_ns(end) + embargo, embargo, params)
+        model = train_reversion(ds, to_utc_ns(end) + embargo, embargo, params, feature_set=feature_set)
         folder = save_model(model, models_dir, model_name(scope), ds, "challenger", metrics, training_data)
         assign_roles(models_dir, model_name(scope), folder, ds, say_line)
         out[scope] = folder
@@ -110,8 +130,10 @@ async def train_new_versions(market: MarketData, targets: Sequence[tuple[Instrum
                              end: datetime | None, indicators: IndicatorEngine, *, costs_bps: float = 10.0,
                              context_market: MarketData | None = None, params: TreeParams = TreeParams(),
                              folds: int = CV_FOLDS, training_data: str = "", progress: Say = _quiet,
-                             say_line: Line = log.info) -> dict[str, Path]:
-    """New versions trained on the bars of `targets` closing by `end` (None: all of them); {scope: version folder}."""
+                             say_line: Line = log.info,
+                             feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, Path]:
+    """New versions trained on the bars of `targets` closing by `end` (None: all of them), reading the columns of
+    `feature_set`; {scope: version folder}."""
     progress(0.0, "load")
     series = await load_series(market, targets, end or FAR)
     if not series:
@@ -119,11 +141,13 @@ async def train_new_versions(market: MarketData, targets: Sequence[tuple[Instrum
     if end is None:
         end = max(s.bars.index[-1] + s.timeframe.duration for s in series).to_pydatetime()
     context = await context_from(context_market or market, series, end)
+    sectors = await sector_context_from(market, series, end, context_market)
     last: datetime = end
 
     def work() -> dict[str, Path]:
-        datasets = build_datasets(series, indicators, context, costs_bps, lambda f, _s: progress(0.2 * f, "features"))
+        datasets = build_datasets(series, indicators, context, costs_bps, lambda f, _s: progress(0.2 * f, "features"),
+                                  sectors)
         return fit_versions(datasets, models_dir, last, params, folds, training_data,
-                            lambda f, s: progress(0.2 + 0.8 * f, s), say_line)
+                            lambda f, s: progress(0.2 + 0.8 * f, s), say_line, feature_set)
 
     return await asyncio.to_thread(work)

@@ -9,12 +9,12 @@ more data are more confident than the ones the calibrator saw, and the calibrati
 a refit made 25 %-calibrated rows hit 8 %). The regressor, which is not calibrated, uses every usable row."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from core.features.dataset import Dataset
-from core.features.sets import FEATURE_SET_VERSION, FEATURES
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS, columns_of, model_feature_set
 from core.models.calibration import Calibrator, fit_calibrator
 from core.models.lgbm import TreeParams, Trees, fit_trees
 from core.models.validation import auc, brier, known_by, log_loss
@@ -29,29 +29,37 @@ class ReversionModel:
     calibrator: Calibrator
     regressor: Trees | None
     trained_until_ns: int  # every training label was known (plus the embargo) by this time
-    features: tuple[str, ...] = FEATURES
-    feature_set: str = FEATURE_SET_VERSION
+    features: tuple[str, ...] = MODEL_FEATURE_SETS[DEFAULT_MODEL_FEATURE_SET]  # the columns it reads, in order
+    feature_set: str = DEFAULT_MODEL_FEATURE_SET
     metrics: dict[str, float] = field(default_factory=dict)
     calibration_from_ns: int | None = None  # the classifier saw rows decided before this; the calibrator the rest
 
+    def columns(self, x: np.ndarray) -> np.ndarray:
+        """The model's own columns of full rows `x` (n, len(core.features.sets.FEATURES))."""
+        return np.asarray(x)[:, columns_of(self.features)]
+
     def raw(self, x: np.ndarray) -> np.ndarray:
-        return self.classifier.predict(x)
+        return self.classifier.predict(self.columns(x))
 
     def probability(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of a win after costs, one per row of `x` (n, len(features))."""
+        """Calibrated probabilities of a win after costs, one per row of `x` (n, len(FEATURES): full rows)."""
         return np.clip(self.calibrator(self.raw(x)), 0.0, 1.0)
 
     def expected_return(self, x: np.ndarray) -> np.ndarray:
-        return self.regressor.predict(x) if self.regressor is not None else np.full(len(x), np.nan)
+        return self.regressor.predict(self.columns(x)) if self.regressor is not None else np.full(len(x), np.nan)
 
 
 def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeParams = TreeParams(),
-                    calibration_share: float = 0.25, with_regressor: bool = True) -> ReversionModel:
-    """A model for decisions at `as_of_ns` and later, from the rows of `data` known by then."""
+                    calibration_share: float = 0.25, with_regressor: bool = True,
+                    feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> ReversionModel:
+    """A model for decisions at `as_of_ns` and later, from the rows of `data` known by then, reading the columns
+    of `feature_set` (core.features.sets.MODEL_FEATURE_SETS)."""
+    features = model_feature_set(feature_set)
     usable = data.subset(known_by(data.end_ns, as_of_ns, embargo_ns))
     if len(usable) < MIN_ROWS:
         raise ValueError(f"{data.scope}: {len(usable)} labelled rows known by then, need at least {MIN_ROWS}")
-    names = list(FEATURES)
+    names = list(features)
+    usable = replace(usable, features=usable.features[:, columns_of(features)])  # the model's own columns
     cut = int(np.quantile(usable.decision_ns, 1.0 - calibration_share))
     older = known_by(usable.end_ns, cut, embargo_ns)
     newer = usable.decision_ns >= cut
@@ -78,8 +86,8 @@ def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeP
                                   TreeParams(objective="regression", num_trees=params.num_trees // 2,
                                              num_threads=params.num_threads))
     trained_until = int(usable.end_ns.max()) + int(embargo_ns)
-    return ReversionModel(data.scope, classifier, calibrator, regressor, trained_until, metrics=metrics,
-                          calibration_from_ns=calibration_from)
+    return ReversionModel(data.scope, classifier, calibrator, regressor, trained_until, features, feature_set,
+                          metrics=metrics, calibration_from_ns=calibration_from)
 
 
 def evaluate(model: ReversionModel, data: Dataset) -> dict[str, float]:

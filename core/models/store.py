@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from core.features.dataset import Dataset
-from core.features.sets import FEATURE_SET_VERSION
+from core.features.sets import FEATURES
 from core.models.calibration import Calibrator
 from core.models.lgbm import Trees, library_version
 from core.models.reversion import ReversionModel
@@ -97,10 +97,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def load_model(folder: Path) -> ReversionModel:
-    """The model saved in `folder`. Refuses a model of another feature set than the one this code computes."""
+    """The model saved in `folder`. Refuses a model that reads a feature this code does not compute."""
     m = read_manifest(folder)
-    if m.get("feature_set") != FEATURE_SET_VERSION:
-        raise ValueError(f"{folder.name}: feature set {m.get('feature_set')!r}, this code computes {FEATURE_SET_VERSION!r}")
+    if not computable(m):
+        raise ValueError(f"{folder.name}: feature set {m.get('feature_set')!r} reads features this code does not "
+                         f"compute: {', '.join(str(f) for f in m.get('features') or ()) or 'none listed'}")
     folder = Path(folder)
     regressor = Trees.from_text((folder / "regressor.txt").read_text()) if (folder / "regressor.txt").is_file() else None
     return ReversionModel(str(m["scope"]), Trees.from_text((folder / "classifier.txt").read_text()),
@@ -108,6 +109,12 @@ def load_model(folder: Path) -> ReversionModel:
                           int(m["trained_until_ns"]), tuple(m["features"]), str(m["feature_set"]),
                           {k: float(v) for k, v in m["metrics"].items()},
                           None if m.get("calibration_from_ns") is None else int(m["calibration_from_ns"]))
+
+
+def computable(manifest: dict[str, Any]) -> bool:
+    """Whether this code computes every feature the model of `manifest` reads (its `features`, by name)."""
+    features = manifest.get("features")
+    return isinstance(features, list) and bool(features) and all(f in FEATURES for f in features)
 
 
 def versions(models_dir: Path, name: str | None = None) -> list[tuple[Path, dict[str, Any]]]:

@@ -12,10 +12,12 @@ import pandas as pd
 
 from core.domain import AssetClass, Instrument, Timeframe
 from core.errors import MarketDataError
-from core.features.dataset import Dataset, scope_of, series_rows
+from core.features.dataset import Dataset, scope_of, series_rows, with_similarity
 from core.features.regime import MarketContext
+from core.features.sectors import SectorContext, benchmark_symbol, sector_group
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET
 from core.indicators import IndicatorEngine
-from core.market_data.resample import to_utc_ns
+from core.market_data.resample import default_anchor, resample_bars, to_utc_ns
 from core.models.lgbm import TreeParams
 from core.models.reversion import MIN_ROWS, ReversionModel, train_reversion
 from core.ports import MarketData
@@ -77,17 +79,70 @@ async def context_from(market: MarketData | None, series: Sequence[SeriesBars], 
     return MarketContext.build(frames["SPX"], frames["VIX"], closes or None)
 
 
+async def sector_context_from(market: MarketData | None, series: Sequence[SeriesBars], end: datetime,
+                              context_market: MarketData | None = None, limit: int | None = None) -> SectorContext:
+    """Sector strength of the instruments of `series` (core.features.sectors), from their daily closes: the daily
+    series among `series`, else the market's daily bars, else their bars resampled to days. Benchmarks: SPX from
+    `context_market` (or `market`) for equity sectors, the BTC pair for crypto."""
+    instruments = {s.instrument.symbol: s.instrument for s in series}
+    closes: dict[str, pd.Series] = {s.instrument.symbol: s.bars["close"] for s in series if s.timeframe is Timeframe.D1}
+    for sym, inst in instruments.items():
+        if sym in closes:
+            continue
+        daily = None
+        if market is not None and Timeframe.D1 in set(market.timeframes(sym)):
+            try:
+                daily = await market.get_bars(sym, Timeframe.D1, end=end, limit=limit)
+            except MarketDataError as exc:
+                log.warning("sector context: no daily bars for %s: %s", sym, exc)
+        if daily is None or daily.empty:
+            finest = min((s for s in series if s.instrument.symbol == sym), key=lambda s: s.timeframe.duration)
+            daily = resample_bars(finest.bars, finest.timeframe, Timeframe.D1,
+                                  default_anchor(inst.asset_class, Timeframe.D1), end=end)
+        if not daily.empty:
+            closes[sym] = daily["close"]
+    groups = {sym: sector_group(sym, inst.asset_class, inst.sector) for sym, inst in instruments.items()}
+    benchmarks: dict[str, pd.Series] = {}
+    spx: pd.Series | None = None
+    for group in set(groups.values()):
+        bench = benchmark_symbol(group, [*closes, "SPX"])
+        if bench == "SPX":
+            if spx is None:
+                spx = await _index_closes(context_market or market, "SPX", end, limit)
+            if spx is not None:
+                benchmarks[group] = spx
+        elif bench is not None:
+            benchmarks[group] = closes[bench]
+    return SectorContext.build(closes, groups, benchmarks)
+
+
+async def _index_closes(market: MarketData | None, symbol: str, end: datetime, limit: int | None) -> pd.Series | None:
+    if market is None or symbol not in {i.symbol for i in market.instruments()}:
+        return None
+    try:
+        bars = await market.get_bars(symbol, Timeframe.D1, end=end, limit=limit)
+    except MarketDataError as exc:
+        log.warning("sector context: no %s: %s", symbol, exc)
+        return None
+    return bars["close"] if not bars.empty else None
+
+
 def build_datasets(series: Sequence[SeriesBars], indicators: IndicatorEngine, context: MarketContext,
-                   costs_bps: float, progress: Progress = _quiet) -> dict[str, Dataset]:
+                   costs_bps: float, progress: Progress = _quiet, sectors: SectorContext | None = None,
+                   similarity: bool = True) -> dict[str, Dataset]:
+    """The rows of every scope, with their similarity features (each row reading the rows of its scope whose
+    outcome was known by its decision; left NaN when `similarity` is False, for a table of past setups)."""
     parts: dict[str, list[Dataset]] = {}
     for k, s in enumerate(series):
         scope = scope_of(s.instrument.asset_class, s.timeframe)
         try:
-            parts.setdefault(scope, []).append(series_rows(s.instrument, s.timeframe, s.bars, indicators, context, costs_bps))
+            parts.setdefault(scope, []).append(series_rows(s.instrument, s.timeframe, s.bars, indicators, context,
+                                                           costs_bps, sectors=sectors))
         except Exception:  # one bad series must not stop training
             log.exception("training rows of %s %s failed", s.instrument.symbol, s.timeframe)
         progress((k + 1) / max(1, len(series)), "features")
-    return {scope: Dataset.concat(p, scope) for scope, p in parts.items()}
+    out = {scope: Dataset.concat(p, scope) for scope, p in parts.items()}
+    return {scope: with_similarity(data) for scope, data in out.items()} if similarity else out
 
 
 def retrain_times(start: datetime, end: datetime, every: timedelta = RETRAIN_EVERY) -> list[datetime]:
@@ -99,7 +154,8 @@ def retrain_times(start: datetime, end: datetime, every: timedelta = RETRAIN_EVE
 
 
 def train_schedule(datasets: dict[str, Dataset], times: Sequence[datetime], params: TreeParams = TreeParams(),
-                   progress: Progress = _quiet) -> dict[str, list[ReversionModel]]:
+                   progress: Progress = _quiet,
+                   feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, list[ReversionModel]]:
     """For each scope and each retrain time t, a model from the labels known (plus the embargo) by t. Times too
     early to have MIN_ROWS labels get no model (the rules decide alone until the first one exists)."""
     out: dict[str, list[ReversionModel]] = {}
@@ -107,7 +163,8 @@ def train_schedule(datasets: dict[str, Dataset], times: Sequence[datetime], para
     for k, (scope, t) in enumerate(jobs):
         data = datasets[scope]
         try:
-            model = train_reversion(data, to_utc_ns(t), embargo_ns(scope_timeframe(scope)), params)
+            model = train_reversion(data, to_utc_ns(t), embargo_ns(scope_timeframe(scope)), params,
+                                    feature_set=feature_set)
         except ValueError as exc:
             log.info("no model for %s at %s: %s", scope, t.date(), exc)
         else:

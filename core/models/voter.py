@@ -1,5 +1,6 @@
 """Models as a voter of the signal engine (`core.signals.ensemble.ProbabilityModel`): features of each setup
-from its request (bars <= its bar, the market context as of its bar), one batched prediction per model.
+from its request (bars <= its bar; the market and sector context as of its bar; the past setups of its scope
+whose outcome was known by its bar), one batched prediction per model.
 
 ModelVoter          fixed models, one per scope ("equity-1d", "crypto-1h", ...): the live service
 WalkForwardVoter    for each scope a series of models, each used only from the time its training labels were
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.features.bars import BAR_WINDOW, last_bar_features
 from core.features.dataset import scope_of
 from core.features.regime import MarketContext
-from core.features.sets import model_rows
+from core.features.sectors import SectorContext, sector_group
+from core.features.sets import SIMILARITY_COLUMNS, model_rows
+from core.features.similarity import SetupHistory
 from core.models.reversion import ReversionModel
 from core.signals.ensemble import ModelOpinion, ModelRequest
 
@@ -37,23 +41,52 @@ def _opinions(model: ReversionModel, x: np.ndarray) -> list[ModelOpinion]:
     return [ModelOpinion(float(p), weight) for p in model.probability(x).tolist()]
 
 
-def request_features(requests: Sequence[ModelRequest], context: MarketContext) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class FeatureContext:
+    """What a request's features read beyond its own bars: the market regime, the sectors' strength, and per scope
+    the table of past setups (core.features.similarity)."""
+
+    market: MarketContext = field(default_factory=MarketContext.empty)
+    sectors: SectorContext = field(default_factory=SectorContext.empty)
+    history: Mapping[str, SetupHistory] = field(default_factory=dict)
+
+
+def request_features(requests: Sequence[ModelRequest], context: MarketContext | FeatureContext) -> np.ndarray:
     """(len(requests), len(FEATURES)): the rows the models read, as training builds them."""
     if not requests:
         return np.empty((0, 0))
+    ctx = context if isinstance(context, FeatureContext) else FeatureContext(context)
     bars = last_bar_features(np.stack([r.window[:, -BAR_WINDOW:] for r in requests], axis=1))
     side = np.array([r.side.sign for r in requests], dtype=np.float64)
     setup = np.array([r.setup for r in requests], dtype=np.float64)
-    regime = context.at_ns(np.array([r.as_of_ns for r in requests], dtype=np.int64))
-    return model_rows(side, setup, bars, regime)
+    as_of = np.array([r.as_of_ns for r in requests], dtype=np.int64)
+    symbols = np.array([r.symbol for r in requests], dtype=object)
+    x = model_rows(side, setup, bars, ctx.market.at_ns(as_of), ctx.sectors.at_ns(symbols, as_of))
+    groups = np.array([ctx.sectors.group_of.get(r.symbol) or sector_group(r.symbol, r.asset_class)
+                       for r in requests], dtype=object)
+    scopes = np.array([scope_of(r.asset_class, r.timeframe) for r in requests], dtype=object)
+    for scope in set(scopes.tolist()):
+        table = ctx.history.get(scope)
+        if table is None:
+            continue
+        rows = np.flatnonzero(scopes == scope)
+        x[np.ix_(rows, np.arange(x.shape[1])[SIMILARITY_COLUMNS])] = table.features(x[rows], as_of[rows],
+                                                                                     symbols[rows], groups[rows])
+    return x
 
 
 class ModelVoter:
     name = "model"
 
-    def __init__(self, models: Mapping[str, ReversionModel], context: MarketContext | None = None) -> None:
+    def __init__(self, models: Mapping[str, ReversionModel], context: MarketContext | None = None,
+                 sectors: SectorContext | None = None, history: Mapping[str, SetupHistory] | None = None) -> None:
         self.models = dict(models)
         self.context = context or MarketContext.empty()
+        self.sectors = sectors or SectorContext.empty()
+        self.history: dict[str, SetupHistory] = dict(history or {})
+
+    def features(self) -> FeatureContext:
+        return FeatureContext(self.context, self.sectors, self.history)
 
     def probabilities(self, requests: Sequence[ModelRequest]) -> list[ModelOpinion | None]:
         out: list[ModelOpinion | None] = [None] * len(requests)
@@ -62,7 +95,7 @@ class ModelVoter:
             if scope_of(r.asset_class, r.timeframe) in self.models and r.window.shape[1] >= BAR_WINDOW:
                 by_scope.setdefault(scope_of(r.asset_class, r.timeframe), []).append(i)
         for scope, idx in by_scope.items():
-            x = request_features([requests[i] for i in idx], self.context)
+            x = request_features([requests[i] for i in idx], self.features())
             for i, opinion in zip(idx, _opinions(self.models[scope], x), strict=True):
                 out[i] = opinion
         return out
@@ -74,10 +107,13 @@ class WalkForwardVoter:
 
     name = "model"
 
-    def __init__(self, schedule: Mapping[str, Sequence[ReversionModel]], context: MarketContext | None = None) -> None:
+    def __init__(self, schedule: Mapping[str, Sequence[ReversionModel]], context: MarketContext | None = None,
+                 sectors: SectorContext | None = None, history: Mapping[str, SetupHistory] | None = None) -> None:
         self.schedule = {scope: sorted(models, key=lambda m: m.trained_until_ns) for scope, models in schedule.items()}
         self._starts = {scope: [m.trained_until_ns for m in models] for scope, models in self.schedule.items()}
         self.context = context or MarketContext.empty()
+        self.sectors = sectors or SectorContext.empty()
+        self.history: dict[str, SetupHistory] = dict(history or {})
         self.used: dict[int, int] = {}  # id(model) -> requests answered (for reports)
 
     def model_for(self, scope: str, as_of_ns: int) -> ReversionModel | None:
@@ -95,7 +131,7 @@ class WalkForwardVoter:
             if model is not None and r.window.shape[1] >= BAR_WINDOW:
                 groups.setdefault(id(model), (model, []))[1].append(i)
         for key, (model, idx) in groups.items():
-            x = request_features([requests[i] for i in idx], self.context)
+            x = request_features([requests[i] for i in idx], FeatureContext(self.context, self.sectors, self.history))
             self.used[key] = self.used.get(key, 0) + len(idx)
             for i, opinion in zip(idx, _opinions(model, x), strict=True):
                 out[i] = opinion

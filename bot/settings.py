@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     llm_daily_token_budget: int = Field(2_000_000, ge=0, description="tokens per provider and UTC day")
     llm_daily_cost_budget_usd: float = Field(5.0, ge=0, description="spend per provider and UTC day")
     llm_timeout: float = Field(20.0, gt=0)
+    llm_reasoning: bool = Field(True, description="signal reasoning written by the LLMs (Claude, then GPT) when a key "
+                                "is set; false, or no key: the template text")
+    llm_reasoning_budget: float = Field(8.0, gt=0, description="seconds the LLMs get per scan batch to write the "
+                                        "reasoning; what is not written by then keeps the template text")
     news_dir: str | None = Field(None, description="replay news from this folder (layout of ../shared/data/news)")
     news_sources: str = Field("", description="live news sources, comma-separated: yahoo, rss:URL (none: no news "
                               "vote; offline, replayed data with a news folder is replayed)")

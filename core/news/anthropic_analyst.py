@@ -79,6 +79,22 @@ class AnthropicAnalyst:
                 if tool_id else repair)})
         raise AssertionError("unreachable")
 
+    async def complete_text(self, system: str, user: str, *, max_tokens: int) -> tuple[str, str, int, int]:
+        """A free-text answer (no tool): (text, model, input tokens, output tokens), for the reasoning
+        writer (core.signals.narrative); vendor errors leave as the analyst errors, a refusal too."""
+        try:
+            response = await self._client.messages.create(
+                model=self.model, max_tokens=max_tokens, system=system,
+                messages=[{"role": "user", "content": user}])
+        except anthropic.APIError as exc:
+            raise translate_error(exc) from exc
+        if response.stop_reason == "refusal":
+            raise AnalystRefusedError(f"anthropic {self.model} refused to answer")
+        text = " ".join(b.text for b in response.content if b.type == "text").strip()
+        if not text:
+            raise InvalidVerdictError(f"anthropic {self.model}: answer without text")
+        return text, response.model or self.model, response.usage.input_tokens, response.usage.output_tokens
+
     async def _create(self, system: str, messages: list[dict[str, Any]]) -> Any:
         try:
             return await self._client.messages.create(  # type: ignore[call-overload]

@@ -67,6 +67,27 @@ class OpenAIAnalyst:
             return AnalystAnswer(verdict, model or self.model, tokens_in, tokens_out)
         raise AssertionError("unreachable")
 
+    async def complete_text(self, system: str, user: str, *, max_tokens: int) -> tuple[str, str, int, int]:
+        """A free-text answer (no response format): (text, model, input tokens, output tokens), for the
+        reasoning writer (core.signals.narrative); vendor errors leave as the analyst errors, a refusal too."""
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model, messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                temperature=0.2, max_completion_tokens=max_tokens)
+        except openai.APIError as exc:
+            raise translate_error(exc) from exc
+        if not response.choices:
+            raise InvalidVerdictError(f"openai {self.model}: answer without choices")
+        message = response.choices[0].message
+        if message.refusal:
+            raise AnalystRefusedError(f"openai {self.model} refused: {message.refusal[:200]}")
+        text = (message.content or "").strip()
+        if not text:
+            raise InvalidVerdictError(f"openai {self.model}: answer without text")
+        usage = response.usage
+        return (text, response.model or self.model, usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0)
+
     async def _complete(self, messages: list[dict[str, str]]) -> tuple[str, int, int, str]:
         try:
             response = await self._client.chat.completions.create(  # type: ignore[call-overload]

@@ -16,6 +16,7 @@ from core.market_data.resample import BarArrays, to_utc_ns
 from core.ports import MarketData, SignalRepository
 from core.risk import RiskManager
 from core.signals.engine import Analysis, SignalEngine, bar_time
+from core.signals.narrative import Narrator
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class SignalService:
     def __init__(self, market: MarketData, engine: SignalEngine, signals: SignalRepository, bus: EventBus,
                  risk: RiskManager, clock: Clock,
                  timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
-                 on_demand: MarketData | None = None) -> None:
+                 on_demand: MarketData | None = None, narrator: Narrator | None = None) -> None:
         self.market = market
         self.on_demand = on_demand or market  # /signal may read a provider directly (live: the router)
         self.engine = engine
@@ -60,6 +61,7 @@ class SignalService:
         self.risk = risk
         self.clock = clock
         self.timeframes = timeframes or DEFAULT_TIMEFRAMES
+        self.narrator = narrator  # reasoning written by an LLM (None: the engine's template text)
         self._last_seen: dict[tuple[str, Timeframe], datetime] = {}
         self._lock = asyncio.Lock()
         self.last_scan_at: datetime | None = None  # service clock time of the last completed scan
@@ -179,8 +181,29 @@ class SignalService:
             last = latest.get(key)
             if last is None or (cand.issued_at, cand.id) > (last.issued_at, last.id):
                 latest[key] = cand
+        approved = await self._narrate(approved)
         await self.signals.add_signals(approved)
         for cand in approved:
             report.issued.append(cand)
             log.info("issued %s %s conf %d", cand.id, cand.direction.verb, cand.confidence)
             await self.bus.publish(SignalIssued(cand))
+
+    async def _narrate(self, approved: list[Signal]) -> list[Signal]:
+        """The approved signals with their reasoning written by the narrator's LLMs when it has any (within
+        its time budget; whatever fails keeps the template text). Never loses a signal."""
+        if self.narrator is None or not approved:
+            return approved
+        try:
+            written = await self.narrator.narrate(approved)
+        except Exception:  # noqa: BLE001 - the narrator must never cost a signal
+            log.exception("reasoning writers failed; the template text stays")
+            return approved
+        if len(written) != len(approved) or any(w.id != a.id for w, a in zip(written, approved)):
+            log.error("reasoning writers returned other signals; the template text stays")
+            return approved
+        return written
+
+    async def close(self) -> None:
+        """Close the narrator's HTTP clients (if any)."""
+        if self.narrator is not None:
+            await self.narrator.close()

@@ -12,6 +12,9 @@ words (see tests.fakes.openai_api.verdict_for) or `fake.verdict`. Faults:
     "rate_limit" (429 rate_limit_error + retry-after), "status" (status=500 api_error, 529
     overloaded_error, ...), "timeout" (sleep `delay` s), "invalid" (tool input that breaks the schema),
     "malformed" (a text block and no tool call), "refusal" (stop_reason "refusal", no content)
+
+A request without tools gets a free-text answer: one text block with `fake.text` (or FREE_TEXT),
+stop_reason "end_turn" (the faults above apply as well).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from aiohttp import web
 from tests.fakes.market_faults import FakeServer
 from tests.fakes.openai_api import tokens_of, verdict_for
 
+FREE_TEXT = "The setup met its criteria. The votes agreed on the direction."
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
                 500: "api_error", 529: "overloaded_error"}
 
@@ -30,6 +34,7 @@ class FakeAnthropic(FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.verdict: dict[str, Any] | None = None
+        self.text: str | None = None  # the free-text answer (requests without tools)
         self.bodies: list[dict[str, Any]] = []
 
     def routes(self, app: web.Application) -> None:
@@ -51,6 +56,8 @@ class FakeAnthropic(FakeServer):
         content: list[dict[str, Any]] = [{"type": "tool_use", "id": f"toolu_{len(self.bodies):04d}", "name": tool,
                                           "input": self.verdict or verdict_for(_text(body["messages"][0].get("content")))}]
         stop_reason = "tool_use"
+        if not body.get("tools"):
+            content, stop_reason = [{"type": "text", "text": self.text or FREE_TEXT}], "end_turn"
         if fault is not None:
             if fault.kind == "rate_limit":
                 headers = {"retry-after": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -59,7 +66,7 @@ class FakeAnthropic(FakeServer):
                 return _error(fault.status, "Overloaded" if fault.status == 529 else "Internal server error")
             if fault.kind == "timeout":
                 await self.pause(fault.delay)
-            elif fault.kind == "invalid":
+            elif fault.kind == "invalid" and content[0]["type"] == "tool_use":
                 content[0]["input"] = {**content[0]["input"], "sentiment": -4, "event_type": "weather"}
             elif fault.kind == "malformed":
                 content = [{"type": "text", "text": "I think this is good news {sentiment: high"}]

@@ -12,6 +12,8 @@ negative), or `fake.verdict` when set. Faults (`fake.faults.add(kind, ...)`, see
     "rate_limit" (429 + Retry-After), "status" (status=500 or any, with OpenAI's error body),
     "timeout" (sleep `delay` s before answering), "malformed" (content that is not JSON),
     "invalid" (JSON that breaks the schema: sentiment 3), "refusal" (message.refusal set)
+
+A request without `response_format` gets a free-text answer: `fake.text` (or FREE_TEXT).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from tests.fakes.market_faults import FakeServer
 
+FREE_TEXT = "The setup met its criteria. The votes agreed on the direction."
 POSITIVE = ("beats", "surges", "record", "upgrade", "raises")
 NEGATIVE = ("misses", "plunges", "lawsuit", "downgrade", "recall")
 
@@ -46,6 +49,7 @@ class FakeOpenAI(FakeServer):
     def __init__(self, model_suffix: str = "") -> None:
         super().__init__()
         self.verdict: dict[str, Any] | None = None
+        self.text: str | None = None  # the free-text answer (requests without response_format)
         self.bodies: list[dict[str, Any]] = []
         self.model_suffix = model_suffix  # e.g. "-2024-07-18": the dated model name OpenAI answers with
 
@@ -62,7 +66,8 @@ class FakeOpenAI(FakeServer):
             return _error(401, "invalid_request_error", "Incorrect API key provided")
         prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
         first_user = next((str(m.get("content", "")) for m in body["messages"] if m.get("role") == "user"), "")
-        content = json.dumps(self.verdict or verdict_for(first_user))
+        free = "response_format" not in body
+        content = (self.text or FREE_TEXT) if free else json.dumps(self.verdict or verdict_for(first_user))
         refusal = None
         if fault is not None:
             if fault.kind == "rate_limit":
@@ -74,7 +79,7 @@ class FakeOpenAI(FakeServer):
                 await self.pause(fault.delay)
             elif fault.kind == "malformed":
                 content = content[: len(content) // 2]
-            elif fault.kind == "invalid":
+            elif fault.kind == "invalid" and not free:
                 content = json.dumps({**json.loads(content), "sentiment": 3, "severity": 9})
             elif fault.kind == "refusal":
                 content, refusal = "", "I can't help with that."

@@ -226,3 +226,19 @@ def test_validation_rules():
     ]:
         with pytest.raises(InvalidNarrativeError, match=why):
             validate_narrative(bad, s)
+
+
+async def test_admin_models_shows_each_writer_and_what_it_did(fake_anthropic, fake_openai):
+    from bot.commands.admin import reasoning_part
+
+    assert reasoning_part(None) == [("Reasoning", "the engine's template (no LLM key, or SIGNALBOT_LLM_REASONING=false)")]
+    fake_anthropic.text = WRONG_NUMBER
+    fake_openai.text = GOOD_TEXT
+    narr = narrator(fake_anthropic, fake_openai)
+    assert narr is not None
+    await Run(narr).issue(candidate())
+    claude, gpt = reasoning_part(narr)
+    assert claude[0] == "Reasoning by anthropic:claude-haiku-4-5" and gpt[0] == "Reasoning by openai:gpt-4o-mini"
+    assert claude[1].startswith("breaker closed; 1 calls, 0 used, 0 failed, 1 rejected, 0 skipped; today ")
+    assert gpt[1].startswith("breaker closed; 1 calls, 1 used, 0 failed, 0 rejected, 0 skipped; today ")
+    assert "of 100,000 tokens" in gpt[1] and "of $1.00" in gpt[1]

@@ -201,7 +201,8 @@ async def list_models(ctx: CommandContext) -> Doc:
     live = live_accuracy([(s.evidence, o.net_return) for s, o in closed])
     engine = getattr(getattr(svc.signal_service, "engine", None), "version", "?")
     news = news_part(getattr(svc, "news", None), [(s.evidence, s.direction.value, o.net_return) for s, o in closed])
-    fields = (("Engine now", engine), *live, *news)
+    writers = reasoning_part(getattr(svc.signal_service, "narrator", None))
+    fields = (("Engine now", engine), *live, *news, *writers)
     if not manifests:
         return Doc(heading="No models", body=f"No model manifests under {root}/.", fields=fields)
     rows = tuple((m.get("name", "?"), m.get("version", "?"), m.get("created_at", "?"), m.get("role", "-"),
@@ -253,6 +254,27 @@ def news_part(job: Any, closed: Sequence[tuple[Mapping[str, Any], str, float]]) 
     out.append(("News vote, live", f"voted on {track.voted} closed signals, {track.calls} leaning calls, "
                                     f"hit {'n/a' if rate is None else f'{rate:.0%}'}; skill {weight:.2f} "
                                     f"(scales its weight); {len(job.index)} verdicts held"))
+    return out
+
+
+def reasoning_part(narrator: Any) -> list[tuple[str, str]]:
+    """Who writes the signals' reasoning: each LLM writer's breaker, calls, successes, failures, rejected answers
+    (they did not validate), skips and today's tokens and cost against its quota; or the template."""
+    slots = getattr(narrator, "slots", None) or []
+    if not slots:
+        return [("Reasoning", "the engine's template (no LLM key, or SIGNALBOT_LLM_REASONING=false)")]
+    out = []
+    for slot in slots:
+        st = slot.stats
+        breaker = str(slot.breaker.state) if slot.breaker is not None else "closed"
+        today = ""
+        if slot.quota is not None:
+            tokens, cost = slot.quota.usage()
+            today = f"; today {tokens:,} of {slot.quota.tokens:,} tokens, ${cost:.2f} of ${slot.quota.cost_usd:.2f}"
+        error = f"; last error: {st.last_error[:80]}" if st.last_error else ""
+        out.append((f"Reasoning by {slot.name}", f"breaker {breaker}; {st.calls} calls, {st.successes} used, "
+                                                 f"{st.failures} failed, {st.rejected} rejected, {st.skipped} skipped"
+                                                 f"{today}{error}"))
     return out
 
 

@@ -27,7 +27,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.news.sentiment import LABELS, LabelledTexts, SentimentModel, latest_model_dir, read_labelled_csv
+from core.news.sentiment import (
+    LABELS,
+    LabelledTexts,
+    SentimentModel,
+    latest_model_dir,
+    read_labelled_csv,
+    stratified_folds,
+)
 
 DEFAULT_STORE = Path(__file__).resolve().parents[1] / "models_store"
 THROUGHPUT_MIN_TEXTS = 300
@@ -58,23 +65,6 @@ def metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarr
         "confusion_matrix": {"labels": list(LABELS), "rows": "true label", "columns": "predicted label",
                              "matrix": cm.tolist()},
     }
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> list[np.ndarray]:
-    """Test indices of each fold; every class spread evenly over the folds."""
-    if folds < 2:
-        raise ValueError("cross-validation needs at least 2 folds")
-    rng = np.random.default_rng(seed)
-    assignment = np.empty(len(labels), np.int64)
-    offset = 0
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        rng.shuffle(idx)
-        if len(idx) < folds:
-            raise ValueError(f"class '{LABELS[cls]}' has {len(idx)} rows, fewer than {folds} folds")
-        assignment[idx] = (np.arange(len(idx)) + offset) % folds
-        offset += len(idx)
-    return [np.flatnonzero(assignment == f) for f in range(folds)]
 
 
 def measure_throughput(model: SentimentModel, texts: Sequence[str], batch_size: int | None = None) -> dict[str, Any]:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.openai_api import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,3 +43,17 @@ UTC = timezone.utc
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture
+async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    """The local Anthropic Messages API (tests/fakes/anthropic_api.py) for the real SDK."""
+    async with FakeAnthropic() as fake:
+        yield fake  # type: ignore[misc]
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """The local OpenAI Chat Completions API (tests/fakes/openai_api.py) for the real SDK."""
+    async with FakeOpenAI() as fake:
+        yield fake  # type: ignore[misc]

@@ -44,18 +44,6 @@ BAD = NewsItem.create(published_at=T0, source="wire", title="Boeing plunges afte
 
 
 @pytest.fixture
-async def fake_openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake  # type: ignore[misc]
-
-
-@pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as fake:
-        yield fake  # type: ignore[misc]
-
-
-@pytest.fixture
 async def store() -> AsyncIterator[SqlVerdictStore]:
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()

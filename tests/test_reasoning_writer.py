@@ -1,10 +1,10 @@
 """Signal reasoning written by an LLM (Claude, then GPT) through the real SDKs against local fakes: validated
-against the signal's evidence, risks and disclaimer appended by the service, and the template text whenever
-a writer fails, refuses, times out or cites what is not in the evidence. The signal is issued either way."""
+against the signal's evidence, the risk sentence appended by the service (the notice is the views' note), and
+the template whenever a writer fails, refuses, times out or cites what is not in the evidence. The signal is
+issued either way."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -59,18 +59,6 @@ def candidate(**kw: object) -> Signal:
         evidence=EVIDENCE)
     fields.update(kw)
     return Signal(**fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as fake:
-        yield fake  # type: ignore[misc]
-
-
-@pytest.fixture
-async def fake_openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake  # type: ignore[misc]
 
 
 def narrator(anthropic: FakeAnthropic | None, openai: FakeOpenAI | None, budget: float = 5.0) -> Narrator | None:

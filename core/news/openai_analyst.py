@@ -76,17 +76,22 @@ class OpenAIAnalyst:
                 temperature=0.2, max_completion_tokens=max_tokens)
         except openai.APIError as exc:
             raise translate_error(exc) from exc
-        if not response.choices:
-            raise InvalidVerdictError(f"openai {self.model}: answer without choices")
-        message = response.choices[0].message
-        if message.refusal:
-            raise AnalystRefusedError(f"openai {self.model} refused: {message.refusal[:200]}")
+        message = self._message(response)
         text = (message.content or "").strip()
         if not text:
             raise InvalidVerdictError(f"openai {self.model}: answer without text")
         usage = response.usage
         return (text, response.model or self.model, usage.prompt_tokens if usage else 0,
                 usage.completion_tokens if usage else 0)
+
+    def _message(self, response: Any) -> Any:
+        """The answer's message; no choice at all, or a refusal, is an analyst error."""
+        if not response.choices:
+            raise InvalidVerdictError(f"openai {self.model}: answer without choices")
+        message = response.choices[0].message
+        if message.refusal:
+            raise AnalystRefusedError(f"openai {self.model} refused: {message.refusal[:200]}")
+        return message
 
     async def _complete(self, messages: list[dict[str, str]]) -> tuple[str, int, int, str]:
         try:
@@ -98,11 +103,7 @@ class OpenAIAnalyst:
                 temperature=0, max_completion_tokens=self.max_tokens)
         except openai.APIError as exc:
             raise translate_error(exc) from exc
-        if not response.choices:
-            raise InvalidVerdictError(f"openai {self.model}: answer without choices")
-        message = response.choices[0].message
-        if message.refusal:
-            raise AnalystRefusedError(f"openai {self.model} refused: {message.refusal[:200]}")
+        message = self._message(response)
         usage = response.usage
         return (message.content or "", usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
                 response.model)

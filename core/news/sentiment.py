@@ -354,3 +354,21 @@ def latest_model_dir(store: Path | str) -> Path:
     if not candidates:
         raise SentimentModelError(f"no sentiment model in {store}; train one with scripts/train_sentiment.py")
     return candidates[-1]
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0, strict: bool = True) -> list[np.ndarray]:
+    """Test indices of each fold; every class spread evenly over the folds (the same folds for the same seed).
+    `strict`: a class with fewer rows than folds is an error (an evaluation would have folds without it)."""
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), np.int64)
+    offset = 0
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        if strict and len(idx) < folds:
+            raise ValueError(f"class '{LABELS[cls]}' has {len(idx)} rows, fewer than {folds} folds")
+        assignment[idx] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return [np.flatnonzero(assignment == f) for f in range(folds)]

@@ -267,24 +267,12 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(f1s))
 
 
-def _inner_folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    assignment = np.empty(len(y), np.int64)
-    offset = 0
-    for cls in np.unique(y):
-        idx = np.flatnonzero(y == cls)
-        rng.shuffle(idx)
-        assignment[idx] = (np.arange(len(idx)) + offset) % folds
-        offset += len(idx)
-    return [np.flatnonzero(assignment == f) for f in range(folds)]
-
-
 def fit_lexical(texts: Sequence[str], labels: np.ndarray, n_classes: int,
                 lexicon: dict[str, frozenset[str]] | None = None, config: LexicalConfig = LexicalConfig(),
                 progress: Callable[[str], None] | None = None):  # noqa: ANN201 - (LexicalModel, details)
     """Fit the lexical model on these texts only: vocabularies, then the inverse regularisation strength C
     by an inner stratified CV on these texts (macro-F1), then the regression on all of them."""
-    from core.news.sentiment import LexicalModel, char_ngrams, word_ngrams
+    from core.news.sentiment import LexicalModel, char_ngrams, stratified_folds, word_ngrams
 
     y = np.asarray(labels, np.int64)
     lexicon = lexicon if lexicon is not None else lm_lexicon()
@@ -298,7 +286,7 @@ def fit_lexical(texts: Sequence[str], labels: np.ndarray, n_classes: int,
     scores: dict[float, float] = {}
     for c in config.c_grid:
         fold_scores = []
-        for held in _inner_folds(y, config.inner_folds, config.seed):
+        for held in stratified_folds(y, config.inner_folds, config.seed, strict=False):
             fit = np.setdiff1d(np.arange(len(y)), held)
             w, b = fit_logistic(x[fit], y[fit], n_classes, c, class_w[y[fit]])
             fold_scores.append(_macro_f1(y[held], (np.asarray(x[held] @ w) + b).argmax(1), n_classes))

@@ -208,7 +208,7 @@ def test_champion_voter_loads_the_champion_of_each_scope_and_refreshes_its_conte
 
     assert champion_voter(tmp_path) is None
     data = synthetic(2000)
-    model = train_reversion(data, int(data.decision_ns[-1]), 10 * DAY_NS, FAST)
+    model = train_reversion(data, int(data.decision_ns[-1]), 10 * DAY_NS, FAST, feature_set="fs-2")
     folder = save_model(model, tmp_path, "reversion-equity-1d", data, role="challenger")
     assert champion_voter(tmp_path) is None  # a challenger only shadows
     set_role(folder, "champion")
@@ -231,6 +231,11 @@ def test_champion_voter_loads_the_champion_of_each_scope_and_refreshes_its_conte
     assert len(table) > 0 and (table.known_ns <= pd.Timestamp(now).value).all()
     x = request_features([_request(pd.Timestamp(now).value, "S1")], voter.features())[0]
     assert np.isfinite(x[[FEATURES.index(n) for n in ("sector_rs_20", "rs_vs_sector_20", "sim_peer_hit")]]).all()
+    # an fs-1 model reads no similarity feature: no years of bars are read and no table is built for it
+    fs1 = ModelVoter({"equity-1d": train_reversion(data, int(data.decision_ns[-1]), 10 * DAY_NS, FAST)})
+    asyncio.run(refresh_context(fs1, market, now))
+    assert fs1.history == {} and set(fs1.sectors.group_of) == {"S0", "S1", "S2"}
+    assert fs1.probabilities([_request(pd.Timestamp(now).value, "S1")])[0] is not None
 
 
 def test_an_outdated_feature_set_is_refused_live_and_retired_by_the_next_training(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from core.clock import Clock
 from core.domain import AssetClass, Timeframe
 from core.features.dataset import scope_of, setup_history
-from core.features.similarity import SetupHistory
+from core.features.similarity import SIMILARITY_FEATURES, SetupHistory
 from core.indicators import IndicatorEngine, default_engine
 from core.models.retrain import train_new_versions
 from core.models.store import champion, load_model, versions
@@ -66,9 +66,13 @@ async def refresh_context(voter: ModelVoter, market: MarketData, now: datetime, 
     tfs = timeframes or DEFAULT_TIMEFRAMES
     targets = [(i, tf) for i in market.instruments() for tf in tfs.get(i.asset_class, ())
                if scope_of(i.asset_class, tf) in voter.models and tf in set(market.timeframes(i.symbol))]
+    # years of bars for the past-setup table only where a model reads the similarity features (fs-2)
+    similar = {scope for scope, m in voter.models.items() if set(m.features) & set(SIMILARITY_FEATURES)}
     history: list[SeriesBars] = []
     for tf in sorted({tf for _, tf in targets}, key=lambda t: t.duration):
-        history += await load_series(market, [t for t in targets if t[1] is tf], now, limit=history_bars(tf))
+        group = [t for t in targets if t[1] is tf]
+        deep = any(scope_of(i.asset_class, tf) in similar for i, _ in group)
+        history += await load_series(market, group, now, limit=history_bars(tf) if deep else CONTEXT_BARS)
     have = {(s.instrument.symbol, s.timeframe) for s in history}
     daily = [(i, Timeframe.D1) for i in market.instruments()
              if i.asset_class is AssetClass.EQUITY and (i.symbol, Timeframe.D1) not in have
@@ -78,11 +82,14 @@ async def refresh_context(voter: ModelVoter, market: MarketData, now: datetime, 
     voter.sectors = await sector_context_from(market, series, now, limit=CONTEXT_BARS)
     engine = indicators or default_engine()
 
+    deep_history = [s for s in history if scope_of(s.instrument.asset_class, s.timeframe) in similar]
+
     def tables() -> dict[str, SetupHistory]:
-        datasets = build_datasets(history, engine, voter.context, costs_bps, sectors=voter.sectors, similarity=False)
+        datasets = build_datasets(deep_history, engine, voter.context, costs_bps, sectors=voter.sectors,
+                                  similarity=False)
         return {scope: setup_history(data) for scope, data in datasets.items()}
 
-    voter.history = await asyncio.to_thread(tables)
+    voter.history = await asyncio.to_thread(tables) if deep_history else {}
 
 
 class ModelUpkeep:

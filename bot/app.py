@@ -124,6 +124,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         log.exception("models in %s not loaded; the rules decide alone", settings.models_dir)
 
     news = await start_news(settings, services, opts.replay)
+    if news is not None:  # the models' news features read the verdicts the news job holds
+        upkeep.use_news(news.index)
 
     scheduler = JobScheduler()
     if news is not None:

@@ -37,15 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("backtest", add_help=False, help="walk-forward backtest through the live signal path, scored "
                    "inside [start, end]; `signalbot backtest --help` for its options")
 
-    train = sub.add_parser("train", help="train the LightGBM models; writes new versions with manifests under models_store/")
-    train.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
-    train.add_argument("--models-dir", type=Path, default=Path("models_store"), help="default models_store")
-    train.add_argument("--end", help="last day of data to use, YYYY-MM-DD (default: all)")
-    train.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in the labels (default 10)")
-    train.add_argument("--timeframes", help="comma-separated timeframes, e.g. 1d,1h (default: the service's)")
-    train.add_argument("--features", choices=("fs-1", "fs-2"), default="fs-1",
-                       help="the models' feature set (default fs-1; fs-2 adds sector relative strength and how "
-                            "similar past setups ended)")
+    # its options are scripts.train's parser, as for backtest
+    sub.add_parser("train", add_help=False, help="train the LightGBM models; writes new versions with manifests under "
+                   "models_store/; `signalbot train --help` for its options")
 
     bench = sub.add_parser("bench", help="performance benchmarks of the signal path (DESIGN.md section 7)")
     bench.add_argument("--data", type=Path, required=True, help="a directory laid out like ../shared/data")
@@ -68,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from scripts.backtest import main as backtest_main
 
         return backtest_main(argv[1:])
+    if argv[:1] == ["train"]:
+        from scripts.train import main as train_main
+
+        return train_main(argv[1:])
     args = _parser().parse_args(argv)
     from bot.settings import Settings
     from core.errors import SignalBotError
@@ -95,14 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             from scripts.scan import run_scan
 
             print(asyncio.run(run_scan(args.data, args.as_of, args.json)))
-            return 0
-        if args.command == "train":
-            from scripts.train import run_train
-
-            folder = asyncio.run(run_train(args.data, args.models_dir, end=args.end, costs_bps=args.costs_bps,
-                                           timeframes=args.timeframes.split(",") if args.timeframes else None,
-                                           feature_set=args.features))
-            print(folder)
             return 0
         if args.command == "bench":
             from scripts.bench import run_bench

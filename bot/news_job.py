@@ -79,10 +79,14 @@ class NewsJob:
         return self.index.config.window
 
     async def load(self) -> int:
-        """The verdicts stored for the current window (a restart keeps its news) into the voter."""
+        """The verdicts stored for the vote's window and the news features' lookback (a restart keeps its news)
+        into the voter."""
         now = self.clock.now()
-        records = await self.store.between([*self.symbols(), ""], now - self.window, now + timedelta(microseconds=1))
-        return self.index.add(records)
+        records = await self.store.between([*self.symbols(), ""], now - self.index.lookback,
+                                           now + timedelta(microseconds=1))
+        added = self.index.add(records)
+        self.index.prune(now - 2 * self.window)
+        return added
 
     async def run(self) -> NewsRun:
         now = self.clock.now()

@@ -36,13 +36,21 @@ def resize(signal_size: float, tolerance: RiskTolerance) -> float:
     return round(min(mine.max_position, signal_size * mine.per_trade / medium.per_trade), 4)
 
 
+def expected_r(probability: float, risk_reward: float) -> float:
+    """Expected result in units of risk of an idea that reaches its target (R:R) with `probability` and its stop
+    otherwise: the gate for signals whose confidence is a probability (a model's, shrunk to the base rate as far
+    as the model lacks skill), in place of a fixed minimum confidence. At R:R 1.5 it needs a 40 % chance, at
+    R:R 1 a 50 % one."""
+    return probability * risk_reward - (1.0 - probability)
+
+
 @dataclass(frozen=True, slots=True)
 class RiskConfig:
     max_open_total: int = 60
     max_open_per_asset_class: int = 25
     cooldown_bars: int = 5
     min_risk_reward: float = 1.0
-    min_confidence: int = 40
+    min_confidence: int = 40  # for a confidence that is a score (no model); a probability faces `expected_r`
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +80,12 @@ class RiskManager:
 def _quality(s: Signal, c: RiskConfig) -> str | None:
     if s.risk_reward < c.min_risk_reward:
         return f"risk-reward {s.risk_reward:.2f} below {c.min_risk_reward:.2f}"
-    if s.confidence < c.min_confidence:
+    p = s.evidence.get("model_probability")
+    if isinstance(p, (int, float)):  # a probability: the idea must be worth taking at its levels
+        edge = expected_r(float(p), s.risk_reward)
+        if edge <= 0:
+            return f"expected value {edge:+.2f} R at a {p:.0%} chance and R:R {s.risk_reward:.2f}"
+    elif s.confidence < c.min_confidence:  # a score, not a probability
         return f"confidence {s.confidence} below {c.min_confidence}"
     if s.position_size <= 0:
         return "no position size (stop at entry)"

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from core.backtest.learning import LearningConfig, walk_forward_models
-from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS
+from core.features.news import NewsFeatureSource
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS, reads_news
 from core.backtest.market import SymbolSubset
 from core.backtest.portfolio import PortfolioConfig, simulate
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
@@ -117,14 +118,17 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
     engine_config = _engine_config(news_weight)
     first, last = parse_start(start), parse_end(end)
     news_voter: NewsOpinions | None = None
+    news_features: NewsFeatureSource | None = None  # what the models' news features read (the same verdicts)
     news_summary: dict[str, Any] = {"kind": "no news"}
     if news is not None:
         from scripts.news_cache import default_news_db, news_index
 
         scanned = sorted({i.symbol for i in market.instruments()})
-        index, info = await news_index(news_db or default_news_db(), news, scanned, first or EPOCH, last or FAR,
+        # models reading news features learn from rows before the period too: their verdicts from the start
+        since = EPOCH if model == "walk-forward" and reads_news(feature_set) else first or EPOCH
+        index, info = await news_index(news_db or default_news_db(), news, scanned, since, last or FAR,
                                        models_dir or REPO / "models_store", progress=lambda f, stage: say(0.0, stage))
-        news_voter, news_summary = index, {"kind": "stored verdicts", **info,
+        news_voter, news_features, news_summary = index, index, {"kind": "stored verdicts", **info,
                                            "weight": engine_config.ensemble.weight("news")}
     engine = SignalEngine(ind, engine_config, news=news_voter)
     config = BacktestConfig(costs_bps=costs_bps, timeframes=_timeframes(timeframes))
@@ -142,7 +146,8 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
         models = await walk_forward_models(market, targets, first, last, ind, costs_bps, _context_market(data),
                                            LearningConfig(every=timedelta(days=retrain_every_days),
                                                           feature_set=feature_set),
-                                           lambda f, stage: say(f, stage))
+                                           lambda f, stage: say(f, stage),
+                                           news=news_features if reads_news(feature_set) else None)
         engine, learning = SignalEngine(ind, engine_config, model=models.voter, news=news_voter), models.summary
     result = await Backtester(market, engine, RiskManager(), config).run(first, last, say)
     portfolio = simulate(result, PortfolioConfig())
@@ -309,7 +314,7 @@ def add_features_argument(p: argparse.ArgumentParser) -> None:
     """--features: the feature set the models read (core.features.sets.MODEL_FEATURE_SETS)."""
     p.add_argument("--features", choices=tuple(MODEL_FEATURE_SETS), default=DEFAULT_MODEL_FEATURE_SET,
                    help=f"the models' feature set (default {DEFAULT_MODEL_FEATURE_SET}; fs-2 adds sector relative "
-                        "strength and how similar past setups ended)")
+                        "strength and how similar past setups ended; fs-3 adds news features, read from --news)")
 
 
 
@@ -331,13 +336,18 @@ def parser() -> argparse.ArgumentParser:
                    help="also keep the report as the latest of its scope in DIR, e.g. models_store/backtests")
     p.add_argument("--symbols", help="scan only these: a comma-separated list or a file (a CSV with a symbol column, "
                                      "such as the tweets file, or one symbol per line)")
-    p.add_argument("--news", nargs="?", const="auto", metavar="DIR",
-                   help="stored news verdicts vote in the decisions: the news of DIR (default: the data's news "
-                        "folder), analysed once by the local model and replayed from --news-db; no LLM is asked")
-    p.add_argument("--news-db", type=Path, help="SQLite file of stored verdicts (default: "
-                                                "<OS cache dir>/signalbot/news-verdicts.sqlite)")
+    add_news_arguments(p, "stored news verdicts vote in the decisions (and feed the news features of fs-3): the "
+                          "news of DIR (default: the data's news folder), analysed once by the local model and "
+                          "replayed from --news-db; no LLM is asked")
     p.add_argument("--news-weight", type=float, help="the news vote's weight in the ensemble (default 0.3)")
     return p
+
+
+def add_news_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """--news [DIR] and --news-db FILE."""
+    p.add_argument("--news", nargs="?", const="auto", metavar="DIR", help=what)
+    p.add_argument("--news-db", type=Path, help="SQLite file of stored verdicts (default: "
+                                                "<OS cache dir>/signalbot/news-verdicts.sqlite)")
 
 
 def news_dir_option(option: str | None, data: Path) -> Path | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.domain import Timeframe
+from core.errors import SignalBotError
 from core.indicators import IndicatorEngine, default_engine
 from core.market_data import CsvMarketData
 from core.models.lgbm import TreeParams
@@ -19,7 +20,9 @@ from core.models.retrain import CV_FOLDS, train_new_versions
 from core.models.store import read_manifest
 from core.signals.service import DEFAULT_TIMEFRAMES
 from core.features.sets import DEFAULT_MODEL_FEATURE_SET
-from scripts.backtest import StderrProgress, _context_market, _timeframes, add_features_argument, parse_end
+from core.features.sets import reads_news
+from scripts.backtest import (EPOCH, FAR, REPO, StderrProgress, _context_market, _timeframes, add_features_argument,
+                              add_news_arguments, news_dir_option, parse_end)
 
 TRAINING_DATA = ("../shared/data CSV bars (equities: Kaggle S&P 500 daily via IEX, MIT; crypto: Binance public "
                  "candles; benchmarks: SPX from the arch package, VIX from CBOE via finance-vix, ODC-PDDL)")
@@ -31,9 +34,11 @@ async def run_train_all(data: Path, models_dir: Path, *, end: str | None = None,
                         timeframes: Sequence[Timeframe | str] | None = None, indicators: IndicatorEngine | None = None,
                         params: TreeParams = TreeParams(), folds: int = CV_FOLDS, progress: Say | None = None,
                         say_line: Callable[[str], None] | None = None,
-                        feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, Path]:
+                        feature_set: str = DEFAULT_MODEL_FEATURE_SET, news: Path | None = None,
+                        news_db: Path | None = None) -> dict[str, Path]:
     """Train a new version per scope found in `data` (a CSV file or a directory like ../shared/data), with bars
-    up to `end` (default: all); returns {scope: version folder}."""
+    up to `end` (default: all); returns {scope: version folder}. `news`: a news folder whose stored verdicts the
+    news features read (needed by a feature set with news features; scripts.news_cache, as the backtest)."""
     market = CsvMarketData(data)
     tfs = _timeframes(timeframes) if timeframes else dict(DEFAULT_TIMEFRAMES)
     targets = [(i, tf) for i in market.instruments() for tf in tfs.get(i.asset_class, ())
@@ -42,11 +47,18 @@ async def run_train_all(data: Path, models_dir: Path, *, end: str | None = None,
         raise ValueError(f"no tradable series in {data}")
     last = parse_end(end)  # None: every bar, up to the last one of any series
     line = say_line or (lambda text: print(f"\n{text}", file=sys.stderr, flush=True))
+    source = None
+    if news is not None and reads_news(feature_set):
+        from scripts.news_cache import default_news_db, news_index
+
+        symbols = sorted({i.symbol for i, _ in targets})
+        source, _info = await news_index(news_db or default_news_db(), news, symbols, EPOCH, last or FAR,
+                                         REPO / "models_store")
     out = await train_new_versions(market, targets, models_dir, last, indicators or default_engine(),
                                    costs_bps=costs_bps, context_market=_context_market(data), params=params,
                                    folds=folds, training_data=TRAINING_DATA,
                                    progress=progress or StderrProgress("train"), say_line=line,
-                                   feature_set=feature_set)
+                                   feature_set=feature_set, news=source)
     if not out:
         raise ValueError(f"not enough training rows in {data}")
     return out
@@ -56,12 +68,13 @@ async def run_train(data: Path, models_dir: Path, *, end: str | None = None, cos
                     timeframes: Sequence[Timeframe | str] | None = None, indicators: IndicatorEngine | None = None,
                     params: TreeParams = TreeParams(), folds: int = CV_FOLDS, progress: Say | None = None,
                     say_line: Callable[[str], None] | None = None,
-                    feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> Path:
+                    feature_set: str = DEFAULT_MODEL_FEATURE_SET, news: Path | None = None,
+                    news_db: Path | None = None) -> Path:
     """Train and save new versions (`run_train_all`); returns the folder of the version with the most training
     rows (the only one when the data holds one scope)."""
     folders = await run_train_all(data, models_dir, end=end, costs_bps=costs_bps, timeframes=timeframes,
                                   indicators=indicators, params=params, folds=folds, progress=progress,
-                                  say_line=say_line, feature_set=feature_set)
+                                  say_line=say_line, feature_set=feature_set, news=news, news_db=news_db)
     return max(folders.values(), key=lambda f: read_manifest(f)["metrics"]["rows"])
 
 
@@ -74,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in the labels (default 10)")
     p.add_argument("--timeframes", help="comma-separated timeframes (default: the service's per asset class)")
     add_features_argument(p)
+    add_news_arguments(p, "the news features of a feature set that reads them (fs-3) read the stored verdicts of "
+                          "DIR (default: the data's news folder), analysed once by the local model; no LLM is asked")
     return p
 
 
@@ -84,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = asyncio.run(run_train(args.data, args.models_dir, end=args.end, costs_bps=args.costs_bps,
                                        timeframes=args.timeframes.split(",") if args.timeframes else None,
-                                       feature_set=args.features))
-    except (ValueError, OSError) as exc:
+                                       feature_set=args.features, news=news_dir_option(args.news, args.data),
+                                       news_db=args.news_db))
+    except (ValueError, OSError, SignalBotError) as exc:
         print(f"signalbot train: {exc}", file=sys.stderr)
         return 2
-    print(f"{folder}  ({time.perf_counter() - began:.1f} s)")
+    print(f"trained in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    print(folder)
     return 0
 
 

@@ -134,6 +134,20 @@ def test_risk_manager_rejects_duplicates_conflicts_and_cooldown(engine):
     assert "cooldown" in rm.review(s, [], s).reason
 
 
+def test_a_signal_with_a_probability_must_have_a_positive_expectation_at_its_levels(engine):
+    from dataclasses import replace
+
+    s = engine.candidate(engine.analyse(STOCK, Timeframe.D1, calm_then_crash()))
+    rm = RiskManager()
+    rr = s.risk_reward
+    even = 1 / (1 + rr)  # the chance at which target * p = stop * (1 - p)
+    low = replace(s, confidence=99, evidence={**s.evidence, "model_probability": even - 0.01})
+    assert not rm.review(low, [], None).approved and "expected value" in rm.review(low, [], None).reason
+    high = replace(s, confidence=1, evidence={**s.evidence, "model_probability": even + 0.01})
+    assert rm.review(high, [], None).approved  # the probability decides, not the minimum confidence for scores
+    assert not rm.review(replace(s, confidence=39), [], None).approved  # a score still needs 40
+
+
 # -- the array path of a scan equals the frame path ------------------------------------------------
 
 
@@ -279,6 +293,28 @@ def test_a_doubtful_model_vetoes_the_setup_and_no_opinion_leaves_the_rules():
 
     broken = SignalEngine(PandasTaEngine(), model=Broken()).analyse(STOCK, Timeframe.D1, calm_then_crash())
     assert broken.ensemble == rules.ensemble and broken.verdict is Direction.LONG  # the rules decide alone
+
+
+def test_the_confidence_shrinks_a_calibrated_probability_to_the_base_rate_as_far_as_the_model_is_unreliable():
+    class Opinions(FixedProbability):
+        def __init__(self, opinion: ModelOpinion) -> None:
+            super().__init__(None)
+            self.opinion = opinion
+
+        def probabilities(self, requests):
+            return [self.opinion for _ in requests]
+
+    def confidence(opinion: ModelOpinion) -> tuple[int, float | None]:
+        a = SignalEngine(PandasTaEngine(), model=Opinions(opinion)).analyse(STOCK, Timeframe.D1, calm_then_crash())
+        return a.ensemble.confidence, a.probability
+
+    assert confidence(ModelOpinion(0.8, skill=0.0, base_rate=0.4)) == (40, pytest.approx(0.4))  # no skill: base rate
+    assert confidence(ModelOpinion(0.8, skill=0.5, base_rate=0.4)) == (60, pytest.approx(0.6))
+    assert confidence(ModelOpinion(0.8, skill=1.0, base_rate=0.4)) == (80, pytest.approx(0.8))
+    assert confidence(ModelOpinion(0.8, skill=3.0, base_rate=0.4))[0] == 80  # skill is clipped to 0..1
+    assert confidence(ModelOpinion(0.8, skill=0.0))[0] == 80  # base rate unknown: the calibrated probability
+    assert confidence(ModelOpinion(0.8, skill=1.0, base_rate=0.4, reliability=0.25))[0] == 50  # the OOS slope rules
+    assert confidence(ModelOpinion(0.8, skill=0.0, base_rate=0.4, reliability=1.0))[0] == 80
 
 
 def test_the_model_is_asked_once_per_scan_and_only_about_triggered_setups():

@@ -19,8 +19,8 @@ from core.models.promotion import decide_promotion
 from core.models.reversion import train_reversion
 from core.models.store import champion, data_fingerprint, load_model, read_manifest, save_model, set_role, versions
 from core.models.training import retrain_times, train_schedule
-from core.models.validation import DAY_NS, auc, brier, known_by, walk_forward_folds
-from core.models.voter import ModelVoter, WalkForwardVoter, request_features, skill
+from core.models.validation import DAY_NS, auc, brier, calibration_slope, known_by, walk_forward_folds
+from core.models.voter import ModelVoter, WalkForwardVoter, reliability, request_features, skill
 from core.signals.ensemble import ModelRequest
 
 FAST = TreeParams(num_trees=30, num_leaves=7, min_data_in_leaf=20)
@@ -40,6 +40,19 @@ def synthetic(n: int = 3000, seed: int = 0, informative: bool = True) -> Dataset
     return Dataset(x, hit, ret, np.where(hit > 0, 1, -1).astype(np.int8), ret, ret, decision, end,
                    np.ones(n, dtype=bool), np.full(n, "X", dtype=object), end, np.full(n, "equity:?", dtype=object),
                    "equity-1d")
+
+
+def test_calibration_slope_and_its_lower_bound() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0.2, 0.6, 20000)
+    honest = (rng.random(20000) < p).astype(float)
+    assert calibration_slope(p, honest) == pytest.approx(1.0, abs=0.05)
+    overconfident = (rng.random(20000) < 0.4 + 0.25 * (p - 0.4)).astype(float)
+    assert calibration_slope(p, overconfident) == pytest.approx(0.25, abs=0.05)
+    few = slice(0, 300)
+    low = calibration_slope(p[few], honest[few], 2.0)
+    assert low < calibration_slope(p[few], honest[few]) - 0.3  # 300 rows: a wide interval
+    assert np.isnan(calibration_slope(np.full(50, 0.4), honest[:50]))  # flat predictions claim nothing
 
 
 def test_isotonic_calibration_is_monotone_and_fixes_a_miscalibrated_score() -> None:
@@ -140,6 +153,37 @@ def test_a_models_vote_counts_by_its_out_of_sample_skill() -> None:
     assert informative.metrics["holdout_auc"] > 0.7 and skill(informative) == 1.0
     assert skill(blind) < 0.6  # about half of the time a blind model's holdout AUC is below 0.5: no say at all
     assert skill(replace_metrics(blind, {})) == 0.0
+    assert reliability(replace_metrics(blind, {"holdout_auc": 0.54})) == 0.0  # no out-of-sample slope: base rate
+    assert reliability(replace_metrics(blind, {"holdout_auc": 0.6, "cv_slope_low": -0.3})) == 0.0
+
+
+def test_in_a_schedule_skill_rests_on_the_earlier_models_out_of_sample_calls() -> None:
+    """A model's holdout can look skilful by chance; in a walk-forward schedule each model after the first carries
+    the AUC of the calls its predecessors made on rows they had not seen (outcomes known by its own start), and its
+    vote and confidence use that. Informative data: high; blind data: about 0.5 whatever the holdouts said."""
+    for informative, check in ((True, lambda a: a > 0.7), (False, lambda a: abs(a - 0.5) < 0.06)):
+        data = synthetic(5000, seed=3, informative=informative)
+        start = datetime.fromtimestamp(int(data.decision_ns[1500]) / 1e9, timezone.utc)
+        end = datetime.fromtimestamp(int(data.decision_ns[-1]) / 1e9, timezone.utc)
+        models = train_schedule({"equity-1d": data}, retrain_times(start, end, timedelta(days=90)), FAST)["equity-1d"]
+        assert "tracked_auc" not in models[0].metrics and len(models) >= 4
+        for k, m in enumerate(models[1:], start=1):
+            if "tracked_auc" not in m.metrics:
+                continue
+            rows = known_by(data.end_ns, m.trained_until_ns, 10 * DAY_NS) & (data.decision_ns >= models[0].trained_until_ns) \
+                & (data.decision_ns < m.trained_until_ns)
+            assert m.metrics["tracked_rows"] == rows.sum() >= 200  # only calls whose outcome was known by its start
+            assert check(m.metrics["tracked_auc"])
+            assert skill(m) == skill(replace_metrics(m, {"holdout_auc": m.metrics["tracked_auc"]}))
+            if m.metrics["tracked_models"] >= 2:
+                assert reliability(m) == max(0.0, min(1.0, m.metrics["tracked_slope_low"]))
+            else:  # one earlier model's stint is no record yet
+                assert reliability(m) == 0.0
+            assert m.metrics["tracked_slope_low"] < m.metrics["tracked_slope"]
+            if not informative:  # what a blind model shows stays near its base rate (a flat calibrator or a low slope)
+                shown = reliability(m) * (m.probability(data.features[-500:]) - m.metrics["base_rate"])
+                assert np.abs(shown).max() < 0.1
+        assert sum("tracked_auc" in m.metrics for m in models) >= 3
 
 
 def replace_metrics(model, metrics):  # noqa: ANN001, ANN201
@@ -324,7 +368,7 @@ def test_model_upkeep_retrains_in_the_service_and_the_engine_then_votes_with_the
 
 def test_a_model_reads_the_columns_of_its_feature_set_and_sets_compete_on_the_same_rows(tmp_path: Path) -> None:
     """Rows always carry every feature this code computes; an fs-1 model reads fs-1's columns only (it cannot see a
-    similarity feature), an fs-2 model reads them all, the manifest names them, and the two compete on the same
+    similarity feature), an fs-2 model reads fs-1's and the sector and similarity columns, the manifest names them, and the two compete on the same
     recent rows (A/B) instead of the newer set winning by default."""
     rng = np.random.default_rng(7)
     n = 6000
@@ -340,7 +384,7 @@ def test_a_model_reads_the_columns_of_its_feature_set_and_sets_compete_on_the_sa
     t = int(train.end_ns[-1]) + 10 * DAY_NS
     fs1 = train_reversion(train, t, 10 * DAY_NS, FAST)
     fs2 = train_reversion(train, t, 10 * DAY_NS, FAST, feature_set="fs-2")
-    assert (fs1.feature_set, fs1.features) == ("fs-1", MODEL_FEATURE_SETS["fs-1"]) and fs2.features == FEATURES
+    assert (fs1.feature_set, fs1.features) == ("fs-1", MODEL_FEATURE_SETS["fs-1"]) and fs2.features == MODEL_FEATURE_SETS["fs-2"]
     assert auc(fs2.probability(recent.features), recent.hit) > 0.7 > auc(fs1.probability(recent.features), recent.hit) + 0.1
     decision = decide_promotion(fs1, fs2, recent)
     assert decision.promote and "Brier" in decision.reason  # judged on the rows, not on the version label

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from core.domain import Instrument, Timeframe
 from core.features.dataset import setup_history
-from core.features.sets import DEFAULT_MODEL_FEATURE_SET
+from core.features.news import NewsFeatureSource
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET, NEWS_COLUMNS, require_news
 from core.indicators import IndicatorEngine
 from core.models.lgbm import TreeParams
 from core.models.training import (
@@ -56,12 +59,15 @@ class WalkForwardModels:
 async def walk_forward_models(market: MarketData, targets: Sequence[tuple[Instrument, Timeframe]], start: datetime,
                               end: datetime, indicators: IndicatorEngine, costs_bps: float,
                               context_market: MarketData | None = None, config: LearningConfig = LearningConfig(),
-                              progress: Progress = _quiet) -> WalkForwardModels:
+                              progress: Progress = _quiet, news: NewsFeatureSource | None = None) -> WalkForwardModels:
+    """`news`: the analysed news the rows' news features read (training and decisions alike; None: NaN)."""
+    require_news(config.feature_set, news)
     began = time.perf_counter()
     series = await load_series(market, targets, end)
     context = await context_from(context_market or market, series, end)
     sectors = await sector_context_from(market, series, end, context_market)
-    datasets = build_datasets(series, indicators, context, costs_bps, lambda f, s: progress(0.3 * f, s), sectors)
+    datasets = build_datasets(series, indicators, context, costs_bps, lambda f, s: progress(0.3 * f, s), sectors,
+                              news=news)
     built = time.perf_counter()
     times = retrain_times(start, end, config.every)
     schedule = train_schedule(datasets, times, config.params, lambda f, s: progress(0.3 + 0.7 * f, s),
@@ -74,9 +80,10 @@ async def walk_forward_models(market: MarketData, targets: Sequence[tuple[Instru
         "context": {"regime_rows": int(len(context.close_ns)), "sector_groups": len(sectors.groups)},
         "scopes": {scope: {
             "rows": len(data), "embargo_hours": embargo_ns(scope_timeframe(scope)) / 3.6e12,
+            "rows_with_news": int(np.sum(~np.isnan(data.features[:, NEWS_COLUMNS][:, 0]))),
             "models": [{"usable_from": datetime.fromtimestamp(m.trained_until_ns / 1e9, UTC).isoformat(),
                         **{k: round(v, 4) for k, v in m.metrics.items()}} for m in schedule.get(scope, [])],
         } for scope, data in datasets.items()},
     }
     history = {scope: setup_history(data) for scope, data in datasets.items()}
-    return WalkForwardModels(WalkForwardVoter(schedule, context, sectors, history), summary)
+    return WalkForwardModels(WalkForwardVoter(schedule, context, sectors, history, news), summary)

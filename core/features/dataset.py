@@ -19,7 +19,8 @@ from core.domain import AssetClass, Instrument, Timeframe
 from core.features.bars import bar_features
 from core.features.regime import MarketContext
 from core.features.sectors import SectorContext, sector_group
-from core.features.sets import FEATURES, SIMILARITY_COLUMNS, model_rows
+from core.features.news import NewsFeatureSource
+from core.features.sets import FEATURES, NEWS_COLUMNS, SIMILARITY_COLUMNS, model_rows, news_columns
 from core.features.similarity import SetupHistory
 from core.indicators import IndicatorEngine
 from core.labels import BarrierLabels, barrier_labels, forward_returns
@@ -141,4 +142,13 @@ def with_similarity(data: Dataset, history: SetupHistory | None = None) -> Datas
     table = history if history is not None else setup_history(data)
     x = data.features.copy()
     x[:, SIMILARITY_COLUMNS] = table.features(x, data.decision_ns, data.symbol, data.group)
+    return replace(data, features=x)
+
+
+def with_news(data: Dataset, source: NewsFeatureSource) -> Dataset:
+    """`data` with its news features filled from `source` (items published at or before each row's decision)."""
+    if len(data) == 0:
+        return data
+    x = data.features.copy()
+    x[:, NEWS_COLUMNS] = news_columns(x[:, 0], data.symbol, data.decision_ns, source)
     return replace(data, features=x)

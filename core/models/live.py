@@ -16,6 +16,7 @@ from pathlib import Path
 from core.clock import Clock
 from core.domain import AssetClass, Timeframe
 from core.features.dataset import scope_of, setup_history
+from core.features.news import NewsFeatureSource
 from core.features.similarity import SIMILARITY_FEATURES, SetupHistory
 from core.indicators import IndicatorEngine, default_engine
 from core.models.retrain import train_new_versions
@@ -102,11 +103,20 @@ class ModelUpkeep:
         self.models_dir, self.market, self.clock, self.engine = Path(models_dir), market, clock, engine
         self.timeframes = timeframes or DEFAULT_TIMEFRAMES
         self.costs_bps = costs_bps
+        self.news: NewsFeatureSource | None = None
+
+    def use_news(self, source: NewsFeatureSource | None) -> None:
+        """The analysed news the models' news features read (the news job's verdict index), now and after every
+        reload."""
+        self.news = source
+        if isinstance(self.engine.model, ModelVoter):
+            self.engine.model.news = source
 
     async def load(self) -> ModelVoter | None:
         """Champions -> engine.model (None: the rules alone), with a fresh context."""
         voter = await asyncio.to_thread(champion_voter, self.models_dir)
         if voter is not None:
+            voter.news = self.news
             await refresh_context(voter, self.market, self.clock.now(), self.engine.indicators, self.timeframes,
                                   self.costs_bps)
         self.engine.model = voter
@@ -121,6 +131,7 @@ class ModelUpkeep:
         targets = [(i, tf) for i in self.market.instruments() for tf in self.timeframes.get(i.asset_class, ())
                    if tf in set(self.market.timeframes(i.symbol))]
         out = await train_new_versions(self.market, targets, self.models_dir, self.clock.now(), self.engine.indicators,
-                                       costs_bps=self.costs_bps, training_data=f"market {self.market.name}")
+                                       costs_bps=self.costs_bps, training_data=f"market {self.market.name}",
+                                       news=self.news)
         await self.load()
         return out

@@ -16,7 +16,8 @@ import numpy as np
 
 from core.domain import Instrument, Timeframe
 from core.features.dataset import Dataset
-from core.features.sets import DEFAULT_MODEL_FEATURE_SET
+from core.features.news import NewsFeatureSource
+from core.features.sets import DEFAULT_MODEL_FEATURE_SET, require_news
 from core.indicators import IndicatorEngine
 from core.market_data.resample import to_utc_ns
 from core.models.lgbm import TreeParams
@@ -130,10 +131,11 @@ async def train_new_versions(market: MarketData, targets: Sequence[tuple[Instrum
                              end: datetime | None, indicators: IndicatorEngine, *, costs_bps: float = 10.0,
                              context_market: MarketData | None = None, params: TreeParams = TreeParams(),
                              folds: int = CV_FOLDS, training_data: str = "", progress: Say = _quiet,
-                             say_line: Line = log.info,
-                             feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, Path]:
+                             say_line: Line = log.info, feature_set: str = DEFAULT_MODEL_FEATURE_SET,
+                             news: NewsFeatureSource | None = None) -> dict[str, Path]:
     """New versions trained on the bars of `targets` closing by `end` (None: all of them), reading the columns of
-    `feature_set`; {scope: version folder}."""
+    `feature_set` (a set with news features needs `news`: the analysed news they read); {scope: version folder}."""
+    require_news(feature_set, news)
     progress(0.0, "load")
     series = await load_series(market, targets, end or FAR)
     if not series:
@@ -146,7 +148,7 @@ async def train_new_versions(market: MarketData, targets: Sequence[tuple[Instrum
 
     def work() -> dict[str, Path]:
         datasets = build_datasets(series, indicators, context, costs_bps, lambda f, _s: progress(0.2 * f, "features"),
-                                  sectors)
+                                  sectors, news=news)
         return fit_versions(datasets, models_dir, last, params, folds, training_data,
                             lambda f, s: progress(0.2 + 0.8 * f, s), say_line, feature_set)
 

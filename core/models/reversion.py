@@ -17,7 +17,7 @@ from core.features.dataset import Dataset
 from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS, columns_of, model_feature_set
 from core.models.calibration import Calibrator, fit_calibrator
 from core.models.lgbm import TreeParams, Trees, fit_trees
-from core.models.validation import auc, brier, known_by, log_loss
+from core.models.validation import auc, brier, calibration_slope, known_by, log_loss
 
 MIN_ROWS = 300
 
@@ -97,6 +97,8 @@ def evaluate(model: ReversionModel, data: Dataset) -> dict[str, float]:
     p = model.probability(data.features)
     y = data.hit
     top = p >= np.quantile(p, 0.8)
-    return {"rows": float(len(data)), "auc": auc(p, y), "brier": brier(p, y), "logloss": log_loss(p, y),
+    return {"rows": float(len(data)), "auc": auc(p, y), "slope": calibration_slope(p, y),
+            "slope_low": calibration_slope(p, y, 2.0), "brier": brier(p, y),
+            "logloss": log_loss(p, y),
             "base_rate": float(np.mean(y)), "mean_probability": float(np.mean(p)),
             "top_quintile_hit_rate": float(np.mean(y[top])), "top_quintile_avg_return": float(np.mean(data.net_return[top]))}

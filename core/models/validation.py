@@ -61,3 +61,23 @@ def log_loss(prob: np.ndarray, outcome: np.ndarray) -> float:
     p = np.clip(np.asarray(prob, dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.asarray(outcome, dtype=np.float64)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(p) else float("nan")
+
+
+def calibration_slope(prob: np.ndarray, outcome: np.ndarray, standard_errors: float = 0.0) -> float:
+    """The least-squares slope of outcomes on predicted probabilities (cov / var): 1 when a probability that is
+    0.1 higher wins 10 points more often, 0 when it says nothing about winning. On out-of-sample predictions it is
+    how far a calibrated probability may stand from the base rate. `standard_errors` > 0: that many standard errors
+    below the estimate (a lower bound: predictions that barely vary, or few rows, cannot claim a slope they only
+    show by chance). NaN when the predictions do not vary."""
+    p, y = np.asarray(prob, dtype=np.float64), np.asarray(outcome, dtype=np.float64)
+    if len(p) < 3:
+        return float("nan")
+    var = float(np.var(p))
+    if var <= 1e-12:
+        return float("nan")
+    slope = float(np.mean((p - p.mean()) * (y - y.mean())) / var)
+    if standard_errors <= 0:
+        return slope
+    residual = y - y.mean() - slope * (p - p.mean())
+    se = float(np.sqrt(np.sum(residual ** 2) / (len(p) - 2) / (len(p) * var)))
+    return slope - standard_errors * se

@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import numpy as np
+
+from core.features.news import COVERAGE_DAYS, AnalysedItem, NewsFeed
 from core.news.schema import AnalysisRecord
 from core.signals.ensemble import NewsOpinion
 
 PROVIDER_PREFERENCE = ("anthropic", "openai", "local")
+_RANK = {p: i for i, p in enumerate(PROVIDER_PREFERENCE)}
+FEATURE_LOOKBACK = timedelta(days=COVERAGE_DAYS + 1)  # what the models' news features read before a decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +58,9 @@ def record_weight(record: AnalysisRecord, as_of: datetime, half_life: timedelta)
     return 0.5 ** age * v.credibility * severity * (0.5 + 0.5 * v.novelty)
 
 
-def _preferred(records: Iterable[AnalysisRecord]) -> list[AnalysisRecord]:
-    rank = {p: i for i, p in enumerate(PROVIDER_PREFERENCE)}
+def preferred(records: Iterable[AnalysisRecord]) -> list[AnalysisRecord]:
+    """One verdict per (item, symbol): the preferred provider's."""
+    rank = _RANK
     best: dict[tuple[str, str], AnalysisRecord] = {}
     for r in records:
         key = (r.item_id, r.symbol)
@@ -79,7 +85,7 @@ def news_vote(symbol: str, as_of: datetime, records: Iterable[AnalysisRecord],
     if as_of.tzinfo is None:
         raise ValueError("as_of must be tz-aware")
     start = as_of - cfg.window
-    usable = _preferred(r for r in records if start < r.published_at <= as_of and r.symbol in (symbol, ""))
+    usable = preferred(r for r in records if start < r.published_at <= as_of and r.symbol in (symbol, ""))
     company = [r for r in usable if r.symbol == symbol and not r.market_wide]
     market = [r for r in usable if r.symbol == "" or r.market_wide]
     if not company and not market:
@@ -111,6 +117,20 @@ def _describe(score: float, company: Sequence[AnalysisRecord], market: Sequence[
         mean = sum(r.verdict.sentiment for r in market) / len(market)
         parts.append(f"market headlines: {len(market)} (mean {mean:+.2f})")
     return "; ".join(parts)
+
+
+def analysed_item(record: AnalysisRecord) -> AnalysedItem:
+    """A stored verdict as the models' news features read it (core.features.news): weighted by credibility x
+    severity x novelty as the vote weighs it (without decay: the features' windows do the ageing); a market-wide
+    item under the symbol ""."""
+    return AnalysedItem("" if record.market_wide else record.symbol,
+                        int(record.published_at.timestamp() * 1e6) * 1000, float(record.verdict.sentiment),
+                        record_weight(record, record.published_at, timedelta(hours=1)))
+
+
+def news_feed(records: Iterable[AnalysisRecord]) -> NewsFeed:
+    """The news features' source over `records` (one verdict per item and symbol: the preferred provider's)."""
+    return NewsFeed(analysed_item(r) for r in preferred(records))
 
 
 class VerdictHistory(Protocol):
@@ -148,7 +168,11 @@ class VerdictIndex:
     An opinion about (symbol, as_of) reads only verdicts on items published in (as_of - window, as_of]: an item
     published later changes nothing. It needs company news (market headlines alone are no opinion about a
     stock, and say nothing about crypto or FX). `skill` (0..1) scales the vote's weight; the news job sets it
-    from the voter's track record."""
+    from the voter's track record.
+
+    It is also the models' news-feature source (core.features.news.NewsFeatureSource): for that it keeps a
+    compact form of each verdict (one per item and symbol, the preferred provider's) for FEATURE_LOOKBACK, longer
+    than the vote's window."""
 
     name = "news"
 
@@ -159,7 +183,14 @@ class VerdictIndex:
         self._lock = threading.Lock()
         self._times: dict[str, list[datetime]] = {}
         self._records: dict[str, list[AnalysisRecord]] = {}
+        self._items: dict[tuple[str, str], tuple[int, AnalysedItem]] = {}  # (item, symbol) -> (provider rank, item)
+        self._feed: NewsFeed | None = None
         self.add(records)
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back the verdicts it needs reach: the vote's window or the news features' lookback."""
+        return max(self.config.window, FEATURE_LOOKBACK)
 
     def __len__(self) -> int:
         with self._lock:
@@ -175,15 +206,24 @@ class VerdictIndex:
                 merged = sorted([*self._records.get(symbol, []), *new], key=lambda r: r.published_at)
                 self._records[symbol] = merged
                 self._times[symbol] = [r.published_at for r in merged]
+                for r in new:
+                    key, rank = (r.item_id, symbol), _RANK.get(r.provider, len(_RANK))
+                    if key not in self._items or rank < self._items[key][0]:
+                        self._items[key] = (rank, analysed_item(r))
+            self._feed = None
         return sum(len(v) for v in by_symbol.values())
 
-    def prune(self, before: datetime) -> None:
-        """Forgets verdicts on items published before `before` (a live service keeps only its window)."""
+    def prune(self, before: datetime, features_before: datetime | None = None) -> None:
+        """Forgets verdicts on items published before `before` (a live service keeps only its window), and their
+        compact form for the news features before `features_before` (default: FEATURE_LOOKBACK before `before`)."""
+        cut_ns = int((features_before or before - FEATURE_LOOKBACK).timestamp() * 1e6) * 1000
         with self._lock:
+            self._feed = None
             for symbol, times in self._times.items():
                 cut = bisect.bisect_left(times, before)
                 if cut:
                     self._times[symbol], self._records[symbol] = times[cut:], self._records[symbol][cut:]
+            self._items = {k: v for k, v in self._items.items() if v[1].published_ns >= cut_ns}
 
     def _window(self, symbol: str, as_of: datetime) -> list[AnalysisRecord]:
         times = self._times.get(symbol)
@@ -199,6 +239,14 @@ class VerdictIndex:
         if not company:
             return None
         return news_vote(symbol, as_of, company + market, self.config)
+
+    def news_features(self, symbols: np.ndarray, as_of_ns: np.ndarray) -> np.ndarray:
+        """The models' news features (core.features.news.NewsFeatureSource) from the verdicts held now."""
+        with self._lock:
+            feed = self._feed
+            if feed is None:
+                feed = self._feed = NewsFeed(item for _, item in self._items.values())
+        return feed.news_features(symbols, as_of_ns)
 
     def opinions(self, requests: Sequence[tuple[str, datetime]]) -> list[NewsOpinion | None]:
         out: list[NewsOpinion | None] = []

@@ -187,15 +187,17 @@ class SignalEngine:
 
     def _with_opinion(self, a: Analysis, opinion: ModelOpinion) -> Analysis:
         """The model's vote joins the ensemble, weighted by its skill; the confidence is its calibrated
-        probability (also when it has no skill to vote with: then the probability is about the base rate)."""
+        probability shrunk towards the base rate as far as the model lacks measured skill
+        (`ModelOpinion.honest_probability`), also when it has no skill to vote with."""
         side = a.setup.direction
         assert side is not None
         cfg = self.config.ensemble
         assert self.model is not None
-        p = opinion.probability
         weight = cfg.weight(self.model.name) * max(0.0, min(1.0, opinion.skill))
-        vote = Vote(self.model.name, model_vote_score(p, side, cfg.model_span), weight,
-                    f"model: {p:.0%} calibrated chance that the {side.verb} idea wins after costs")
+        p = opinion.honest_probability
+        vote = Vote(self.model.name, model_vote_score(opinion.probability, side, cfg.model_span), weight,
+                    f"model: {p:.0%} chance that the {side.verb} idea wins after costs (calibrated"
+                    + ("" if opinion.base_rate is None else f", skill {opinion.skill:.2f}") + ")")
         result = combine([*a.ensemble.votes, vote], side, cfg)
         return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p)
 

@@ -77,6 +77,18 @@ class ModelRequest:
 class ModelOpinion:
     probability: float  # calibrated probability that the setup wins after costs
     skill: float = 1.0  # 0..1, the model's tracked out-of-sample skill: it scales the model's vote weight
+    base_rate: float | None = None  # the share of winners among the model's training rows (None: unknown)
+    reliability: float | None = None  # 0..1, out-of-sample calibration slope (None: the skill stands in)
+
+    @property
+    def honest_probability(self) -> float:
+        """The probability the signal shows: the calibrated one shrunk towards the base rate as far as the model's
+        out-of-sample calls bore it out (reliability 0: the base rate; 1: the calibrated probability). A calibrator
+        fitted on a few hundred rows can say 80 % where an unskilled model's setups win at the base rate."""
+        if self.base_rate is None:
+            return self.probability
+        r = max(0.0, min(1.0, self.skill if self.reliability is None else self.reliability))
+        return self.base_rate + r * (self.probability - self.base_rate)
 
 
 @runtime_checkable

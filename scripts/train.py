@@ -25,7 +25,8 @@ from scripts.backtest import (EPOCH, FAR, REPO, StderrProgress, _context_market,
                               add_news_arguments, news_dir_option, parse_end)
 
 TRAINING_DATA = ("../shared/data CSV bars (equities: Kaggle S&P 500 daily via IEX, MIT; crypto: Binance public "
-                 "candles; benchmarks: SPX from the arch package, VIX from CBOE via finance-vix, ODC-PDDL)")
+                 "candles, no licence stated; FX: EURUSD 1h from the backtesting package, AGPL-3.0 package, market "
+                 "data; benchmarks: SPX from the arch package, VIX from CBOE via finance-vix, ODC-PDDL)")
 
 Say = Callable[[float, str], None]
 

@@ -157,6 +157,13 @@ def test_every_delivered_signal_offers_its_similar_setups():
         ("Details", "/signal AAPL 1d"), ("Track record", "/performance"), ("Similar setups", f"/similar {s.id}")]
 
 
+def test_a_signal_says_whether_its_confidence_is_a_probability_or_a_rule_score():
+    s = sig("AAPL", T)
+    fields = dict(signal_doc(dataclasses.replace(s, evidence={**s.evidence, "model_probability": 0.412})).fields)
+    assert fields["Confidence"].startswith("41% chance of a win after costs")
+    assert "not a probability" in dict(signal_doc(dataclasses.replace(s, evidence={})).fields)["Confidence"]
+
+
 # -- published backtest reports -------------------------------------------------------------------------------
 REPORT = {"period": {"start": "2015-02-09", "end": "2018-02-07"}, "universe": 505, "costs_bps": 10, "signals": 812,
           "closed": 790, "hit_rate": 0.661, "target_rate": 0.48, "avg_return": 0.011, "median_return": 0.008,

@@ -299,14 +299,21 @@ def read_manifests(root: Path) -> list[dict[str, str]]:
     return sorted(out, key=lambda m: m["created_at"], reverse=True)
 
 
+KEY_METRICS = ("rows", "base_rate", "cv_auc", "cv_slope_low")
+"""What says most about a reversion model: its rows, base rate, out-of-sample AUC (its vote's weight) and the lower
+bound of its out-of-sample calibration slope (how far its confidence may leave the base rate)."""
+
+
 def key_metrics(manifest: Mapping[str, Any], limit: int = 4) -> str:
-    """The first numeric values of `metrics` (or of another top-level '*metrics' object), e.g. 'accuracy 0.833'."""
+    """The KEY_METRICS present in `metrics` (or another top-level '*metrics' object), then its first other numeric
+    values, up to `limit`: e.g. 'rows 7.6e+04, base_rate 0.399, cv_auc 0.501, cv_slope_low -0.22'."""
     source = manifest.get("metrics")
     if not isinstance(source, Mapping):
         source = next((v for k, v in manifest.items() if k.endswith("metrics") and isinstance(v, Mapping)), None)
     if source is None:
         return ""
     values = [(k, v) for k, v in source.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    values.sort(key=lambda kv: KEY_METRICS.index(kv[0]) if kv[0] in KEY_METRICS else len(KEY_METRICS))
     return ", ".join(f"{k} {v:.4g}" for k, v in values[:limit])
 
 

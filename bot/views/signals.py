@@ -24,6 +24,7 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
             ("Target", f"{price(s.target)} ({pct(s.direction.sign * (s.target / s.entry - 1))})"),
             ("Stop", f"{price(s.stop)} ({pct(s.direction.sign * (s.stop / s.entry - 1))})"),
             ("Risk-reward", f"{s.risk_reward:.2f}"),
+            ("Confidence", confidence_meaning(s.evidence.get("model_probability"))),
             ("Position size", f"{size * 100:.1f}% of equity ({tolerance} risk)"),
             ("Expires", when(s.expires_at)),
             ("Signal", s.id),
@@ -34,6 +35,14 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
         note=DISCLAIMER,
         tone="success",
     )
+
+
+def confidence_meaning(probability: object) -> str:
+    """What the confidence number is: a model's chance (shrunk to what its out-of-sample calls bore out) or, where
+    no model covers the market and timeframe, the rules' agreement score."""
+    if isinstance(probability, (int, float)):
+        return f"{probability:.0%} chance of a win after costs (model, out-of-sample calibrated)"
+    return "rule agreement score, not a probability (no model for this market and timeframe)"
 
 
 EXIT_WORDS = {SignalStatus.TARGET: "Target reached", SignalStatus.STOP: "Stopped out", SignalStatus.EXPIRED: "Expired"}

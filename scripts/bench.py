@@ -11,7 +11,8 @@ a. reference: the bare indicator computation the scan needs, with TA-Lib: per in
 b. full scan through the real signal path: bars in memory -> SignalEngine(TalibEngine) on the last bar
    of every instrument-timeframe -> ensemble -> risk -> signals persisted (in-memory SQLite), through
    SignalService.scan with a fixed clock after the last bar; a fresh store per run. Reported as seconds
-   and as the ratio b / a.
+   and as the ratio b / a; and b2, the same scan with the LightGBM champions the service ships in
+   models_store voting (their context refreshed once, before the runs, as the service does daily).
 c. one new bar for one instrument: TalibEngine.update_last (indicators) and, for "bar -> decision",
    SignalEngine.analyse of the instrument's window with the new bar; median and p95 over a few hundred
    instruments.
@@ -47,11 +48,13 @@ from core.domain import AssetClass, Instrument, Timeframe
 from core.events import EventBus
 from core.indicators.talib_engine import TalibEngine, bar_block
 from core.market_data import CsvMarketData, resample_bars
+from core.models.live import champion_voter, refresh_context
 from core.risk import RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
 from storage import Database, SqlStore
 
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models_store"
 SCAN_BUDGET_S = 1.0
 RATIO_BUDGET = 2.0
 UPDATE_BUDGET_MS = 20.0
@@ -69,8 +72,9 @@ class Target:
 
 
 async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_instruments: int = 300,
-                    updates_each: int = 3, echo: bool = True) -> dict[str, Any]:
-    """Run the benchmarks on the data directory `data`, write the report to `out_json` and return it."""
+                    updates_each: int = 3, echo: bool = True, models_dir: Path | None = MODELS_DIR) -> dict[str, Any]:
+    """Run the benchmarks on the data directory `data`, write the report to `out_json` and return it. `models_dir`:
+    the champions of b2 (None or none there: b2 is skipped)."""
     load_at_start = os.getloadavg()
     started = time.perf_counter()
     engine = TalibEngine()
@@ -85,7 +89,9 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
     load_s = time.perf_counter() - t0
     memory_loaded = _memory()
 
-    reference, scan = await _reference_and_scan(market, engine, signal_engine, targets, as_of, repeats)
+    model_engine, models = await _model_engine(market, engine, as_of, models_dir)
+    reference, scan, model_scan = await _reference_and_scan(market, engine, signal_engine, targets, as_of, repeats,
+                                                            model_engine)
     update = _updates(engine, signal_engine, targets, update_instruments, updates_each, lookback)
     resampling = _resampling(targets, repeats)
     memory_service = _memory()
@@ -104,7 +110,10 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
         "universe": _universe(targets, load_s, lookback),
         "reference_talib": reference,
         "full_scan": scan,
+        "full_scan_with_models": {**models, **model_scan},
         "scan_vs_reference": round(ratio, 3),
+        "model_scan_vs_reference": (round(model_scan["median_s"] / reference["median_s"], 3)
+                                    if model_scan else None),
         "scan_vs_reference_per_run": [round(r, 2) for r in ratios],
         "scan_vs_reference_cpu": round(cpu_ratio, 3),
         "scan_vs_talib_calls_only": round(scan["median_s"] / reference["talib_calls_only_median_s"], 3),
@@ -117,6 +126,9 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
         "budgets": {
             "full_scan_under_1s": scan["median_s"] < SCAN_BUDGET_S,
             "scan_within_2x_of_talib": ratio <= RATIO_BUDGET,
+            "model_scan_under_1s": _under(model_scan.get("median_s"), SCAN_BUDGET_S),
+            "model_scan_within_2x_of_talib": _under(model_scan["median_s"] / reference["median_s"] if model_scan
+                                                    else None, RATIO_BUDGET),
             "one_bar_update_under_20ms": _under(update["indicators_p95_ms"], UPDATE_BUDGET_MS),
             "bar_to_decision_under_20ms": _under(update["decision_p95_ms"], UPDATE_BUDGET_MS),
             "memory_under_1gb": memory_service["hwm_mb"] < MEMORY_BUDGET_MB,
@@ -170,10 +182,24 @@ def _under(value: float | None, budget: float) -> bool | None:
 # -- a. the TA-Lib reference -------------------------------------------------------------------------
 
 
+async def _model_engine(market: CsvMarketData, indicators: TalibEngine, as_of: datetime,
+                        models_dir: Path | None) -> tuple[SignalEngine | None, dict[str, Any]]:
+    """The engine of b2: the shipped champions voting, their context refreshed as of the scan."""
+    voter = champion_voter(models_dir) if models_dir is not None and models_dir.is_dir() else None
+    if voter is None:
+        return None, {"models": 0}
+    began = time.perf_counter()
+    await refresh_context(voter, market, as_of, indicators)
+    return SignalEngine(indicators, model=voter), {
+        "models": len(voter.models), "scopes": sorted(voter.models),
+        "context_refresh_s": round(time.perf_counter() - began, 3)}
+
+
 async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, engine: SignalEngine,
-                              targets: Sequence[Target], as_of: datetime,
-                              repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(a) and (b), one run of each in turn, so that both see the same machine."""
+                              targets: Sequence[Target], as_of: datetime, repeats: int,
+                              model_engine: SignalEngine | None = None,
+                              ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(a), (b) and (b2), one run of each in turn, so that all see the same machine."""
     blocks = [bar_block(t.window) for t in targets]
 
     def bare() -> None:
@@ -184,12 +210,12 @@ async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, en
         for block in blocks:
             indicators.run_talib(block)
 
-    async def scan_once() -> tuple[tuple[float, float], ScanReport]:
+    async def scan_once(with_engine: SignalEngine = engine) -> tuple[tuple[float, float], ScanReport]:
         db = Database("sqlite+aiosqlite:///:memory:")
         await db.create_all()
         store = SqlStore(db)
         try:
-            service = SignalService(market, engine, store, EventBus(), RiskManager(), FixedClock(as_of))
+            service = SignalService(market, with_engine, store, EventBus(), RiskManager(), FixedClock(as_of))
             return await _timed_async(service.scan)
         finally:
             await store.close()
@@ -197,12 +223,18 @@ async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, en
     bare()  # warm-up
     calls_only()
     await scan_once()  # warm-up: statement caches, first-use imports
-    bare_runs, calls_runs, scan_runs, report = [], [], [], ScanReport()
+    if model_engine is not None:
+        await scan_once(model_engine)
+    bare_runs, calls_runs, scan_runs, model_runs, report = [], [], [], [], ScanReport()
+    model_report = ScanReport()
     for _ in range(repeats):
         bare_runs.append(_once_cpu(bare))
         calls_runs.append(_once_cpu(calls_only))
         seconds, report = await scan_once()
         scan_runs.append(seconds)
+        if model_engine is not None:
+            seconds, model_report = await scan_once(model_engine)
+            model_runs.append(seconds)
     bare_wall, bare_cpu = zip(*bare_runs, strict=True)
     calls_wall, calls_cpu = zip(*calls_runs, strict=True)
     scan_wall, scan_cpu = zip(*scan_runs, strict=True)
@@ -229,7 +261,14 @@ async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, en
         "rejected_by_risk": len(report.rejected),
         "errors": len(report.errors),
     }
-    return reference, scan
+    return reference, scan, _scan_figures(model_runs, model_report) if model_runs else {}
+
+
+def _scan_figures(runs: Sequence[tuple[float, float]], report: ScanReport) -> dict[str, Any]:
+    wall, cpu = zip(*runs, strict=True)
+    return {"median_s": _median(wall), "runs_s": _rounded(wall), "cpu_median_s": _median(cpu),
+            "evaluated": report.evaluated, "issued": len(report.issued), "rejected_by_risk": len(report.rejected),
+            "errors": len(report.errors)}
 
 
 def _universe_catalogue(engine: TalibEngine, targets: Sequence[Target], repeats: int) -> dict[str, Any]:
@@ -424,6 +463,7 @@ def report_text(r: dict[str, Any]) -> str:
                     f"{', '.join(f'{x:.2f}' for x in r['scan_vs_reference_per_run'])}; "
                     f"b / TA-Lib calls only {r['scan_vs_talib_calls_only']:.2f} x)",
          f"<= {RATIO_BUDGET:.0f} x: {mark(ok['scan_within_2x_of_talib'])}"),
+        ("b2. scan with models", _model_scan_text(r), f"< {SCAN_BUDGET_S:.0f} s: {mark(ok['model_scan_under_1s'])}"),
         ("c. one-bar update", f"{ms(upd['indicators_median_ms']):>11} median, {ms(upd['indicators_p95_ms'])} p95 "
                               f"({upd['updates']} updates, {upd['instruments']} instruments, window {upd['window_bars']} bars)",
          f"< {UPDATE_BUDGET_MS:.0f} ms: {mark(ok['one_bar_update_under_20ms'])}"),
@@ -441,6 +481,15 @@ def report_text(r: dict[str, Any]) -> str:
              f"(load average at start {r['machine']['load_average_at_start'][0]})"]
     lines += [f"  {k:<{width}}  {v}" + (f"   [{b}]" if b else "") for k, v, b in rows]
     return "\n".join(lines)
+
+
+def _model_scan_text(r: dict[str, Any]) -> str:
+    m = r["full_scan_with_models"]
+    if "median_s" not in m:
+        return "n/a (no champion in models_store)"
+    return (f"{m['median_s'] * 1e3:8.1f} ms  ({m['models']} champions; b2 / a {r['model_scan_vs_reference']:.2f} x; "
+            f"{m['issued']} issued, {m['rejected_by_risk']} rejected by risk; context refresh "
+            f"{m['context_refresh_s']:.1f} s, daily)")
 
 
 def main(argv: list[str] | None = None) -> int:

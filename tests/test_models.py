@@ -19,7 +19,7 @@ from core.models.promotion import decide_promotion
 from core.models.reversion import train_reversion
 from core.models.store import champion, data_fingerprint, load_model, read_manifest, save_model, set_role, versions
 from core.models.training import retrain_times, train_schedule
-from core.models.validation import DAY_NS, auc, brier, calibration_slope, known_by, walk_forward_folds
+from core.models.validation import DAY_NS, auc, brier, calibration_slope, known_by, slope_lower_bound, walk_forward_folds
 from core.models.voter import ModelVoter, WalkForwardVoter, reliability, request_features, skill
 from core.signals.ensemble import ModelRequest
 
@@ -53,6 +53,14 @@ def test_calibration_slope_and_its_lower_bound() -> None:
     low = calibration_slope(p[few], honest[few], 2.0)
     assert low < calibration_slope(p[few], honest[few]) - 0.3  # 300 rows: a wide interval
     assert np.isnan(calibration_slope(np.full(50, 0.4), honest[:50]))  # flat predictions claim nothing
+
+
+def test_the_cv_slope_bound_counts_the_spread_between_folds() -> None:
+    steady = slope_lower_bound([0.9, 1.0, 1.1, 1.0], [0.7, 0.8, 0.9, 0.8])
+    assert steady == pytest.approx(0.8)  # the folds agree: their own bounds decide
+    erratic = slope_lower_bound([0.36, 0.31, -0.99, 0.81, -0.42], [0.21, 0.17, -1.24, 0.53, -0.55])
+    assert erratic < -0.5  # fold slopes that disagree (AUC 0.47-0.53) earn no reliability
+    assert np.isnan(slope_lower_bound([0.8], [0.5])) and np.isnan(slope_lower_bound([], []))
 
 
 def test_isotonic_calibration_is_monotone_and_fixes_a_miscalibrated_score() -> None:
@@ -176,10 +184,10 @@ def test_in_a_schedule_skill_rests_on_the_earlier_models_out_of_sample_calls() -
             assert check(m.metrics["tracked_auc"])
             assert skill(m) == skill(replace_metrics(m, {"holdout_auc": m.metrics["tracked_auc"]}))
             if m.metrics["tracked_models"] >= 2:
-                assert reliability(m) == max(0.0, min(1.0, m.metrics["tracked_slope_low"]))
+                low = m.metrics["tracked_slope_low"]
+                assert reliability(m) == max(0.0, min(1.0, low)) and low < m.metrics["tracked_slope"]
             else:  # one earlier model's stint is no record yet
-                assert reliability(m) == 0.0
-            assert m.metrics["tracked_slope_low"] < m.metrics["tracked_slope"]
+                assert "tracked_slope_low" not in m.metrics and reliability(m) == 0.0
             if not informative:  # what a blind model shows stays near its base rate (a flat calibrator or a low slope)
                 shown = reliability(m) * (m.probability(data.features[-500:]) - m.metrics["base_rate"])
                 assert np.abs(shown).max() < 0.1

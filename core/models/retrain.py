@@ -32,7 +32,7 @@ from core.models.training import (
     scope_timeframe,
     sector_context_from,
 )
-from core.models.validation import walk_forward_folds
+from core.models.validation import slope_lower_bound, walk_forward_folds
 from core.ports import MarketData
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def cross_validate(data: Dataset, params: TreeParams, folds: int = CV_FOLDS,
         return {"cv_folds": 0.0}
     keys = [k for k in scores[0] if k != "rows"]
     out = {f"cv_{k}": float(np.nanmean([s[k] for s in scores])) for k in keys}
+    out["cv_slope_low"] = slope_lower_bound([s["slope"] for s in scores], [s["slope_low"] for s in scores])
     out["cv_folds"] = float(len(scores))
     out["cv_rows"] = float(sum(s["rows"] for s in scores))
     return out

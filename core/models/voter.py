@@ -24,10 +24,6 @@ from core.features.similarity import SetupHistory
 from core.models.reversion import ReversionModel
 from core.signals.ensemble import ModelOpinion, ModelRequest
 
-MIN_TRACKED_MODELS = 2
-"""A walk-forward record lends reliability only once it holds the calls of two earlier models (two retraining
-periods): on the shared equities one quarter's calls (2015-02..05, 2,102 rows) showed a slope of 3.2 (lower bound
-2.4) and the next model's 60-70 % calls won 39 % of the time; the record of two quarters showed -0.15."""
 SKILL_AUC_SPAN = 0.05
 """A model's vote counts fully from an out-of-sample AUC of 0.5 + this, not at all at 0.5 or below."""
 
@@ -45,16 +41,14 @@ def skill(model: ReversionModel) -> float:
 
 
 def reliability(model: ReversionModel) -> float:
-    """How far, 0..1, the model's calibrated probabilities may stand from its base rate: the calibration slope of
-    its out-of-sample calls less two standard errors (`tracked_slope_low` in a walk-forward schedule, `cv_slope_low`
-    from `signalbot train`'s cross-validation); without either, 0 (the base rate is shown). Its own holdout cannot
+    """How far, 0..1, the model's calibrated probabilities may stand from its base rate: the lower bound of the
+    calibration slope of its out-of-sample calls, within and across blocks (`tracked_slope_low`: the stints of the
+    earlier models of a walk-forward schedule, at least two; `cv_slope_low`: `signalbot train`'s CV folds;
+    core.models.validation.slope_lower_bound); without either, 0 (the base rate is shown). Its own holdout cannot
     say: the calibrator was fitted on it (on the shared equities a first model's holdout said AUC 0.6 and its
     60-70 % calls won 39 % of the time)."""
     m = model.metrics
-    if "tracked_slope_low" in m:  # a walk-forward record: it must span more than one earlier model's stint
-        slope = m["tracked_slope_low"] if m.get("tracked_models", 0) >= MIN_TRACKED_MODELS else 0.0
-    else:
-        slope = m.get("cv_slope_low", 0.0)
+    slope = m["tracked_slope_low"] if "tracked_slope_low" in m else m.get("cv_slope_low", 0.0)
     return max(0.0, min(1.0, slope)) if slope == slope else 0.0
 
 

@@ -182,7 +182,7 @@ class Preferences:
     symbols: frozenset[str] = frozenset()  # empty: every symbol
     asset_classes: frozenset[AssetClass] = frozenset()  # empty: every class the tier allows
     timeframes: frozenset[Timeframe] = frozenset()  # empty: every timeframe the tier allows
-    min_confidence: int = 50
+    min_confidence: int = 1  # the user's own filter; 1: off (the risk manager already requires a positive expectation)
     risk: RiskTolerance = RiskTolerance.MEDIUM
     quiet_hours: QuietHours | None = None
 

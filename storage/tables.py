@@ -133,7 +133,7 @@ class PreferencesRow(SQLModel, table=True):
     symbols: str = Field(default="[]", sa_type=sa.Text)  # JSON list
     asset_classes: str = Field(default="[]", sa_type=sa.Text)  # JSON list
     timeframes: str = Field(default="[]", sa_type=sa.Text)  # JSON list
-    min_confidence: int = 50
+    min_confidence: int = 1
     risk: str = "medium"
     quiet_start: str | None = None
     quiet_end: str | None = None

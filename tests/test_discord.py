@@ -123,7 +123,7 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
         # /prefs, then a change, then the "Preferences" button under the welcome
         fake.slash("prefs", user_id=user_id, username="bob", global_name="Bob")
         prefs = (await fake.wait_for_messages(2))[-1]
-        assert prefs.title == "Your preferences" and field_map(prefs)["Minimum confidence"] == "50"
+        assert prefs.title == "Your preferences" and field_map(prefs)["Minimum confidence"] == "off"
         fake.slash("prefs", "confidence 65", user_id=user_id, username="bob", global_name="Bob")
         saved = (await fake.wait_for_messages(3))[-1]
         assert saved.title == "Preferences saved" and field_map(saved)["Minimum confidence"] == "65"

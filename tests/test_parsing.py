@@ -72,6 +72,9 @@ def test_argument_errors_are_specific():
         parse_symbol("<script>")
     with pytest.raises(UserInputError):
         parse_confidence("101")
+    assert parse_confidence("OFF") == 1 and parse_confidence("45") == 45
+    with pytest.raises(UserInputError, match="or 'off'"):
+        parse_confidence("high")
     assert parse_period_days("90d") == 90 and parse_period_days("all") is None
 
 

@@ -136,7 +136,7 @@ class PrefsArgs:
 
 PREF_KEYS = ("symbols", "assets", "timeframes", "confidence", "risk", "quiet", "reset")
 PREFS_USAGE = ("/prefs [symbols AAPL,BTC-USDT|all] [assets equity,crypto|all] [timeframes 1h,1d|all] "
-               "[confidence 60] [risk low|medium|high] [quiet 22:00-07:00 Europe/Berlin|off] [reset]")
+               "[confidence 45|off] [risk low|medium|high] [quiet 22:00-07:00 Europe/Berlin|off] [reset]")
 
 
 def parse_prefs_args(args: Sequence[str]) -> PrefsArgs:
@@ -224,7 +224,7 @@ def prefs_doc(p: Preferences, heading: str) -> Doc:
             ("Symbols", ", ".join(sorted(p.symbols)) or "all"),
             ("Asset classes", ", ".join(sorted(p.asset_classes)) or "all in your tier"),
             ("Timeframes", ", ".join(t.value for t in Timeframe if t in p.timeframes) or "all in your tier"),
-            ("Minimum confidence", str(p.min_confidence)),
+            ("Minimum confidence", str(p.min_confidence) if p.min_confidence > 1 else "off"),
             ("Risk tolerance", p.risk.value),
             ("Quiet hours", f"{q.start}-{q.end} {q.timezone}" if q else "off"),
         ),

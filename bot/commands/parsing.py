@@ -74,8 +74,11 @@ def parse_risk(text: str) -> RiskTolerance:
 
 
 def parse_confidence(text: str) -> int:
+    """1..100, or "off" (1: no filter of one's own beyond the risk manager's)."""
+    if text.lower() == "off":
+        return 1
     if not re.fullmatch(r"\d{1,3}", text):
-        raise UserInputError(f"Minimum confidence must be a whole number from 1 to 100, not '{text[:20]}'.")
+        raise UserInputError(f"Minimum confidence must be a whole number from 1 to 100 or 'off', not '{text[:20]}'.")
     value = int(text)
     if not 1 <= value <= 100:
         raise UserInputError(f"Minimum confidence must be from 1 to 100, not {value}.")

@@ -94,6 +94,15 @@ def test_the_verdict_index_reads_as_a_feed_of_its_verdicts_keeps_them_longer_tha
     assert FEATURE_LOOKBACK >= timedelta(days=31) and index.lookback == FEATURE_LOOKBACK
 
 
+def test_an_item_counts_from_the_nanosecond_it_was_published() -> None:
+    at_close = rec("a", 0, 0.5)  # published exactly at AS_OF (T)
+    just_after = rec("b", -1e-6 / 3600 * 1.0001, 0.5)  # one microsecond later
+    index = VerdictIndex([at_close, just_after])
+    assert just_after.published_at - at_close.published_at == timedelta(microseconds=1)
+    counts = index.news_features(np.array(["AAPL", "AAPL"], dtype=object), np.array([T - 1, T]))[:, 0]
+    assert np.isnan(counts[0]) and counts[1] == pytest.approx(np.log1p(1))
+
+
 def test_a_feature_set_that_reads_news_needs_a_news_source() -> None:
     assert set(NEWS_FEATURES) <= set(MODEL_FEATURE_SETS["fs-3"])
     with pytest.raises(ValueError, match="news"):

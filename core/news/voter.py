@@ -13,7 +13,7 @@ import bisect
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import numpy as np
@@ -123,9 +123,16 @@ def analysed_item(record: AnalysisRecord) -> AnalysedItem:
     """A stored verdict as the models' news features read it (core.features.news): weighted by credibility x
     severity x novelty as the vote weighs it (without decay: the features' windows do the ageing); a market-wide
     item under the symbol ""."""
-    return AnalysedItem("" if record.market_wide else record.symbol,
-                        int(record.published_at.timestamp() * 1e6) * 1000, float(record.verdict.sentiment),
-                        record_weight(record, record.published_at, timedelta(hours=1)))
+    return AnalysedItem("" if record.market_wide else record.symbol, _ns(record.published_at),
+                        float(record.verdict.sentiment), record_weight(record, record.published_at, timedelta(hours=1)))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _ns(when: datetime) -> int:
+    """Exact int64 UTC nanoseconds of a tz-aware datetime (no float rounding at the decision boundary)."""
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def news_feed(records: Iterable[AnalysisRecord]) -> NewsFeed:
@@ -216,7 +223,7 @@ class VerdictIndex:
     def prune(self, before: datetime, features_before: datetime | None = None) -> None:
         """Forgets verdicts on items published before `before` (a live service keeps only its window), and their
         compact form for the news features before `features_before` (default: FEATURE_LOOKBACK before `before`)."""
-        cut_ns = int((features_before or before - FEATURE_LOOKBACK).timestamp() * 1e6) * 1000
+        cut_ns = _ns(features_before or before - FEATURE_LOOKBACK)
         with self._lock:
             self._feed = None
             for symbol, times in self._times.items():

@@ -45,8 +45,8 @@ def reliability(model: ReversionModel) -> float:
     calibration slope of its out-of-sample calls, within and across blocks (`tracked_slope_low`: the stints of the
     earlier models of a walk-forward schedule, at least two; `cv_slope_low`: `signalbot train`'s CV folds;
     core.models.validation.slope_lower_bound); without either, 0 (the base rate is shown). Its own holdout cannot
-    say: the calibrator was fitted on it (on the shared equities a first model's holdout said AUC 0.6 and its
-    60-70 % calls won 39 % of the time)."""
+    say: the calibrator was fitted on it. (On the shared equities, trusting one quarter's record, slope 3.2, put
+    197 calls in the 60-70 % band; they won 39 % of the time.)"""
     m = model.metrics
     slope = m["tracked_slope_low"] if "tracked_slope_low" in m else m.get("cv_slope_low", 0.0)
     return max(0.0, min(1.0, slope)) if slope == slope else 0.0

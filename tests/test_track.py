@@ -164,6 +164,26 @@ def test_a_signal_says_whether_its_confidence_is_a_probability_or_a_rule_score()
     assert "not a probability" in dict(signal_doc(dataclasses.replace(s, evidence={})).fields)["Confidence"]
 
 
+def test_the_track_record_shows_live_calibration_of_probabilities_apart_from_rule_scores():
+    from bot.views.signals import calibration_line, performance_doc
+
+    def probable(k: int, p: float, net: float) -> tuple[Signal, SignalOutcome]:
+        s = sig("AAPL", T + days(k))
+        s = dataclasses.replace(s, confidence=round(p * 100), evidence={**s.evidence, "model_probability": p})
+        return closed(s, s.issued_at + days(3), net)
+
+    pairs = [probable(0, 0.41, 0.02), probable(1, 0.43, -0.01), probable(2, 0.44, -0.02), probable(3, 0.36, 0.01),
+             closed(dataclasses.replace(sig("MSFT", T), evidence={}), T + days(3), 0.05)]
+    line = calibration_line(pairs)
+    assert line == ("30-40: 1 (said 36%, won 100%); 40-50: 3 (said 43%, won 33%); "
+                    "1 with a rule score, not a probability")
+    from core.performance import summarize
+
+    doc = performance_doc("last 30 days", summarize([o for _, o in pairs]), (), pairs)
+    assert dict(doc.fields)["Calibration"] == line
+    assert calibration_line([]) == "no closed signal had a model probability"
+
+
 # -- published backtest reports -------------------------------------------------------------------------------
 REPORT = {"period": {"start": "2015-02-09", "end": "2018-02-07"}, "universe": 505, "costs_bps": 10, "signals": 812,
           "closed": 790, "hit_rate": 0.661, "target_rate": 0.48, "avg_return": 0.011, "median_return": 0.008,

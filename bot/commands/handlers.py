@@ -252,7 +252,7 @@ async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc
     since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
     pairs = await store.outcomes_since(since)
     label = f"last {days} days" if days else "all time"
-    doc = performance_doc(label, summarize([o for _, o in pairs]), backtests)
+    doc = performance_doc(label, summarize([o for _, o in pairs]), backtests, pairs)
     if not pairs or not ctx.allows("charts"):
         return doc
     try:

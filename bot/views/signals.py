@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from bot.views.doc import Button, Doc, Table
 from bot.views.formatting import pct, price, when
 from bot.views.track import BACKTEST_NOTE, backtest_section
+from core.backtest.metrics import calibration
 from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
 from core.performance import PerformanceSummary
 from core.risk import resize
@@ -103,9 +104,24 @@ def signals_list_doc(signals: Sequence[Signal]) -> Doc:
                table=Table(("symbol", "tf", "side", "entry", "target", "stop", "conf", "expires"), rows))
 
 
+def calibration_line(pairs: Sequence[tuple[Signal, SignalOutcome]]) -> str:
+    """The closed signals whose confidence was a probability, by confidence band: how many, the mean confidence
+    and how often they won, so anyone can check that "40 %" means 40 % (rule scores are counted apart)."""
+    probable = [(s, o) for s, o in pairs if isinstance(s.evidence.get("model_probability"), (int, float))]
+    scores = len(pairs) - len(probable)
+    bands = []
+    for b in calibration(probable):
+        if b.count and b.hit_rate is not None and b.mean_confidence is not None:
+            bands.append(f"{b.low}-{b.high}: {b.count} (said {b.mean_confidence:.0f}%, won {b.hit_rate * 100:.0f}%)")
+    text = "; ".join(bands) or "no closed signal had a model probability"
+    return text + (f"; {scores} with a rule score, not a probability" if scores else "")
+
+
 def performance_doc(label: str, summary: PerformanceSummary | None,
-                    backtests: Sequence[PublishedBacktest] = ()) -> Doc:
-    """Live signals closed in the period; after them, apart and labelled, the latest published backtests."""
+                    backtests: Sequence[PublishedBacktest] = (),
+                    pairs: Sequence[tuple[Signal, SignalOutcome]] = ()) -> Doc:
+    """Live signals closed in the period (with their calibration when `pairs` are given); after them, apart and
+    labelled, the latest published backtests."""
     bt_fields, bt_table = backtest_section(backtests)
     if summary is None:
         return Doc(heading=f"Track record, {label}", body="No signal has closed in this period yet.",
@@ -122,6 +138,7 @@ def performance_doc(label: str, summary: PerformanceSummary | None,
             ("Profit factor", pf),
             ("Best / worst", f"{pct(summary.best)} / {pct(summary.worst)}"),
             ("Average holding", f"{summary.avg_bars_held:.1f} bars"),
+            *((("Calibration", calibration_line(pairs)),) if pairs else ()),
             *bt_fields,
         ),
         table=bt_table,

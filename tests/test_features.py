@@ -16,6 +16,7 @@ from core.features.sectors import SECTOR_FEATURES, SectorContext, benchmark_symb
 from core.features.sets import FEATURES, model_rows
 from core.features.similarity import PRIOR, SIMILARITY_FEATURES, SetupHistory
 from core.models.training import SeriesBars, build_datasets
+from core.models.voter import FeatureContext
 from core.indicators import default_engine
 from core.market_data.resample import index_ns
 from core.setups.oversold import OversoldDetector
@@ -296,12 +297,26 @@ def test_fs2_rows_before_a_date_do_not_change_when_later_bars_are_added() -> Non
 
 
 def test_the_voter_computes_the_features_training_computed() -> None:
+    import asyncio
+
+    from core.backtest.market import FrameMarket
     from core.features.dataset import setup_history
-    from core.models.voter import FeatureContext, request_features
-    from core.signals.engine import SignalEngine
+    from core.models.training import sector_context_from
 
     series, spx = _universe(3, 500), walk(700, 51, freq="B")
     data = _datasets(series, spx)["equity-1d"]
+    market = FrameMarket([Instrument("SPX", AssetClass.INDEX)], {("SPX", Timeframe.D1): spx})
+    end = series[0].bars.index[-1].to_pydatetime() + pd.Timedelta(days=1)
+    ctx = FeatureContext(MarketContext.build(spx, None, {s.instrument.symbol: s.bars["close"] for s in series}),
+                         asyncio.run(sector_context_from(None, series, end, market)), {"equity-1d": setup_history(data)})
+    assert_voter_rows_equal_training_rows(series, data, ctx)
+
+
+def assert_voter_rows_equal_training_rows(series: list[SeriesBars], data: Dataset, ctx: FeatureContext) -> None:
+    """The engine scans the last 60 bars of every series; the rows its model voter reads (from `ctx`) equal the
+    training rows of the same bars in `data`."""
+    from core.models.voter import request_features
+    from core.signals.engine import SignalEngine
 
     class Recorder:
         name = "model"
@@ -313,15 +328,6 @@ def test_the_voter_computes_the_features_training_computed() -> None:
             self.requests += list(requests)
             return [None] * len(requests)
 
-    import asyncio
-
-    from core.backtest.market import FrameMarket
-    from core.models.training import sector_context_from
-
-    market = FrameMarket([Instrument("SPX", AssetClass.INDEX)], {("SPX", Timeframe.D1): spx})
-    end = series[0].bars.index[-1].to_pydatetime() + pd.Timedelta(days=1)
-    ctx = FeatureContext(MarketContext.build(spx, None, {s.instrument.symbol: s.bars["close"] for s in series}),
-                         asyncio.run(sector_context_from(None, series, end, market)), {"equity-1d": setup_history(data)})
     recorder = Recorder()
     engine = SignalEngine(default_engine(), model=recorder)
     for s in series:

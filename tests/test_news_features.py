@@ -17,10 +17,9 @@ from core.features.regime import MarketContext
 from core.features.sets import MODEL_FEATURE_SETS, NEWS_COLUMNS, news_columns, require_news
 from core.indicators import default_engine
 from core.models.training import build_datasets, sector_context_from
-from core.models.voter import FeatureContext, request_features
+from core.models.voter import FeatureContext
 from core.news.voter import FEATURE_LOOKBACK, VerdictIndex, news_feed
-from core.signals.engine import SignalEngine
-from tests.test_features import _universe, walk
+from tests.test_features import _universe, assert_voter_rows_equal_training_rows, walk
 from tests.test_news_voter import AS_OF, rec
 
 UTC = timezone.utc
@@ -126,22 +125,5 @@ def test_training_rows_and_the_voters_rows_carry_the_same_news_features() -> Non
     news = data.features[:, NEWS_COLUMNS]
     assert np.isnan(news[data.symbol == "S2", 0]).all() and (~np.isnan(news[data.symbol == "S0", 0])).mean() > 0.9
 
-    class Recorder:
-        name = "model"
-
-        def __init__(self) -> None:
-            self.requests: list = []
-
-        def probabilities(self, requests):
-            self.requests += list(requests)
-            return [None] * len(requests)
-
-    recorder = Recorder()
-    engine = SignalEngine(default_engine(), model=recorder)
-    for s in series:
-        engine.analyse_recent(s.instrument, s.timeframe, s.bars, len(s.bars) - 60)
-    x = request_features(recorder.requests, FeatureContext(context, sectors, {"equity-1d": setup_history(data)}, feed))
-    key = {(s, int(t)): i for i, (s, t) in enumerate(zip(data.symbol, data.decision_ns, strict=True))}
-    pairs = [(j, key[(r.symbol, r.as_of_ns)]) for j, r in enumerate(recorder.requests) if (r.symbol, r.as_of_ns) in key]
-    assert len(pairs) > 20
-    np.testing.assert_allclose(x[[j for j, _ in pairs]], data.features[[i for _, i in pairs]], rtol=1e-9, atol=1e-12)
+    assert_voter_rows_equal_training_rows(
+        series, data, FeatureContext(context, sectors, {"equity-1d": setup_history(data)}, feed))

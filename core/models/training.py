@@ -191,8 +191,9 @@ quarter of 2015 on the shared equities showed a slope of 3.2 (bound 2.4), and th
 
 def with_tracked_skill(model: ReversionModel, earlier: Sequence[ReversionModel], data: Dataset) -> ReversionModel:
     """`model` with the record of the models before it in the schedule: the AUC and the calibration slope (with its
-    lower bound over the earlier models' stints) of their calibrated probabilities on the rows each of them would have answered (decided from its start until the next one's), counting the rows
-    whose outcome was known (plus the embargo) by the time `model` is used. These are real out-of-sample calls, so
+    lower bound over the earlier models' stints) of their calibrated probabilities on the rows each of them would
+    have answered (decided from its start until the next one's), counting the rows whose outcome was known (plus
+    the embargo) by the time `model` is used. These are real out-of-sample calls, so
     the model's skill and reliability (core.models.voter) rest on them rather than on its own holdout, which on the
     shared equities said AUC 0.64 for a model whose later calls were no better than chance. Fewer than
     MIN_TRACKED_ROWS such rows: the holdout alone."""

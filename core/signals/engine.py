@@ -186,9 +186,9 @@ class SignalEngine:
                 out[k] = self._with_news(out[k], opinion)
 
     def _with_opinion(self, a: Analysis, opinion: ModelOpinion) -> Analysis:
-        """The model's vote joins the ensemble, weighted by its skill; the confidence is its calibrated
-        probability shrunk towards the base rate as far as the model lacks measured skill
-        (`ModelOpinion.honest_probability`), also when it has no skill to vote with."""
+        """The model's vote joins the ensemble, weighted by its skill (out-of-sample AUC); the confidence is its
+        calibrated probability shrunk towards the base rate as far as its out-of-sample calls have not borne it out
+        (`ModelOpinion.honest_probability`, by its reliability), also when it has no skill to vote with."""
         side = a.setup.direction
         assert side is not None
         cfg = self.config.ensemble

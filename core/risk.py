@@ -50,6 +50,12 @@ class RiskConfig:
     max_open_per_asset_class: int = 25
     cooldown_bars: int = 5
     min_risk_reward: float = 1.0
+    # setups that live on their hit rate with a near target and a wide stop (core.signals.levels.pullback_levels)
+    strategy_min_risk_reward: tuple[tuple[str, float], ...] = (("pullback", 0.15),)
+    # setups issued only with a model's probability that says more than the base rate (its reliability above 0):
+    # the oversold detector's rules alone lost after costs in every warm-up period (core.setups.pullback has the
+    # figures), so a model that has not shown skill cannot carry them either
+    needs_probability: tuple[str, ...] = ("mean_reversion",)
     min_confidence: int = 40  # for a confidence that is a score (no model); a probability faces `expected_r`
 
 
@@ -78,13 +84,19 @@ class RiskManager:
 
 
 def _quality(s: Signal, c: RiskConfig) -> str | None:
-    if s.risk_reward < c.min_risk_reward:
-        return f"risk-reward {s.risk_reward:.2f} below {c.min_risk_reward:.2f}"
+    least = dict(c.strategy_min_risk_reward).get(s.strategy, c.min_risk_reward)
+    if s.risk_reward < least:
+        return f"risk-reward {s.risk_reward:.2f} below {least:.2f}"
     p = s.evidence.get("model_probability")
+    if s.strategy in c.needs_probability and s.evidence.get("model_reliability") == 0:
+        return (f"a {s.strategy.replace('_', ' ')} setup needs a model whose calls bore out its probabilities "
+                "(this one's reliability is 0: it shows the base rate)")
     if isinstance(p, (int, float)):  # a probability: the idea must be worth taking at its levels
         edge = expected_r(float(p), s.risk_reward)
         if edge <= 0:
             return f"expected value {edge:+.2f} R at a {p:.0%} chance and R:R {s.risk_reward:.2f}"
+    elif s.strategy in c.needs_probability:
+        return f"a {s.strategy.replace('_', ' ')} setup is issued only with a model's probability (no model voted)"
     elif s.confidence < c.min_confidence:  # a score, not a probability
         return f"confidence {s.confidence} below {c.min_confidence}"
     if s.position_size <= 0:

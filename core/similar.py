@@ -3,7 +3,7 @@
 No look-ahead: a past signal counts only when it was issued before the signal asked about AND had closed (its
 exit time) by the time that signal was issued, so the answer is what could have been known when it went out.
 
-Candidates: the same direction and timeframe, on the same symbol or a peer (PeerGroup: the same sector from the
+Candidates: the same setup family (strategy), direction and timeframe, on the same symbol or a peer (PeerGroup: the same sector from the
 instrument registry, else the same asset class). Nearness: the root mean square of the differences of the setup
 features (FEATURES), each divided by a fixed scale. The scales are fixed, not fitted to the stored signals, so
 one more stored signal never changes how two others compare. A feature missing on either side is left out; a
@@ -152,7 +152,8 @@ def find_similar(signal: Signal, closed: Iterable[tuple[Signal, SignalOutcome]],
     ranked: list[tuple[float, int, float, str, Neighbour]] = []
     compared = 0
     for cand, outcome in closed:
-        if (cand.direction is not signal.direction or cand.symbol not in peers.symbols
+        if (cand.direction is not signal.direction or cand.strategy != signal.strategy
+                or cand.symbol not in peers.symbols
                 or (config.same_timeframe and cand.timeframe != signal.timeframe)
                 or not known_before(signal, cand, outcome)):
             continue

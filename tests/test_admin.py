@@ -138,7 +138,8 @@ async def test_generate_scans_or_issues_for_symbols_through_the_normal_path(serv
     out = await say(services, ADMIN, "/admin generate")
     assert out.startswith("Scan run now") and "Evaluated" in out
     scanned = len(published)
-    # find a symbol with a setup on its last daily bar, then generate for it (and an unknown one)
+    # find a symbol with a setup on its last daily bar that the risk manager takes on its own (an oversold setup
+    # without a model's probability is not issued), then generate for it (and an unknown one)
     svc = services.signal_service
     symbol = None
     for _ in range(30):
@@ -146,7 +147,8 @@ async def test_generate_scans_or_issues_for_symbols_through_the_normal_path(serv
             if inst.asset_class.value != "index":
                 analysis = await svc.analyse(inst.symbol)
                 cand = svc.engine.candidate(analysis)
-                if cand is not None and await services.store.get_signal(cand.id) is None:
+                if (cand is not None and await services.store.get_signal(cand.id) is None
+                        and svc.risk.review(cand, [], None).approved):
                     symbol = inst.symbol
                     break
         if symbol:

@@ -7,7 +7,7 @@ import pytest
 from core.domain import AssetClass, Direction, Instrument, Timeframe
 from core.indicators import CORE_COLUMNS
 from core.indicators.pandas_ta_engine import PandasTaEngine
-from core.risk import RiskManager, position_size, resize
+from core.risk import RiskConfig, RiskManager, position_size, resize
 from core.domain import RiskTolerance
 from core.setups.oversold import OversoldDetector
 from core.signals.engine import SignalEngine
@@ -128,7 +128,9 @@ def test_position_size_is_volatility_adjusted_and_capped():
 def test_risk_manager_rejects_duplicates_conflicts_and_cooldown(engine):
     a = engine.analyse(STOCK, Timeframe.D1, calm_then_crash())
     s = engine.candidate(a)
-    rm = RiskManager()
+    assert s is not None and s.strategy == "mean_reversion"
+    assert RiskManager().review(s, [], None).reason.startswith("a mean reversion setup is issued only with a model")
+    rm = RiskManager(RiskConfig(needs_probability=()))
     assert rm.review(s, [], None).approved
     assert not rm.review(s, [s], None).approved
     assert "cooldown" in rm.review(s, [], s).reason
@@ -329,3 +331,23 @@ def test_the_model_is_asked_once_per_scan_and_only_about_triggered_setups():
     assert len(model.batches[0]) == len(triggered) >= 2
     assert all(a.probability == 0.6 for a in triggered)
     assert all(a.probability is None for a in out if a.setup.direction is None)
+
+
+def test_an_oversold_setup_is_issued_only_on_a_model_that_showed_skill():
+    """No model: rejected (the rules alone lost in the warm-up years). A model at reliability 0 only shows its base
+    rate: rejected too. A model whose calls bore out its probabilities: reviewed by its expected value."""
+    bars = calm_then_crash()
+    rm = RiskManager()
+    rules = SignalEngine(PandasTaEngine()).candidate(SignalEngine(PandasTaEngine()).analyse(STOCK, Timeframe.D1, bars))
+    assert rules is not None and rules.strategy == "mean_reversion"
+    assert "only with a model's probability" in rm.review(rules, [], None).reason
+    for reliability, approved in ((0.0, False), (0.5, True)):
+        opinion = ModelOpinion(0.70, skill=0.6, base_rate=0.45, reliability=reliability)
+        eng = SignalEngine(PandasTaEngine(), model=FixedProbability(opinion))  # type: ignore[arg-type]
+        s = eng.candidate(eng.analyse(STOCK, Timeframe.D1, bars))
+        assert s is not None and s.evidence["model_reliability"] == reliability
+        assert s.evidence["model_probability"] == pytest.approx(0.45 + reliability * 0.25)
+        decision = rm.review(s, [], None)
+        assert decision.approved is approved, decision.reason
+        if not approved:
+            assert "reliability is 0" in decision.reason

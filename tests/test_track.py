@@ -79,7 +79,7 @@ def test_only_signals_closed_before_the_asked_one_was_issued_count():
     assert r.compared == 2
 
 
-def test_peers_are_the_same_sector_with_the_same_direction_and_timeframe():
+def test_peers_are_the_same_sector_with_the_same_setup_family_direction_and_timeframe():
     target = sig("AAPL", T)
     at = T - days(30)
     history = [closed(sig("MSFT", at), at + days(3), 0.04),  # same sector (Information Technology)
@@ -87,7 +87,9 @@ def test_peers_are_the_same_sector_with_the_same_direction_and_timeframe():
                closed(sig("JPM", at), at + days(3), 0.05),  # Financials
                closed(sig("BTC-USDT", at), at + days(3), 0.05),  # another asset class
                closed(sig("MSFT", at + days(2), direction=Direction.SHORT), at + days(5), 0.05),
-               closed(sig("MSFT", at + days(2), tf=Timeframe.H4), at + days(5), 0.05)]
+               closed(sig("MSFT", at + days(2), tf=Timeframe.H4), at + days(5), 0.05),
+               closed(dataclasses.replace(sig("MSFT", at + days(2)), strategy="pullback"), at + days(5), 0.05)]
+    assert history[0][0].strategy != "pullback"
     group = peers("AAPL")
     assert group.label == "Information Technology" and {"AAPL", "MSFT", "NVDA"} <= group.symbols
     assert "JPM" not in group.symbols

@@ -14,9 +14,12 @@ The screen is sound (never drops a bar the engine would turn into a candidate) b
 - the setup is evaluated here with the detector's own criteria table, on columns (z-score, RSI, ATR distance,
   %B, volume percentile, gap) that over a window of >= SCREEN_MIN_LOOKBACK bars differ from their full-history
   value by < 1e-7 relative (the Wilder averages' seed weighs (13/14)^186 < 1e-6 after 200 bars), far inside
-  SCREEN_MARGIN.
-Engines whose detector is not the OversoldDetector, or shorter lookbacks, are not screened: every bar is
-analysed (correct, slower).
+  SCREEN_MARGIN;
+- the pullback setup (core.setups.pullback) is kept by its own test with a margin: RSI(2) (its Wilder average
+  forgets its seed as 0.5^k) within PULLBACK_RSI_MARGIN of the trigger, and the close against SMA200 (a plain
+  200-bar mean, the same over any window that holds 200 bars, up to rounding) within a relative 1e-9.
+Engines whose detectors are not these two, or shorter lookbacks, are not screened: every bar is analysed
+(correct, slower).
 """
 from __future__ import annotations
 
@@ -28,10 +31,12 @@ import pandas as pd
 from core.domain import Direction, Instrument, Signal, Timeframe
 from core.market_data.resample import index_ns
 from core.setups.oversold import CORE_CRITERIA, Criterion, OversoldDetector, _criteria_for, _mirror
+from core.setups.pullback import SHORT_CLASSES, PullbackDetector
 from core.signals.engine import MIN_BARS, Analysis, SignalEngine
 
 SCREEN_MARGIN = 1e-3  # in units of criterion strength (0..1) and setup score (0..1)
 SCREEN_MIN_LOOKBACK = 200
+PULLBACK_RSI_MARGIN = 1e-3  # RSI points
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +70,9 @@ def _ns(tf: Timeframe) -> int:
 
 
 def screenable(engine: SignalEngine) -> bool:
-    return type(engine.config.detector) is OversoldDetector and engine.config.lookback >= SCREEN_MIN_LOOKBACK
+    cfg = engine.config
+    return (type(cfg.detector) is OversoldDetector and (cfg.pullback is None or type(cfg.pullback) is PullbackDetector)
+            and cfg.lookback >= SCREEN_MIN_LOOKBACK)
 
 
 def screen(engine: SignalEngine, series: Series, positions: np.ndarray) -> np.ndarray:
@@ -88,7 +95,23 @@ def screen(engine: SignalEngine, series: Series, positions: np.ndarray) -> np.nd
                 core |= s >= 1.0 - SCREEN_MARGIN
         score /= sum(c.weight for c in criteria)
         keep |= core & (score >= detector.min_score - SCREEN_MARGIN)
+    if engine.config.pullback is not None:
+        keep |= _pullback_screen(engine.config.pullback, series, ind, positions)
     return positions[keep]
+
+
+def _pullback_screen(pullback: PullbackDetector, series: Series, ind: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """Bars that could hold a pullback setup (`PullbackDetector.evaluate`'s trigger, with the margins above)."""
+    close = _column(series.bars, ind, "close")[positions]
+    sma200 = _column(series.bars, ind, "sma_200")[positions]
+    rsi2 = _column(series.bars, ind, "rsi_2")[positions]
+    slack = np.abs(sma200) * 1e-9
+    with np.errstate(invalid="ignore"):
+        keep = (close > sma200 - slack) & (rsi2 < pullback.trigger + PULLBACK_RSI_MARGIN)
+        inst = series.instrument
+        if inst.allows_short and inst.asset_class in SHORT_CLASSES:
+            keep |= (close < sma200 + slack) & (rsi2 > 100.0 - pullback.trigger - PULLBACK_RSI_MARGIN)
+    return keep
 
 
 def _column(bars: pd.DataFrame, ind: pd.DataFrame, name: str) -> np.ndarray:

@@ -11,12 +11,14 @@ benchmark) are None (JSON null). Definitions:
 - benchmark: buy and hold of the benchmark's closes over the same period (None if it does not cover it);
   alpha and beta: OLS of the portfolio's daily returns on the benchmark's, on common days, alpha x days per year;
 - by_year: by the year of the bar that produced each signal, with the calendar-year portfolio and benchmark returns;
+- by_asset_class, by_direction, by_strategy: the trade statistics of each asset class, of longs and shorts, and
+  of each setup family (the signal's strategy) apart;
 - calibration: closed signals per confidence bucket (0-30, 30-40 .. 90-100): count, mean confidence, hit rate,
   average net return (a calibrated confidence of c % should hit about c % of the time).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -111,7 +113,9 @@ def build_report(result: BacktestResult, portfolio: PortfolioResult, benchmark: 
         "alpha": ab[0] if ab else None,
         "beta": ab[1] if ab else None,
         "by_year": _by_year(result.signals, trades, curve, benchmark),
-        "by_asset_class": _by_asset_class(result.signals, trades),
+        "by_asset_class": _by_group(result.signals, trades, lambda s: str(s.asset_class)),
+        "by_direction": _by_group(result.signals, trades, lambda s: s.direction.value),
+        "by_strategy": _by_group(result.signals, trades, lambda s: s.strategy),
         "calibration": [{"confidence": f"{b.low}-{b.high}", "count": b.count, "mean_confidence": b.mean_confidence,
                          "hit_rate": b.hit_rate, "avg_return": b.avg_return} for b in calibration(trades)],
     }
@@ -151,11 +155,13 @@ def _year(s: Signal) -> int:
     return (s.issued_at - timedelta(microseconds=1)).year
 
 
-def _by_asset_class(signals: Sequence[Signal], trades: Sequence[tuple[Signal, SignalOutcome]]) -> dict[str, Any]:
+def _by_group(signals: Sequence[Signal], trades: Sequence[tuple[Signal, SignalOutcome]],
+              key: Callable[[Signal], str]) -> dict[str, Any]:
+    """Trade statistics of each group of signals (asset class, direction), groups in name order."""
     out: dict[str, Any] = {}
-    for cls in sorted({s.asset_class for s in signals}, key=str):
-        st = trade_stats([s for s in signals if s.asset_class == cls], [(s, o) for s, o in trades if s.asset_class == cls])
-        out[str(cls)] = asdict(st)
+    for group in sorted({key(s) for s in signals}):
+        st = trade_stats([s for s in signals if key(s) == group], [(s, o) for s, o in trades if key(s) == group])
+        out[group] = asdict(st)
     return out
 
 

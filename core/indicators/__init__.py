@@ -9,7 +9,8 @@ import pandas as pd
 
 # Columns every engine provides (the signal path reads only these names).
 CORE_COLUMNS = (
-    "rsi_14", "sma_20", "sma_50", "ema_50", "ema_200", "bb_lower", "bb_mid", "bb_upper", "bb_pctb",
+    "rsi_14", "rsi_2", "sma_5", "sma_20", "sma_50", "sma_200", "ema_50", "ema_200", "bb_lower", "bb_mid", "bb_upper",
+    "bb_pctb",
     "atr_14", "macd", "macd_signal", "macd_hist", "adx_14", "stoch_k", "stoch_d",
     "zscore_20", "dist_sma20_atr", "volume_pct_50", "gap", "ret_1", "ret_5",
 )

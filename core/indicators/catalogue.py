@@ -110,9 +110,10 @@ def _candle(pattern: str, description: str, reference: PandasTaRef | None = None
 
 
 _TREND: tuple[Indicator, ...] = (
+    _ma("SMA", 5, "simple moving average, 5 bars", core=True),
     _ma("SMA", 20, "simple moving average, 20 bars", core=True),
     _ma("SMA", 50, "simple moving average, 50 bars", core=True),
-    _ma("SMA", 200, "simple moving average, 200 bars"),
+    _ma("SMA", 200, "simple moving average, 200 bars", core=True),
     _ma("EMA", 20, "exponential moving average, 20 bars (seeded with the SMA)"),
     _ma("EMA", 50, "exponential moving average, 50 bars (seeded with the SMA)", core=True),
     _ma("EMA", 200, "exponential moving average, 200 bars (seeded with the SMA)", core=True),
@@ -174,6 +175,8 @@ _TREND: tuple[Indicator, ...] = (
 _MOMENTUM: tuple[Indicator, ...] = (
     _ta("rsi_14", Family.MOMENTUM, "relative strength index (Wilder, 14)", "RSI", _C, ("rsi_14",),
         {"timeperiod": 14}, _ref("rsi", _C, {"rsi_14": "RSI_"}, length=14), core=True),
+    _ta("rsi_2", Family.MOMENTUM, "relative strength index (Wilder, 2): the pullback setup's short-term oversold",
+        "RSI", _C, ("rsi_2",), {"timeperiod": 2}, _ref("rsi", _C, {"rsi_2": "RSI_"}, length=2), core=True),
     _ta("macd_12_26_9", Family.MOMENTUM, "MACD line, signal and histogram (12, 26, 9)", "MACD", _C,
         ("macd", "macd_signal", "macd_hist"), {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9},
         _ref("macd", _C, {"macd": "MACD_", "macd_signal": "MACDs_", "macd_hist": "MACDh_"}, fast=12, slow=26, signal=9),

@@ -23,8 +23,11 @@ class PandasTaEngine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out["rsi_14"] = ta.rsi(close, length=14)
+            out["rsi_2"] = ta.rsi(close, length=2)
+            out["sma_5"] = ta.sma(close, length=5)
             out["sma_20"] = ta.sma(close, length=20)
             out["sma_50"] = ta.sma(close, length=50)
+            out["sma_200"] = ta.sma(close, length=200)
             out["ema_50"] = ta.ema(close, length=50)
             out["ema_200"] = ta.ema(close, length=200)
             bb = ta.bbands(close, length=20, std=2.0)  # type: ignore[arg-type]  # the stub says dict

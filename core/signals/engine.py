@@ -22,6 +22,7 @@ from core.market_data.resample import BarArrays, bars_from_block
 from core.risk import position_size
 from core.setups import SetupResult
 from core.setups.oversold import CORE_CRITERIA, OversoldDetector
+from core.setups.pullback import PullbackDetector
 from core.setups.trend import TrendReading, trend_reading
 from core.signals.ensemble import (
     EnsembleConfig,
@@ -36,7 +37,7 @@ from core.signals.ensemble import (
     model_confidence,
     model_vote_score,
 )
-from core.signals.levels import LevelParams, Levels, compute_levels, expiry
+from core.signals.levels import LevelParams, Levels, PullbackLevelParams, compute_levels, expiry, pullback_levels
 from core.signals.reasoning import compose_reasoning
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ class BlockIndicators(Protocol):
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     detector: OversoldDetector = field(default_factory=OversoldDetector)
+    pullback: PullbackDetector | None = field(default_factory=PullbackDetector)  # None: the oversold setups alone
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     levels: LevelParams = field(default_factory=LevelParams)
+    pullback_levels: PullbackLevelParams = field(default_factory=PullbackLevelParams)
     lookback: int = 400  # bars read per evaluation (EMA200 needs room to settle after its 200-bar seed)
 
 
@@ -79,6 +82,7 @@ class Analysis:
     levels: Levels | None  # for the verdict, or for the leaning side when there is none
     leaning: Direction
     probability: float | None = None  # the model's calibrated probability of a win after costs, if it voted
+    reliability: float | None = None  # how far that probability moved from the base rate (ModelOpinion), 0..1
     news: NewsOpinion | None = None  # the news vote, if news voted (triggered setups only)
     news_effect: str | None = None  # what the news vote did to the decision (NEWS_EFFECTS), if it voted
 
@@ -157,8 +161,9 @@ class SignalEngine:
         triggered = [k for k, (a, _, _) in enumerate(flat) if a.setup.direction is not None]
         if not triggered:
             return out
+        modelled = self.config.detector.name  # the models are trained on the oversold detector's setups only
         if self.model is not None:
-            self._model_votes(out, [(k, _request(*flat[k])) for k in triggered])
+            self._model_votes(out, [(k, _request(*flat[k])) for k in triggered if out[k].setup.name == modelled])
         if self.news is not None:
             self._news_votes(out, triggered)
         return out
@@ -199,7 +204,8 @@ class SignalEngine:
                     f"model: {p:.0%} chance that the {side.verb} idea wins after costs (calibrated"
                     + ("" if opinion.base_rate is None else f", skill {opinion.skill:.2f}") + ")")
         result = combine([*a.ensemble.votes, vote], side, cfg)
-        return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p)
+        return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p,
+                       reliability=opinion.effective_reliability)
 
     def _with_news(self, a: Analysis, opinion: NewsOpinion) -> Analysis:
         """The news vote joins the ensemble, weighted by its skill. With a model the confidence stays the model's
@@ -245,12 +251,16 @@ class SignalEngine:
 
     def _analysis_at(self, instrument: Instrument, timeframe: Timeframe, bar_time: datetime,
                      snapshot: dict[str, float]) -> Analysis:
-        setup = self.config.detector.evaluate(snapshot, instrument.asset_class, instrument.allows_short)
+        cfg = self.config
+        setup = _setup(cfg, snapshot, instrument)
         trend = trend_reading(snapshot)
-        votes = _votes(setup, trend, self.config.ensemble)
-        result = combine(votes, setup.direction, self.config.ensemble)
+        votes = _votes(setup, trend, cfg.ensemble)
+        result = combine(votes, setup.direction, cfg.ensemble)
         leaning = result.direction or setup.direction or _leaning(snapshot, instrument)
-        levels = compute_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_20"], self.config.levels)
+        if setup.name == PULLBACK and setup.direction is not None:
+            levels = pullback_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_5"], cfg.pullback_levels)
+        else:
+            levels = compute_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_20"], cfg.levels)
         return Analysis(instrument, timeframe, bar_time, bar_time + timeframe.duration, snapshot, setup, trend, result, levels, leaning)
 
     def candidate(self, analysis: Analysis) -> Signal | None:
@@ -312,19 +322,32 @@ def bar_time(ns: int) -> datetime:
     return when + timedelta(microseconds=rest // 1000) if rest else when
 
 
+PULLBACK = PullbackDetector().name
+
+
+def _setup(cfg: EngineConfig, snapshot: dict[str, float], instrument: Instrument) -> SetupResult:
+    """The setup of a bar: a pullback inside the long-term trend when there is one (the family whose record
+    earned it, see core.setups.pullback), else the oversold detector's reading (triggered or not)."""
+    if cfg.pullback is not None:
+        pullback = cfg.pullback.evaluate(snapshot, instrument.asset_class, instrument.allows_short)
+        if pullback.direction is not None:
+            return pullback
+    return cfg.detector.evaluate(snapshot, instrument.asset_class, instrument.allows_short)
+
+
 def _votes(setup: SetupResult, trend: TrendReading, cfg: EnsembleConfig) -> list[Vote]:
     if setup.direction is not None:
         mr = setup.direction.sign * setup.score
-        mr_text = f"{setup.direction.verb} setup, evidence score {setup.score:.2f}"
+        mr_text = f"{setup.direction.verb} setup ({setup.name.replace('_', ' ')}), evidence score {setup.score:.2f}"
     else:
         mr, mr_text = 0.0, f"no setup (best evidence score {setup.score:.2f})"
-    mr_weight, trend_weight = _vote_weights(cfg)
-    return [Vote("mean_reversion", mr, mr_weight, mr_text), Vote("trend", trend.score, trend_weight, trend.text)]
+    mr_weight, trend_weight = _vote_weights(cfg, setup.name)
+    return [Vote(setup.name, mr, mr_weight, mr_text), Vote("trend", trend.score, trend_weight, trend.text)]
 
 
-@functools.lru_cache(maxsize=8)
-def _vote_weights(cfg: EnsembleConfig) -> tuple[float, float]:
-    return cfg.weight("mean_reversion"), cfg.weight("trend")
+@functools.lru_cache(maxsize=16)
+def _vote_weights(cfg: EnsembleConfig, setup: str) -> tuple[float, float]:
+    return cfg.weight(setup), cfg.weight("trend")
 
 
 def evidence_record(a: Analysis) -> dict[str, Any]:
@@ -342,6 +365,8 @@ def evidence_record(a: Analysis) -> dict[str, Any]:
     }
     if a.probability is not None:
         record["model_probability"] = round(a.probability, 4)
+        if a.reliability is not None:
+            record["model_reliability"] = round(a.reliability, 4)
     if a.news is not None:
         record["news"] = {"score": round(a.news.score, 4), "items": a.news.items, "skill": round(a.news.skill, 4),
                           "effect": a.news_effect, "text": a.news.text}

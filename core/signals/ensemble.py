@@ -30,7 +30,8 @@ class EnsembleResult:
 @dataclass(frozen=True, slots=True)
 class EnsembleConfig:
     min_agreement: float = 0.2  # |weighted score| needed to act
-    weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("trend", 0.3), ("model", 1.0), ("news", 0.3))
+    weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("pullback", 0.7), ("trend", 0.3), ("model", 1.0),
+                                            ("news", 0.3))
     model_span: float = 0.2  # a calibrated probability of 0.5 +- this is a full vote for / against
 
     def weight(self, voter: str) -> float:
@@ -81,13 +82,20 @@ class ModelOpinion:
     reliability: float | None = None  # 0..1, out-of-sample calibration slope (None: the skill stands in)
 
     @property
+    def effective_reliability(self) -> float | None:
+        """The reliability `honest_probability` applies, 0..1 (None: no base rate, the probability is taken as is)."""
+        if self.base_rate is None:
+            return None
+        return max(0.0, min(1.0, self.skill if self.reliability is None else self.reliability))
+
+    @property
     def honest_probability(self) -> float:
         """The probability the signal shows: the calibrated one shrunk towards the base rate as far as the model's
         out-of-sample calls bore it out (reliability 0: the base rate; 1: the calibrated probability). A calibrator
         fitted on a few hundred rows can say 80 % where an unskilled model's setups win at the base rate."""
-        if self.base_rate is None:
+        r = self.effective_reliability
+        if r is None or self.base_rate is None:
             return self.probability
-        r = max(0.0, min(1.0, self.skill if self.reliability is None else self.reliability))
         return self.base_rate + r * (self.probability - self.base_rate)
 
 

@@ -48,6 +48,30 @@ def compute_levels(direction: Direction, close: float, atr: float, sma20: float,
     return Levels(entry=close, target=close + sign * target_dist, stop=stop)
 
 
+@dataclass(frozen=True, slots=True)
+class PullbackLevelParams:
+    min_target_atr: float = 0.5
+    stop_atr: float = 3.0
+
+
+def pullback_levels(direction: Direction, close: float, atr: float, sma5: float,
+                    p: PullbackLevelParams = PullbackLevelParams()) -> Levels | None:
+    """Pullback levels: target at the 5-bar average (the published rule exits on a close back above it; a
+    signal needs a price, so the average at the signal bar stands in), at least `min_target_atr` away; a wide
+    stop (`stop_atr`), because a dip inside a trend often dips further before it turns. The risk-reward is
+    well under 1 by design (about 0.3 at the median): the setup lives on its hit rate, which is why the risk
+    manager's minimum risk-reward for it is lower (core.risk.RiskConfig)."""
+    if not (close > 0 and atr > 0) or math.isnan(atr) or math.isnan(close):
+        return None
+    sign = direction.sign
+    reversion = sign * (sma5 - close) if not math.isnan(sma5) else 0.0
+    target_dist = max(p.min_target_atr * atr, reversion)
+    stop = close - sign * p.stop_atr * atr
+    if stop <= 0:
+        return None
+    return Levels(entry=close, target=close + sign * target_dist, stop=stop)
+
+
 def expiry(issued_at: datetime, timeframe: Timeframe, asset_class: AssetClass) -> datetime:
     """When an idea that has not reached target or stop lapses: HORIZON_BARS bars of its timeframe,
     counted in business days for daily bars of markets closed at weekends."""

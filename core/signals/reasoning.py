@@ -27,6 +27,10 @@ def describe(e: Evidence) -> str:
             return f"volume in the {ordinal(round(v * 100))} percentile"
         case "gap":
             return f"opening gap {v * 100:+.1f}%"
+        case "rsi2":
+            return f"RSI(2) {v:.1f}"
+        case "trend":
+            return f"close {abs(v) * 100:.1f}% {'above' if v > 0 else 'below'} SMA200"
     return f"{e.label} {v:.2f}"
 
 
@@ -37,7 +41,11 @@ def ordinal(n: int) -> str:
 
 def compose_reasoning(a: "Analysis") -> str:
     d = a.verdict or a.leaning
-    state = "Oversold" if d is Direction.LONG else "Overbought"
+    pullback = a.setup.name == "pullback" and a.setup.direction is not None
+    if pullback:
+        state = "Pullback in a long-term uptrend" if d is Direction.LONG else "Rally in a long-term downtrend"
+    else:
+        state = "Oversold" if d is Direction.LONG else "Overbought"
     met = [describe(e) for e in sorted(a.setup.evidence, key=lambda e: -e.strength * e.weight) if e.strength >= 0.5]
     parts = [f"{state}: {', '.join(met) if met else 'no criterion strongly met'}."]
     t = a.trend.score * d.sign
@@ -51,9 +59,16 @@ def compose_reasoning(a: "Analysis") -> str:
         parts.append(f"Model: a {a.probability:.0%} calibrated chance of a win after costs, from past setups like this.")
     if a.news is not None:
         parts.append(news_sentence(a))
-    if a.levels is not None:
+    if a.levels is not None and pullback:
+        parts.append("Target: back to the 5-bar average; a wide stop, 3 ATR beyond entry, so the risk-reward is "
+                     "under 1: the idea rests on how often such dips recover, not on the size of the win.")
+    elif a.levels is not None:
         parts.append("Target: a move back toward the 20-bar mean; stop a fixed multiple of ATR beyond entry.")
-    parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")
+    if pullback:
+        parts.append("Risk: a dip can be the start of a trend change; one stop costs about three wins, "
+                     "so respect it.")
+    else:
+        parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")
     return " ".join(parts)
 
 

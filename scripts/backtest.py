@@ -298,7 +298,15 @@ def summary(report: dict[str, Any], seconds: float) -> str:
             f"PF {_num(report['profit_factor'])}  avg {_pct(report['avg_return'], 2)}\n"
             f"portfolio CAGR {_pct(p['cagr'])}  Sharpe {_num(p['sharpe'])}  max DD {_pct(p['max_drawdown'])}  "
             f"exposure {_rate(p['exposure'])}  | {b.get('symbol') or 'no benchmark'} CAGR {_pct(b['cagr'])}  "
-            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s{_news_line(report)}")
+            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s{_strategy_line(report)}{_news_line(report)}")
+
+
+def _strategy_line(report: dict[str, Any]) -> str:
+    families = report.get("by_strategy") or {}
+    if not families:
+        return ""
+    return "\nsetups: " + "; ".join(f"{name} {st['signals']} (hit rate {_rate(st['hit_rate'])}, "
+                                     f"PF {_num(st['profit_factor'])})" for name, st in families.items())
 
 
 def _news_line(report: dict[str, Any]) -> str:

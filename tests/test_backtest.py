@@ -388,6 +388,15 @@ async def test_run_backtest_writes_the_design_report_and_an_equity_chart(tmp_pat
     assert [y["year"] for y in out["by_year"]] == [2021, 2022]
     assert sum(y["signals"] for y in out["by_year"]) == out["signals"]
     assert out["by_asset_class"]["equity"]["signals"] == out["signals"]
+    from scripts.backtest import summary
+    families = out["by_strategy"]
+    assert sum(v["signals"] for v in families.values()) == out["signals"]
+    line = summary(out, 1.0).splitlines()[-1]
+    assert line.startswith("setups: ") and all(f"{name} {v['signals']} (hit rate" in line for name, v in families.items())
+    kinds = out["calibration_by_kind"]
+    for k, band in enumerate(out["calibration"]):  # the two kinds partition every band
+        assert kinds["probability"][k]["count"] + kinds["score"][k]["count"] == band["count"]
+    assert sum(b["count"] for b in kinds["score"]) == out["closed"]  # rules only: every confidence is a score
     sides = out["by_direction"]
     assert set(sides) <= {"long", "short"} and sum(v["signals"] for v in sides.values()) == out["signals"]
     assert sum(v["closed"] for v in sides.values()) == out["closed"]

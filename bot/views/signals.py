@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from bot.views.doc import Button, Doc, Table
 from bot.views.formatting import pct, price, when
 from bot.views.track import BACKTEST_NOTE, backtest_section
-from core.backtest.metrics import calibration
+from core.backtest.metrics import calibration, has_probability
 from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
 from core.performance import PerformanceSummary
 from core.risk import resize
@@ -107,7 +107,7 @@ def signals_list_doc(signals: Sequence[Signal]) -> Doc:
 def calibration_line(pairs: Sequence[tuple[Signal, SignalOutcome]]) -> str:
     """The closed signals whose confidence was a probability, by confidence band: how many, the mean confidence
     and how often they won, so anyone can check that "40 %" means 40 % (rule scores are counted apart)."""
-    probable = [(s, o) for s, o in pairs if isinstance(s.evidence.get("model_probability"), (int, float))]
+    probable = [(s, o) for s, o in pairs if has_probability(s)]
     scores = len(pairs) - len(probable)
     bands = []
     for b in calibration(probable):

@@ -135,6 +135,11 @@ class CalibrationBucket:
     mean_confidence: float | None = None  # what the bucket promised, to read against its hit rate
 
 
+def has_probability(signal: Signal) -> bool:
+    """Whether the signal's confidence is a model's probability (else it is a rule score, not a probability)."""
+    return isinstance(signal.evidence.get("model_probability"), (int, float))
+
+
 def calibration(outcomes: Sequence[tuple[Signal, SignalOutcome]],
                 edges: Sequence[int] = CALIBRATION_EDGES) -> list[CalibrationBucket]:
     """Closed signals by confidence bucket: how often they made money and how much, on average."""

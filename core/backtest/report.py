@@ -14,7 +14,9 @@ benchmark) are None (JSON null). Definitions:
 - by_asset_class, by_direction, by_strategy: the trade statistics of each asset class, of longs and shorts, and
   of each setup family (the signal's strategy) apart;
 - calibration: closed signals per confidence bucket (0-30, 30-40 .. 90-100): count, mean confidence, hit rate,
-  average net return (a calibrated confidence of c % should hit about c % of the time).
+  average net return (a calibrated confidence of c % should hit about c % of the time); calibration_by_kind: the
+  same for the signals whose confidence is a model's probability and for those whose confidence is a rule score
+  (not a probability: only the first kind is meant to hit at its confidence).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from core.backtest.metrics import (
     alpha_beta,
     calibration,
     curve_stats,
+    has_probability,
     period_returns,
     trade_stats,
     yearly_returns,
@@ -116,10 +119,18 @@ def build_report(result: BacktestResult, portfolio: PortfolioResult, benchmark: 
         "by_asset_class": _by_group(result.signals, trades, lambda s: str(s.asset_class)),
         "by_direction": _by_group(result.signals, trades, lambda s: s.direction.value),
         "by_strategy": _by_group(result.signals, trades, lambda s: s.strategy),
-        "calibration": [{"confidence": f"{b.low}-{b.high}", "count": b.count, "mean_confidence": b.mean_confidence,
-                         "hit_rate": b.hit_rate, "avg_return": b.avg_return} for b in calibration(trades)],
+        "calibration": _calibration(trades),
+        "calibration_by_kind": {
+            "probability": _calibration([(s, o) for s, o in trades if has_probability(s)]),
+            "score": _calibration([(s, o) for s, o in trades if not has_probability(s)]),
+        },
     }
     return _rounded(report)
+
+
+def _calibration(trades: Sequence[tuple[Signal, SignalOutcome]]) -> list[dict[str, Any]]:
+    return [{"confidence": f"{b.low}-{b.high}", "count": b.count, "mean_confidence": b.mean_confidence,
+             "hit_rate": b.hit_rate, "avg_return": b.avg_return} for b in calibration(trades)]
 
 
 def _day(t: datetime) -> str:

@@ -167,7 +167,7 @@ def test_a_signal_says_whether_its_confidence_is_a_probability_or_a_rule_score()
 
 
 def test_the_track_record_shows_live_calibration_of_probabilities_apart_from_rule_scores():
-    from bot.views.signals import calibration_line, performance_doc
+    from bot.views.signals import calibration_line, performance_doc, setup_line
 
     def probable(k: int, p: float, net: float) -> tuple[Signal, SignalOutcome]:
         s = sig("AAPL", T + days(k))
@@ -183,6 +183,10 @@ def test_the_track_record_shows_live_calibration_of_probabilities_apart_from_rul
 
     doc = performance_doc("last 30 days", summarize([o for _, o in pairs]), (), pairs)
     assert dict(doc.fields)["Calibration"] == line
+    pullback = closed(dataclasses.replace(sig("NVDA", T), strategy="pullback"), T + days(3), 0.01)
+    by_setup = setup_line([*pairs, pullback])  # sig() makes "oversold" signals: 3 of 5 won; wins 0.08, losses 0.03
+    assert by_setup == "oversold 5 (hit 60%, PF 2.67); pullback 1 (hit 100%, PF n/a)"
+    assert dict(doc.fields)["By setup"] == setup_line(pairs)
     assert calibration_line([]) == "no closed signal had a model probability"
 
 

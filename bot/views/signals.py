@@ -9,7 +9,7 @@ from bot.views.formatting import pct, price, when
 from bot.views.track import BACKTEST_NOTE, backtest_section
 from core.backtest.metrics import calibration, has_probability
 from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
-from core.performance import PerformanceSummary
+from core.performance import PerformanceSummary, summarize
 from core.risk import resize
 from core.signals.engine import Analysis
 from core.signals.reasoning import DISCLAIMER, describe
@@ -117,6 +117,18 @@ def calibration_line(pairs: Sequence[tuple[Signal, SignalOutcome]]) -> str:
     return text + (f"; {scores} with a rule score, not a probability" if scores else "")
 
 
+def setup_line(pairs: Sequence[tuple[Signal, SignalOutcome]]) -> str:
+    """The closed signals of each setup family (strategy): how many, how often they won, their profit factor."""
+    parts = []
+    for name in sorted({s.strategy for s, _ in pairs}):
+        st = summarize([o for s, o in pairs if s.strategy == name])
+        if st is None:
+            continue
+        pf = "n/a" if st.profit_factor is None else f"{st.profit_factor:.2f}"
+        parts.append(f"{name.replace('_', ' ')} {st.count} (hit {st.hit_rate * 100:.0f}%, PF {pf})")
+    return "; ".join(parts)
+
+
 def performance_doc(label: str, summary: PerformanceSummary | None,
                     backtests: Sequence[PublishedBacktest] = (),
                     pairs: Sequence[tuple[Signal, SignalOutcome]] = ()) -> Doc:
@@ -138,7 +150,7 @@ def performance_doc(label: str, summary: PerformanceSummary | None,
             ("Profit factor", pf),
             ("Best / worst", f"{pct(summary.best)} / {pct(summary.worst)}"),
             ("Average holding", f"{summary.avg_bars_held:.1f} bars"),
-            *((("Calibration", calibration_line(pairs)),) if pairs else ()),
+            *((("By setup", setup_line(pairs)), ("Calibration", calibration_line(pairs))) if pairs else ()),
             *bt_fields,
         ),
         table=bt_table,

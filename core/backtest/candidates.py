@@ -130,11 +130,15 @@ def _strength(c: Criterion, d: Direction, values: np.ndarray) -> np.ndarray:
     return np.nan_to_num(s, nan=0.0)
 
 
+def live_window(engine: SignalEngine, series: Series, pos: int) -> pd.DataFrame:
+    """The trailing window the live scan reads when bar `pos` is the one new bar (`lookback` bars ending at it)."""
+    return series.bars.iloc[max(0, pos + 1 - engine.config.lookback): pos + 1]
+
+
 def analysis_at(engine: SignalEngine, series: Series, pos: int) -> Analysis:
-    """The live analysis of bar `pos`: the engine over the trailing window the live scan reads when that bar
-    is the one new bar (`lookback` bars ending at it). Raises NotEnoughDataError like the live path."""
-    window = series.bars.iloc[max(0, pos + 1 - engine.config.lookback): pos + 1]
-    return engine.analyse_recent(series.instrument, series.timeframe, window, 1)[-1]
+    """The live analysis of bar `pos`: the engine over its live window. Raises NotEnoughDataError like the live
+    path."""
+    return engine.analyse_recent(series.instrument, series.timeframe, live_window(engine, series, pos), 1)[-1]
 
 
 def decide(engine: SignalEngine, series: Series, pos: int) -> Signal | None:

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from core.backtest.candidates import Series, decide, screen
+from core.backtest.candidates import Series, live_window, screen
 from core.domain import AssetClass, Direction, Instrument, Signal, SignalOutcome, Timeframe
 from core.errors import MarketDataError, NotEnoughDataError
 from core.lifecycle import track
@@ -216,7 +216,7 @@ class _Walker:
     def step(self, t_ns: int, group: list[tuple[int, int]]) -> None:
         while self.closing and self.closing[0][0] <= t_ns:
             self.open.pop(heapq.heappop(self.closing)[1], None)
-        candidates = [c for c in (self._candidate(k, p) for k, p in group) if c is not None]
+        candidates = self._candidates(group)
         self.candidates += len(candidates)
         open_now = list(self.open.values())
         for cand in sorted(candidates, key=lambda s: (s.issued_at, -s.confidence, s.id)):
@@ -227,20 +227,35 @@ class _Walker:
             open_now.append(cand)
             self._issue(cand)
 
-    def _candidate(self, k: int, pos: int) -> Signal | None:
-        s = self.series[k]
-        if self.lazy and self._any_rejected(s, pos):
-            self.skipped += 1
-            return None
-        self.analysed += 1
-        try:
-            return decide(self.engine, s, pos)
-        except NotEnoughDataError:
-            return None
-        except Exception:  # as the live scan: one bad instrument must not stop the run
-            log.exception("analysis of %s %s failed", s.instrument.symbol, s.timeframe)
+    def _candidates(self, group: list[tuple[int, int]]) -> list[Signal]:
+        """The candidates of the bars closing now, analysed in one `analyse_many` call as the live scan analyses
+        its targets (one model batch per step; the analyses are those of `candidates.decide`, bar by bar)."""
+        todo = []
+        for k, pos in group:
+            s = self.series[k]
+            if self.lazy and self._any_rejected(s, pos):
+                self.skipped += 1
+                continue
+            self.analysed += 1
+            todo.append((s.instrument, s.timeframe, live_window(self.engine, s, pos), 1))
+
+        def failed(inst: Instrument, tf: Timeframe, exc: Exception) -> None:
+            if isinstance(exc, NotEnoughDataError):
+                return
+            # as the live scan: one bad instrument must not stop the run
+            log.error("analysis of %s %s failed: %s", inst.symbol, tf, exc, exc_info=exc)
             self.errors += 1
-            return None
+
+        out = []
+        for analysis in self.engine.analyse_many(todo, failed):
+            try:
+                candidate = self.engine.candidate(analysis)
+            except Exception as exc:
+                failed(analysis.instrument, analysis.timeframe, exc)
+                continue
+            if candidate is not None:
+                out.append(candidate)
+        return out
 
     def _any_rejected(self, s: Series, pos: int) -> bool:
         issued = _dt(int(s.close_ns[pos]))

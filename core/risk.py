@@ -40,7 +40,9 @@ def expected_r(probability: float, risk_reward: float) -> float:
     """Expected result in units of risk of an idea that reaches its target (R:R) with `probability` and its stop
     otherwise: the gate for signals whose confidence is a probability (a model's, shrunk to the base rate as far
     as the model lacks skill), in place of a fixed minimum confidence. At R:R 1.5 it needs a 40 % chance, at
-    R:R 1 a 50 % one."""
+    R:R 1 a 50 % one. Where the model knows what its training setups really paid (mean win / mean loss after
+    costs, `model_payoff` in the evidence: exits at expiry pay less than a target and cost less than a stop), that
+    ratio replaces the R:R, in units of the average loss."""
     return probability * risk_reward - (1.0 - probability)
 
 
@@ -56,6 +58,7 @@ class RiskConfig:
     # the oversold detector's rules alone lost after costs in every warm-up period (core.setups.pullback has the
     # figures), so a model that has not shown skill cannot carry them either
     needs_probability: tuple[str, ...] = ("mean_reversion",)
+    min_expected: float | None = 0.0  # what a probability signal's expectation must exceed (None: not tested)
     min_confidence: int = 40  # for a confidence that is a score (no model); a probability faces `expected_r`
 
 
@@ -84,17 +87,27 @@ class RiskManager:
 
 
 def _quality(s: Signal, c: RiskConfig) -> str | None:
-    least = dict(c.strategy_min_risk_reward).get(s.strategy, c.min_risk_reward)
-    if s.risk_reward < least:
-        return f"risk-reward {s.risk_reward:.2f} below {least:.2f}"
+    min_rr = dict(c.strategy_min_risk_reward).get(s.strategy, c.min_risk_reward)
+    if s.risk_reward < min_rr:
+        return f"risk-reward {s.risk_reward:.2f} below {min_rr:.2f}"
     p = s.evidence.get("model_probability")
     if s.strategy in c.needs_probability and s.evidence.get("model_reliability") == 0:
         return (f"a {s.strategy.replace('_', ' ')} setup needs a model whose calls bore out its probabilities "
                 "(this one's reliability is 0: it shows the base rate)")
     if isinstance(p, (int, float)):  # a probability: the idea must be worth taking at its levels
-        edge = expected_r(float(p), s.risk_reward)
-        if edge <= 0:
-            return f"expected value {edge:+.2f} R at a {p:.0%} chance and R:R {s.risk_reward:.2f}"
+        ratio = s.evidence.get("model_payoff")
+        least = c.min_expected
+        if least is None:
+            pass
+        elif isinstance(ratio, (int, float)) and ratio > 0:  # what its kind of setup really paid, wins against losses
+            edge = expected_r(float(p), float(ratio))
+            if edge <= least:
+                return (f"expected value {edge:+.2f} (in average losses) at a {p:.0%} chance, wins paying "
+                        f"{ratio:.2f} of a loss")
+        else:
+            edge = expected_r(float(p), s.risk_reward)
+            if edge <= least:
+                return f"expected value {edge:+.2f} R at a {p:.0%} chance and R:R {s.risk_reward:.2f}"
     elif s.strategy in c.needs_probability:
         return f"a {s.strategy.replace('_', ' ')} setup is issued only with a model's probability (no model voted)"
     elif s.confidence < c.min_confidence:  # a score, not a probability

@@ -207,9 +207,10 @@ def crash_then(next_bars: list[tuple[float, float, float, float]], n: int = 260)
     return pd.concat([bars, extra])
 
 
-RULES_ALONE = RiskManager(RiskConfig(needs_probability=()))
-"""A risk manager that issues oversold setups without a model that showed skill (the default does not): for the
-tests below that follow such setups through fills, stops, gaps and the models' look-ahead check."""
+RULES_ALONE = RiskManager(RiskConfig(needs_probability=(), min_expected=None))
+"""A risk manager that issues oversold setups without a model that showed skill, and probability signals without
+an expectation test (the default does neither): for the tests below that follow such setups through fills, stops,
+gaps and the models' look-ahead check (the synthetic models' setups expect to lose their costs)."""
 
 
 async def run_one(bars: pd.DataFrame, engine: SignalEngine, crash_pos: int = 259) -> BacktestResult:
@@ -454,8 +455,8 @@ async def test_walk_forward_decisions_before_a_cut_do_not_change_when_later_data
     issued = {}
     for last in (cut, end):
         models = await walk_forward_models(market, bt.scan_targets(), start, last, engine.indicators, 10)
-        # RULES_ALONE: the synthetic models show no skill (reliability 0), which the default review refuses to
-        # let carry an oversold setup; this check is about what the models saw, so their signals must be issued
+        # RULES_ALONE: the synthetic models show no skill and expect their setups to lose their costs, which the
+        # default review refuses; this check is about what the models saw, so their signals must be issued
         run = await Backtester(market, SignalEngine(PandasTaEngine(), model=models.voter), RULES_ALONE,
                                BacktestConfig(costs_bps=10)).run(start, last)
         issued[last] = [(s.id, s.confidence, s.entry, s.target, s.stop, s.evidence.get("model_probability"))

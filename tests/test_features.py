@@ -122,6 +122,51 @@ def test_vectorised_detector_and_trend_equal_the_per_bar_ones() -> None:
     assert r.triggered.any() or side_readings(cols, AssetClass.EQUITY, True).triggered.any()
 
 
+def test_vectorised_pullback_readings_equal_the_per_bar_detector() -> None:
+    from core.setups.pullback import PullbackDetector
+    from core.setups.vectorised import pullback_readings
+
+    bars = walk(700, 12, vol=0.03)
+    ind = default_engine().compute(bars)
+    cols = {k: ind[k].to_numpy() for k in ind.columns} | {"close": bars["close"].to_numpy()}
+    seen = set()
+    for cls, short in ((AssetClass.EQUITY, True), (AssetClass.FX, True), (AssetClass.CRYPTO, False)):
+        r = pullback_readings(cols, cls, short)
+        for t in range(0, 700):
+            res = PullbackDetector().evaluate({k: float(v[t]) for k, v in cols.items()}, cls, short)
+            assert r.score[t] == pytest.approx(res.score, abs=1e-12)
+            assert r.core[t] == pytest.approx(res.evidence[1].strength, abs=1e-12)
+            assert bool(r.triggered[t]) == (res.direction is not None)
+            if res.direction is not None:
+                assert r.sign[t] == res.direction.sign
+                seen.add((cls, res.direction))
+    assert {(AssetClass.EQUITY, Direction.LONG), (AssetClass.FX, Direction.SHORT)} <= seen
+
+
+def test_pullback_rows_carry_the_pullback_levels_labels() -> None:
+    """A pullback row's label is the exit of a signal at the pullback's own levels (core.labels on
+    core.signals.levels.pullback_levels), not the oversold setups' levels."""
+    from core.labels import barrier_labels
+    from core.market_data.resample import index_ns
+    from core.signals.levels import pullback_levels
+
+    bars = walk(700, 12, vol=0.03)
+    inst = Instrument("X", AssetClass.EQUITY)
+    rows = series_rows(inst, Timeframe.D1, bars, default_engine(), MarketContext.empty(), 10, family="pullback")
+    assert rows.scope == "pullback-equity-1d" and len(rows) > 20 and rows.triggered.all()
+    ind = default_engine().compute(bars)
+    opens = index_ns(bars)
+    step = 86_400 * 10**9
+    for k in range(0, len(rows), 7):
+        pos = int(np.searchsorted(opens, rows.decision_ns[k] - step))
+        lv = pullback_levels(Direction.LONG, float(bars["close"].iloc[pos]), float(ind["atr_14"].iloc[pos]),
+                             float(ind["sma_5"].iloc[pos]))
+        assert lv is not None
+        one = barrier_labels(opens, block(bars), Timeframe.D1, AssetClass.EQUITY, np.array([pos]), np.array([1.0]),
+                             np.array([lv.target]), np.array([lv.stop]), 10)
+        assert one.net_return[0] == pytest.approx(rows.net_return[k], abs=1e-12)
+
+
 def test_features_are_oriented_to_the_side() -> None:
     bars = np.zeros((1, len(BAR_FEATURES)))
     bars[0, BAR_FEATURES.index("ret_5")] = -0.04
@@ -304,17 +349,23 @@ def test_the_voter_computes_the_features_training_computed() -> None:
     from core.models.training import sector_context_from
 
     series, spx = _universe(3, 500), walk(700, 51, freq="B")
-    data = _datasets(series, spx)["equity-1d"]
+    datasets = _datasets(series, spx)
+    data = datasets["equity-1d"]
     market = FrameMarket([Instrument("SPX", AssetClass.INDEX)], {("SPX", Timeframe.D1): spx})
     end = series[0].bars.index[-1].to_pydatetime() + pd.Timedelta(days=1)
     ctx = FeatureContext(MarketContext.build(spx, None, {s.instrument.symbol: s.bars["close"] for s in series}),
-                         asyncio.run(sector_context_from(None, series, end, market)), {"equity-1d": setup_history(data)})
+                         asyncio.run(sector_context_from(None, series, end, market)),
+                         {scope: setup_history(d) for scope, d in datasets.items()})
     assert_voter_rows_equal_training_rows(series, data, ctx)
+    pullbacks = datasets["pullback-equity-1d"]  # the second family: its own rows, its own requests
+    assert len(pullbacks) > 20 and pullbacks.triggered.all()
+    assert_voter_rows_equal_training_rows(series, pullbacks, ctx, min_pairs=3)
 
 
-def assert_voter_rows_equal_training_rows(series: list[SeriesBars], data: Dataset, ctx: FeatureContext) -> None:
-    """The engine scans the last 60 bars of every series; the rows its model voter reads (from `ctx`) equal the
-    training rows of the same bars in `data`."""
+def assert_voter_rows_equal_training_rows(series: list[SeriesBars], data: Dataset, ctx: FeatureContext,
+                                          min_pairs: int = 20) -> None:
+    """The engine scans the last 60 bars of every series; the rows its model voter reads (from `ctx`) about the
+    setups of `data`'s family equal the training rows of the same bars in `data`."""
     from core.models.voter import request_features
     from core.signals.engine import SignalEngine
 
@@ -332,8 +383,11 @@ def assert_voter_rows_equal_training_rows(series: list[SeriesBars], data: Datase
     engine = SignalEngine(default_engine(), model=recorder)
     for s in series:
         engine.analyse_recent(s.instrument, s.timeframe, s.bars, len(s.bars) - 60)
-    x = request_features(recorder.requests, ctx)
+    from core.features.dataset import scope_of
+
+    requests = [r for r in recorder.requests if scope_of(r.asset_class, r.timeframe, r.family) == data.scope]
+    x = request_features(requests, ctx)
     key = {(s, int(t)): i for i, (s, t) in enumerate(zip(data.symbol, data.decision_ns, strict=True))}
-    pairs = [(j, key[(r.symbol, r.as_of_ns)]) for j, r in enumerate(recorder.requests) if (r.symbol, r.as_of_ns) in key]
-    assert len(pairs) > 20
+    pairs = [(j, key[(r.symbol, r.as_of_ns)]) for j, r in enumerate(requests) if (r.symbol, r.as_of_ns) in key]
+    assert len(pairs) > min_pairs
     np.testing.assert_allclose(x[[j for j, _ in pairs]], data.features[[i for _, i in pairs]], rtol=1e-9, atol=1e-12)

@@ -14,6 +14,7 @@ from core.indicators.pandas_ta_engine import PandasTaEngine
 from core.risk import RiskManager
 from core.setups.pullback import PullbackDetector
 from core.signals.engine import EngineConfig, SignalEngine
+from core.signals.ensemble import ModelOpinion
 from core.signals.levels import Levels, pullback_levels
 from tests.conftest import make_bars
 
@@ -72,25 +73,30 @@ def uptrend_with_dips(n=320, seed=3):
     return make_bars(100 * np.exp(np.cumsum(r)), volume=rng.uniform(0.8e6, 1.2e6, n), spread=0.003)
 
 
-class CountingModel:
-    name = "counting"
+class RecordingModel:
+    """A probability model that answers every request with one opinion (None: no model for it) and keeps them."""
 
-    def __init__(self) -> None:
-        self.asked = 0
+    name = "model"
+
+    def __init__(self, answer: ModelOpinion | None) -> None:
+        self.answer = answer
+        self.requests: list = []
 
     def probabilities(self, requests):
-        self.asked += len(requests)
-        return [0.9 for _ in requests]
+        self.requests += list(requests)
+        return [self.answer for _ in requests]
 
 
 def test_the_engine_issues_a_pullback_with_its_levels_and_the_risk_manager_takes_its_low_risk_reward():
     bars = uptrend_with_dips()
-    model = CountingModel()
+    model = RecordingModel(None)  # asked, but no pullback model for this scope: the rules decide
     eng = SignalEngine(PandasTaEngine(), model=model)
     a = eng.analyse(STOCK, Timeframe.D1, bars.iloc[:253])  # the close of the third dip day
     assert a.setup.name == "pullback" and a.verdict is Direction.LONG
     assert a.snapshot["close"] > a.snapshot["sma_200"] and a.snapshot["rsi_2"] < 10
-    assert model.asked == 0 and a.probability is None  # the models know the oversold setups only
+    (request,) = model.requests
+    assert request.family == "pullback" and request.setup[1] == pytest.approx(a.setup.evidence[1].strength)
+    assert a.probability is None
     s = eng.candidate(a)
     assert s is not None and s.strategy == "pullback"
     expected = pullback_levels(Direction.LONG, a.snapshot["close"], a.snapshot["atr_14"], a.snapshot["sma_5"])
@@ -134,3 +140,20 @@ def test_the_reasoning_names_the_pullback_evidence_and_its_risk():
     assert s.reasoning.startswith("Pullback in a long-term uptrend: ")
     assert f"RSI(2) {a.snapshot['rsi_2']:.1f}" in s.reasoning and "above SMA200" in s.reasoning
     assert "5-bar average" in s.reasoning and "3 ATR" in s.reasoning and "respect it" in s.reasoning
+
+
+@pytest.mark.parametrize("payoff, approved", [(0.5, True), (0.3, False)])
+def test_a_pullback_with_a_model_shows_its_probability_and_faces_the_expectation_of_what_such_setups_paid(
+        payoff, approved):
+    """At a 72 % chance a win must pay more than 28/72 = 0.39 of a loss: the training setups' mean win / mean loss
+    (`payoff`) stands in for the nominal R:R, which a pullback's expiry exits do not follow."""
+    opinion = ModelOpinion(0.72, skill=1.0, base_rate=0.70, reliability=1.0, payoff=payoff)
+    eng = SignalEngine(PandasTaEngine(), model=RecordingModel(opinion))
+    a = eng.analyse(STOCK, Timeframe.D1, uptrend_with_dips().iloc[:253])
+    s = eng.candidate(a)
+    assert s is not None and s.strategy == "pullback" and s.confidence == 72
+    assert s.evidence["model_probability"] == 0.72 and s.evidence["model_payoff"] == payoff
+    decision = RiskManager().review(s, [], None)
+    assert decision.approved is approved, decision.reason
+    if not approved:
+        assert "wins paying 0.30 of a loss" in decision.reason

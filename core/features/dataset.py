@@ -1,9 +1,11 @@
-"""Training rows: every bar of a series where the rule detector leans toward a setup, with its features (read
+"""Training rows: every bar of a series where a setup family's rule detector leans toward a setup, with its features (read
 from bars <= the bar) and its labels (from core.labels, the one forward-looking module).
 
 A row is a bar whose better side has an evidence score >= MIN_SCORE and a core criterion at least half met:
 looser than the detector's trigger (0.7 and a core criterion fully met), so the model sees more setups than it
-will be asked about, and learns from `setup_score` how the strength of the evidence matters.
+will be asked about, and learns from `setup_score` how the strength of the evidence matters. For the pullback
+family (core.setups.pullback) a row is a bar where the pullback triggers: there are many, and a looser row would
+mean a different setup (a dip that is not one).
 
 The similarity features of a row read the other rows of its scope (`with_similarity`, after the rows of every
 series of the scope are gathered): `series_rows` leaves them NaN."""
@@ -25,8 +27,9 @@ from core.features.similarity import SetupHistory
 from core.indicators import IndicatorEngine
 from core.labels import BarrierLabels, barrier_labels, forward_returns
 from core.market_data.resample import index_ns
-from core.setups.vectorised import side_readings, trend_scores
-from core.signals.levels import LevelParams
+from core.setups import MEAN_REVERSION, PULLBACK
+from core.setups.vectorised import pullback_readings, side_readings, trend_scores
+from core.signals.levels import LevelParams, PullbackLevelParams
 
 MIN_SCORE = 0.5
 MIN_CORE = 0.5
@@ -75,33 +78,51 @@ class Dataset:
                    np.empty(0, dtype=np.int64), np.empty(0, dtype=object), scope)
 
 
-def scope_of(asset_class: AssetClass, timeframe: Timeframe) -> str:
-    return f"{asset_class}-{timeframe}"
+def scope_of(asset_class: AssetClass, timeframe: Timeframe, family: str = MEAN_REVERSION) -> str:
+    """A model's scope: "<asset class>-<timeframe>" for the oversold setups (the first family, whose names the
+    stored models keep), "<family>-<asset class>-<timeframe>" for another family ("pullback-equity-1d")."""
+    return f"{asset_class}-{timeframe}" if family == MEAN_REVERSION else f"{family}-{asset_class}-{timeframe}"
 
 
 def series_rows(instrument: Instrument, timeframe: Timeframe, bars: pd.DataFrame, indicators: IndicatorEngine,
                 context: MarketContext, costs_bps: float, levels: LevelParams = LevelParams(),
-                sectors: SectorContext | None = None) -> Dataset:
-    """The training rows of one series (its whole history; labels UNRESOLVED near the end are dropped), without
-    their similarity features (NaN; see `with_similarity`)."""
-    scope = scope_of(instrument.asset_class, timeframe)
+                sectors: SectorContext | None = None, family: str = MEAN_REVERSION,
+                pullback_levels: PullbackLevelParams = PullbackLevelParams(),
+                computed: pd.DataFrame | None = None) -> Dataset:
+    """The training rows of one series and one setup family (its whole history; labels UNRESOLVED near the end
+    are dropped), without their similarity features (NaN; see `with_similarity`). Oversold setups: the rows the
+    detector leans toward (see the module docstring), with its levels; pullbacks: the rows where the pullback
+    detector triggers, with the pullback's levels. `computed`: the series' indicators, when already computed."""
+    scope = scope_of(instrument.asset_class, timeframe, family)
     if len(bars) <= MIN_POSITION + 1:
         return Dataset.empty(scope)
-    ind = indicators.compute(bars)
+    ind = indicators.compute(bars) if computed is None else computed
     cols = {name: ind[name].to_numpy(dtype=np.float64) for name in ind.columns}
     block = np.ascontiguousarray(bars[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64).T)
     cols["close"], cols["gap"] = block[3], cols.get("gap", np.full(block.shape[1], np.nan))
-    readings = side_readings(cols, instrument.asset_class, instrument.allows_short)
-    close, atr, sma = block[3], cols["atr_14"], cols["sma_20"]
-    with np.errstate(invalid="ignore"):
-        ok = (readings.score >= MIN_SCORE) & (readings.core >= MIN_CORE) & (close > 0) & (atr > 0)
+    close, atr = block[3], cols["atr_14"]
+    if family == PULLBACK:
+        readings = pullback_readings(cols, instrument.asset_class, instrument.allows_short)
+        with np.errstate(invalid="ignore"):
+            ok = readings.triggered & (close > 0) & (atr > 0)
+    else:
+        readings = side_readings(cols, instrument.asset_class, instrument.allows_short)
+        with np.errstate(invalid="ignore"):
+            ok = (readings.score >= MIN_SCORE) & (readings.core >= MIN_CORE) & (close > 0) & (atr > 0)
     ok[: MIN_POSITION] = False
     pos = np.flatnonzero(ok)
     side = readings.sign[pos]
-    c, a, s = close[pos], atr[pos], sma[pos]
-    reversion = np.where(np.isnan(s), levels.min_target_atr * a, np.abs(s - c))
-    target = c + side * np.minimum(levels.max_target_atr * a, np.maximum(levels.min_target_atr * a, reversion))
-    stop = c - side * levels.stop_atr * a
+    c, a = close[pos], atr[pos]
+    if family == PULLBACK:  # core.signals.levels.pullback_levels
+        sma5 = cols["sma_5"][pos]
+        toward = np.where(np.isnan(sma5), 0.0, side * (sma5 - c))
+        target = c + side * np.maximum(pullback_levels.min_target_atr * a, toward)
+        stop = c - side * pullback_levels.stop_atr * a
+    else:  # core.signals.levels.compute_levels
+        s = cols["sma_20"][pos]
+        reversion = np.where(np.isnan(s), levels.min_target_atr * a, np.abs(s - c))
+        target = c + side * np.minimum(levels.max_target_atr * a, np.maximum(levels.min_target_atr * a, reversion))
+        stop = c - side * levels.stop_atr * a
     keep = stop > 0
     pos, side, target, stop = pos[keep], side[keep], target[keep], stop[keep]
     opens = index_ns(bars)

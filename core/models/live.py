@@ -24,6 +24,7 @@ from core.models.store import champion, load_model, versions
 from core.models.training import SeriesBars, build_datasets, context_from, load_series, sector_context_from
 from core.models.voter import ModelVoter
 from core.ports import MarketData
+from core.setups import FAMILIES
 from core.signals.engine import SignalEngine
 from core.signals.service import DEFAULT_TIMEFRAMES
 
@@ -66,13 +67,14 @@ async def refresh_context(voter: ModelVoter, market: MarketData, now: datetime, 
     `timeframes`, default the service's) whose scope the voter has a model for, with the bars up to `now`."""
     tfs = timeframes or DEFAULT_TIMEFRAMES
     targets = [(i, tf) for i in market.instruments() for tf in tfs.get(i.asset_class, ())
-               if scope_of(i.asset_class, tf) in voter.models and tf in set(market.timeframes(i.symbol))]
+               if any(scope_of(i.asset_class, tf, f) in voter.models for f in FAMILIES)
+               and tf in set(market.timeframes(i.symbol))]
     # years of bars for the past-setup table only where a model reads the similarity features (fs-2)
     similar = {scope for scope, m in voter.models.items() if set(m.features) & set(SIMILARITY_FEATURES)}
     history: list[SeriesBars] = []
     for tf in sorted({tf for _, tf in targets}, key=lambda t: t.duration):
         group = [t for t in targets if t[1] is tf]
-        deep = any(scope_of(i.asset_class, tf) in similar for i, _ in group)
+        deep = any(scope_of(i.asset_class, tf, f) in similar for i, _ in group for f in FAMILIES)
         history += await load_series(market, group, now, limit=history_bars(tf) if deep else CONTEXT_BARS)
     have = {(s.instrument.symbol, s.timeframe) for s in history}
     daily = [(i, Timeframe.D1) for i in market.instruments()
@@ -83,7 +85,8 @@ async def refresh_context(voter: ModelVoter, market: MarketData, now: datetime, 
     voter.sectors = await sector_context_from(market, series, now, limit=CONTEXT_BARS)
     engine = indicators or default_engine()
 
-    deep_history = [s for s in history if scope_of(s.instrument.asset_class, s.timeframe) in similar]
+    deep_history = [s for s in history
+                    if any(scope_of(s.instrument.asset_class, s.timeframe, f) in similar for f in FAMILIES)]
 
     def tables() -> dict[str, SetupHistory]:
         datasets = build_datasets(deep_history, engine, voter.context, costs_bps, sectors=voter.sectors,

@@ -24,6 +24,7 @@ from core.models.lgbm import TreeParams
 from core.models.promotion import decide_promotion, recent_window
 from core.models.reversion import MIN_ROWS, evaluate, train_reversion
 from core.models.store import champion, computable, load_model, read_manifest, save_model, set_role, versions
+from core.setups import FAMILIES
 from core.models.training import (
     build_datasets,
     context_from,
@@ -48,7 +49,9 @@ def _quiet(_fraction: float, _stage: str) -> None:
 
 
 def model_name(scope: str) -> str:
-    return f"reversion-{scope}"
+    """The store's name of a scope's versions: "reversion-equity-1d" for the oversold setups' models (the name
+    they have always had), the scope itself for another family's ("pullback-equity-1d")."""
+    return scope if scope.split("-", 1)[0] in FAMILIES else f"reversion-{scope}"
 
 
 def cross_validate(data: Dataset, params: TreeParams, folds: int = CV_FOLDS,

@@ -63,7 +63,8 @@ def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeP
     cut = int(np.quantile(usable.decision_ns, 1.0 - calibration_share))
     older = known_by(usable.end_ns, cut, embargo_ns)
     newer = usable.decision_ns >= cut
-    metrics: dict[str, float] = {"rows": float(len(usable)), "base_rate": float(np.mean(usable.hit))}
+    metrics: dict[str, float] = {"rows": float(len(usable)), "base_rate": float(np.mean(usable.hit)),
+                                 **_payoffs(usable.net_return)}
     calibration_from: int | None = None
     if older.sum() >= MIN_ROWS // 2 and newer.sum() >= 30:
         calibration_from = cut
@@ -88,6 +89,14 @@ def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeP
     trained_until = int(usable.end_ns.max()) + int(embargo_ns)
     return ReversionModel(data.scope, classifier, calibrator, regressor, trained_until, features, feature_set,
                           metrics=metrics, calibration_from_ns=calibration_from)
+
+
+def _payoffs(net: np.ndarray) -> dict[str, float]:
+    """The mean net return of the winning rows and the mean loss (positive) of the others, when both exist."""
+    wins, losses = net[net > 0], net[net <= 0]
+    if len(wins) == 0 or len(losses) == 0:
+        return {}
+    return {"avg_win": float(np.mean(wins)), "avg_loss": float(-np.mean(losses))}
 
 
 def evaluate(model: ReversionModel, data: Dataset) -> dict[str, float]:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from core.domain import AssetClass, Instrument, Timeframe
 from core.errors import MarketDataError
-from core.features.dataset import Dataset, scope_of, series_rows, with_news, with_similarity
+from core.features.dataset import MIN_POSITION, Dataset, series_rows, with_news, with_similarity
 from core.features.news import NewsFeatureSource
 from core.features.regime import MarketContext
 from core.features.sectors import SectorContext, benchmark_symbol, sector_group
@@ -22,6 +22,7 @@ from core.market_data.resample import default_anchor, resample_bars, to_utc_ns
 from core.models.lgbm import TreeParams
 from core.models.reversion import MIN_ROWS, ReversionModel, train_reversion
 from core.models.validation import auc, calibration_slope, known_by, slope_lower_bound
+from core.setups import FAMILIES
 from core.ports import MarketData
 from core.signals.levels import HORIZON_BARS
 
@@ -131,16 +132,20 @@ async def _index_closes(market: MarketData | None, symbol: str, end: datetime, l
 
 def build_datasets(series: Sequence[SeriesBars], indicators: IndicatorEngine, context: MarketContext,
                    costs_bps: float, progress: Progress = _quiet, sectors: SectorContext | None = None,
-                   similarity: bool = True, news: NewsFeatureSource | None = None) -> dict[str, Dataset]:
-    """The rows of every scope, with their similarity features (each row reading the rows of its scope whose
+                   similarity: bool = True, news: NewsFeatureSource | None = None,
+                   families: Sequence[str] = FAMILIES) -> dict[str, Dataset]:
+    """The rows of every scope (asset class, timeframe and setup family: core.features.dataset.scope_of), with
+    their similarity features (each row reading the rows of its scope whose
     outcome was known by its decision; left NaN when `similarity` is False, for a table of past setups) and their
     news features from `news` (NaN without)."""
     parts: dict[str, list[Dataset]] = {}
     for k, s in enumerate(series):
-        scope = scope_of(s.instrument.asset_class, s.timeframe)
         try:
-            parts.setdefault(scope, []).append(series_rows(s.instrument, s.timeframe, s.bars, indicators, context,
-                                                           costs_bps, sectors=sectors))
+            computed = indicators.compute(s.bars) if len(s.bars) > MIN_POSITION + 1 else None
+            for family in families:
+                rows = series_rows(s.instrument, s.timeframe, s.bars, indicators, context, costs_bps,
+                                   sectors=sectors, family=family, computed=computed)
+                parts.setdefault(rows.scope, []).append(rows)
         except Exception:  # one bad series must not stop training
             log.exception("training rows of %s %s failed", s.instrument.symbol, s.timeframe)
         progress((k + 1) / max(1, len(series)), "features")

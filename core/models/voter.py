@@ -20,7 +20,7 @@ from core.features.regime import MarketContext
 from core.features.sectors import SectorContext, sector_group
 from core.features.news import NewsFeatureSource
 from core.features.sets import NEWS_COLUMNS, SIMILARITY_COLUMNS, model_rows, news_columns
-from core.features.similarity import SetupHistory
+from core.features.similarity import SIMILARITY_FEATURES, SetupHistory
 from core.models.reversion import ReversionModel
 from core.signals.ensemble import ModelOpinion, ModelRequest
 
@@ -52,9 +52,23 @@ def reliability(model: ReversionModel) -> float:
     return max(0.0, min(1.0, slope)) if slope == slope else 0.0
 
 
+def payoff(model: ReversionModel) -> float | None:
+    """Mean win / mean loss (net returns after costs) of the model's training setups, known when it was trained:
+    what a win pays against what a loss costs, for the risk manager's expectation (core.risk.expected_r). None
+    for a model trained before it was recorded."""
+    win, loss = model.metrics.get("avg_win"), model.metrics.get("avg_loss")
+    if win is None or loss is None or not (win == win and loss == loss) or loss <= 0:
+        return None
+    return float(win / loss)
+
+
+def reads_similarity(model: ReversionModel) -> bool:
+    return bool(set(model.features) & set(SIMILARITY_FEATURES))
+
+
 def _opinions(model: ReversionModel, x: np.ndarray) -> list[ModelOpinion]:
-    weight, trust, base = skill(model), reliability(model), model.metrics.get("base_rate")
-    return [ModelOpinion(float(p), weight, base, trust) for p in model.probability(x).tolist()]
+    weight, trust, base, ratio = skill(model), reliability(model), model.metrics.get("base_rate"), payoff(model)
+    return [ModelOpinion(float(p), weight, base, trust, ratio) for p in model.probability(x).tolist()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +83,10 @@ class FeatureContext:
     news: NewsFeatureSource | None = None
 
 
-def request_features(requests: Sequence[ModelRequest], context: MarketContext | FeatureContext) -> np.ndarray:
-    """(len(requests), len(FEATURES)): the rows the models read, as training builds them."""
+def request_features(requests: Sequence[ModelRequest], context: MarketContext | FeatureContext,
+                     similarity: bool = True) -> np.ndarray:
+    """(len(requests), len(FEATURES)): the rows the models read, as training builds them. `similarity` False:
+    the similarity columns stay NaN (for a model that does not read them: they are the costly part)."""
     if not requests:
         return np.empty((0, 0))
     ctx = context if isinstance(context, FeatureContext) else FeatureContext(context)
@@ -82,8 +98,8 @@ def request_features(requests: Sequence[ModelRequest], context: MarketContext | 
     x = model_rows(side, setup, bars, ctx.market.at_ns(as_of), ctx.sectors.at_ns(symbols, as_of))
     groups = np.array([ctx.sectors.group_of.get(r.symbol) or sector_group(r.symbol, r.asset_class)
                        for r in requests], dtype=object)
-    scopes = np.array([scope_of(r.asset_class, r.timeframe) for r in requests], dtype=object)
-    for scope in set(scopes.tolist()):
+    scopes = np.array([scope_of(r.asset_class, r.timeframe, r.family) for r in requests], dtype=object)
+    for scope in set(scopes.tolist()) if similarity else ():
         table = ctx.history.get(scope)
         if table is None:
             continue
@@ -114,10 +130,11 @@ class ModelVoter:
         out: list[ModelOpinion | None] = [None] * len(requests)
         by_scope: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
-            if scope_of(r.asset_class, r.timeframe) in self.models and r.window.shape[1] >= BAR_WINDOW:
-                by_scope.setdefault(scope_of(r.asset_class, r.timeframe), []).append(i)
+            scope = scope_of(r.asset_class, r.timeframe, r.family)
+            if scope in self.models and r.window.shape[1] >= BAR_WINDOW:
+                by_scope.setdefault(scope, []).append(i)
         for scope, idx in by_scope.items():
-            x = request_features([requests[i] for i in idx], self.features())
+            x = request_features([requests[i] for i in idx], self.features(), reads_similarity(self.models[scope]))
             for i, opinion in zip(idx, _opinions(self.models[scope], x), strict=True):
                 out[i] = opinion
         return out
@@ -151,12 +168,13 @@ class WalkForwardVoter:
         out: list[ModelOpinion | None] = [None] * len(requests)
         groups: dict[int, tuple[ReversionModel, list[int]]] = {}
         for i, r in enumerate(requests):
-            model = self.model_for(scope_of(r.asset_class, r.timeframe), r.as_of_ns)
+            model = self.model_for(scope_of(r.asset_class, r.timeframe, r.family), r.as_of_ns)
             if model is not None and r.window.shape[1] >= BAR_WINDOW:
                 groups.setdefault(id(model), (model, []))[1].append(i)
         for key, (model, idx) in groups.items():
             x = request_features([requests[i] for i in idx],
-                                 FeatureContext(self.context, self.sectors, self.history, self.news))
+                                 FeatureContext(self.context, self.sectors, self.history, self.news),
+                                 reads_similarity(model))
             self.used[key] = self.used.get(key, 0) + len(idx)
             for i, opinion in zip(idx, _opinions(model, x), strict=True):
                 out[i] = opinion

@@ -5,6 +5,11 @@ from dataclasses import dataclass
 
 from core.domain import Direction
 
+MEAN_REVERSION = "mean_reversion"  # the oversold / overbought detector (core.setups.oversold)
+PULLBACK = "pullback"  # a dip inside the long-term trend (core.setups.pullback)
+FAMILIES = (MEAN_REVERSION, PULLBACK)
+"""The setup families: a signal's strategy, and the family a model is trained on (core.features.dataset)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Evidence:

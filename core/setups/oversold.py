@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.domain import AssetClass, Direction
-from core.setups import Evidence, SetupResult
+from core.setups import MEAN_REVERSION, Evidence, SetupResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ CORE_CRITERIA = ("zscore", "rsi")
 @dataclass(frozen=True, slots=True)
 class OversoldDetector:
     min_score: float = 0.7
-    name: str = "mean_reversion"
+    name: str = MEAN_REVERSION
 
     def evaluate(self, snapshot: Mapping[str, float], asset_class: AssetClass, allows_short: bool) -> SetupResult:
         """The better side's result (long on a tie). Both sides are scored with plain floats; the evidence

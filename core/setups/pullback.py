@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.domain import AssetClass, Direction
-from core.setups import Evidence, SetupResult
+from core.setups import PULLBACK, Evidence, SetupResult
 
 SHORT_CLASSES = frozenset({AssetClass.FX})
 """Asset classes where the mirror (a spike inside a long-term downtrend) is issued, where shorting is allowed."""
@@ -40,7 +40,7 @@ SHORT_CLASSES = frozenset({AssetClass.FX})
 class PullbackDetector:
     trigger: float = 10.0  # RSI(2) under this (long; over 100 - this short)
     full: float = 2.0  # RSI(2) at which its criterion is fully met
-    name: str = "pullback"
+    name: str = PULLBACK
 
     def evaluate(self, snapshot: Mapping[str, float], asset_class: AssetClass, allows_short: bool) -> SetupResult:
         get = snapshot.get

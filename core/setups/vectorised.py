@@ -9,6 +9,7 @@ import numpy as np
 
 from core.domain import AssetClass, Direction
 from core.setups.oversold import CORE_CRITERIA, Criterion, OversoldDetector, _criteria_for, _mirror
+from core.setups.pullback import SHORT_CLASSES, PullbackDetector
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,22 @@ def side_readings(columns: Mapping[str, np.ndarray], asset_class: AssetClass, al
     assert best is not None
     sign, score, core = best
     return SideReadings(sign, score, core, (core >= 1.0) & (score >= detector.min_score))
+
+
+def pullback_readings(columns: Mapping[str, np.ndarray], asset_class: AssetClass, allows_short: bool,
+                      detector: PullbackDetector | None = None) -> SideReadings:
+    """`PullbackDetector.evaluate` of every row: its side, score, RSI(2) strength (as `core`) and trigger."""
+    d = detector or PullbackDetector()
+    close, sma200, rsi2 = (np.asarray(columns[k], dtype=np.float64) for k in ("close", "sma_200", "rsi_2"))
+    with np.errstate(invalid="ignore"):
+        short = (close < sma200) & (rsi2 > 50.0) if allows_short and asset_class in SHORT_CLASSES \
+            else np.zeros(len(close), dtype=bool)
+        sign = np.where(short, -1.0, 1.0)
+        trend_met = sign * (close - sma200) > 0.0
+        depth = np.where(short, 100.0 - rsi2, rsi2)
+        strength = np.nan_to_num(np.clip((d.trigger - depth) / (d.trigger - d.full), 0.0, 1.0), nan=0.0)
+        triggered = trend_met & (depth < d.trigger)
+    return SideReadings(sign, 0.5 * trend_met + 0.5 * strength, strength, triggered)
 
 
 def trend_scores(columns: Mapping[str, np.ndarray]) -> np.ndarray:

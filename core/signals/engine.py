@@ -22,6 +22,7 @@ from core.market_data.resample import BarArrays, bars_from_block
 from core.risk import position_size
 from core.setups import SetupResult
 from core.setups.oversold import CORE_CRITERIA, OversoldDetector
+from core.setups import PULLBACK
 from core.setups.pullback import PullbackDetector
 from core.setups.trend import TrendReading, trend_reading
 from core.signals.ensemble import (
@@ -83,6 +84,7 @@ class Analysis:
     leaning: Direction
     probability: float | None = None  # the model's calibrated probability of a win after costs, if it voted
     reliability: float | None = None  # how far that probability moved from the base rate (ModelOpinion), 0..1
+    payoff: float | None = None  # the model's training setups' mean win / mean loss (ModelOpinion)
     news: NewsOpinion | None = None  # the news vote, if news voted (triggered setups only)
     news_effect: str | None = None  # what the news vote did to the decision (NEWS_EFFECTS), if it voted
 
@@ -161,9 +163,8 @@ class SignalEngine:
         triggered = [k for k, (a, _, _) in enumerate(flat) if a.setup.direction is not None]
         if not triggered:
             return out
-        modelled = self.config.detector.name  # the models are trained on the oversold detector's setups only
-        if self.model is not None:
-            self._model_votes(out, [(k, _request(*flat[k])) for k in triggered if out[k].setup.name == modelled])
+        if self.model is not None:  # each family's setups go to its own models (core.features.dataset.scope_of)
+            self._model_votes(out, [(k, _request(*flat[k])) for k in triggered])
         if self.news is not None:
             self._news_votes(out, triggered)
         return out
@@ -205,7 +206,7 @@ class SignalEngine:
                     + ("" if opinion.base_rate is None else f", skill {opinion.skill:.2f}") + ")")
         result = combine([*a.ensemble.votes, vote], side, cfg)
         return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p,
-                       reliability=opinion.effective_reliability)
+                       reliability=opinion.effective_reliability, payoff=opinion.payoff)
 
     def _with_news(self, a: Analysis, opinion: NewsOpinion) -> Analysis:
         """The news vote joins the ensemble, weighted by its skill. With a model the confidence stays the model's
@@ -285,11 +286,12 @@ def _request(a: Analysis, window: BarArrays, pos: int) -> ModelRequest:
     side = a.setup.direction
     assert side is not None
     snap = a.snapshot
-    core = max((e.strength for e in a.setup.evidence if e.name in CORE_CRITERIA), default=0.0)
+    names = PULLBACK_CORE if a.setup.name == PULLBACK else CORE_CRITERIA
+    core = max((e.strength for e in a.setup.evidence if e.name in names), default=0.0)
     setup = (a.setup.score, core, a.trend.score, float(snap.get("adx_14", math.nan)), float(snap.get("volume_pct_50", math.nan)))
     as_of_ns = int(window.times[pos]) + int(a.timeframe.duration.total_seconds()) * 10**9
     return ModelRequest(a.instrument.asset_class, a.timeframe, as_of_ns, side, setup,
-                        window.block[:, max(0, pos + 1 - BAR_WINDOW): pos + 1], a.instrument.symbol)
+                        window.block[:, max(0, pos + 1 - BAR_WINDOW): pos + 1], a.instrument.symbol, a.setup.name)
 
 
 def news_effect(before: EnsembleResult, after: EnsembleResult) -> str:
@@ -322,7 +324,7 @@ def bar_time(ns: int) -> datetime:
     return when + timedelta(microseconds=rest // 1000) if rest else when
 
 
-PULLBACK = PullbackDetector().name
+PULLBACK_CORE = ("rsi2",)  # the pullback's graded criterion: what `core` is for it (core.setups.vectorised)
 
 
 def _setup(cfg: EngineConfig, snapshot: dict[str, float], instrument: Instrument) -> SetupResult:
@@ -367,6 +369,8 @@ def evidence_record(a: Analysis) -> dict[str, Any]:
         record["model_probability"] = round(a.probability, 4)
         if a.reliability is not None:
             record["model_reliability"] = round(a.reliability, 4)
+        if a.payoff is not None:
+            record["model_payoff"] = round(a.payoff, 4)
     if a.news is not None:
         record["news"] = {"score": round(a.news.score, 4), "items": a.news.items, "skill": round(a.news.skill, 4),
                           "effect": a.news_effect, "text": a.news.text}

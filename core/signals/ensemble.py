@@ -72,6 +72,7 @@ class ModelRequest:
     setup: tuple[float, float, float, float, float]  # score, strongest core strength, trend score, ADX, volume pct
     window: np.ndarray  # (5, k) open, high, low, close, volume
     symbol: str = ""  # the instrument, for features read per symbol (its sector's strength, its past setups)
+    family: str = "mean_reversion"  # the setup family (core.setups.FAMILIES): which scope's model answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class ModelOpinion:
     skill: float = 1.0  # 0..1, the model's tracked out-of-sample skill: it scales the model's vote weight
     base_rate: float | None = None  # the share of winners among the model's training rows (None: unknown)
     reliability: float | None = None  # 0..1, out-of-sample calibration slope (None: the skill stands in)
+    payoff: float | None = None  # mean win / mean loss of the model's training setups (None: unknown)
 
     @property
     def effective_reliability(self) -> float | None:

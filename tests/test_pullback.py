@@ -157,3 +157,10 @@ def test_a_pullback_with_a_model_shows_its_probability_and_faces_the_expectation
     assert decision.approved is approved, decision.reason
     if not approved:
         assert "wins paying 0.30 of a loss" in decision.reason
+
+
+def test_the_article_before_a_percentage():
+    from core.signals.reasoning import indefinite
+
+    assert [indefinite(x) for x in ("80%", "8%", "11%", "18%", "72%", "1%", "100%", "38%")] == \
+        ["an", "an", "an", "an", "a", "a", "a", "a"]

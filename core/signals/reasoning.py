@@ -34,6 +34,12 @@ def describe(e: Evidence) -> str:
     return f"{e.label} {v:.2f}"
 
 
+def indefinite(number: str) -> str:
+    """The article before a percentage (0-100) read aloud: "an 80%", "an 11%", "an 8%", "a 72%"."""
+    digits = number.rstrip("%")
+    return "an" if digits.startswith("8") or digits in ("11", "18") else "a"
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -56,7 +62,8 @@ def compose_reasoning(a: "Analysis") -> str:
     else:
         parts.append(f"Trend: {a.trend.text}.")
     if a.probability is not None:
-        parts.append(f"Model: a {a.probability:.0%} calibrated chance of a win after costs, from past setups like this.")
+        share = f"{a.probability:.0%}"
+        parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, from past setups like this.")
     if a.news is not None:
         parts.append(news_sentence(a))
     if a.levels is not None and pullback:

@@ -3,8 +3,8 @@
 No look-ahead: a past signal counts only when it was issued before the signal asked about AND had closed (its
 exit time) by the time that signal was issued, so the answer is what could have been known when it went out.
 
-Candidates: the same setup family (strategy), direction and timeframe, on the same symbol or a peer (PeerGroup: the same sector from the
-instrument registry, else the same asset class). Nearness: the root mean square of the differences of the setup
+Candidates: the same setup family (strategy), direction and timeframe, on the same symbol or a peer (PeerGroup:
+the same sector from the instrument registry, else the same asset class). Nearness: the root mean square of the differences of the setup
 features (FEATURES), each divided by a fixed scale. The scales are fixed, not fitted to the stored signals, so
 one more stored signal never changes how two others compare. A feature missing on either side is left out; a
 candidate sharing fewer than `min_shared` features is not comparable. The `max_neighbours` nearest within

@@ -1,5 +1,5 @@
-"""Training rows: every bar of a series where a setup family's rule detector leans toward a setup, with its features (read
-from bars <= the bar) and its labels (from core.labels, the one forward-looking module).
+"""Training rows: every bar of a series where a setup family's rule detector leans toward a setup, with its
+features (read from bars <= the bar) and its labels (from core.labels, the one forward-looking module).
 
 A row is a bar whose better side has an evidence score >= MIN_SCORE and a core criterion at least half met:
 looser than the detector's trigger (0.7 and a core criterion fully met), so the model sees more setups than it

@@ -10,8 +10,8 @@ target, at least half an ATR away, and a 3-ATR stop, picked from four variants (
 
 Why it is in the product: it was chosen by its figures on the data's warm-up years. The same first study also
 printed the scored years (equities profit factor 1.09 with these levels), so the choice was not blind to
-them; they are weaker than the warm-up years, and nothing was tuned on them. A study script (entry at the next open, these levels, 10 bps per side, every trigger day)
-gave, on 2013-11 .. 2015-02-06 for the 505 stocks: 10,062 setups, hit rate 0.72, profit factor 1.23, where
+them; they are weaker than the warm-up years, and nothing was tuned on them. A study script (entry at the next
+open, these levels, 10 bps per side, every trigger day) gave, on 2013-11 .. 2015-02-06 for the 505 stocks: 10,062 setups, hit rate 0.72, profit factor 1.23, where
 the oversold detector's rules had lost (the engine's backtest of 2014-01-02 .. 2015-02-06: longs PF 0.89,
 shorts 0.57); crypto 1h 2017-08 .. 2018-09-20: 1,665 setups, 0.76, 1.13; crypto 4h: 354, 0.64, 0.68 (the 2018
 crash). Through the engine and the risk manager (`signalbot backtest`, same years): equities 1,031 signals,

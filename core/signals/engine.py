@@ -20,9 +20,8 @@ from core.features.bars import BAR_WINDOW
 from core.indicators import IndicatorEngine
 from core.market_data.resample import BarArrays, bars_from_block
 from core.risk import position_size
-from core.setups import SetupResult
+from core.setups import PULLBACK, SetupResult
 from core.setups.oversold import CORE_CRITERIA, OversoldDetector
-from core.setups import PULLBACK
 from core.setups.pullback import PullbackDetector
 from core.setups.trend import TrendReading, trend_reading
 from core.signals.ensemble import (
@@ -259,7 +258,8 @@ class SignalEngine:
         result = combine(votes, setup.direction, cfg.ensemble)
         leaning = result.direction or setup.direction or _leaning(snapshot, instrument)
         if setup.name == PULLBACK and setup.direction is not None:
-            levels = pullback_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_5"], cfg.pullback_levels)
+            levels = pullback_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_5"],
+                                     cfg.pullback_levels)
         else:
             levels = compute_levels(leaning, snapshot["close"], snapshot["atr_14"], snapshot["sma_20"], cfg.levels)
         return Analysis(instrument, timeframe, bar_time, bar_time + timeframe.duration, snapshot, setup, trend, result, levels, leaning)

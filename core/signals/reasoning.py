@@ -63,7 +63,8 @@ def compose_reasoning(a: "Analysis") -> str:
         parts.append(f"Trend: {a.trend.text}.")
     if a.probability is not None:
         share = f"{a.probability:.0%}"
-        parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, from past setups like this.")
+        parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, "
+                     "from past setups like this.")
     if a.news is not None:
         parts.append(news_sentence(a))
     if a.levels is not None and pullback:

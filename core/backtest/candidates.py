@@ -71,8 +71,8 @@ def _ns(tf: Timeframe) -> int:
 
 def screenable(engine: SignalEngine) -> bool:
     cfg = engine.config
-    return (type(cfg.detector) is OversoldDetector and (cfg.pullback is None or type(cfg.pullback) is PullbackDetector)
-            and cfg.lookback >= SCREEN_MIN_LOOKBACK)
+    known_pullback = cfg.pullback is None or type(cfg.pullback) is PullbackDetector
+    return type(cfg.detector) is OversoldDetector and known_pullback and cfg.lookback >= SCREEN_MIN_LOOKBACK
 
 
 def screen(engine: SignalEngine, series: Series, positions: np.ndarray) -> np.ndarray:
@@ -100,7 +100,8 @@ def screen(engine: SignalEngine, series: Series, positions: np.ndarray) -> np.nd
     return positions[keep]
 
 
-def _pullback_screen(pullback: PullbackDetector, series: Series, ind: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+def _pullback_screen(pullback: PullbackDetector, series: Series, ind: pd.DataFrame,
+                     positions: np.ndarray) -> np.ndarray:
     """Bars that could hold a pullback setup (`PullbackDetector.evaluate`'s trigger, with the margins above)."""
     close = _column(series.bars, ind, "close")[positions]
     sma200 = _column(series.bars, ind, "sma_200")[positions]

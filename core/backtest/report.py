@@ -168,7 +168,7 @@ def _year(s: Signal) -> int:
 
 def _by_group(signals: Sequence[Signal], trades: Sequence[tuple[Signal, SignalOutcome]],
               key: Callable[[Signal], str]) -> dict[str, Any]:
-    """Trade statistics of each group of signals (asset class, direction), groups in name order."""
+    """Trade statistics of each group of signals (asset class, direction, strategy), groups in name order."""
     out: dict[str, Any] = {}
     for group in sorted({key(s) for s in signals}):
         st = trade_stats([s for s in signals if key(s) == group], [(s, o) for s, o in trades if key(s) == group])

@@ -140,6 +140,10 @@ def test_the_reasoning_names_the_pullback_evidence_and_its_risk():
     assert s.reasoning.startswith("Pullback in a long-term uptrend: ")
     assert f"RSI(2) {a.snapshot['rsi_2']:.1f}" in s.reasoning and "above SMA200" in s.reasoning
     assert "5-bar average" in s.reasoning and "3 ATR" in s.reasoning and "respect it" in s.reasoning
+    lv = a.levels
+    assert lv is not None
+    wins = abs(lv.entry - lv.stop) / abs(lv.target - lv.entry)  # what one stop takes back, from its own levels
+    assert f"one stop costs about {wins:.1f} wins at the target" in s.reasoning
 
 
 @pytest.mark.parametrize("payoff, approved", [(0.5, True), (0.3, False)])
@@ -153,6 +157,7 @@ def test_a_pullback_with_a_model_shows_its_probability_and_faces_the_expectation
     s = eng.candidate(a)
     assert s is not None and s.strategy == "pullback" and s.confidence == 72
     assert s.evidence["model_probability"] == 0.72 and s.evidence["model_payoff"] == payoff
+    assert f"their wins paid on average {payoff:.2f} of what their losses cost" in s.reasoning
     decision = RiskManager().review(s, [], None)
     assert decision.approved is approved, decision.reason
     if not approved:

@@ -63,8 +63,9 @@ def compose_reasoning(a: "Analysis") -> str:
         parts.append(f"Trend: {a.trend.text}.")
     if a.probability is not None:
         share = f"{a.probability:.0%}"
+        paid = (f"; their wins paid on average {a.payoff:.2f} of what their losses cost" if a.payoff else "")
         parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, "
-                     "from past setups like this.")
+                     f"from past setups like this{paid}.")
     if a.news is not None:
         parts.append(news_sentence(a))
     if a.levels is not None and pullback:
@@ -73,11 +74,19 @@ def compose_reasoning(a: "Analysis") -> str:
     elif a.levels is not None:
         parts.append("Target: a move back toward the 20-bar mean; stop a fixed multiple of ATR beyond entry.")
     if pullback:
-        parts.append("Risk: a dip can be the start of a trend change; one stop costs about three wins, "
-                     "so respect it.")
+        parts.append(f"Risk: a dip can be the start of a trend change; {stop_cost(a)}so respect it.")
     else:
         parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")
     return " ".join(parts)
+
+
+def stop_cost(a: "Analysis") -> str:
+    """How many wins at the target one stop takes back, from this idea's own levels (before costs, which make it
+    worse): "one stop costs about 5.6 wins, " (empty without levels or without a target distance)."""
+    if a.levels is None or a.levels.risk_reward <= 0:
+        return ""
+    wins = 1.0 / a.levels.risk_reward
+    return f"one stop costs about {wins:.1f} wins at the target, "
 
 
 def news_sentence(a: "Analysis") -> str:

@@ -68,6 +68,16 @@ async def test_bad_input_gets_a_clear_reply(services):
     assert "administrators" not in await say(services, BOB, "/help")
 
 
+async def test_help_is_a_line_a_command_that_wraps_on_a_phone(services):
+    doc = await dispatch(services.registry, services, BOB, "/help")
+    assert doc.table is None  # a monospaced table as wide as its longest usage would scroll sideways
+    lines = doc.body.splitlines()
+    visible = services.registry.visible(False)
+    assert len(lines) == len(visible)
+    for line, command in zip(lines, visible):
+        assert line == f"{command.usage} \N{EM DASH} {command.summary}"
+
+
 async def test_scan_issues_persists_and_commands_show_it(services):
     clock = services.clock
     issued = []

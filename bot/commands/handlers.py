@@ -79,8 +79,10 @@ async def start(ctx: CommandContext, _payload: str | None) -> Doc:
 
 # /help --------------------------------------------------------------------------------------------
 async def show_help(ctx: CommandContext, _: None) -> Doc:
-    rows = tuple((c.usage, c.summary) for c in ctx.services.registry.visible(ctx.is_admin))
-    return Doc(heading="Commands", table=Table(("command", "what it does"), rows),
+    # one line a command, not a table: the admin usage alone is 170 characters, and a <pre> table that wide
+    # scrolls sideways on a phone; plain lines wrap in every client
+    lines = (f"{c.usage} \N{EM DASH} {c.summary}" for c in ctx.services.registry.visible(ctx.is_admin))
+    return Doc(heading="Commands", body="\n".join(lines),
                note="Symbols: stocks (AAPL), crypto (BTC-USDT), forex (EURUSD). Timeframes: 1m 5m 15m 1h 4h 1d.")
 
 

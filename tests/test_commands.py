@@ -52,9 +52,10 @@ async def test_start_prefs_stop_round_trip(services):
 async def test_signal_analysis_on_demand(services):
     out = await say(services, BOB, "/signal AAPL")
     assert out.startswith("AAPL 1d:")
-    for label in ("Last close", "RSI(14)", "Z-score (20)", "ATR(14)", "Trend", "Levels"):
+    for label in ("Last close", "RSI(14)", "Z-score (20)", "ATR(14)", "Trend", "Levels", "Votes  "):
         assert label in out
     assert "Not investment advice" in out
+    assert "trend " in out.split("Votes", 1)[1].splitlines()[0]  # each voter's say, so the vote's sign is explained
     assert (await say(services, BOB, "/signal btc/usdt 4h")).startswith("BTC-USDT 4h:")
 
 

@@ -12,6 +12,7 @@ from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
 from core.performance import PerformanceSummary, summarize
 from core.risk import resize
 from core.signals.engine import Analysis
+from core.signals.ensemble import Vote
 from core.signals.reasoning import DISCLAIMER, describe
 from storage.backtest_reports import PublishedBacktest
 
@@ -83,6 +84,7 @@ def analysis_doc(a: Analysis, active: Signal | None) -> Doc:
         ("Trend", a.trend.text),
         ("Setup score", f"{a.setup.score:.2f} (1.00: every criterion fully met)"),
         ("Ensemble vote", f"{a.ensemble.score:+.2f} (-1 sell .. +1 buy)"),
+        ("Votes", vote_breakdown(a.ensemble.votes)),
     ]
     if a.levels is not None:
         lv = a.levels
@@ -93,6 +95,12 @@ def analysis_doc(a: Analysis, active: Signal | None) -> Doc:
     criteria = Table(("criterion", "value", "met"), tuple(
         (e.label, describe(e), f"{e.strength * 100:.0f}%") for e in a.setup.evidence))
     return Doc(heading=heading, fields=tuple(fields), table=criteria, note=DISCLAIMER)
+
+
+def vote_breakdown(votes: Sequence[Vote]) -> str:
+    """Each voter's say and weight, so a vote that leans against the setup's side shows where it comes from
+    (e.g. "mean reversion +0.00 x0.70, trend +1.00 x0.30")."""
+    return ", ".join(f"{v.voter.replace('_', ' ')} {v.score:+.2f} x{v.weight:.2f}" for v in votes) or "none"
 
 
 def signals_list_doc(signals: Sequence[Signal]) -> Doc:

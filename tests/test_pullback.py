@@ -164,6 +164,21 @@ def test_a_pullback_with_a_model_shows_its_probability_and_faces_the_expectation
         assert "wins paying 0.30 of a loss" in decision.reason
 
 
+@pytest.mark.parametrize("payoff", [0.5, 0.3, None])
+def test_the_model_votes_for_a_setup_only_above_its_break_even_chance(payoff):
+    """72 % backs a pullback whose wins pay 0.5 of a loss (break-even 1 / 1.5 = 67 %) and weighs against one whose
+    wins pay 0.3 (break-even 77 %); without a known payoff the idea's own R:R sets the break-even."""
+    opinion = ModelOpinion(0.72, skill=1.0, base_rate=0.70, reliability=1.0, payoff=payoff)
+    eng = SignalEngine(PandasTaEngine(), model=RecordingModel(opinion))
+    a = eng.analyse(STOCK, Timeframe.D1, uptrend_with_dips().iloc[:253])
+    assert a.levels is not None
+    even = 1 / (1 + (payoff if payoff is not None else a.levels.risk_reward))
+    (vote,) = [v for v in a.ensemble.votes if v.voter == "model"]
+    assert vote.score == pytest.approx(max(-1.0, min(1.0, (0.72 - even) / 0.2)))
+    assert (vote.score > 0) is (0.72 > even)
+    assert f"break-even {even:.0%}" in vote.text
+
+
 def test_the_article_before_a_percentage():
     from core.signals.reasoning import indefinite
 

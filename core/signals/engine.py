@@ -33,6 +33,7 @@ from core.signals.ensemble import (
     NewsOpinions,
     ProbabilityModel,
     Vote,
+    break_even,
     combine,
     model_confidence,
     model_vote_score,
@@ -199,9 +200,11 @@ class SignalEngine:
         cfg = self.config.ensemble
         assert self.model is not None
         weight = cfg.weight(self.model.name) * max(0.0, min(1.0, opinion.skill))
-        p = opinion.honest_probability
-        vote = Vote(self.model.name, model_vote_score(opinion.probability, side, cfg.model_span), weight,
-                    f"model: {p:.0%} chance that the {side.verb} idea wins after costs (calibrated"
+        p = opinion.honest_probability  # what the confidence shows and the risk manager's expectation reads
+        even = break_even(opinion.payoff, a.levels.risk_reward if a.levels is not None else None)
+        vote = Vote(self.model.name, model_vote_score(p, side, cfg.model_span, even), weight,
+                    f"model: {p:.0%} chance that the {side.verb} idea wins after costs, break-even {even:.0%} "
+                    "(calibrated"
                     + ("" if opinion.base_rate is None else f", skill {opinion.skill:.2f}") + ")")
         result = combine([*a.ensemble.votes, vote], side, cfg)
         return replace(a, ensemble=replace(result, confidence=model_confidence(p)), probability=p,

@@ -32,7 +32,7 @@ class EnsembleConfig:
     min_agreement: float = 0.2  # |weighted score| needed to act
     weights: tuple[tuple[str, float], ...] = (("mean_reversion", 0.7), ("pullback", 0.7), ("trend", 0.3), ("model", 1.0),
                                             ("news", 0.3))
-    model_span: float = 0.2  # a calibrated probability of 0.5 +- this is a full vote for / against
+    model_span: float = 0.2  # a probability of break-even +- this is a full vote for / against (model_vote_score)
 
     def weight(self, voter: str) -> float:
         return dict(self.weights).get(voter, 0.0)
@@ -49,10 +49,22 @@ def combine(votes: Sequence[Vote], proposed: Direction | None, config: EnsembleC
     return EnsembleResult(score, proposed if agrees else None, confidence, tuple(votes))
 
 
-def model_vote_score(probability: float, side: Direction, span: float) -> float:
-    """The model's vote, -1..1: for the setup's side when its calibrated probability of a win after costs is
-    above one half, against it below (full at 0.5 +- span)."""
-    return side.sign * max(-1.0, min(1.0, (probability - 0.5) / span))
+def break_even(payoff: float | None, risk_reward: float | None = None) -> float:
+    """The chance of a win at which an idea neither makes nor loses money on average: 1 / (1 + w), w what a win
+    pays per loss: the model's training setups' mean win / mean loss (`payoff`) when known, else the idea's R:R,
+    else 1 (an even bet: one half)."""
+    for ratio in (payoff, risk_reward):
+        if ratio is not None and ratio > 0:
+            return 1.0 / (1.0 + ratio)
+    return 0.5
+
+
+def model_vote_score(probability: float, side: Direction, span: float, even: float = 0.5) -> float:
+    """The model's vote, -1..1: for the setup's side when its probability of a win after costs is above the
+    break-even chance `even` (`break_even`), against it below, full at even +- span. A pullback wins 70 % of the
+    time with wins that pay about 0.4 of a loss: at 72 % the model hardly backs it, where "above one half" made
+    every such call a full vote for."""
+    return side.sign * max(-1.0, min(1.0, (probability - even) / span))
 
 
 def model_confidence(probability: float) -> int:

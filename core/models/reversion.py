@@ -92,7 +92,12 @@ def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeP
 
 
 def _payoffs(net: np.ndarray) -> dict[str, float]:
-    """The mean net return of the winning rows and the mean loss (positive) of the others, when both exist."""
+    """The mean net return of the winning rows and the mean loss (positive) of the others, when both exist.
+
+    Every training row counts, also the oversold rows looser than the trigger (score 0.5). Tried and measured
+    (crypto 1h+4h walk-forward, 2018-09-21..2021-12-31): the triggered rows alone pay more per loss, so the
+    expectation gate let 1,046 oversold signals through (hit 36.5 %, PF 0.92) instead of 157 (46.5 %, 1.78);
+    the model's probability is fitted mostly on the looser rows and is not sharper on the triggered ones."""
     wins, losses = net[net > 0], net[net <= 0]
     if len(wins) == 0 or len(losses) == 0:
         return {}

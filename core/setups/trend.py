@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class TrendReading:
+class TrendReading(NamedTuple):  # a named tuple: built for every bar a scan reads (see core.setups.Evidence)
     score: float  # -1..1
     text: str
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from core.domain import AssetClass, Direction, Timeframe
 
 
-@dataclass(frozen=True, slots=True)
-class Vote:
+class Vote(NamedTuple):  # a named tuple: two or more for every bar a scan reads (see core.setups.Evidence)
     voter: str
     score: float  # -1 (short) .. +1 (long)
     weight: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -17,8 +18,7 @@ class LevelParams:
     max_target_atr: float = 3.0
 
 
-@dataclass(frozen=True, slots=True)
-class Levels:
+class Levels(NamedTuple):  # a named tuple: built for every bar a scan reads (see core.setups.Evidence)
     entry: float
     target: float
     stop: float

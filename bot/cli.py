@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
     scan.add_argument("--as-of", required=True, help="YYYY-MM-DD (after that day's close) or an ISO timestamp")
     scan.add_argument("--json", action="store_true", help="print JSON")
+    scan.add_argument("--costs-bps", type=float, default=5.0,
+                      help="costs per side in basis points the risk manager counts (default 5, the service's)")
 
     # its options are scripts.backtest's parser (main hands the arguments over before parsing)
     sub.add_parser("backtest", add_help=False, help="walk-forward backtest through the live signal path, scored "
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scan":
             from scripts.scan import run_scan
 
-            print(asyncio.run(run_scan(args.data, args.as_of, args.json)))
+            print(asyncio.run(run_scan(args.data, args.as_of, args.json, args.costs_bps)))
             return 0
         if args.command == "bench":
             from scripts.bench import run_bench

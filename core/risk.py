@@ -60,6 +60,10 @@ class RiskConfig:
     needs_probability: tuple[str, ...] = ("mean_reversion",)
     min_expected: float | None = 0.0  # what a probability signal's expectation must exceed (None: not tested)
     min_confidence: int = 40  # for a confidence that is a score (no model); a probability faces `expected_r`
+    # costs per side, in basis points, that the tracker takes from every return (the service's SIGNALBOT_COSTS_BPS,
+    # the backtest's --costs-bps): an idea whose move to the target does not pay the round trip loses even when
+    # it works, and is rejected whatever its confidence
+    costs_bps: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,11 @@ class RiskManager:
 
 
 def _quality(s: Signal, c: RiskConfig) -> str | None:
+    round_trip = 2 * c.costs_bps / 10_000
+    move = abs(s.target - s.entry) / s.entry if s.entry > 0 else 0.0
+    if round_trip > 0 and move <= round_trip:
+        return (f"the target is {move:.2%} away, not more than the round-trip costs of {round_trip:.2%}: "
+                "it would lose even at the target")
     min_rr = dict(c.strategy_min_risk_reward).get(s.strategy, c.min_risk_reward)
     if s.risk_reward < min_rr:
         return f"risk-reward {s.risk_reward:.2f} below {min_rr:.2f}"

@@ -27,7 +27,7 @@ from core.errors import MarketDataError, SignalBotError
 from core.indicators import IndicatorEngine, default_engine
 from core.market_data import CsvMarketData
 from core.ports import MarketData
-from core.risk import RiskManager
+from core.risk import RiskConfig, RiskManager
 from core.signals.engine import NEWS_EFFECTS, EngineConfig, SignalEngine
 from core.signals.ensemble import EnsembleConfig, NewsOpinions
 from core.signals.service import DEFAULT_TIMEFRAMES
@@ -135,7 +135,7 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
     say(0.0, "load")
     learning: dict[str, Any] = {"kind": "rules only"}
     if model == "walk-forward":
-        probe = Backtester(market, engine, RiskManager(), config)
+        probe = Backtester(market, engine, RiskManager(RiskConfig(costs_bps=costs_bps)), config)
         targets = probe.scan_targets()
         if first is None or last is None:  # the defaults Backtester.run takes, from the same series
             loaded = await probe.load(last or FAR)
@@ -149,7 +149,7 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                                            lambda f, stage: say(f, stage),
                                            news=news_features if reads_news(feature_set) else None)
         engine, learning = SignalEngine(ind, engine_config, model=models.voter, news=news_voter), models.summary
-    result = await Backtester(market, engine, RiskManager(), config).run(first, last, say)
+    result = await Backtester(market, engine, RiskManager(RiskConfig(costs_bps=costs_bps)), config).run(first, last, say)
     portfolio = simulate(result, PortfolioConfig())
     bench = await _benchmark(csv, benchmark, result)
     out = build_report(result, portfolio, bench)

@@ -14,7 +14,7 @@ from core.events import EventBus
 from core.indicators import default_engine
 from core.market_data import CsvMarketData
 from core.ports import MarketData
-from core.risk import RiskManager
+from core.risk import RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
 from storage import Database, SqlStore
@@ -40,13 +40,16 @@ class ScanResult:
     universe: int
 
 
-async def scan_at(market: MarketData, as_of: datetime, database_url: str = "sqlite+aiosqlite:///:memory:") -> ScanResult:
-    """One pass of the live signal path at `as_of` with an empty book (no open signals before it)."""
+async def scan_at(market: MarketData, as_of: datetime, database_url: str = "sqlite+aiosqlite:///:memory:",
+                  costs_bps: float = 5.0) -> ScanResult:
+    """One pass of the live signal path at `as_of` with an empty book (no open signals before it), the risk
+    manager counting `costs_bps` per side (the service's default)."""
     db = Database(database_url)
     await db.create_all()
     store = SqlStore(db)
     try:
-        service = SignalService(market, SignalEngine(default_engine()), store, EventBus(), RiskManager(), FixedClock(as_of))
+        risk = RiskManager(RiskConfig(costs_bps=costs_bps))
+        service = SignalService(market, SignalEngine(default_engine()), store, EventBus(), risk, FixedClock(as_of))
         report = await service.scan()
         return ScanResult(as_of, report, len(service.scan_targets()))
     finally:
@@ -86,6 +89,6 @@ def result_text(r: ScanResult) -> str:
     return "\n".join(lines)
 
 
-async def run_scan(data: Path, when: str, as_json: bool) -> str:
-    result = await scan_at(CsvMarketData(data), parse_when(when))
+async def run_scan(data: Path, when: str, as_json: bool, costs_bps: float = 5.0) -> str:
+    result = await scan_at(CsvMarketData(data), parse_when(when), costs_bps=costs_bps)
     return json.dumps(result_json(result), indent=2) if as_json else result_text(result)

@@ -69,6 +69,10 @@ async def test_bad_input_gets_a_clear_reply(services):
     assert "administrators" not in await say(services, BOB, "/help")
 
 
+async def test_the_services_risk_manager_counts_the_costs_the_tracker_takes(services):
+    assert services.signal_service.risk.config.costs_bps == services.settings.costs_bps == 5.0
+
+
 async def test_help_is_a_line_a_command_that_wraps_on_a_phone(services):
     doc = await dispatch(services.registry, services, BOB, "/help")
     assert doc.table is None  # a monospaced table as wide as its longest usage would scroll sideways

@@ -150,6 +150,22 @@ def test_a_signal_with_a_probability_must_have_a_positive_expectation_at_its_lev
     assert not rm.review(replace(s, confidence=39), [], None).approved  # a score still needs 40
 
 
+def test_an_idea_whose_target_does_not_pay_the_round_trip_costs_is_rejected(engine):
+    """Costs come off every return: a target no further away than entry and exit costs together loses even when
+    it is reached, whatever its confidence or R:R."""
+    from dataclasses import replace
+
+    s = replace(engine.candidate(engine.analyse(STOCK, Timeframe.D1, calm_then_crash())), confidence=90)
+    move = abs(s.target - s.entry) / s.entry
+    open_book = RiskConfig(needs_probability=())
+    assert RiskManager(open_book).review(s, [], None).approved  # costs not counted (0)
+    covered = replace(open_book, costs_bps=move / 2 * 10_000 * 0.99)  # the round trip just under the move
+    assert RiskManager(covered).review(s, [], None).approved
+    eaten = replace(open_book, costs_bps=move / 2 * 10_000)  # the round trip equal to the move
+    reason = RiskManager(eaten).review(s, [], None).reason
+    assert reason.startswith(f"the target is {move:.2%} away, not more than the round-trip costs") and "lose" in reason
+
+
 # -- the array path of a scan equals the frame path ------------------------------------------------
 
 

@@ -89,6 +89,11 @@ class RiskManager:
                 return RiskDecision(False, check)
         return RiskDecision(True, "approved")
 
+    def quality(self, candidate: Signal) -> str | None:
+        """Why the idea itself would be rejected, whatever is open (levels, costs, expectation, size); None if
+        it would not: what /signal shows beside a setup."""
+        return _quality(candidate, self.config)
+
 
 def _quality(s: Signal, c: RiskConfig) -> str | None:
     round_trip = 2 * c.costs_bps / 10_000

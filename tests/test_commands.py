@@ -150,3 +150,18 @@ def test_equity_curve_compounds_each_closed_signal_at_its_size():
     curve = equity_curve(pairs)
     assert list(curve.index) == [t[0], t[1], t[2], t[3]]
     assert curve.tolist() == pytest.approx([1.0, 1.0, 1.05, 1.05 * 0.99])
+
+
+async def test_signal_says_whether_the_risk_manager_would_issue_the_setup_it_shows(services):
+    """A setup on /signal is not yet a signal: the risk manager's check of the idea itself (levels, costs,
+    expected value) is shown beside it, so "BUY setup" with no signal following explains itself."""
+    checked = 0
+    for inst in services.market.instruments():
+        for tf in ("1d", "4h", "1h"):
+            out = await say(services, BOB, f"/signal {inst.symbol} {tf}")
+            if ": no trade" in out.splitlines()[0] or out.startswith("Sorry"):
+                assert "Risk check" not in out
+                continue
+            assert ("Risk check" in out) != ("Active signal" in out)
+            checked += "Risk check" in out
+    assert checked >= 1

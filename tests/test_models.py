@@ -16,7 +16,7 @@ from core.features.sets import DEFAULT_MODEL_FEATURE_SET, FEATURES, MODEL_FEATUR
 from core.models.calibration import Calibrator, fit_calibrator
 from core.models.lgbm import TreeParams
 from core.models.promotion import decide_promotion
-from core.models.reversion import train_reversion
+from core.models.reversion import MIN_RECORD_ROWS, MIN_ROWS, is_record, train_model, train_reversion
 from core.models.store import champion, data_fingerprint, load_model, read_manifest, save_model, set_role, versions
 from core.models.training import retrain_times, train_schedule
 from core.models.validation import DAY_NS, auc, brier, calibration_slope, known_by, slope_lower_bound, walk_forward_folds
@@ -401,3 +401,47 @@ def test_a_model_reads_the_columns_of_its_feature_set_and_sets_compete_on_the_sa
     assert np.allclose(load_model(folder).probability(recent.features), fs1.probability(recent.features))
     with pytest.raises(ValueError, match="unknown feature set"):
         train_reversion(train, t, 10 * DAY_NS, FAST, feature_set="fs-9")
+
+
+def _time_with_known(data: Dataset, known: int, embargo: int = 10 * DAY_NS) -> int:
+    """The first decision time by which exactly `known` rows' labels (plus the embargo) were known."""
+    return int(np.sort(data.end_ns)[known - 1]) + embargo
+
+
+def test_a_scope_with_too_few_setups_for_trees_gets_its_record(tmp_path: Path) -> None:
+    """From MIN_RECORD_ROWS to MIN_ROWS known setups a scope gets a record: one probability for every setup, the
+    share that won after costs, with what their wins paid per loss; no skill and no reliability, so the vote weighs
+    nothing and the confidence shows that share. From MIN_ROWS: trees. Below MIN_RECORD_ROWS: nothing."""
+    data = synthetic(3000, seed=2)
+    embargo = 10 * DAY_NS
+    t = _time_with_known(data, 120)
+    record = train_model(data, t, embargo, FAST)
+    known = data.subset(known_by(data.end_ns, t, embargo))
+    assert is_record(record) and len(known) == 120 and record.metrics["rows"] == 120
+    p = record.probability(data.features[:200])
+    assert np.all(p == pytest.approx(known.hit.mean())) and record.metrics["base_rate"] == pytest.approx(known.hit.mean())
+    assert record.metrics["avg_win"] == pytest.approx(0.02) and record.metrics["avg_loss"] == pytest.approx(0.015)
+    assert record.trained_until_ns <= t and record.regressor is None
+    (opinion,) = ModelVoter({"equity-1d": record}).probabilities([_request(t)])
+    assert opinion.skill == 0.0 and opinion.reliability == 0.0 and opinion.payoff == pytest.approx(0.02 / 0.015)
+    assert opinion.honest_probability == pytest.approx(known.hit.mean())
+    loaded = load_model(save_model(record, tmp_path, "reversion-equity-1d", data))
+    assert is_record(loaded) and np.array_equal(loaded.probability(data.features[:50]), p[:50])
+    assert not is_record(train_model(data, _time_with_known(data, MIN_ROWS), embargo, FAST))
+    with pytest.raises(ValueError, match="a record needs at least"):
+        train_model(data, _time_with_known(data, MIN_RECORD_ROWS - 1), embargo, FAST)
+    trees = train_reversion(data, int(data.decision_ns[-1]), embargo, FAST)
+    assert decide_promotion(record, trees, data.subset(data.decision_ns > trees.trained_until_ns)).promote
+
+
+def test_a_schedule_starts_with_records_and_scores_only_the_trees_calls() -> None:
+    data = synthetic(3000, seed=3)
+    start = datetime.fromtimestamp(_time_with_known(data, 60) / 1e9, timezone.utc)
+    end = datetime.fromtimestamp(int(data.decision_ns[-1]) / 1e9, timezone.utc)
+    models = train_schedule({"equity-1d": data}, retrain_times(start, end, timedelta(days=30)), FAST)["equity-1d"]
+    kinds = [is_record(m) for m in models]
+    assert kinds[0] and not kinds[-1] and kinds == sorted(kinds, reverse=True)  # records first, then trees
+    first_trees = kinds.index(False)
+    for k, m in enumerate(models[first_trees:], start=first_trees):
+        tracked = m.metrics.get("tracked_models")
+        assert tracked is None or tracked == k - first_trees  # the records' stints are not calls to score

@@ -184,3 +184,30 @@ def test_the_article_before_a_percentage():
 
     assert [indefinite(x) for x in ("80%", "8%", "11%", "18%", "72%", "1%", "100%", "38%")] == \
         ["an", "an", "an", "an", "a", "a", "a", "a"]
+
+
+@pytest.mark.parametrize("base, payoff, approved", [(0.80, 0.40, True), (0.41, 0.90, False)])
+def test_a_pullback_scored_by_its_record_shows_that_share_and_faces_the_expectation_after_costs(base, payoff, approved):
+    """A scope with too few setups for trees serves its record (core.models.reversion.train_record): the share of
+    its setups that won after costs, with no skill and no reliability. The confidence is that share, the text says
+    it is a record, the vote weighs nothing, and the risk manager tests its expectation (EURUSD 4h pullbacks: 41 %
+    won at 10 bps a side)."""
+    from bot.views.signals import analysis_doc, signal_doc
+
+    opinion = ModelOpinion(base, skill=0.0, base_rate=base, reliability=0.0, payoff=payoff)
+    eng = SignalEngine(PandasTaEngine(), model=RecordingModel(opinion))
+    a = eng.analyse(STOCK, Timeframe.D1, uptrend_with_dips().iloc[:253])
+    s = eng.candidate(a)
+    assert s is not None and s.confidence == round(base * 100) and s.evidence["model_reliability"] == 0
+    (vote,) = [v for v in a.ensemble.votes if v.voter == "model"]
+    assert vote.weight == 0.0
+    assert f"Record: {base:.0%} of past setups like this won after costs" in s.reasoning
+    assert "calibrated chance" not in s.reasoning
+    fields = dict(signal_doc(s).fields)
+    assert fields["Confidence"] == f"{base:.0%} chance of a win after costs (the record of past setups like this)"
+    decision = RiskManager().review(s, [], None)
+    assert decision.approved is approved, decision.reason
+    check = RiskManager().quality(s)  # what /signal shows beside the setup
+    shown = dict(analysis_doc(a, None, check or "").fields)["Risk check"]
+    assert shown == ("passes (levels, costs and expected value)" if approved else
+                     f"fails, so no signal is issued: {decision.reason}")

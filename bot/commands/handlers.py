@@ -104,7 +104,12 @@ async def show_signal(ctx: CommandContext, args: SignalArgs) -> Doc:
     analysis = await svc.signal_service.analyse(args.symbol, args.timeframe)
     active = next((s for s in await svc.store.open_signals()
                    if s.symbol == analysis.instrument.symbol and s.timeframe == analysis.timeframe), None)
-    doc = analysis_doc(analysis, active)
+    check = None  # the risk manager's view of the idea itself, where the engine has one and none is open
+    if analysis.verdict is not None and active is None:
+        candidate = svc.signal_service.engine.candidate(analysis)
+        if candidate is not None:
+            check = svc.signal_service.risk.quality(candidate) or ""
+    doc = analysis_doc(analysis, active, check)
     if not ctx.allows("charts"):
         return doc
     return await _with_signal_chart(ctx, doc, analysis, active)

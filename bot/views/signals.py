@@ -26,7 +26,7 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
             ("Target", f"{price(s.target)} ({pct(s.direction.sign * (s.target / s.entry - 1))})"),
             ("Stop", f"{price(s.stop)} ({pct(s.direction.sign * (s.stop / s.entry - 1))})"),
             ("Risk-reward", f"{s.risk_reward:.2f}"),
-            ("Confidence", confidence_meaning(s.evidence.get("model_probability"))),
+            ("Confidence", confidence_meaning(s.evidence.get("model_probability"), s.evidence.get("model_reliability"))),
             ("Position size", f"{size * 100:.1f}% of equity ({tolerance} risk)"),
             ("Expires", when(s.expires_at)),
             ("Signal", s.id),
@@ -39,9 +39,12 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
     )
 
 
-def confidence_meaning(probability: object) -> str:
-    """What the confidence number is: a model's chance (shrunk to what its out-of-sample calls bore out) or, where
-    no model covers the market and timeframe, the rules' agreement score."""
+def confidence_meaning(probability: object, reliability: object = None) -> str:
+    """What the confidence number is: a model's chance (shrunk to what its out-of-sample calls bore out); the
+    record of past setups like it where no model has shown it can tell them apart (reliability 0: the chance is
+    their share of wins); or, where neither covers the market and timeframe, the rules' agreement score."""
+    if isinstance(probability, (int, float)) and reliability == 0:
+        return f"{probability:.0%} chance of a win after costs (the record of past setups like this)"
     if isinstance(probability, (int, float)):
         return f"{probability:.0%} chance of a win after costs (model, out-of-sample calibrated)"
     return "rule agreement score, not a probability (no model for this market and timeframe)"
@@ -65,7 +68,9 @@ def exit_doc(s: Signal, o: SignalOutcome) -> Doc:
     )
 
 
-def analysis_doc(a: Analysis, active: Signal | None) -> Doc:
+def analysis_doc(a: Analysis, active: Signal | None, risk_check: str | None = None) -> Doc:
+    """/signal's answer. `risk_check`: the risk manager's verdict on the idea itself ("" passes, else why it
+    fails: then the service issues no signal for it); None when there is no idea to check."""
     snap = a.snapshot
     verdict = a.verdict
     if verdict is not None:
@@ -90,6 +95,9 @@ def analysis_doc(a: Analysis, active: Signal | None) -> Doc:
         lv = a.levels
         label = "Levels" if verdict is not None else f"Levels if {a.leaning.verb.lower()}"
         fields.append((label, f"entry {price(lv.entry)}, target {price(lv.target)}, stop {price(lv.stop)}, R:R {lv.risk_reward:.2f}"))
+    if risk_check is not None:
+        fields.append(("Risk check", f"fails, so no signal is issued: {risk_check}" if risk_check else
+                       "passes (levels, costs and expected value)"))
     if active is not None:
         fields.append(("Active signal", f"{active.id}: {active.direction.verb} {price(active.entry)} -> {price(active.target)}, stop {price(active.stop)}"))
     criteria = Table(("criterion", "value", "met"), tuple(

@@ -22,7 +22,7 @@ from core.indicators import IndicatorEngine
 from core.market_data.resample import to_utc_ns
 from core.models.lgbm import TreeParams
 from core.models.promotion import decide_promotion, recent_window
-from core.models.reversion import MIN_ROWS, evaluate, train_reversion
+from core.models.reversion import MIN_RECORD_ROWS, MIN_ROWS, evaluate, is_record, train_model, train_reversion
 from core.models.store import champion, computable, load_model, read_manifest, save_model, set_role, versions
 from core.setups import FAMILIES
 from core.models.training import (
@@ -112,19 +112,24 @@ def assign_roles(models_dir: Path, name: str, new: Path, data: Dataset, say_line
 def fit_versions(datasets: dict[str, Dataset], models_dir: Path, end: datetime, params: TreeParams, folds: int,
                  training_data: str, progress: Say = _quiet, say_line: Line = log.info,
                  feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, Path]:
-    """The CPU-bound part: cross-validate, fit and save a version per scope with enough rows; assign roles."""
+    """The CPU-bound part: cross-validate, fit and save a version per scope with enough rows (a record where there
+    are too few for trees, core.models.reversion.train_model); assign roles."""
     out: dict[str, Path] = {}
-    scopes = [s for s in sorted(datasets) if len(datasets[s]) >= MIN_ROWS]
+    scopes = [s for s in sorted(datasets) if len(datasets[s]) >= MIN_RECORD_ROWS]
     for k, scope in enumerate(scopes):
         ds = datasets[scope]
         embargo = embargo_ns(scope_timeframe(scope))
         progress(k / max(1, len(scopes)), f"cv {scope}")
-        metrics = cross_validate(ds, params, folds, feature_set)
+        metrics = cross_validate(ds, params, folds, feature_set) if len(ds) >= MIN_ROWS else {"cv_folds": 0.0}
         progress((k + 0.7) / max(1, len(scopes)), f"fit {scope}")
-        model = train_reversion(ds, to_utc_ns(end) + embargo, embargo, params, feature_set=feature_set)
+        model = train_model(ds, to_utc_ns(end) + embargo, embargo, params, feature_set=feature_set)
         folder = save_model(model, models_dir, model_name(scope), ds, "challenger", metrics, training_data)
         assign_roles(models_dir, model_name(scope), folder, ds, say_line)
         out[scope] = folder
+        if is_record(model):
+            say_line(f"{scope}: {len(ds)} rows, too few for trees: its record, base rate {np.mean(ds.hit):.3f} "
+                     f"-> {folder}")
+            continue
         say_line(f"{scope}: {len(ds)} rows, cv AUC {metrics.get('cv_auc', float('nan')):.3f}, cv Brier "
                  f"{metrics.get('cv_brier', float('nan')):.4f} (base rate {np.mean(ds.hit):.3f}) -> {folder}")
     progress(1.0, "done")

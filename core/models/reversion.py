@@ -20,6 +20,10 @@ from core.models.lgbm import TreeParams, Trees, fit_trees
 from core.models.validation import auc, brier, calibration_slope, known_by, log_loss
 
 MIN_ROWS = 300
+MIN_RECORD_ROWS = 50
+"""Below MIN_ROWS labelled setups a scope gets no trees, but from this many it gets a record (`train_record`):
+the share of its setups that won after costs and what their wins paid against their losses."""
+RECORD = "record_only"  # the metric that marks a record (1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,43 @@ def train_reversion(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeP
     trained_until = int(usable.end_ns.max()) + int(embargo_ns)
     return ReversionModel(data.scope, classifier, calibrator, regressor, trained_until, features, feature_set,
                           metrics=metrics, calibration_from_ns=calibration_from)
+
+
+def train_record(data: Dataset, as_of_ns: int, embargo_ns: int,
+                 feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> ReversionModel:
+    """The record of a scope with too few setups for trees (MIN_RECORD_ROWS .. MIN_ROWS known by `as_of_ns`): a
+    model whose probability is the share of them that won after costs, the same for every setup (one LightGBM leaf,
+    so it is stored, loaded, served and promoted like any model). It has no out-of-sample calls, hence no skill and
+    no reliability (core.models.voter): its vote weighs nothing, the confidence shows the record, and the risk
+    manager's expectation test reads the record's hit rate and payoff, where the rules alone had a score and no
+    test after costs."""
+    features = model_feature_set(feature_set)
+    usable = data.subset(known_by(data.end_ns, as_of_ns, embargo_ns))
+    if len(usable) < MIN_RECORD_ROWS:
+        raise ValueError(f"{data.scope}: {len(usable)} labelled rows known by then, a record needs at least "
+                         f"{MIN_RECORD_ROWS}")
+    names = list(features)
+    x = usable.features[:, columns_of(features)]
+    leaf = TreeParams(num_trees=1, min_data_in_leaf=len(usable) + 1, feature_fraction=1.0, bagging_fraction=1.0,
+                      bagging_freq=0, num_threads=1)  # no split can be made: the leaf is the base rate
+    metrics = {"rows": float(len(usable)), "base_rate": float(np.mean(usable.hit)), RECORD: 1.0,
+               **_payoffs(usable.net_return)}
+    trained_until = int(usable.end_ns.max()) + int(embargo_ns)
+    return ReversionModel(data.scope, fit_trees(x, usable.hit, names, leaf), Calibrator("identity"), None,
+                          trained_until, features, feature_set, metrics=metrics)
+
+
+def train_model(data: Dataset, as_of_ns: int, embargo_ns: int, params: TreeParams = TreeParams(),
+                feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> ReversionModel:
+    """Trees where the scope has MIN_ROWS labelled setups known by `as_of_ns`, its record where it has at least
+    MIN_RECORD_ROWS (ValueError below that)."""
+    if int(np.sum(known_by(data.end_ns, as_of_ns, embargo_ns))) >= MIN_ROWS:
+        return train_reversion(data, as_of_ns, embargo_ns, params, feature_set=feature_set)
+    return train_record(data, as_of_ns, embargo_ns, feature_set)
+
+
+def is_record(model: ReversionModel) -> bool:
+    return model.metrics.get(RECORD) == 1.0
 
 
 def _payoffs(net: np.ndarray) -> dict[str, float]:

@@ -20,7 +20,7 @@ from core.features.sets import DEFAULT_MODEL_FEATURE_SET
 from core.indicators import IndicatorEngine
 from core.market_data.resample import default_anchor, resample_bars, to_utc_ns
 from core.models.lgbm import TreeParams
-from core.models.reversion import MIN_ROWS, ReversionModel, train_reversion
+from core.models.reversion import ReversionModel, is_record, train_model
 from core.models.validation import auc, calibration_slope, known_by, slope_lower_bound
 from core.setups import FAMILIES
 from core.ports import MarketData
@@ -166,15 +166,16 @@ def retrain_times(start: datetime, end: datetime, every: timedelta = RETRAIN_EVE
 def train_schedule(datasets: dict[str, Dataset], times: Sequence[datetime], params: TreeParams = TreeParams(),
                    progress: Progress = _quiet,
                    feature_set: str = DEFAULT_MODEL_FEATURE_SET) -> dict[str, list[ReversionModel]]:
-    """For each scope and each retrain time t, a model from the labels known (plus the embargo) by t. Times too
-    early to have MIN_ROWS labels get no model (the rules decide alone until the first one exists)."""
+    """For each scope and each retrain time t, a model from the labels known (plus the embargo) by t: trees from
+    MIN_ROWS labels, the scope's record from MIN_RECORD_ROWS (core.models.reversion.train_model). Times too early
+    for either get no model (the rules decide alone until the first one exists)."""
     out: dict[str, list[ReversionModel]] = {}
     jobs = [(scope, t) for scope in sorted(datasets) for t in times]
     for k, (scope, t) in enumerate(jobs):
         data = datasets[scope]
         try:
-            model = train_reversion(data, to_utc_ns(t), embargo_ns(scope_timeframe(scope)), params,
-                                    feature_set=feature_set)
+            model = train_model(data, to_utc_ns(t), embargo_ns(scope_timeframe(scope)), params,
+                                feature_set=feature_set)
         except ValueError as exc:
             log.info("no model for %s at %s: %s", scope, t.date(), exc)
         else:
@@ -202,14 +203,14 @@ def with_tracked_skill(model: ReversionModel, earlier: Sequence[ReversionModel],
     the model's skill and reliability (core.models.voter) rest on them rather than on its own holdout, which on the
     shared equities said AUC 0.64 for a model whose later calls were no better than chance. Fewer than
     MIN_TRACKED_ROWS such rows: the holdout alone."""
-    if not earlier:
+    if not earlier or is_record(model):
         return model
     known = known_by(data.end_ns, model.trained_until_ns, embargo_ns(scope_timeframe(data.scope)))
     scores, outcomes = [], []
     bounds = [m.trained_until_ns for m in earlier] + [model.trained_until_ns]
     for m, start, stop in zip(earlier, bounds[:-1], bounds[1:], strict=True):
         rows = known & (data.decision_ns >= start) & (data.decision_ns < stop)
-        if rows.any():
+        if rows.any() and not is_record(m):  # a record says one number for every setup: no calls to score
             scores.append(m.probability(data.features[rows]))
             outcomes.append(data.hit[rows])
     n = int(sum(len(o) for o in outcomes))

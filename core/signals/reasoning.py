@@ -64,8 +64,12 @@ def compose_reasoning(a: "Analysis") -> str:
     if a.probability is not None:
         share = f"{a.probability:.0%}"
         paid = (f"; their wins paid on average {a.payoff:.2f} of what their losses cost" if a.payoff else "")
-        parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, "
-                     f"from past setups like this{paid}.")
+        if a.reliability == 0:  # the chance shown is the record: no model has shown it can do better
+            parts.append(f"Record: {share} of past setups like this won after costs{paid}; no model has yet shown "
+                         "it can tell the better ones apart.")
+        else:
+            parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, "
+                         f"from past setups like this{paid}.")
     if a.news is not None:
         parts.append(news_sentence(a))
     if a.levels is not None and pullback:

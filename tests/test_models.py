@@ -432,6 +432,11 @@ def test_a_scope_with_too_few_setups_for_trees_gets_its_record(tmp_path: Path) -
         train_model(data, _time_with_known(data, MIN_RECORD_ROWS - 1), embargo, FAST)
     trees = train_reversion(data, int(data.decision_ns[-1]), embargo, FAST)
     assert decide_promotion(record, trees, data.subset(data.decision_ns > trees.trained_until_ns)).promote
+    smaller = train_model(data, _time_with_known(data, 60), embargo, FAST)  # an earlier, smaller record
+    later_but_fewer = replace_metrics(trees, {**trees.metrics, "rows": 100.0})
+    for challenger in (smaller, later_but_fewer):  # neither is a later version on more rows: the window decides
+        decision = decide_promotion(record, challenger, data.subset(data.decision_ns > trees.trained_until_ns))
+        assert "is a record" not in decision.reason
 
 
 def test_a_schedule_starts_with_records_and_scores_only_the_trees_calls() -> None:

@@ -179,6 +179,17 @@ def test_the_model_votes_for_a_setup_only_above_its_break_even_chance(payoff):
     assert f"break-even {even:.0%}" in vote.text
 
 
+def test_the_model_votes_with_the_probability_it_shows():
+    """A model at reliability 0 shows its base rate, and votes with it: 60 % against a break-even of 67 % (wins
+    paying 0.5 of a loss) is a vote against, whatever its uncalibrated 90 % said."""
+    opinion = ModelOpinion(0.90, skill=1.0, base_rate=0.60, reliability=0.0, payoff=0.5)
+    a = SignalEngine(PandasTaEngine(), model=RecordingModel(opinion)).analyse(STOCK, Timeframe.D1,
+                                                                            uptrend_with_dips().iloc[:253])
+    (vote,) = [v for v in a.ensemble.votes if v.voter == "model"]
+    assert a.probability == pytest.approx(0.60)
+    assert vote.score == pytest.approx((0.60 - 1 / 1.5) / 0.2)
+
+
 def test_the_article_before_a_percentage():
     from core.signals.reasoning import indefinite
 
@@ -209,5 +220,6 @@ def test_a_pullback_scored_by_its_record_shows_that_share_and_faces_the_expectat
     assert decision.approved is approved, decision.reason
     check = RiskManager().quality(s)  # what /signal shows beside the setup
     shown = dict(analysis_doc(a, None, check or "").fields)["Risk check"]
-    assert shown == ("passes (levels, costs and expected value)" if approved else
+    assert shown == ("passes (R:R, costs, and the expected value or, without a probability, the minimum score)"
+                     if approved else
                      f"fails, so no signal is issued: {decision.reason}")

@@ -22,6 +22,7 @@ from core.signals.narrative import (
     REASONING_PROMPT,
     InvalidNarrativeError,
     Narrator,
+    facts_of,
     key_risks,
     validate_narrative,
 )
@@ -197,6 +198,15 @@ async def test_a_failing_provider_opens_its_breaker(fake_anthropic, fake_openai)
         assert narr.slots[0].stats.skipped == 2
     finally:
         await narr.close()
+
+
+def test_the_writer_is_told_when_the_probability_is_a_record():
+    """At reliability 0 the probability is the base rate of past setups: the LLM must not call it a model's call."""
+    assert "model_win_probability_is" not in facts_of(candidate())
+    record = candidate(evidence={**EVIDENCE, "model_reliability": 0.0})
+    facts = facts_of(record)
+    assert facts["model_win_probability"] == 0.6134 and "not a calibrated model probability" in \
+        facts["model_win_probability_is"]
 
 
 def test_validation_rules():

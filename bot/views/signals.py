@@ -13,7 +13,7 @@ from core.performance import PerformanceSummary, summarize
 from core.risk import resize
 from core.signals.engine import Analysis
 from core.signals.ensemble import Vote
-from core.signals.reasoning import DISCLAIMER, describe
+from core.signals.reasoning import DISCLAIMER, describe, shows_record
 from storage.backtest_reports import PublishedBacktest
 
 
@@ -43,7 +43,7 @@ def confidence_meaning(probability: object, reliability: object = None) -> str:
     """What the confidence number is: a model's chance (shrunk to what its out-of-sample calls bore out); the
     record of past setups like it where no model has shown it can tell them apart (reliability 0: the chance is
     their share of wins); or, where neither covers the market and timeframe, the rules' agreement score."""
-    if isinstance(probability, (int, float)) and reliability == 0:
+    if isinstance(probability, (int, float)) and shows_record(reliability):
         return f"{probability:.0%} chance of a win after costs (the record of past setups like this)"
     if isinstance(probability, (int, float)):
         return f"{probability:.0%} chance of a win after costs (model, out-of-sample calibrated)"
@@ -97,7 +97,7 @@ def analysis_doc(a: Analysis, active: Signal | None, risk_check: str | None = No
         fields.append((label, f"entry {price(lv.entry)}, target {price(lv.target)}, stop {price(lv.stop)}, R:R {lv.risk_reward:.2f}"))
     if risk_check is not None:
         fields.append(("Risk check", f"fails, so no signal is issued: {risk_check}" if risk_check else
-                       "passes (levels, costs and expected value)"))
+                       "passes (R:R, costs, and the expected value or, without a probability, the minimum score)"))
     if active is not None:
         fields.append(("Active signal", f"{active.id}: {active.direction.verb} {price(active.entry)} -> {price(active.target)}, stop {price(active.stop)}"))
     criteria = Table(("criterion", "value", "met"), tuple(

@@ -38,9 +38,10 @@ def decide_promotion(champion: ReversionModel | None, challenger: ReversionModel
         return PromotionDecision(True, "the champion's scope is outdated", {}, new, len(window))
     # models of different feature sets read the same full rows: they compete on the same window (an A/B test)
     old = evaluate(champion, window)
-    if is_record(champion) and challenger.trained_until_ns > champion.trained_until_ns:
-        return PromotionDecision(True, "the champion is a record (a tally, no trees): a version trained on more "
-                                 "rows replaces it", old, new, len(window))
+    if (is_record(champion) and challenger.trained_until_ns > champion.trained_until_ns
+            and challenger.metrics.get("rows", 0.0) > champion.metrics.get("rows", 0.0)):
+        return PromotionDecision(True, "the champion is a record (a tally, no trees): a later version trained on "
+                                 "more rows replaces it", old, new, len(window))
     if len(window) < MIN_ROWS:
         return PromotionDecision(False, f"only {len(window)} recent rows (need {MIN_ROWS}): keep the champion",
                                  old, new, len(window))

@@ -112,6 +112,9 @@ def facts_of(s: Signal) -> dict[str, Any]:
         facts["votes"] = votes
     if ev.get("model_probability") is not None:
         facts["model_win_probability"] = ev["model_probability"]
+        if ev.get("model_reliability") == 0:  # the probability is the base rate of past setups, not a model's call
+            facts["model_win_probability_is"] = ("the share of past setups like this that won after costs (their "
+                                                 "record), not a calibrated model probability")
     news = ev.get("news")
     if isinstance(news, dict):
         facts["news"] = {"score": news.get("score"), "items": news.get("items"), "effect": news.get("effect"),

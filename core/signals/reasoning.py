@@ -64,9 +64,10 @@ def compose_reasoning(a: "Analysis") -> str:
     if a.probability is not None:
         share = f"{a.probability:.0%}"
         paid = (f"; their wins paid on average {a.payoff:.2f} of what their losses cost" if a.payoff else "")
-        if a.reliability == 0:  # the chance shown is the record: no model has shown it can do better
-            parts.append(f"Record: {share} of past setups like this won after costs{paid}; no model has yet shown "
-                         "it can tell the better ones apart.")
+        if shows_record(a.reliability):  # the chance shown is the record of such setups (a record, or trees
+            # whose out-of-sample calls have not yet borne out their probabilities)
+            parts.append(f"Record: {share} of past setups like this won after costs{paid}; that share is the chance "
+                         "shown until a model's out-of-sample calls bear out a sharper one.")
         else:
             parts.append(f"Model: {indefinite(share)} {share} calibrated chance of a win after costs, "
                          f"from past setups like this{paid}.")
@@ -82,6 +83,12 @@ def compose_reasoning(a: "Analysis") -> str:
     else:
         parts.append("Risk: reversion setups fail when selling (or buying) keeps going; respect the stop.")
     return " ".join(parts)
+
+
+def shows_record(reliability: object) -> bool:
+    """Whether a probability is its setups' record (reliability 0: the honest probability is the base rate), read
+    at the 4 decimals the signal's evidence stores, so the reasoning, the Confidence line and the risk manager agree."""
+    return isinstance(reliability, (int, float)) and round(float(reliability), 4) == 0
 
 
 def stop_cost(a: "Analysis") -> str:

@@ -49,13 +49,14 @@ from core.events import EventBus
 from core.indicators.talib_engine import TalibEngine, bar_block
 from core.market_data import CsvMarketData, resample_bars
 from core.models.live import champion_voter, refresh_context
-from core.risk import RiskManager
+from core.risk import RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
 from storage import Database, SqlStore
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models_store"
 SCAN_BUDGET_S = 1.0
+SERVICE_COSTS_BPS = 5.0  # what the service's risk manager counts by default (bot.settings: SIGNALBOT_COSTS_BPS)
 RATIO_BUDGET = 2.0
 UPDATE_BUDGET_MS = 20.0
 MEMORY_BUDGET_MB = 1024.0
@@ -149,7 +150,8 @@ async def _targets(market: CsvMarketData, engine: SignalEngine, as_of: datetime)
     """What the service scans, with its bars (this also fills the provider's in-memory cache)."""
     store = SqlStore(Database("sqlite+aiosqlite:///:memory:"))
     try:
-        probe = SignalService(market, engine, store, EventBus(), RiskManager(), FixedClock(as_of))
+        risk = RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS))
+        probe = SignalService(market, engine, store, EventBus(), risk, FixedClock(as_of))
         out = []
         for inst, tf in probe.scan_targets():
             history = await market.get_bars(inst.symbol, tf, end=as_of)
@@ -215,7 +217,8 @@ async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, en
         await db.create_all()
         store = SqlStore(db)
         try:
-            service = SignalService(market, with_engine, store, EventBus(), RiskManager(), FixedClock(as_of))
+            risk = RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS))
+            service = SignalService(market, with_engine, store, EventBus(), risk, FixedClock(as_of))
             return await _timed_async(service.scan)
         finally:
             await store.close()

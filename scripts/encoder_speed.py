@@ -1,8 +1,8 @@
 """How fast a larger encoder would run where the shipped sentiment model runs: the shipped MiniLM-L6 (6 layers,
-384 wide) against a BERT-base-shaped encoder (12 layers, 768 wide, FinBERT's shape) with random weights, both
-through the same ONNX graph builder and runtime (`core.news.minilm`, onnxruntime with dynamic int8, one thread,
-one text per call as shipped), on the same headlines. Weights do not change the speed, so random ones measure
-what FinBERT-sized weights would cost here. No network, nothing written.
+384 wide) against a BERT-base-shaped encoder (12 x 768, FinBERT's shape) and a DistilBERT-shaped one (6 x 768),
+both with random weights, through the same ONNX graph builder and runtime (`core.news.minilm`, onnxruntime with
+dynamic int8, one thread, one text per call as shipped), on the same headlines. Weights do not change the speed,
+so random ones measure what weights of that size would cost here. No network, nothing written.
 
     .venv/bin/python -m scripts.encoder_speed --data ../shared/data/sentiment/phrasebank_50agree_dev.csv.gz
 """
@@ -57,17 +57,18 @@ def main() -> None:
     folder = latest_model_dir(STORE)
     shipped = minilm.MiniLMEncoder.from_folder(folder, read_manifest(folder), threads=1)
     small = _rate(shipped, texts)
+    print(f"{len(texts)} headlines, one thread, {shipped.engine}, one text per call")
+    print(f"  shipped MiniLM-L6 (6 x 384)          {small:7.1f} headlines/s")
     saved = (minilm.HIDDEN, minilm.HEADS, minilm.LAYERS)
     try:
-        minilm.HIDDEN, minilm.HEADS, minilm.LAYERS = 768, 12, 12
-        base = minilm.MiniLMEncoder(_random_params(768, 12, shipped._params["emb.word"]), shipped.tokenizer,
-                                    threads=1, engine=shipped.engine)
-        large = _rate(base, texts)
+        for layers, what in ((12, "BERT-base / FinBERT shape"), (6, "DistilBERT shape")):
+            minilm.HIDDEN, minilm.HEADS, minilm.LAYERS = 768, 12, layers
+            other = minilm.MiniLMEncoder(_random_params(768, layers, shipped._params["emb.word"]), shipped.tokenizer,
+                                         threads=1, engine=shipped.engine)
+            rate = _rate(other, texts)
+            print(f"  {what + f' ({layers} x 768)':<36} {rate:7.1f} headlines/s  ({small / rate:.1f} x slower)")
     finally:
         minilm.HIDDEN, minilm.HEADS, minilm.LAYERS = saved
-    print(f"{len(texts)} headlines, one thread, {shipped.engine}, one text per call")
-    print(f"  shipped MiniLM-L6 (6 x 384)      {small:7.1f} headlines/s")
-    print(f"  BERT-base shape (12 x 768)       {large:7.1f} headlines/s  ({small / large:.1f} x slower)")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def stocks() -> FrameMarket:
     return asyncio.run(subset(EQUITIES, ["NFLX", "AMD", "NVDA", "MU", "FCX", "CHK"], (Timeframe.D1,), 420))
 
 
-TIGHT = RiskConfig(max_open_total=3, max_open_per_asset_class=2)  # caps bind often: the review's every branch runs
+# caps bind often: the review's every branch runs; the costs the walk takes are the ones the risk manager counts
+TIGHT = RiskConfig(max_open_total=3, max_open_per_asset_class=2, costs_bps=10.0)
 
 
 async def test_backtest_issues_exactly_what_the_live_service_issues(stocks, engine):
@@ -127,7 +128,7 @@ async def test_crypto_on_1h_and_4h_matches_the_live_service(engine):
     market = await subset("crypto", pairs, (Timeframe.H1, Timeframe.H4), 1_600)
     times = close_times(market, utc(2000, 1, 1), FAR)[-200:]
     tfs = {AssetClass.CRYPTO: (Timeframe.H1, Timeframe.H4)}
-    risk = RiskManager()
+    risk = RiskManager(RiskConfig(costs_bps=10.0))
     live, live_outcomes = await live_walk(market, engine, risk, 10.0, times, tfs)
     result = await Backtester(market, engine, risk, BacktestConfig(costs_bps=10.0, timeframes=tfs)).run(
         times[0] - EPS, times[-1])
@@ -135,6 +136,12 @@ async def test_crypto_on_1h_and_4h_matches_the_live_service(engine):
     assert {s.timeframe for s in live} == {Timeframe.H1, Timeframe.H4}, "both timeframes should issue here"
     for t in result.trades:
         assert_same_outcome(live_outcomes[t.signal.id], t.outcome)
+
+
+def test_a_risk_manager_counting_other_costs_than_the_walk_takes_is_refused(stocks, engine):
+    with pytest.raises(ValueError, match="counts 5 bps a side and the backtest takes 10"):
+        Backtester(stocks, engine, RiskManager(RiskConfig(costs_bps=5.0)), BacktestConfig(costs_bps=10.0))
+    Backtester(stocks, engine, RiskManager(), BacktestConfig(costs_bps=10.0))  # 0: counts none (mechanics tests)
 
 
 async def test_screen_and_laziness_change_no_decision(stocks, engine):

@@ -115,6 +115,10 @@ class Backtester:
         self.engine = engine
         self.risk = risk
         self.config = config or BacktestConfig()
+        counted = risk.config.costs_bps  # 0: the risk manager counts no costs (the mechanics tests)
+        if counted and counted != self.config.costs_bps:
+            raise ValueError(f"the risk manager counts {counted:g} bps a side and the backtest takes "
+                             f"{self.config.costs_bps:g}: give both the same costs")
 
     def scan_targets(self) -> list[tuple[Instrument, Timeframe]]:
         """The live `SignalService.scan_targets` with this backtest's timeframes."""

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from core.risk import SERVICE_COSTS_BPS
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="signalbot", description="Chat-bot-first trading-signal service")
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--data", type=Path, required=True, help="a CSV file or a directory laid out like ../shared/data")
     scan.add_argument("--as-of", required=True, help="YYYY-MM-DD (after that day's close) or an ISO timestamp")
     scan.add_argument("--json", action="store_true", help="print JSON")
-    scan.add_argument("--costs-bps", type=float, default=5.0,
+    scan.add_argument("--costs-bps", type=float, default=SERVICE_COSTS_BPS,
                       help="costs per side in basis points the risk manager counts (default 5, the service's)")
 
     # its options are scripts.backtest's parser (main hands the arguments over before parsing)

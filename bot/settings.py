@@ -4,6 +4,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.risk import SERVICE_COSTS_BPS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SIGNALBOT_", env_file=".env", env_file_encoding="utf-8",
@@ -18,7 +20,7 @@ class Settings(BaseSettings):
                                                 "0 = unlimited")
     discord_token: SecretStr | None = Field(None, validation_alias=AliasChoices("DISCORD_TOKEN", "SIGNALBOT_DISCORD_TOKEN"))
     admins: str = Field("", description="comma-separated platform:user_id pairs, e.g. telegram:123,discord:456")
-    costs_bps: float = Field(5.0, ge=0, description="trading costs per side, in basis points, taken from every return")
+    costs_bps: float = Field(SERVICE_COSTS_BPS, ge=0, description="trading costs per side, in basis points, taken from every return")
     scan_interval: float = Field(2.0, gt=0, description="seconds between scans for newly closed bars")
     track_interval: float = Field(2.0, gt=0, description="seconds between lifecycle updates")
     delivery_poll: float = Field(1.0, gt=0, description="seconds between outbox polls when idle")

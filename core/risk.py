@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from core.domain import RiskTolerance, Signal
 
 
+SERVICE_COSTS_BPS = 5.0
+"""Costs per side the service takes from every tracked return unless SIGNALBOT_COSTS_BPS says otherwise (the
+settings' default; `signalbot scan` and the bench count the same)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RiskBudget:
     per_trade: float  # fraction of equity lost if the stop is hit

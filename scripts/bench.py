@@ -49,14 +49,13 @@ from core.events import EventBus
 from core.indicators.talib_engine import TalibEngine, bar_block
 from core.market_data import CsvMarketData, resample_bars
 from core.models.live import champion_voter, refresh_context
-from core.risk import RiskConfig, RiskManager
+from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
 from storage import Database, SqlStore
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models_store"
 SCAN_BUDGET_S = 1.0
-SERVICE_COSTS_BPS = 5.0  # what the service's risk manager counts by default (bot.settings: SIGNALBOT_COSTS_BPS)
 RATIO_BUDGET = 2.0
 UPDATE_BUDGET_MS = 20.0
 MEMORY_BUDGET_MB = 1024.0

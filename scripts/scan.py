@@ -14,7 +14,7 @@ from core.events import EventBus
 from core.indicators import default_engine
 from core.market_data import CsvMarketData
 from core.ports import MarketData
-from core.risk import RiskConfig, RiskManager
+from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
 from storage import Database, SqlStore
@@ -41,7 +41,7 @@ class ScanResult:
 
 
 async def scan_at(market: MarketData, as_of: datetime, database_url: str = "sqlite+aiosqlite:///:memory:",
-                  costs_bps: float = 5.0) -> ScanResult:
+                  costs_bps: float = SERVICE_COSTS_BPS) -> ScanResult:
     """One pass of the live signal path at `as_of` with an empty book (no open signals before it), the risk
     manager counting `costs_bps` per side (the service's default)."""
     db = Database(database_url)
@@ -89,6 +89,6 @@ def result_text(r: ScanResult) -> str:
     return "\n".join(lines)
 
 
-async def run_scan(data: Path, when: str, as_json: bool, costs_bps: float = 5.0) -> str:
+async def run_scan(data: Path, when: str, as_json: bool, costs_bps: float = SERVICE_COSTS_BPS) -> str:
     result = await scan_at(CsvMarketData(data), parse_when(when), costs_bps=costs_bps)
     return json.dumps(result_json(result), indent=2) if as_json else result_text(result)

@@ -26,6 +26,7 @@ from core.domain import Direction, Signal
 from core.market_data.router import CircuitBreaker
 from core.news.analysts import DailyQuota, price_of
 from core.news.schema import AnalystError
+from core.signals.reasoning import shows_record
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def facts_of(s: Signal) -> dict[str, Any]:
         facts["votes"] = votes
     if ev.get("model_probability") is not None:
         facts["model_win_probability"] = ev["model_probability"]
-        if ev.get("model_reliability") == 0:  # the probability is the base rate of past setups, not a model's call
+        if shows_record(ev.get("model_reliability")):  # the base rate of past setups, not a model's call
             facts["model_win_probability_is"] = ("the share of past setups like this that won after costs (their "
                                                  "record), not a calibrated model probability")
     news = ev.get("news")

@@ -78,6 +78,7 @@ class SignalStatus(enum.StrEnum):
     TARGET = "target"
     STOP = "stop"
     EXPIRED = "expired"
+    EXIT = "exit"  # closed at the next bar's open because the strategy's own rule said so (core.books)
 
     @property
     def is_closed(self) -> bool:

@@ -119,3 +119,81 @@ def forward_returns(close: np.ndarray, open_ns: np.ndarray, timeframe: Timeframe
             end[: n - k] = close_ns[k:]
         out[k] = (ret, end)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrades:
+    """The trades a held-position rule (core.books) made on one series: entered at the open after a bar whose
+    entry flag is set while flat, left at the open after a bar whose exit flag is set, or at the stop (intrabar,
+    a gap exits at the open), or at the close of the expiry bar. `end_ns`: when each trade's outcome was known
+    (the exit bar's open for a rule exit or the close of the bar that stopped or expired it)."""
+
+    entry_pos: np.ndarray  # the signal bar (the fill is the next bar's open)
+    net_return: np.ndarray
+    end_ns: np.ndarray
+
+
+def rule_trades(open_ns: np.ndarray, close_ns: np.ndarray, block: np.ndarray, entry: np.ndarray,
+                exit_: np.ndarray, side: int, stop: np.ndarray, expiry_bars: int, costs_bps: float) -> RuleTrades:
+    """Simulate the rule once along the series (one trade at a time). `entry` / `exit_`: boolean flags per
+    bar, known at its close; `stop`: the stop level a trade entered on that bar's signal would carry."""
+    o, h, lo, c = block[0], block[1], block[2], block[3]
+    n = len(open_ns)
+    cost = 2 * costs_bps / 10_000
+    pos_out, ret_out, end_out = [], [], []
+    candidates = np.flatnonzero(entry)
+    k = 0
+    while k < len(candidates):
+        i = int(candidates[k])
+        f = i + 1
+        if f >= n:
+            break
+        fill, level = o[f], stop[i]
+        done = None
+        for j in range(f, min(n, f + expiry_bars)):
+            if j > f and exit_[j - 1]:  # the rule said so at the close of j-1: out at j's open
+                done = (o[j], int(open_ns[j]), j)
+                break
+            if (side > 0 and lo[j] <= level) or (side < 0 and h[j] >= level):
+                px = min(o[j], level) if side > 0 else max(o[j], level)
+                done = (px, int(close_ns[j]), j)
+                break
+            if j == f + expiry_bars - 1:
+                done = (c[j], int(close_ns[j]), j)
+        if done is None:
+            break  # the data ends inside the trade: unresolved
+        px, end, last = done
+        pos_out.append(i)
+        ret_out.append(side * (px / fill - 1.0) - cost)
+        end_out.append(end)
+        k = int(np.searchsorted(candidates, last))  # flat again from the exit bar's close on
+    return RuleTrades(np.asarray(pos_out, dtype=np.int64), np.asarray(ret_out, dtype=np.float64),
+                      np.asarray(end_out, dtype=np.int64))
+
+
+@dataclass(frozen=True, slots=True)
+class RankingLabels:
+    """Forward returns of every (day, stock) of a panel, as the ranking book trades them: bought at the next
+    day's open, valued at the close `horizon` days later. `raw`: that return; `residual`: less the day's
+    cross-sectional mean (the equal-weight universe); `label`: the residual ranked across the day's stocks to
+    -0.5..0.5 (what the model learns); `end_ns`: the close time of the day the return is known (row-wise)."""
+
+    raw: np.ndarray  # (days, stocks)
+    residual: np.ndarray
+    label: np.ndarray
+    end_ns: np.ndarray  # (days,), int64 max where the data ends first
+
+
+def ranking_labels(open_: np.ndarray, close: np.ndarray, close_ns: np.ndarray, horizon: int) -> RankingLabels:
+    t, n = close.shape
+    raw = np.full((t, n), np.nan)
+    end = np.full(t, np.iinfo(np.int64).max, dtype=np.int64)
+    if t > horizon:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            raw[: t - horizon] = close[horizon:] / open_[1: t - horizon + 1] - 1.0
+        end[: t - horizon] = close_ns[horizon:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # days without any return
+        residual = raw - np.nanmean(raw, axis=1, keepdims=True)
+    label = pd.DataFrame(residual).rank(axis=1, pct=True).to_numpy() - 0.5
+    return RankingLabels(raw, residual, label, end)

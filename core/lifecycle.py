@@ -5,12 +5,16 @@ Rules (conservative, so the track record is never flattered):
 - a bar whose range spans both stop and target counts as a stop;
 - a bar that opens beyond a level exits at that open (a gap through the stop costs more than the stop);
 - expiry exits at the close of the first bar that closes at or after `expires_at`;
+- an exit decided by the strategy's rule at a bar close (`exit_at`, core.books: the trend turned, the name fell
+  out of the ranking) exits at the open of the first bar that opens at or after it, unless a level or the
+  expiry closed the signal first;
 - costs (bps per side) are taken from the return.
 Stateless: the outcome is recomputed from the bars since issue, so a restart loses nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 
@@ -23,8 +27,10 @@ class Excursion:
     mae: float
 
 
-def track(signal: Signal, bars: pd.DataFrame, costs_bps: float = 0.0) -> SignalOutcome | None:
-    """The outcome of `signal` on `bars` (any bars; those before the issue are ignored), or None while open."""
+def track(signal: Signal, bars: pd.DataFrame, costs_bps: float = 0.0,
+          exit_at: datetime | None = None) -> SignalOutcome | None:
+    """The outcome of `signal` on `bars` (any bars; those before the issue are ignored), or None while open.
+    `exit_at`: when the strategy's rule decided to close it (a bar close after the issue), if it did."""
     after = bars[bars.index >= signal.issued_at]
     if after.empty:
         return None
@@ -34,6 +40,9 @@ def track(signal: Signal, bars: pd.DataFrame, costs_bps: float = 0.0) -> SignalO
     d = signal.direction
     for i, t in enumerate(pd.DatetimeIndex(after.index)):
         bar = after.iloc[i]
+        if exit_at is not None and i > 0 and t >= exit_at:  # the rule's exit fills at this bar's open
+            held = after.iloc[:i]
+            return _outcome(signal, SignalStatus.EXIT, fill, fill_time, float(bar["open"]), t, held, i, costs_bps)
         exit_ = _exit_on_bar(signal, bar, d)
         if exit_ is None and t + duration >= signal.expires_at:
             exit_ = (SignalStatus.EXPIRED, float(bar["close"]))

@@ -1,6 +1,7 @@
 """Risk manager: position size, exposure caps, cooldown, conflicting ideas."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,17 @@ def position_size(entry: float, stop: float, tolerance: RiskTolerance = RiskTole
     if stop_fraction <= 0:
         return 0.0
     return round(min(budget.max_position, budget.per_trade / stop_fraction), 4)
+
+
+def vol_target_size(entry: float, stop: float, sigma_annual: float, sigma_target: float,
+                    tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> float:
+    """Fraction of equity for a position sized by volatility: `sigma_target / sigma_annual` (the position adds
+    `sigma_target` of annual volatility to the book), but never more than the tolerance's stop budget
+    (`position_size`: the stop loses at most its per-trade budget) nor its cap. The cap is a real risk figure:
+    whichever bound binds, a stop costs at most the per-trade budget."""
+    if not (sigma_annual > 0 and math.isfinite(sigma_annual)) or sigma_target <= 0:
+        return 0.0
+    return round(min(sigma_target / sigma_annual, position_size(entry, stop, tolerance)), 4)
 
 
 def resize(signal_size: float, tolerance: RiskTolerance) -> float:
@@ -129,6 +141,9 @@ def _quality(s: Signal, c: RiskConfig) -> str | None:
                 return f"expected value {edge:+.2f} R at a {p:.0%} chance and R:R {s.risk_reward:.2f}"
     elif s.strategy in c.needs_probability:
         return f"a {s.strategy.replace('_', ' ')} setup is issued only with a model's probability (no model voted)"
+    elif isinstance(expected := s.evidence.get("expected_return"), (int, float)):  # a book's record (core.books)
+        if expected <= 0:
+            return f"expected return {expected:+.2%} after costs: ideas like this lost on average"
     elif s.confidence < c.min_confidence:  # a score, not a probability
         return f"confidence {s.confidence} below {c.min_confidence}"
     if s.position_size <= 0:

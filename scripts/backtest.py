@@ -22,6 +22,9 @@ from core.backtest.market import SymbolSubset
 from core.backtest.portfolio import PortfolioConfig, simulate
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
 from core.backtest.walk import WARM_UP, Backtester, BacktestConfig, BacktestResult, Progress
+from core.books.base import Book
+from core.books.ranking import RankingBook, RankingConfig
+from core.books.trend import TrendBook, TrendConfig
 from core.domain import AssetClass, Timeframe
 from core.errors import MarketDataError, SignalBotError
 from core.indicators import IndicatorEngine, default_engine
@@ -36,6 +39,34 @@ log = logging.getLogger(__name__)
 
 When = str | date | datetime | None
 MODES = ("rules", "walk-forward")
+
+SETUPS = "setups"  # the per-bar setups of the engine: pullbacks and the oversold detector
+FAMILIES = ("trend", "ranking", SETUPS)
+DEFAULT_FAMILIES = ("trend", "ranking")
+
+
+def parse_families(wanted: Sequence[str] | str) -> tuple[str, ...]:
+    items = [w.strip().lower() for w in (wanted.split(",") if isinstance(wanted, str) else wanted) if w.strip()]
+    unknown = [w for w in items if w not in FAMILIES]
+    if unknown or not items:
+        raise ValueError(f"unknown families {', '.join(unknown) or '(none given)'}: use {', '.join(FAMILIES)}")
+    return tuple(dict.fromkeys(items))
+
+
+def make_books(families: Sequence[str], costs_bps: float, timeframes: Sequence[Timeframe | str] | None) -> list[Book]:
+    """The books of `families`, on `timeframes` when given (a book keeps only those it trades)."""
+    keep = {Timeframe.parse(str(t)) for t in timeframes} if timeframes else None
+    books: list[Book] = []
+    if "trend" in families:
+        book = TrendBook(TrendConfig(costs_bps=costs_bps))
+        if keep is not None:
+            book.timeframes = {c: tuple(tf for tf in tfs if tf in keep) for c, tfs in book.timeframes.items()}
+        books.append(book)
+    if "ranking" in families and (keep is None or Timeframe.D1 in keep):
+        books.append(RankingBook(RankingConfig(costs_bps=costs_bps)))
+    return books
+
+
 
 
 def parse_start(when: When) -> datetime | None:
@@ -84,7 +115,8 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                        retrain_every_days: int = 91, context: Path | None = None,
                        feature_set: str = DEFAULT_MODEL_FEATURE_SET,
                        symbols: Sequence[str] | None = None, news: Path | None = None, news_db: Path | None = None,
-                       news_weight: float | None = None, models_dir: Path | None = None) -> dict[str, Any]:
+                       news_weight: float | None = None, models_dir: Path | None = None,
+                       families: Sequence[str] = DEFAULT_FAMILIES) -> dict[str, Any]:
     """Backtest the CSV data at `data` (a file or a directory laid out like ../shared/data) and return the
     report; write it to `report` (JSON) and the equity curve to `plot` (PNG) when given.
 
@@ -105,6 +137,7 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
     there, never by an LLM (scripts.news_cache)."""
     if model not in MODES:
         raise ValueError(f"model must be one of {', '.join(MODES)}, not {model!r}")
+    families = parse_families(families)
     say: Progress = progress or StderrProgress()
     csv = CsvMarketData(data)
     market: MarketData = csv
@@ -131,10 +164,12 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
         news_voter, news_features, news_summary = index, index, {"kind": "stored verdicts", **info,
                                            "weight": engine_config.ensemble.weight("news")}
     engine = SignalEngine(ind, engine_config, news=news_voter)
-    config = BacktestConfig(costs_bps=costs_bps, timeframes=_timeframes(timeframes))
+    setup_tfs = _timeframes(timeframes) if SETUPS in families else {}
+    config = BacktestConfig(costs_bps=costs_bps, timeframes=setup_tfs)
+    books = make_books(families, costs_bps, timeframes)
     say(0.0, "load")
     learning: dict[str, Any] = {"kind": "rules only"}
-    if model == "walk-forward":
+    if model == "walk-forward" and SETUPS in families:
         probe = Backtester(market, engine, RiskManager(RiskConfig(costs_bps=costs_bps)), config)
         targets = probe.scan_targets()
         if first is None or last is None:  # the defaults Backtester.run takes, from the same series
@@ -149,11 +184,13 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                                            lambda f, stage: say(f, stage),
                                            news=news_features if reads_news(feature_set) else None)
         engine, learning = SignalEngine(ind, engine_config, model=models.voter, news=news_voter), models.summary
-    result = await Backtester(market, engine, RiskManager(RiskConfig(costs_bps=costs_bps)), config).run(first, last, say)
+    result = await Backtester(market, engine, RiskManager(RiskConfig(costs_bps=costs_bps)), config,
+                              books).run(first, last, say)
     portfolio = simulate(result, PortfolioConfig())
     bench = await _benchmark(csv, benchmark, result)
     out = build_report(result, portfolio, bench)
     out["model"] = learning
+    out["families"] = list(families)
     if symbols is not None:
         out["symbols"] = {"given": len(set(symbols)), "scanned": len(market.instruments()), "missing": missing}
     if news_voter is not None:
@@ -334,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="last day whose signals count, YYYY-MM-DD (default: the end of the data)")
     p.add_argument("--costs-bps", type=float, default=10.0, help="costs per side in basis points (default 10)")
     p.add_argument("--timeframes", help="comma-separated timeframes to scan (default: the service's)")
+    p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
+                   help=f"strategy families, comma-separated among {', '.join(FAMILIES)} (default "
+                        f"{','.join(DEFAULT_FAMILIES)}; setups: the per-bar pullback and oversold setups)")
     p.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
     p.add_argument("--plot", type=Path, help="where to write the equity-curve PNG")
     p.add_argument("--model", choices=MODES, default="rules",
@@ -382,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                                        model=args.model, retrain_every_days=args.retrain_days, feature_set=args.features,
                                        symbols=parse_symbols(args.symbols) if args.symbols else None,
                                        news=news_dir_option(args.news, args.data), news_db=args.news_db,
-                                       news_weight=args.news_weight))
+                                       news_weight=args.news_weight, families=args.families))
     except (ValueError, OSError, SignalBotError) as exc:
         print(f"signalbot backtest: {exc}", file=sys.stderr)
         return 2

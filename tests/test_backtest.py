@@ -384,7 +384,7 @@ async def test_run_backtest_writes_the_design_report_and_an_equity_chart(tmp_pat
     data, bench = synthetic_csvs(tmp_path)
     seen: list[tuple[float, str]] = []
     out = await run_backtest(data, "2021-01-04", "2022-08-31", 10, bench, tmp_path / "r.json", tmp_path / "r.png",
-                             progress=lambda f, stage: seen.append((f, stage)))
+                             progress=lambda f, stage: seen.append((f, stage)), families=("setups",))
     top, portfolio, benchmark = design_report_keys()
     assert top <= set(out) and portfolio <= set(out["portfolio"]) and benchmark <= set(out["benchmark"])
     assert json.loads((tmp_path / "r.json").read_text()) == out
@@ -438,13 +438,15 @@ async def test_walk_forward_backtest_lets_models_vote_and_reports_them(tmp_path)
 
     data, bench = synthetic_csvs(tmp_path, MANY)
     out = await run_backtest(data, "2021-03-01", "2022-08-31", 10, bench, tmp_path / "r.json", None,
-                             progress=lambda f, s: None, model="walk-forward", retrain_every_days=91)
+                             progress=lambda f, s: None, model="walk-forward", retrain_every_days=91,
+                             families=("setups",))
     model = out["model"]
     assert model["kind"].startswith("walk-forward") and model["retrain_every_days"] == 91
     fitted = model["scopes"]["equity-1d"]["models"]
     assert len(fitted) >= 3 and all(0.0 <= m["base_rate"] <= 1.0 for m in fitted)
     assert sum(b["count"] for b in out["calibration"]) == out["closed"] > 0
-    rules = await run_backtest(data, "2021-03-01", "2022-08-31", 10, bench, None, None, progress=lambda f, s: None)
+    rules = await run_backtest(data, "2021-03-01", "2022-08-31", 10, bench, None, None, progress=lambda f, s: None,
+                               families=("setups",))
     assert rules["model"] == {"kind": "rules only"}
 
 

@@ -355,7 +355,7 @@ async def test_run_backtest_with_symbols_and_news_end_to_end(tmp_path, monkeypat
     stub_local_analyst(monkeypatch, batches)
     write_tweets(tmp_path / "late", pd.bdate_range("2022-09-05", periods=20), ("AAA", "BBB"))
     write_tweets(tmp_path / "during", pd.bdate_range("2021-01-04", "2022-08-31"), ("AAA", "BBB"))
-    args = dict(progress=lambda f, s: None, symbols=["AAA", "BBB", "ZZZ"], models_dir=tmp_path)
+    args = dict(progress=lambda f, s: None, symbols=["AAA", "BBB", "ZZZ"], models_dir=tmp_path, families=("setups",))
     period = (data, "2021-01-04", "2022-08-31", 10, bench, None, None)
     plain = await run_backtest(*period, **args)
     assert plain["universe"] == 2 and plain["symbols"] == {"given": 3, "scanned": 2, "missing": ["ZZZ"]}

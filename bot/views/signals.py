@@ -50,7 +50,8 @@ def confidence_meaning(probability: object, reliability: object = None) -> str:
     return "rule agreement score, not a probability (no model for this market and timeframe)"
 
 
-EXIT_WORDS = {SignalStatus.TARGET: "Target reached", SignalStatus.STOP: "Stopped out", SignalStatus.EXPIRED: "Expired"}
+EXIT_WORDS = {SignalStatus.TARGET: "Target reached", SignalStatus.STOP: "Stopped out", SignalStatus.EXPIRED: "Expired",
+              SignalStatus.EXIT: "Closed by its rule"}
 
 
 def exit_doc(s: Signal, o: SignalOutcome) -> Doc:

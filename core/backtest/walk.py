@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from core.backtest.candidates import Series, live_window, screen
-from core.domain import AssetClass, Direction, Instrument, Signal, SignalOutcome, Timeframe
+from core.books.base import Book, BookBars
+from core.domain import BAR_COLUMNS, AssetClass, Direction, Instrument, Signal, SignalOutcome, Timeframe
 from core.errors import MarketDataError, NotEnoughDataError
 from core.lifecycle import track
 from core.market_data.resample import to_utc_ns
@@ -57,6 +58,7 @@ def no_progress(_fraction: float, _stage: str) -> None:
 @dataclass(frozen=True, slots=True)
 class BacktestConfig:
     costs_bps: float = 10.0
+    # what the per-bar setups (the engine) scan; books (core.books) scan their own timeframes
     timeframes: dict[AssetClass, tuple[Timeframe, ...]] = field(default_factory=lambda: dict(DEFAULT_TIMEFRAMES))
     screen: bool = True  # skip bars that cannot hold a setup (see candidates.screen)
     lazy: bool = True  # do not analyse bars whose every candidate the risk manager would reject
@@ -110,11 +112,12 @@ class BacktestResult:
 
 class Backtester:
     def __init__(self, market: MarketData, engine: SignalEngine, risk: RiskManager,
-                 config: BacktestConfig | None = None) -> None:
+                 config: BacktestConfig | None = None, books: Sequence[Book] = ()) -> None:
         self.market = market
         self.engine = engine
         self.risk = risk
         self.config = config or BacktestConfig()
+        self.books = tuple(books)
         counted = risk.config.costs_bps  # 0: the risk manager counts no costs (the mechanics tests)
         if counted and counted != self.config.costs_bps:
             raise ValueError(f"the risk manager counts {counted:g} bps a side and the backtest takes "
@@ -122,16 +125,20 @@ class Backtester:
 
     def scan_targets(self) -> list[tuple[Instrument, Timeframe]]:
         """The live `SignalService.scan_targets` with this backtest's timeframes."""
+        return _targets(self.market, self.config.timeframes)
+
+    def book_targets(self) -> list[tuple[Instrument, Timeframe]]:
+        """What the books trade (each book's timeframes per asset class), less what the setups scan already."""
+        seen = set(self.scan_targets())
         out: list[tuple[Instrument, Timeframe]] = []
-        for inst in self.market.instruments():
-            available = set(self.market.timeframes(inst.symbol))
-            out.extend((inst, tf) for tf in self.config.timeframes.get(inst.asset_class, ()) if tf in available)
+        for book in self.books:
+            out.extend(t for t in _targets(self.market, book.timeframes) if t not in seen and t not in out)
         return out
 
     async def load(self, end: datetime) -> list[Series]:
         """Every bar of every scan target that has closed by `end` (a target without bars is left out)."""
         out = []
-        for inst, tf in self.scan_targets():
+        for inst, tf in self.scan_targets() + self.book_targets():
             try:
                 bars = await self.market.get_bars(inst.symbol, tf, end=end)
             except MarketDataError as exc:
@@ -160,11 +167,15 @@ class Backtester:
     def walk(self, series: Sequence[Series], start: datetime, end: datetime,
              progress: Progress = no_progress) -> BacktestResult:
         start_ns, end_ns = to_utc_ns(start), to_utc_ns(end)
-        events, bars_total = self._events(series, start_ns, end_ns, progress)
+        setup_keys = {(i.symbol, tf) for i, tf in self.scan_targets()}
+        keyed, bars_total = self._events([s for s in series if s.key in setup_keys], start_ns, end_ns, progress)
+        index = {s.key: k for k, s in enumerate(series)}
+        events = [(t, index[key], p) for t, key, p in keyed]
         walker = _Walker(self, series)
-        groups = _group_by_time(events)
+        book_due = self._prepare_books(series, start_ns, end_ns)
+        groups = _merge_book_times(_group_by_time(events), book_due)
         for k, (t_ns, group) in enumerate(groups):
-            walker.step(t_ns, group)
+            walker.step(t_ns, group, book_due.get(t_ns, {}))
             if k % 64 == 0 or k == len(groups) - 1:
                 progress(0.25 + 0.75 * (k + 1) / len(groups), "walk")
         progress(1.0, "walk")
@@ -175,10 +186,27 @@ class Backtester:
         return BacktestResult(start, end, universe, walker.trades, {s.key: s for s in series}, stats,
                               self.config.costs_bps)
 
+    def _prepare_books(self, series: Sequence[Series], start_ns: int,
+                       end_ns: int) -> dict[int, dict[int, list[tuple[str, Timeframe]]]]:
+        """Each book prepared on every bar (it reads only bars closed by each decision time), and the decision
+        times: {close time: {book number: the targets of the book whose bar closed then}}."""
+        due: dict[int, dict[int, list[tuple[str, Timeframe]]]] = {}
+        if not self.books:
+            return due
+        bars = {s.key: book_bars(s) for s in series}
+        for b, book in enumerate(self.books):
+            book.prepare(bars)
+            for s in series:
+                if s.timeframe not in book.timeframes.get(s.instrument.asset_class, ()):
+                    continue
+                for t in s.close_ns[(s.close_ns > start_ns) & (s.close_ns <= end_ns)].tolist():
+                    due.setdefault(int(t), {}).setdefault(b, []).append(s.key)
+        return due
+
     def _events(self, series: Sequence[Series], start_ns: int, end_ns: int,
-                progress: Progress) -> tuple[list[tuple[int, int, int]], int]:
-        """(close time, series index, bar position) of every bar to consider, in time order."""
-        events: list[tuple[int, int, int]] = []
+                progress: Progress) -> tuple[list[tuple[int, tuple[str, Timeframe], int]], int]:
+        """(close time, series key, bar position) of every bar to consider, in time order."""
+        events: list[tuple[int, tuple[str, Timeframe], int]] = []
         total = 0
         for k, s in enumerate(series):
             positions = s.decision_positions(start_ns, end_ns)
@@ -188,10 +216,31 @@ class Backtester:
                     positions = screen(self.engine, s, positions)
                 except Exception:  # the screen is an optimisation: without it every bar is analysed
                     log.exception("screening %s %s failed; analysing every bar", s.instrument.symbol, s.timeframe)
-            events.extend((int(s.close_ns[p]), k, int(p)) for p in positions)
+            events.extend((int(s.close_ns[p]), s.key, int(p)) for p in positions)
             progress(0.25 * (k + 1) / max(1, len(series)), "screen")
-        events.sort()
+        events.sort(key=lambda e: (e[0], e[1][0], str(e[1][1]), e[2]))
         return events, total
+
+
+def _targets(market: MarketData, timeframes: Mapping[AssetClass, tuple[Timeframe, ...]]) -> list[tuple[Instrument, Timeframe]]:
+    out: list[tuple[Instrument, Timeframe]] = []
+    for inst in market.instruments():
+        available = set(market.timeframes(inst.symbol))
+        out.extend((inst, tf) for tf in timeframes.get(inst.asset_class, ()) if tf in available)
+    return out
+
+
+def book_bars(s: Series) -> BookBars:
+    block = np.ascontiguousarray(s.bars[list(BAR_COLUMNS)].to_numpy(dtype=np.float64).T)
+    return BookBars(s.instrument.symbol, s.instrument.asset_class, s.timeframe, s.open_ns, s.close_ns, block)
+
+
+def _merge_book_times(groups: list[tuple[int, list[tuple[int, int]]]],
+                      book_due: Mapping[int, object]) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The setups' groups of bars, with an empty group at every time only a book decides at."""
+    have = {t for t, _ in groups}
+    extra: list[tuple[int, list[tuple[int, int]]]] = [(t, []) for t in book_due if t not in have]
+    return sorted(groups + extra, key=lambda g: g[0])
 
 
 def _group_by_time(events: list[tuple[int, int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -208,6 +257,7 @@ class _Walker:
 
     def __init__(self, bt: Backtester, series: Sequence[Series]) -> None:
         self.engine, self.risk, self.costs = bt.engine, bt.risk, bt.config.costs_bps
+        self.books = bt.books
         self.series = series
         self.index = {s.key: k for k, s in enumerate(series)}
         self.lazy = bt.config.lazy and _probe_passes_alone(bt.risk)
@@ -215,12 +265,15 @@ class _Walker:
         self.closing: list[tuple[int, str]] = []  # (exit close time ns, signal id), a heap
         self.last: dict[tuple[str, Timeframe], Signal] = {}
         self.trades: list[Trade] = []
+        self.position: dict[str, int] = {}  # signal id -> its place in trades
+        self.exits = 0  # signals closed by their book's rule
         self.analysed = self.skipped = self.candidates = self.rejected = self.errors = 0
 
-    def step(self, t_ns: int, group: list[tuple[int, int]]) -> None:
+    def step(self, t_ns: int, group: list[tuple[int, int]],
+             book_due: Mapping[int, list[tuple[str, Timeframe]]] | None = None) -> None:
         while self.closing and self.closing[0][0] <= t_ns:
             self.open.pop(heapq.heappop(self.closing)[1], None)
-        candidates = self._candidates(group)
+        candidates = self._book_candidates(t_ns, book_due or {}) + self._candidates(group)
         self.candidates += len(candidates)
         open_now = list(self.open.values())
         for cand in sorted(candidates, key=lambda s: (s.issued_at, -s.confidence, s.id)):
@@ -230,6 +283,29 @@ class _Walker:
                 continue
             open_now.append(cand)
             self._issue(cand)
+
+    def _book_candidates(self, t_ns: int, due: Mapping[int, list[tuple[str, Timeframe]]]) -> list[Signal]:
+        """Each due book's decision at t: its exits close its signals at the next bar's open, its entries are
+        candidates like any other."""
+        out: list[Signal] = []
+        for b, keys in due.items():
+            book = self.books[b]
+            held = [s for s in self.open.values() if s.strategy == book.name]
+            decision = book.decide(t_ns, keys, held)
+            for ex in decision.exits:
+                self._exit(ex.signal_id, t_ns)
+            out.extend(decision.entries)
+        return out
+
+    def _exit(self, signal_id: str, t_ns: int) -> None:
+        k = self.position[signal_id]
+        trade = self.trades[k]
+        s = self.series[self.index[(trade.signal.symbol, trade.signal.timeframe)]]
+        fill, outcome = follow(trade.signal, s, self.costs, exit_at=_dt(t_ns))
+        self.trades[k] = Trade(trade.signal, fill, outcome)
+        self.exits += 1
+        if outcome is not None:
+            heapq.heappush(self.closing, (to_utc_ns(outcome.exit_time), signal_id))
 
     def _candidates(self, group: list[tuple[int, int]]) -> list[Signal]:
         """The candidates of the bars closing now, analysed in one `analyse_many` call as the live scan analyses
@@ -273,21 +349,24 @@ class _Walker:
         fill, outcome = follow(signal, s, self.costs)
         self.open[signal.id] = signal
         self.last[(signal.symbol, signal.timeframe)] = signal
+        self.position[signal.id] = len(self.trades)
         self.trades.append(Trade(signal, fill, outcome))
         if outcome is not None:
             heapq.heappush(self.closing, (to_utc_ns(outcome.exit_time), signal.id))
 
 
-def follow(signal: Signal, s: Series, costs_bps: float) -> tuple[Fill | None, SignalOutcome | None]:
+def follow(signal: Signal, s: Series, costs_bps: float,
+           exit_at: datetime | None = None) -> tuple[Fill | None, SignalOutcome | None]:
     """The fill and outcome `core.lifecycle.track` gives on the bars from the signal's issue to its expiry bar
-    (the last bar it can be open on), among the bars that closed by the end of the backtest."""
+    (the last bar it can be open on), among the bars that closed by the end of the backtest; `exit_at`: when
+    its book's rule closed it."""
     issued, expires = to_utc_ns(signal.issued_at), to_utc_ns(signal.expires_at)
     first = int(np.searchsorted(s.open_ns, issued, side="left"))
     if first >= len(s.open_ns):
         return None, None
     last = int(np.searchsorted(s.close_ns, expires, side="left"))  # first bar closing at or after expiry
     fill = Fill(_dt(int(s.open_ns[first])), float(s.bars["open"].iloc[first]))
-    return fill, track(signal, s.bars.iloc[first: last + 1], costs_bps)
+    return fill, track(signal, s.bars.iloc[first: last + 1], costs_bps, exit_at)
 
 
 def _dt(ns: int) -> datetime:

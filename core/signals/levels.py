@@ -72,10 +72,10 @@ def pullback_levels(direction: Direction, close: float, atr: float, sma5: float,
     return Levels(entry=close, target=close + sign * target_dist, stop=stop)
 
 
-def expiry(issued_at: datetime, timeframe: Timeframe, asset_class: AssetClass) -> datetime:
-    """When an idea that has not reached target or stop lapses: HORIZON_BARS bars of its timeframe,
-    counted in business days for daily bars of markets closed at weekends."""
-    bars = HORIZON_BARS[timeframe]
+def expiry(issued_at: datetime, timeframe: Timeframe, asset_class: AssetClass, bars: int | None = None) -> datetime:
+    """When an idea that has not reached target or stop lapses: `bars` (default HORIZON_BARS) bars of its
+    timeframe, counted in business days for daily bars of markets closed at weekends."""
+    bars = HORIZON_BARS[timeframe] if bars is None else bars
     ts = pd.Timestamp(issued_at)
     if timeframe is Timeframe.D1 and asset_class is not AssetClass.CRYPTO:
         return (ts + pd.offsets.BDay(bars)).to_pydatetime()

@@ -57,6 +57,12 @@ class BreakerLimits:
             raise ValueError("window and resume_after must be at least 1")
 
 
+SERVICE_LIMITS = BreakerLimits(max_drawdown=0.15, window=50, min_expectancy=0.0, resume_after=10)
+"""The limits the service and its backtests use, set before any run: a scope pauses when a follower of its
+signals alone is 15 % below their peak, or when its last 50 closed signals lost on average after costs; it
+resumes when 10 shadow signals since the pause made money on average."""
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerState:
     scope: str

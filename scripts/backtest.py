@@ -8,24 +8,31 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from core.backtest.learning import LearningConfig, walk_forward_models
 from core.features.news import NewsFeatureSource
 from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS, reads_news
 from core.backtest.market import SymbolSubset
-from core.backtest.portfolio import PortfolioConfig, simulate
+from core.backtest.candidates import Series
+from core.backtest.evaluation import rank_ic
+from core.backtest.portfolio import PortfolioConfig, PortfolioResult, simulate
+from core.backtest.metrics import trade_stats
+from core.backtest.scorecard import BTC, daily_curve, scorecard
+from core.breaker import SERVICE_LIMITS
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
 from core.backtest.walk import WARM_UP, Backtester, BacktestConfig, BacktestResult, Progress
 from core.books.base import Book
 from core.books.ranking import RankingBook, RankingConfig
 from core.books.trend import TrendBook, TrendConfig
-from core.domain import AssetClass, Timeframe
+from core.domain import AssetClass, Instrument, Timeframe
 from core.errors import MarketDataError, SignalBotError
 from core.indicators import IndicatorEngine, default_engine
 from core.market_data import CsvMarketData
@@ -116,7 +123,7 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                        feature_set: str = DEFAULT_MODEL_FEATURE_SET,
                        symbols: Sequence[str] | None = None, news: Path | None = None, news_db: Path | None = None,
                        news_weight: float | None = None, models_dir: Path | None = None,
-                       families: Sequence[str] = DEFAULT_FAMILIES) -> dict[str, Any]:
+                       families: Sequence[str] = DEFAULT_FAMILIES, variants: int = 1) -> dict[str, Any]:
     """Backtest the CSV data at `data` (a file or a directory laid out like ../shared/data) and return the
     report; write it to `report` (JSON) and the equity curve to `plot` (PNG) when given.
 
@@ -187,8 +194,10 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
     result = await Backtester(market, engine, RiskManager(RiskConfig(costs_bps=costs_bps)), config,
                               books).run(first, last, say)
     portfolio = simulate(result, PortfolioConfig())
-    bench = await _benchmark(csv, benchmark, result)
+    bench, bench_bars = await _benchmark(csv, benchmark, result)
     out = build_report(result, portfolio, bench)
+    out["evaluation"] = evaluate(result, portfolio, bench, bench_bars, books, variants)
+    out["trades"] = trade_rows(result, portfolio)
     out["model"] = learning
     out["families"] = list(families)
     if symbols is not None:
@@ -261,26 +270,83 @@ def _timeframes(wanted: Sequence[Timeframe | str] | None) -> dict[AssetClass, tu
     return {cls: tuple(tf for tf in tfs if tf in keep) for cls, tfs in DEFAULT_TIMEFRAMES.items()}
 
 
-async def _benchmark(market: CsvMarketData, path: Path | None, result: BacktestResult) -> Curve | None:
-    """The benchmark's daily closes over the period: the file given, else SPX when the data holds it."""
+def evaluate(result: BacktestResult, portfolio: PortfolioResult, bench: Curve | None, bench_bars: pd.DataFrame | None,
+             books: Sequence[Book], variants: int) -> dict[str, Any]:
+    """The report's evaluation section (core.backtest.scorecard), with the ranking book's rank IC."""
+    primary = closes = None
+    if bench is not None and bench_bars is not None:
+        series = Series.of(Instrument(bench.name, AssetClass.INDEX), Timeframe.D1, bench_bars)
+        primary = (bench.name, daily_curve(series, portfolio.times))
+        closes = pd.Series(bench_bars["close"].to_numpy(dtype=np.float64), index=pd.DatetimeIndex(bench_bars.index).date)
+    ic = None
+    for book in books:
+        if isinstance(book, RankingBook) and book.scores:
+            pred, real = book.predictions()
+            inside = [d for d in pred.index if result.start.date() <= d <= result.end.date()]
+            r = rank_ic(pred.loc[inside], real.loc[inside], overlap=book.config.horizon)
+            ic = {**asdict(r), "horizon_days": book.config.horizon,
+                  "models": {q: {"rows": m.rows, "holdout_ic": m.holdout_ic,
+                                 "record": None if m.record is None else m.record.evidence()}
+                             for q, m in sorted(book.models.items())}}
+    out = scorecard(result, portfolio, primary, closes, trials=variants, rank_ic=ic)
+    out["breaker"] = breaker_summary(result)
+    return out
+
+
+def trade_rows(result: BacktestResult, portfolio: PortfolioResult) -> list[dict[str, Any]]:
+    """Every issued signal and how it ended: the list the report's figures are computed from."""
+    taken = set(portfolio.entered)
+    rows = []
+    for t in result.trades:
+        s, o = t.signal, t.outcome
+        rows.append({"id": s.id, "symbol": s.symbol, "asset_class": str(s.asset_class), "timeframe": str(s.timeframe),
+                     "strategy": s.strategy, "direction": s.direction.value, "issued_at": s.issued_at.isoformat(),
+                     "entry": s.entry, "target": s.target, "stop": s.stop, "confidence": s.confidence,
+                     "position_size": s.position_size, "taken": s.id in taken,
+                     "fill_time": None if t.fill is None else t.fill.time.isoformat(),
+                     "fill_price": None if t.fill is None else t.fill.price,
+                     "status": None if o is None else str(o.status),
+                     "exit_time": None if o is None else o.exit_time.isoformat(),
+                     "exit_price": None if o is None else o.exit_price,
+                     "net_return": None if o is None else round(o.net_return, 8)})
+    return rows
+
+
+def breaker_summary(result: BacktestResult) -> dict[str, Any]:
+    """What the strategy breaker did: its limits, every pause and resume, and how the shadow signals ended."""
+    closed = [(t.signal, t.outcome) for t in result.shadows if t.outcome is not None]
+    return {"limits": asdict(SERVICE_LIMITS),
+            "events": [{"scope": e.scope, "at": e.at.isoformat(), "kind": e.kind, "cause": e.cause, "reason": e.reason}
+                       for e in result.breaker_events],
+            "shadows": asdict(trade_stats([t.signal for t in result.shadows], closed))}
+
+
+async def _benchmark(market: CsvMarketData, path: Path | None,
+                     result: BacktestResult) -> tuple[Curve | None, pd.DataFrame | None]:
+    """The benchmark's daily closes over the period (the file given, else SPX when the data holds it), and all
+    its bars up to the end."""
     source: MarketData = market
     if path is not None:
         source = CsvMarketData(path)
         symbol = source.instruments()[0].symbol
     elif any(i.symbol == "SPX" for i in market.instruments()):
         symbol = "SPX"
+    elif any(i.symbol == BTC for i in market.instruments()) and all(
+            i.asset_class is AssetClass.CRYPTO for i in market.instruments()):
+        symbol = BTC  # a crypto book's benchmark: bitcoin bought and held
     else:
-        return None
+        return None, None
     try:
         bars = await source.get_bars(symbol, Timeframe.D1, end=result.end)
     except MarketDataError as exc:
         log.warning("benchmark %s unusable: %s", symbol, exc)
-        return None
+        return None, None
     curve = benchmark_curve(symbol, bars, Timeframe.D1, result.start, result.end)
     if curve is None:
         log.warning("benchmark %s does not cover %s .. %s; the report has no benchmark", symbol,
                     result.start.date(), result.end.date())
-    return curve
+        return None, None
+    return curve, bars
 
 
 def plot_equity(portfolio: Curve, benchmark: Curve | None, report: dict[str, Any], path: Path) -> None:
@@ -335,7 +401,21 @@ def summary(report: dict[str, Any], seconds: float) -> str:
             f"PF {_num(report['profit_factor'])}  avg {_pct(report['avg_return'], 2)}\n"
             f"portfolio CAGR {_pct(p['cagr'])}  Sharpe {_num(p['sharpe'])}  max DD {_pct(p['max_drawdown'])}  "
             f"exposure {_rate(p['exposure'])}  | {b.get('symbol') or 'no benchmark'} CAGR {_pct(b['cagr'])}  "
-            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s{_strategy_line(report)}{_news_line(report)}")
+            f"excess {_pct(report['excess_cagr'])}  | {seconds:.1f} s{_evaluation_line(report)}"
+            f"{_strategy_line(report)}{_news_line(report)}")
+
+
+def _evaluation_line(report: dict[str, Any]) -> str:
+    ev = report.get("evaluation") or {}
+    book = ev.get("book") or {}
+    if not book:
+        return ""
+    dsr = (book.get("deflated_sharpe") or {}).get("probability")
+    years = "; ".join(f"{y['year']} {_pct(y['return'])} (alpha {_pct(y['alpha_annual'])})" for y in ev.get("by_year", []))
+    return (f"\nvs {ev.get('benchmark') or 'no benchmark'}: beta {_num(book.get('beta'))}  hedged alpha "
+            f"{_pct(book.get('alpha_annual'))}/yr  IR {_num(book.get('information_ratio'))}  turnover "
+            f"{_num(book.get('annual_turnover'))}x/yr  cost drag {_pct(book.get('cost_drag_annual'), 2)}/yr  deflated "
+            f"Sharpe P {_num(dsr)} ({ev.get('variants_tried')} variants)" + (f"\nyears: {years}" if years else ""))
 
 
 def _strategy_line(report: dict[str, Any]) -> str:
@@ -388,6 +468,9 @@ def parser() -> argparse.ArgumentParser:
                           "news of DIR (default: the data's news folder), analysed once by the local model and "
                           "replayed from --news-db; no LLM is asked")
     p.add_argument("--news-weight", type=float, help="the news vote's weight in the ensemble (default 0.3)")
+    p.add_argument("--variants", type=int, default=1,
+                   help="how many variants of the strategy were tried before this run (the deflated Sharpe counts "
+                        "them; default 1)")
     return p
 
 
@@ -422,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                                        model=args.model, retrain_every_days=args.retrain_days, feature_set=args.features,
                                        symbols=parse_symbols(args.symbols) if args.symbols else None,
                                        news=news_dir_option(args.news, args.data), news_db=args.news_db,
-                                       news_weight=args.news_weight, families=args.families))
+                                       news_weight=args.news_weight, families=args.families,
+                                       variants=args.variants))
     except (ValueError, OSError, SignalBotError) as exc:
         print(f"signalbot backtest: {exc}", file=sys.stderr)
         return 2

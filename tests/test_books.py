@@ -168,7 +168,7 @@ def stock_universe(n_stocks: int = 60, days: int = 700) -> dict:
     return out
 
 
-SMALL = RankingConfig(train_days=250, min_train_rows=4_000, top_k=8, sector_cap=8,
+SMALL = RankingConfig(train_days=250, min_train_rows=4_000, top_k=8, sector_cap=8, weekly=False,
                       trees=TreeParams(objective="regression", num_trees=30, num_leaves=7, min_data_in_leaf=50))
 
 
@@ -213,6 +213,16 @@ def test_ranking_models_train_on_labels_known_by_their_quarter_and_say_their_rec
     out = book.decide(t, list(bars), held)
     assert [e.signal_id for e in out.exits] == ["held-worst"] and "rank" in out.exits[0].reason
     assert all(s.symbol != best for s in out.entries)
+
+
+def test_a_weekly_book_trades_only_on_the_first_trading_day_of_the_week():
+    bars = stock_universe()
+    book = RankingBook(replace(SMALL, weekly=True))
+    book.prepare(bars)
+    some = next(iter(bars.values()))
+    traded = [p for p in range(600, 660) if book.decide(int(some.close_ns[p]), list(bars), []).entries]
+    days = [pd.Timestamp(int(some.open_ns[p]), unit="ns") for p in traded]
+    assert traded and all(d.dayofweek == 0 for d in days)  # this calendar has no Monday holidays
 
 
 def test_the_crash_guard_shrinks_the_book_when_the_market_is_volatile():
@@ -263,3 +273,40 @@ async def test_the_walk_closes_book_signals_at_the_next_open_when_the_rule_says_
         k = int(np.searchsorted(b.open_ns, pd.Timestamp(t.outcome.exit_time).value))
         assert t.outcome.exit_price == b.block[0, k]  # the open of the bar after the rule's decision
         assert t.outcome.exit_time > t.signal.issued_at
+
+
+# --- the report: figures from its own trade list -------------------------------------------------------------------
+
+def crypto_csvs(tmp_path) -> object:  # noqa: ANN001
+    folder = tmp_path / "crypto"
+    folder.mkdir()
+    for (sym, tf), b in crypto_universe().items():
+        times = pd.to_datetime(b.open_ns, unit="ns").strftime("%Y-%m-%d %H:%M:%S")
+        pd.DataFrame({"time": times, "open": b.block[0], "high": b.block[1], "low": b.block[2],
+                      "close": b.block[3], "volume": b.block[4]}).to_csv(folder / f"{sym}_1d.csv", index=False)
+    return folder
+
+
+async def test_the_report_recomputes_from_its_trade_list_and_scores_against_bitcoin(tmp_path):
+    from scripts.backtest import run_backtest
+
+    out = await run_backtest(crypto_csvs(tmp_path), "2020-01-01", None, 10, progress=lambda f, s: None,
+                             families=("trend",), variants=3)
+    trades = out["trades"]
+    closed = [t["net_return"] for t in trades if t["net_return"] is not None]
+    assert len(trades) == out["signals"] > 0 and len(closed) == out["closed"]
+    assert out["hit_rate"] == pytest.approx(sum(r > 0 for r in closed) / len(closed), abs=1e-6)
+    assert out["avg_return"] == pytest.approx(float(np.mean(closed)), abs=1e-6)
+    gains, losses = sum(r for r in closed if r > 0), -sum(r for r in closed if r <= 0)
+    assert out["profit_factor"] == pytest.approx(gains / losses, rel=1e-5)
+    assert any(t["status"] == "exit" for t in trades)
+    ev = out["evaluation"]
+    assert ev["benchmark"] == "BTC-USDT" and out["benchmark"]["symbol"] == "BTC-USDT"
+    assert set(ev["by_family"]) == {"trend"} and ev["by_family"]["trend"]["trades"]["signals"] == len(trades)
+    taken = [t for t in trades if t["taken"]]
+    assert ev["book"]["positions"] == len(taken) == ev["book"]["taken"]["signals"]
+    assert ev["variants_tried"] == 3 and ev["book"]["deflated_sharpe"]["trials"] == 3
+    assert {"beta", "alpha_annual", "information_ratio", "annual_turnover", "cost_drag_annual"} <= set(ev["book"])
+    assert "equal-weight crypto" in ev["benchmarks"] and [y["year"] for y in ev["by_year"]][0] == 2020
+    assert set(ev["by_regime"]) >= {"trend", "volatility"}
+    assert ev["breaker"]["limits"]["window"] == 50

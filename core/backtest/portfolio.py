@@ -38,6 +38,8 @@ class PortfolioResult:
     gross: np.ndarray  # open positions' market value / equity at each point
     entered: list[str] = field(default_factory=list)  # signal ids taken
     skipped: list[str] = field(default_factory=list)  # signal ids that found no room
+    traded: float = 0.0  # market value bought and sold, entries and exits both counted
+    costs: float = 0.0  # costs paid, in units of equity
 
     @property
     def exposure(self) -> float:
@@ -93,6 +95,7 @@ def simulate(result: BacktestResult, config: PortfolioConfig | None = None) -> P
     times, equity, gross = [result.start], [cash], [0.0]
     entered: list[str] = []
     skipped: list[str] = []
+    traded = paid = 0.0
 
     def value(t_ns: int) -> tuple[float, float]:
         held = [(p.qty * p.price(t_ns)) for p in positions.values()]
@@ -104,6 +107,8 @@ def simulate(result: BacktestResult, config: PortfolioConfig | None = None) -> P
             p = positions.pop(sid)
             assert p.trade.outcome is not None
             cash += p.qty * p.trade.outcome.exit_price - cost * p.value_at_entry
+            traded += abs(p.qty * p.trade.outcome.exit_price)
+            paid += cost * p.value_at_entry
         elif kind == 1:
             eq, g = value(t_ns)
             times.append(_dt(t_ns))
@@ -121,11 +126,13 @@ def simulate(result: BacktestResult, config: PortfolioConfig | None = None) -> P
             qty = trade.signal.direction.sign * size / trade.fill.price
             positions[sid] = _Position(trade, qty, size, t_ns, series.bars["close"].to_numpy(), series.close_ns)
             cash -= qty * trade.fill.price + cost * size
+            traded += size
+            paid += cost * size
             entered.append(sid)
             if trade.outcome is not None:
                 heapq.heappush(events, (to_utc_ns(trade.outcome.exit_time), 0, 0, 0, sid))
     dates = [(t - timedelta(microseconds=1)).date() for t in times]
-    return PortfolioResult(times, dates, np.asarray(equity), np.asarray(gross), entered, skipped)
+    return PortfolioResult(times, dates, np.asarray(equity), np.asarray(gross), entered, skipped, traded, paid)
 
 
 def _dt(ns: int) -> datetime:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from core.backtest.candidates import Series, live_window, screen
 from core.books.base import Book, BookBars
+from core.breaker import SERVICE_LIMITS, BreakerEvent, BreakerLimits, StrategyBreaker, scope_of
 from core.domain import BAR_COLUMNS, AssetClass, Direction, Instrument, Signal, SignalOutcome, Timeframe
 from core.errors import MarketDataError, NotEnoughDataError
 from core.lifecycle import track
@@ -61,6 +62,7 @@ class BacktestConfig:
     # what the per-bar setups (the engine) scan; books (core.books) scan their own timeframes
     timeframes: dict[AssetClass, tuple[Timeframe, ...]] = field(default_factory=lambda: dict(DEFAULT_TIMEFRAMES))
     screen: bool = True  # skip bars that cannot hold a setup (see candidates.screen)
+    breaker: BreakerLimits | None = SERVICE_LIMITS  # None: no strategy breaker
     lazy: bool = True  # do not analyse bars whose every candidate the risk manager would reject
 
 
@@ -100,6 +102,8 @@ class BacktestResult:
     series: dict[tuple[str, Timeframe], Series]
     stats: WalkStats
     costs_bps: float
+    shadows: list[Trade] = field(default_factory=list)  # followed while their scope's breaker was tripped
+    breaker_events: list[BreakerEvent] = field(default_factory=list)
 
     @property
     def signals(self) -> list[Signal]:
@@ -183,8 +187,11 @@ class Backtester:
                           skipped_by_risk=walker.skipped, candidates=walker.candidates, rejected=walker.rejected,
                           errors=walker.errors)
         universe = len({s.instrument.symbol for s in series})
-        return BacktestResult(start, end, universe, walker.trades, {s.key: s for s in series}, stats,
-                              self.config.costs_bps)
+        live = [t for t in walker.trades if t.signal.id not in walker.shadow_ids]
+        shadows = [t for t in walker.trades if t.signal.id in walker.shadow_ids]
+        history = walker.breaker.history() if walker.breaker is not None else []
+        return BacktestResult(start, end, universe, live, {s.key: s for s in series}, stats,
+                              self.config.costs_bps, shadows, history)
 
     def _prepare_books(self, series: Sequence[Series], start_ns: int,
                        end_ns: int) -> dict[int, dict[int, list[tuple[str, Timeframe]]]]:
@@ -267,12 +274,16 @@ class _Walker:
         self.trades: list[Trade] = []
         self.position: dict[str, int] = {}  # signal id -> its place in trades
         self.exits = 0  # signals closed by their book's rule
+        self.breaker = StrategyBreaker(bt.config.breaker) if bt.config.breaker is not None else None
+        self.shadow_ids: set[str] = set()
         self.analysed = self.skipped = self.candidates = self.rejected = self.errors = 0
 
     def step(self, t_ns: int, group: list[tuple[int, int]],
              book_due: Mapping[int, list[tuple[str, Timeframe]]] | None = None) -> None:
         while self.closing and self.closing[0][0] <= t_ns:
-            self.open.pop(heapq.heappop(self.closing)[1], None)
+            closed = self.open.pop(heapq.heappop(self.closing)[1], None)
+            if closed is not None and self.breaker is not None:
+                self._record(closed)
         candidates = self._book_candidates(t_ns, book_due or {}) + self._candidates(group)
         self.candidates += len(candidates)
         open_now = list(self.open.values())
@@ -282,6 +293,8 @@ class _Walker:
                 self.rejected += 1
                 continue
             open_now.append(cand)
+            if self.breaker is not None and not self.breaker.allows(scope_of(cand.strategy, cand.asset_class), _dt(t_ns)):
+                self.shadow_ids.add(cand.id)  # followed in shadow: never in the trades, the portfolio or the report
             self._issue(cand)
 
     def _book_candidates(self, t_ns: int, due: Mapping[int, list[tuple[str, Timeframe]]]) -> list[Signal]:
@@ -296,6 +309,14 @@ class _Walker:
                 self._exit(ex.signal_id, t_ns)
             out.extend(decision.entries)
         return out
+
+    def _record(self, s: Signal) -> None:
+        """Tell the breaker that a signal closed (its outcome's exit has passed)."""
+        assert self.breaker is not None
+        outcome = self.trades[self.position[s.id]].outcome
+        assert outcome is not None
+        self.breaker.record(scope_of(s.strategy, s.asset_class), outcome.exit_time, outcome.net_return,
+                            s.position_size, shadow=s.id in self.shadow_ids)
 
     def _exit(self, signal_id: str, t_ns: int) -> None:
         k = self.position[signal_id]

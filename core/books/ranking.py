@@ -63,6 +63,7 @@ class RankingConfig:
     min_price: float = 5.0
     min_features: int = 10
     costs_bps: float = 10.0
+    weekly: bool = True  # trade only on the first trading day of each week (stops still act every day)
     trees: TreeParams = field(default_factory=lambda: TreeParams(
         objective="regression", num_trees=200, learning_rate=0.05, num_leaves=31, min_data_in_leaf=500,
         lambda_l2=10.0))
@@ -115,6 +116,8 @@ class RankingBook:
         p = self.panel.last_closed(t_ns)
         if p < 0 or int(self.panel.close_ns[p]) != t_ns or len(self.panel.symbols) < MIN_UNIVERSE:
             return BookDecision()
+        if self.config.weekly and not self.first_of_week(p):
+            return BookDecision()
         model = self.model_at(p)
         mine = [s for s in held if s.strategy == RANKING]
         if model is None:
@@ -125,6 +128,13 @@ class RankingBook:
         exits, kept = self._exits(mine, ranks, n, slots, guard)
         entries = self._entries(p, ranks, kept, slots, guard, model)
         return BookDecision(entries, exits)
+
+    def first_of_week(self, p: int) -> bool:
+        """Whether day p is the first trading day of its week (known at its close: the day before was earlier)."""
+        if p == 0:
+            return True
+        a, b = (pd.Timestamp(int(self.panel.open_ns[i]), unit="ns").isocalendar()[:2] for i in (p - 1, p))
+        return bool(a != b)
 
     def guard(self, p: int) -> float:
         """The crash guard's multiplier of the book on day p (1: full size)."""

@@ -37,6 +37,7 @@ from core.models.live import ModelUpkeep
 from core.news.reasoning_writers import build_narrator
 from core.ports import MarketData
 from core.risk import RiskConfig, RiskManager
+from core.books import SETUPS, make_books, parse_families
 from core.signals.engine import SignalEngine
 from core.signals.narrative import Narrator
 from core.signals.service import SignalService
@@ -68,9 +69,11 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
     store = store or await open_store(settings, clock)
     await store.upsert_instruments(list(market.instruments()))
     bus = EventBus()
+    families = parse_families(settings.families)
     signal_service = SignalService(market, SignalEngine(default_engine()), store, bus,
                                    RiskManager(RiskConfig(costs_bps=settings.costs_bps)), clock,
-                                   on_demand=on_demand, narrator=reasoning_narrator(settings, clock))
+                                   on_demand=on_demand, narrator=reasoning_narrator(settings, clock),
+                                   books=make_books(families, settings.costs_bps, None), setups=SETUPS in families)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
                     default_registry(), admin_store=admin_store_beside(store, clock),

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="print JSON")
     scan.add_argument("--costs-bps", type=float, default=SERVICE_COSTS_BPS,
                       help="costs per side in basis points the risk manager counts (default 5, the service's)")
+    scan.add_argument("--families", default="trend,ranking",
+                      help="strategy families: trend, ranking, setups, comma-separated (default trend,ranking)")
 
     # its options are scripts.backtest's parser (main hands the arguments over before parsing)
     sub.add_parser("backtest", add_help=False, help="walk-forward backtest through the live signal path, scored "
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scan":
             from scripts.scan import run_scan
 
-            print(asyncio.run(run_scan(args.data, args.as_of, args.json, args.costs_bps)))
+            print(asyncio.run(run_scan(args.data, args.as_of, args.json, args.costs_bps, args.families)))
             return 0
         if args.command == "bench":
             from scripts.bench import run_bench

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = Field(None, validation_alias=AliasChoices("DISCORD_TOKEN", "SIGNALBOT_DISCORD_TOKEN"))
     admins: str = Field("", description="comma-separated platform:user_id pairs, e.g. telegram:123,discord:456")
     costs_bps: float = Field(SERVICE_COSTS_BPS, ge=0, description="trading costs per side, in basis points, taken from every return")
+    families: str = Field("trend,ranking", pattern=r"^\s*[a-z_]+(\s*,\s*[a-z_]+)*\s*$",
+                          description="strategy families that issue signals: trend (crypto, FX), ranking (equities), "
+                                      "setups (the per-bar pullback and oversold setups)")
     scan_interval: float = Field(2.0, gt=0, description="seconds between scans for newly closed bars")
     track_interval: float = Field(2.0, gt=0, description="seconds between lifecycle updates")
     delivery_poll: float = Field(1.0, gt=0, description="seconds between outbox polls when idle")

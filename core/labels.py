@@ -123,10 +123,12 @@ def forward_returns(close: np.ndarray, open_ns: np.ndarray, timeframe: Timeframe
 
 @dataclass(frozen=True, slots=True)
 class RuleTrades:
-    """The trades a held-position rule (core.books) made on one series: entered at the open after a bar whose
-    entry flag is set while flat, left at the open after a bar whose exit flag is set, or at the stop (intrabar,
-    a gap exits at the open), or at the close of the expiry bar. `end_ns`: when each trade's outcome was known
-    (the exit bar's open for a rule exit or the close of the bar that stopped or expired it)."""
+    """The trades of a held-position rule (core.books) on one series, one for every bar on which its entry
+    condition turns on (set on that bar, not on the one before): entered at the next bar's open, left at the open
+    after a bar whose exit flag is set, or at the stop (intrabar, a gap exits at the open), or at the close of the
+    expiry bar. Each trade is followed on its own, so a trade depends only on the bars around it, not on where
+    the history starts. `end_ns`: when its outcome is in the data: the close of its exit bar (a reader of closed
+    bars sees a rule exit's open price only then)."""
 
     entry_pos: np.ndarray  # the signal bar (the fill is the next bar's open)
     net_return: np.ndarray
@@ -135,38 +137,34 @@ class RuleTrades:
 
 def rule_trades(open_ns: np.ndarray, close_ns: np.ndarray, block: np.ndarray, entry: np.ndarray,
                 exit_: np.ndarray, side: int, stop: np.ndarray, expiry_bars: int, costs_bps: float) -> RuleTrades:
-    """Simulate the rule once along the series (one trade at a time). `entry` / `exit_`: boolean flags per
-    bar, known at its close; `stop`: the stop level a trade entered on that bar's signal would carry."""
+    """`entry` / `exit_`: boolean flags per bar, known at its close; `stop`: the stop level a trade entered on that
+    bar's signal carries. Trades the data ends inside are left out (unresolved)."""
     o, h, lo, c = block[0], block[1], block[2], block[3]
     n = len(open_ns)
     cost = 2 * costs_bps / 10_000
+    entry = np.asarray(entry, dtype=bool)
+    fresh = np.flatnonzero(entry & ~np.r_[False, entry[:-1]]) if n else np.empty(0, np.int64)
     pos_out, ret_out, end_out = [], [], []
-    candidates = np.flatnonzero(entry)
-    k = 0
-    while k < len(candidates):
-        i = int(candidates[k])
+    for i in fresh.tolist():
         f = i + 1
         if f >= n:
-            break
+            continue
         fill, level = o[f], stop[i]
         done = None
         for j in range(f, min(n, f + expiry_bars)):
             if j > f and exit_[j - 1]:  # the rule said so at the close of j-1: out at j's open
-                done = (o[j], int(open_ns[j]), j)
+                done = (o[j], int(close_ns[j]))  # counted once bar j is in the data (its close)
                 break
             if (side > 0 and lo[j] <= level) or (side < 0 and h[j] >= level):
-                px = min(o[j], level) if side > 0 else max(o[j], level)
-                done = (px, int(close_ns[j]), j)
+                done = (min(o[j], level) if side > 0 else max(o[j], level), int(close_ns[j]))
                 break
             if j == f + expiry_bars - 1:
-                done = (c[j], int(close_ns[j]), j)
+                done = (c[j], int(close_ns[j]))
         if done is None:
-            break  # the data ends inside the trade: unresolved
-        px, end, last = done
+            continue
         pos_out.append(i)
-        ret_out.append(side * (px / fill - 1.0) - cost)
-        end_out.append(end)
-        k = int(np.searchsorted(candidates, last))  # flat again from the exit bar's close on
+        ret_out.append(side * (done[0] / fill - 1.0) - cost)
+        end_out.append(done[1])
     return RuleTrades(np.asarray(pos_out, dtype=np.int64), np.asarray(ret_out, dtype=np.float64),
                       np.asarray(end_out, dtype=np.int64))
 

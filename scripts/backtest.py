@@ -29,9 +29,9 @@ from core.backtest.scorecard import BTC, daily_curve, scorecard
 from core.breaker import SERVICE_LIMITS
 from core.backtest.report import Curve, benchmark_curve, build_report, portfolio_curve
 from core.backtest.walk import WARM_UP, Backtester, BacktestConfig, BacktestResult, Progress
+from core.books import DEFAULT_FAMILIES, FAMILIES, SETUPS, make_books, parse_families
 from core.books.base import Book
-from core.books.ranking import RankingBook, RankingConfig
-from core.books.trend import TrendBook, TrendConfig
+from core.books.ranking import RankingBook
 from core.domain import AssetClass, Instrument, Timeframe
 from core.errors import MarketDataError, SignalBotError
 from core.indicators import IndicatorEngine, default_engine
@@ -46,33 +46,6 @@ log = logging.getLogger(__name__)
 
 When = str | date | datetime | None
 MODES = ("rules", "walk-forward")
-
-SETUPS = "setups"  # the per-bar setups of the engine: pullbacks and the oversold detector
-FAMILIES = ("trend", "ranking", SETUPS)
-DEFAULT_FAMILIES = ("trend", "ranking")
-
-
-def parse_families(wanted: Sequence[str] | str) -> tuple[str, ...]:
-    items = [w.strip().lower() for w in (wanted.split(",") if isinstance(wanted, str) else wanted) if w.strip()]
-    unknown = [w for w in items if w not in FAMILIES]
-    if unknown or not items:
-        raise ValueError(f"unknown families {', '.join(unknown) or '(none given)'}: use {', '.join(FAMILIES)}")
-    return tuple(dict.fromkeys(items))
-
-
-def make_books(families: Sequence[str], costs_bps: float, timeframes: Sequence[Timeframe | str] | None) -> list[Book]:
-    """The books of `families`, on `timeframes` when given (a book keeps only those it trades)."""
-    keep = {Timeframe.parse(str(t)) for t in timeframes} if timeframes else None
-    books: list[Book] = []
-    if "trend" in families:
-        book = TrendBook(TrendConfig(costs_bps=costs_bps))
-        if keep is not None:
-            book.timeframes = {c: tuple(tf for tf in tfs if tf in keep) for c, tfs in book.timeframes.items()}
-        books.append(book)
-    if "ranking" in families and (keep is None or Timeframe.D1 in keep):
-        books.append(RankingBook(RankingConfig(costs_bps=costs_bps)))
-    return books
-
 
 
 

@@ -45,7 +45,7 @@ from core.domain import (
 )
 from core.errors import DataValidationError
 from storage.database import Database
-from storage.tables import BARS, DELIVERIES, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS, UTCDateTime
+from storage.tables import BARS, DELIVERIES, EXITS, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS, UTCDateTime
 
 BULK_CHUNK_ROWS = 10_000
 IN_CHUNK = 500  # values per IN (...) list
@@ -235,6 +235,24 @@ class SqlStore:
         async with self._engine.begin() as conn:
             await conn.execute(stmt, row)
             await conn.execute(status)
+
+    async def request_exits(self, exits: Sequence[tuple[str, datetime, str]]) -> None:
+        """Store books' decisions to close signals (signal id, decision time, reason); the first decision for a
+        signal stands (a restart that decides again changes nothing)."""
+        if not exits:
+            return
+        stmt = self._insert(EXITS).on_conflict_do_nothing(index_elements=[EXITS.c.signal_id])
+        await self._write(stmt, [{"signal_id": i, "decided_at": _require_aware(t), "reason": r} for i, t, r in exits])
+
+    async def exit_requests(self, ids: Collection[str]) -> dict[str, tuple[datetime, str]]:
+        """The stored exit decisions of these signals: id -> (decision time, reason)."""
+        out: dict[str, tuple[datetime, str]] = {}
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start: start + IN_CHUNK]
+            rows = await self._fetch(sa.select(EXITS).where(EXITS.c.signal_id.in_(chunk)))
+            out.update({r._mapping["signal_id"]: (r._mapping["decided_at"], r._mapping["reason"]) for r in rows})
+        return out
 
     async def outcomes_since(self, since: datetime) -> list[tuple[Signal, SignalOutcome]]:
         stmt = (

@@ -109,6 +109,16 @@ class SignalOutcomeRow(SQLModel, table=True):
     bars_held: int
 
 
+class SignalExitRow(SQLModel, table=True):
+    """A book's decision to close one of its signals at the next bar's open (core.books), and why."""
+
+    __tablename__ = "signal_exits"
+
+    signal_id: str = Field(primary_key=True, foreign_key="signals.id", ondelete="CASCADE")
+    decided_at: datetime = _utc()
+    reason: str = Field(default="", sa_type=sa.Text)
+
+
 class UserRow(SQLModel, table=True):
     __tablename__ = "users"
     __table_args__ = (
@@ -174,6 +184,7 @@ INSTRUMENTS = _table(InstrumentRow)
 BARS = _table(BarRow)
 SIGNALS = _table(SignalRow)
 OUTCOMES = _table(SignalOutcomeRow)
+EXITS = _table(SignalExitRow)
 USERS = _table(UserRow)
 PREFERENCES = _table(PreferencesRow)
 DELIVERIES = _table(DeliveryRow)

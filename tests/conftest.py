@@ -13,6 +13,9 @@ from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests of delivery, commands and tracking need signals on the simulated random-walk market, where the default
+# families (trend, ranking) rightly issue almost nothing: they switch the rule-based setups on as well.
+MECHANICS_FAMILIES = "setups,trend,ranking"
 
 
 def data_dir() -> Path:

@@ -20,7 +20,7 @@ from core.errors import DeliveryError
 from core.events import SignalIssued
 from core.market_data import SimulatedMarket
 from storage.admin import AuditOutcome
-from tests.conftest import REPO, utc
+from tests.conftest import MECHANICS_FAMILIES, REPO, utc
 
 START = utc(2025, 6, 2, 13, 30)
 GROUP = "-100777"
@@ -36,7 +36,7 @@ async def services(tmp_path):
     market = SimulatedMarket(seed=7, start=START, history_days=400, clock=clock)
     # the group's chat id is configured too: it must not make the group's members admins
     settings = Settings(database_url="sqlite+aiosqlite:///:memory:", admins=f"telegram:42,telegram:{GROUP}",
-                        models_dir=str(tmp_path / "models"), _env_file=None)
+                        models_dir=str(tmp_path / "models"), families=MECHANICS_FAMILIES, _env_file=None)
     svc = await build_services(settings, market, clock)
     yield svc
     await svc.store.close()

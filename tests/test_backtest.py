@@ -47,14 +47,14 @@ def engine() -> SignalEngine:
 
 async def live_walk(market: FrameMarket, engine: SignalEngine, risk: RiskManager, costs: float,
                     times: list[datetime], timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
-                    ) -> tuple[list[Signal], dict[str, SignalOutcome | None]]:
+                    books: tuple = (), setups: bool = True) -> tuple[list[Signal], dict[str, SignalOutcome | None]]:
     """The real SignalService and LifecycleTracker over an in-memory SqlStore, the clock put on every bar close:
     at each, the tracker runs, then the scan (a live service whose scheduler fires at every close)."""
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
     store = SqlStore(db)
     clock = FixedClock(times[0])
-    service = SignalService(market, engine, store, EventBus(), risk, clock, timeframes)
+    service = SignalService(market, engine, store, EventBus(), risk, clock, timeframes, books=books, setups=setups)
     tracker = LifecycleTracker(market, store, EventBus(), clock, costs)
     issued: list[Signal] = []
     try:

@@ -52,7 +52,7 @@ def test_rule_trades_enter_after_the_flag_and_leave_after_the_exit_flag():
     t = rule_trades(times, times + 10, block, entry, exit_, 1, np.full(n, 1.0), 50, 0.0)
     assert t.entry_pos.tolist() == [1]
     assert t.net_return[0] == pytest.approx(105 / 102 - 1)  # filled at bar 2's open, out at bar 5's open
-    assert t.end_ns.tolist() == [50]
+    assert t.end_ns.tolist() == [60]  # known once bar 5 (the exit bar) has closed
 
 
 # --- sizing and the expectation gate ---------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def test_a_weekly_book_trades_only_on_the_first_trading_day_of_the_week():
     some = next(iter(bars.values()))
     traded = [p for p in range(600, 660) if book.decide(int(some.close_ns[p]), list(bars), []).entries]
     days = [pd.Timestamp(int(some.open_ns[p]), unit="ns") for p in traded]
-    assert traded and all(d.dayofweek == 0 for d in days)  # this calendar has no Monday holidays
+    assert traded and all(d.day_of_week == 0 for d in days)  # this calendar has no Monday holidays
 
 
 def test_the_crash_guard_shrinks_the_book_when_the_market_is_volatile():
@@ -280,7 +280,10 @@ async def test_the_walk_closes_book_signals_at_the_next_open_when_the_rule_says_
 def crypto_csvs(tmp_path) -> object:  # noqa: ANN001
     folder = tmp_path / "crypto"
     folder.mkdir()
-    for (sym, tf), b in crypto_universe().items():
+    names = ("BTC", "ETH", "XRP", "ADA", "SOL", "DOT", "LTC", "BNB", "EOS", "TRX", "XLM", "ATOM")
+    for k, name in enumerate(names):
+        b = trending_bars(f"{name}-USDT", 100 + k, n=1100)
+        sym = b.symbol
         times = pd.to_datetime(b.open_ns, unit="ns").strftime("%Y-%m-%d %H:%M:%S")
         pd.DataFrame({"time": times, "open": b.block[0], "high": b.block[1], "low": b.block[2],
                       "close": b.block[3], "volume": b.block[4]}).to_csv(folder / f"{sym}_1d.csv", index=False)
@@ -310,3 +313,32 @@ async def test_the_report_recomputes_from_its_trade_list_and_scores_against_bitc
     assert "equal-weight crypto" in ev["benchmarks"] and [y["year"] for y in ev["by_year"]][0] == 2020
     assert set(ev["by_regime"]) >= {"trend", "volatility"}
     assert ev["breaker"]["limits"]["window"] == 50
+
+
+async def test_the_live_service_issues_and_exits_exactly_what_the_backtest_does():
+    from core.backtest.market import FrameMarket
+    from core.indicators import default_engine
+    from core.signals.engine import SignalEngine
+    from tests.test_backtest import assert_same_outcome, close_times, live_walk
+
+    frames, insts = {}, []
+    for k, name in enumerate(("BTC", "ETH", "XRP", "ADA", "SOL", "DOT", "LTC", "BNB", "EOS", "TRX", "XLM", "ATOM")):
+        b = trending_bars(f"{name}-USDT", 100 + k, n=1000)
+        idx = pd.DatetimeIndex(b.open_ns.view("datetime64[ns]")).tz_localize("UTC").rename("time")
+        frames[(b.symbol, Timeframe.D1)] = pd.DataFrame(b.block.T, columns=["open", "high", "low", "close", "volume"],
+                                                        index=idx)
+        insts.append(Instrument(b.symbol, AssetClass.CRYPTO))
+    market = FrameMarket(insts, frames)
+    times = close_times(market, utc(2000, 1, 1), utc(2100, 1, 1))[-160:]
+    tfs = {AssetClass.CRYPTO: (Timeframe.D1,)}
+    risk = RiskManager(RiskConfig(costs_bps=10.0))
+    engine = SignalEngine(default_engine())
+    live, live_outcomes = await live_walk(market, engine, risk, 10.0, times, books=(TrendBook(TrendConfig(), tfs),),
+                                          setups=False)
+    bt = Backtester(market, engine, risk, BacktestConfig(costs_bps=10.0, timeframes={}, breaker=None),
+                    [TrendBook(TrendConfig(), tfs)])
+    result = await bt.run(times[0] - timedelta(microseconds=1), times[-1])
+    assert len(live) >= 5 and [t.signal for t in result.trades] == live  # every field, evidence included
+    assert any(o is not None and o.status is SignalStatus.EXIT for o in live_outcomes.values())
+    for t in result.trades:
+        assert_same_outcome(live_outcomes[t.signal.id], t.outcome)

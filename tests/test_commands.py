@@ -11,7 +11,7 @@ from bot.settings import Settings
 from bot.views.text import render_text
 from core.clock import FixedClock
 from core.market_data import SimulatedMarket
-from tests.conftest import utc
+from tests.conftest import MECHANICS_FAMILIES, utc
 
 START = utc(2025, 6, 2, 12)
 ALICE = Caller("console", "alice", "chat-alice", "Alice")
@@ -22,7 +22,8 @@ BOB = Caller("telegram", "1001", "1001", "Bob")
 async def services():
     clock = FixedClock(START)
     market = SimulatedMarket(seed=7, start=START, history_days=400, clock=clock)
-    svc = await build_services(Settings(database_url="sqlite+aiosqlite:///:memory:", _env_file=None), market, clock)
+    svc = await build_services(Settings(database_url="sqlite+aiosqlite:///:memory:", families=MECHANICS_FAMILIES, _env_file=None),
+                               market, clock)
     yield svc
     await svc.store.close()
 

@@ -16,6 +16,7 @@ from bot.views.text import render_text
 from core.clock import FixedClock
 from core.domain import AssetClass, Timeframe
 from core.instruments import default_registry
+from tests.conftest import MECHANICS_FAMILIES
 from tests.fakes.binance_rest import FakeBinance
 from tests.fakes.yahoo_chart import FakeYahoo
 
@@ -31,7 +32,8 @@ async def live(tmp_path) -> AsyncIterator[tuple[Services, object, FakeYahoo, Fak
     YfData.cache_get.cache_clear()
     async with FakeYahoo() as yahoo, FakeBinance() as binance:
         settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
-                            market="live", yahoo_base_url=yahoo.base_url, crypto_base_url=binance.base_url)
+                            market="live", yahoo_base_url=yahoo.base_url, crypto_base_url=binance.base_url,
+                            families=MECHANICS_FAMILIES)
         registry = default_registry()
         clock = FixedClock(NOW)
         store = await open_store(settings, clock)

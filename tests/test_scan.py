@@ -39,10 +39,12 @@ def cut_file(tmp_path_factory):
 
 async def test_adding_later_bars_changes_no_earlier_decision(cut_file):
     full, cut = cut_file
+    families = ("setups", "trend", "ranking")  # the per-bar setups evaluate every symbol; the books decide too
     for when in ("2017-05-18", "2017-06-01"):
-        a = await scan_at(CsvMarketData(full), parse_when(when))
-        b = await scan_at(CsvMarketData(cut), parse_when(when))
+        a = await scan_at(CsvMarketData(full), parse_when(when), families=families)
+        b = await scan_at(CsvMarketData(cut), parse_when(when), families=families)
         assert a.report.evaluated == b.report.evaluated > 400
+        assert a.ranked == b.ranked and len(a.ranked) == 20 and a.ranked_of > 400  # the ranking book's ideas
         assert [s.id for s in a.report.issued] == [s.id for s in b.report.issued]
         assert a.report.issued == b.report.issued  # every field, evidence included
         for s in a.report.issued:

@@ -5,12 +5,12 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import MECHANICS_FAMILIES, REPO
 
 
 def run_service(tmp_path, commands: str, seconds: int, *extra: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
     env = {**os.environ, "SIGNALBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}",
-           "SIGNALBOT_LOG_LEVEL": "INFO"}
+           "SIGNALBOT_LOG_LEVEL": "INFO", "SIGNALBOT_FAMILIES": MECHANICS_FAMILIES}
     env.pop("TELEGRAM_TOKEN", None)
     env.pop("DISCORD_TOKEN", None)
     return subprocess.run([sys.executable, "-m", "bot.cli", "run", "--for", str(seconds), *extra], input=commands,

@@ -26,7 +26,7 @@ from core.similar import PeerGroup, SimilarityConfig, distance, find_similar, se
 from core.signals.engine import signal_id
 from scripts.backtest import parser as backtest_parser
 from storage.backtest_reports import publish_report, published_reports, report_scope
-from tests.conftest import utc
+from tests.conftest import MECHANICS_FAMILIES, utc
 
 T = utc(2025, 6, 2)  # the signal asked about is issued here
 NOW = utc(2025, 6, 10, 12)
@@ -232,7 +232,7 @@ async def services(tmp_path: Path):
     clock = FixedClock(NOW)
     market = SimulatedMarket(seed=7, start=NOW, history_days=400, clock=clock)
     settings = Settings(database_url="sqlite+aiosqlite:///:memory:", backtest_reports_dir=str(tmp_path / "bt"),
-                        _env_file=None)
+                        families=MECHANICS_FAMILIES, _env_file=None)
     svc = await build_services(settings, market, clock)
     yield svc
     await svc.store.close()

@@ -42,7 +42,7 @@ from bot.transports.base import Transport
 from bot.views.doc import Doc, Image
 from bot.views.signals import exit_doc, signal_doc
 from core.clock import Clock
-from core.domain import Delivery, DeliveryKind, DeliveryStatus, RiskTolerance, Signal, SignalOutcome, User
+from core.domain import Delivery, DeliveryKind, DeliveryStatus, RiskTolerance, Signal, SignalOutcome, SignalStatus, User
 from core.errors import DeliveryError
 from core.tiers import has_feature
 from storage import SqlStore
@@ -166,6 +166,8 @@ class DeliveryWorker:
         for signal_id in sorted({d.signal_id for d in due}):
             signals[signal_id] = await self.store.get_signal(signal_id)
             outcomes[signal_id] = await self.store.get_outcome(signal_id)
+        ruled = [i for i, o in outcomes.items() if o is not None and o.status is SignalStatus.EXIT]
+        reasons = {i: why for i, (_, why) in (await self.store.exit_requests(ruled)).items()} if ruled else {}
         active = [u for u in users.values() if u.active]
         addresses = await self.channel_impl.addresses(active) if active else {}
         now = self.clock.now()
@@ -188,7 +190,8 @@ class DeliveryWorker:
             key = (signal.id, d.kind, user.preferences.risk, image is not None)
             doc = docs.get(key)
             if doc is None:
-                doc = (exit_doc(signal, outcome) if d.kind is DeliveryKind.EXIT and outcome is not None
+                doc = (exit_doc(signal, outcome, reasons.get(signal.id))
+                       if d.kind is DeliveryKind.EXIT and outcome is not None
                        else signal_doc(signal, user.preferences.risk))
                 docs[key] = doc = doc if image is None else dataclasses.replace(doc, image=image)
             message = Outgoing(d.id, d.kind, signal, outcome if d.kind is DeliveryKind.EXIT else None, doc, d.reply_to,

@@ -54,10 +54,12 @@ EXIT_WORDS = {SignalStatus.TARGET: "Target reached", SignalStatus.STOP: "Stopped
               SignalStatus.EXIT: "Closed by its rule"}
 
 
-def exit_doc(s: Signal, o: SignalOutcome) -> Doc:
+def exit_doc(s: Signal, o: SignalOutcome, reason: str | None = None) -> Doc:
+    """An exit, posted as a reply to the signal. `reason`: why its book closed it (a rule's exit)."""
+    why: tuple[tuple[str, str], ...] = (("Why", reason),) if reason else ()
     return Doc(
         heading=f"{EXIT_WORDS[o.status]}: {s.direction.verb} {s.symbol} ({s.timeframe}) {pct(o.net_return)}",
-        fields=(
+        fields=why + (
             ("Filled", f"{price(o.fill_price)} at {when(o.fill_time)}"),
             ("Exit", f"{price(o.exit_price)} at {when(o.exit_time)}"),
             ("Net return", f"{pct(o.net_return)} after costs"),

@@ -38,6 +38,7 @@ from core.features.sectors import sector_group
 from core.labels import ranking_labels
 from core.models.lgbm import TreeParams, Trees, fit_trees
 from core.risk import vol_target_size
+from core.signals.engine import signal_id
 from core.signals.levels import expiry
 
 RANKING = "ranking"
@@ -97,10 +98,13 @@ class RankingBook:
     def prepare(self, bars: Mapping[Key, BookBars]) -> None:
         mine = sorted((b for (s, tf), b in bars.items() if tf is Timeframe.D1 and b.asset_class is AssetClass.EQUITY),
                       key=lambda b: b.symbol)
+        symbols = tuple(b.symbol for b in mine)
+        if symbols != self.panel.symbols:  # a model depends on the universe it ranks; the same universe keeps its
+            self.models = {}  # quarters' models (the live service prepares every day and trains once a quarter)
         self.panel = Panel.of(mine)
         self.sectors = [sector_group(b.symbol, AssetClass.EQUITY) for b in mine]
         self._column = {s: j for j, s in enumerate(self.panel.symbols)}
-        self.models, self.scores = {}, {}
+        self.scores = {}
         if len(mine) < MIN_UNIVERSE:
             self._cube = np.empty((len(self.panel), len(mine), len(FEATURES)))
             return
@@ -279,8 +283,6 @@ class RankingBook:
 
     def _signal(self, p: int, j: int, rank: int, n: int, guard: float, model: RankingModel,
                 rec: Record) -> Signal | None:
-        from core.signals.engine import signal_id
-
         cfg = self.config
         sym = self.panel.symbols[j]
         entry, vol_d = float(self.panel.close[p, j]), float(self._vol[p, j])

@@ -17,8 +17,9 @@ Every average here has a finite window, so the value on a bar is the same over a
 window (the live service's recent bars and a backtest's whole history agree).
 
 Confidence and expected return are the record (core.books.base.Record) of the rule's own past trades on the
-same asset class and timeframe (core.labels.rule_trades), counting only trades that had closed before the
-decision; without `min_record` of them the book issues nothing, and a record whose mean after costs is not
+same asset class and timeframe (core.labels.rule_trades), counting only trades that closed in the
+`record_days` before the decision (a fixed window, so the live service's recent bars give the record a backtest
+gives); without `min_record` of them the book issues nothing, and a record whose mean after costs is not
 positive stops entries (the risk manager also refuses an idea whose expected return is not positive).
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from core.books.base import BookBars, BookDecision, Exit, Key, Record
 from core.domain import AssetClass, Direction, Signal, Timeframe
 from core.labels import rule_trades
 from core.risk import vol_target_size
+from core.signals.engine import signal_id
 from core.signals.levels import expiry
 
 TREND = "trend"
@@ -56,6 +58,7 @@ class TrendConfig:
     assumed_correlation: float = 0.7
     max_positions: int = 10  # per asset class and timeframe
     min_record: int = 30
+    record_days: int = 365  # the record counts the trades that closed in the year before the decision
     costs_bps: float = 10.0
 
 
@@ -88,9 +91,14 @@ class TrendBook:
 
     @property
     def lookback(self) -> int:
+        """Bars of the shortest timeframe that hold the record's year, the trades it counts and the switch's
+        average before them."""
         shortest = min((tf for tfs in self.timeframes.values() for tf in tfs), key=lambda t: t.duration,
                        default=Timeframe.D1)
-        return int(self.config.regime_days * DAY_NS / (shortest.duration.total_seconds() * 10**9)) + 2
+        cfg = self.config
+        longest_trade = max(cfg.expiry_bars.values(), default=0) * 1  # in bars of their own timeframe
+        days = cfg.record_days + cfg.regime_days + max(cfg.window, cfg.vol_bars) + longest_trade
+        return int(days * DAY_NS / (shortest.duration.total_seconds() * 10**9)) + 2
 
     def prepare(self, bars: Mapping[Key, BookBars]) -> None:
         mine = {k: b for k, b in bars.items() if k[1] in self.timeframes.get(b.asset_class, ())}
@@ -109,9 +117,10 @@ class TrendBook:
     def record(self, asset_class: AssetClass, tf: Timeframe, t_ns: int) -> Record | None:
         end, ret = self._records.get((asset_class, tf), (np.empty(0, np.int64), np.empty(0)))
         known = int(np.searchsorted(end, t_ns, side="right"))
-        if known < self.config.min_record:
+        since = int(np.searchsorted(end, t_ns - self.config.record_days * DAY_NS, side="right"))
+        if known - since < self.config.min_record:
             return None
-        return Record.of(ret[:known], f"{TREND} {asset_class} {tf}")
+        return Record.of(ret[since:known], f"{TREND} {asset_class} {tf}, the year before")
 
     def decide(self, t_ns: int, due: Sequence[Key], held: Sequence[Signal]) -> BookDecision:
         held_by_key = {(s.symbol, s.timeframe): s for s in held if s.strategy == TREND}
@@ -179,8 +188,6 @@ class TrendBook:
         return None
 
     def _signal(self, f: _Features, p: int, side: int, rec: Record) -> Signal | None:
-        from core.signals.engine import signal_id
-
         cfg, b = self.config, f.bars
         d = Direction.LONG if side > 0 else Direction.SHORT
         entry, atr = float(b.close[p]), float(f.atr[p])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from core.books.base import Book, BookBars, BookDecision, Exit
 from core.clock import Clock
 from core.domain import AssetClass, Instrument, Signal, Timeframe
 from core.errors import MarketDataError, NotEnoughDataError, UnknownSymbolError
@@ -46,13 +47,15 @@ class ScanReport:
     issued: list[Signal] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (candidate id, reason)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (symbol, error)
+    exits: list[Exit] = field(default_factory=list)  # books' decisions to close their signals at the next open
 
 
 class SignalService:
     def __init__(self, market: MarketData, engine: SignalEngine, signals: SignalRepository, bus: EventBus,
                  risk: RiskManager, clock: Clock,
                  timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
-                 on_demand: MarketData | None = None, narrator: Narrator | None = None) -> None:
+                 on_demand: MarketData | None = None, narrator: Narrator | None = None,
+                 books: Sequence[Book] = (), setups: bool = True) -> None:
         self.market = market
         self.on_demand = on_demand or market  # /signal may read a provider directly (live: the router)
         self.engine = engine
@@ -62,6 +65,9 @@ class SignalService:
         self.clock = clock
         self.timeframes = timeframes or DEFAULT_TIMEFRAMES
         self.narrator = narrator  # reasoning written by an LLM (None: the engine's template text)
+        self.books = tuple(books)  # strategy families that hold positions (core.books)
+        self.setups = setups  # whether the engine's per-bar setups issue signals (/signal analyses either way)
+        self._book_seen: dict[str, int] = {}  # book -> the last bar close it decided at
         self._last_seen: dict[tuple[str, Timeframe], datetime] = {}
         self._lock = asyncio.Lock()
         self.last_scan_at: datetime | None = None  # service clock time of the last completed scan
@@ -97,12 +103,15 @@ class SignalService:
         async with self._lock:
             now = self.clock.now()
             report = ScanReport()
-            batch = await self._fresh_bars(now, report)
+            batch = await self._fresh_bars(now, report) if self.setups else []
+            candidates: list[Signal] = []
             if batch:
                 analyses = await asyncio.to_thread(self._analyse_batch, batch, report)
                 report.evaluated = len(analyses)
                 candidates = [c for c in (self.engine.candidate(a) for a in analyses) if c is not None]
-                await self._review_and_issue(candidates, report)
+            for book in self.books:
+                candidates.extend(await self._book_step(book, now, report))
+            await self._review_and_issue(candidates, report)
             self.last_scan_at = now
             return report
 
@@ -136,6 +145,61 @@ class SignalService:
             self._last_seen[(inst.symbol, tf)] = bar_time(int(bars.times[-1]))
             batch.append((inst, tf, bars, 1 if seen is None else min(new, MAX_CATCH_UP)))
         return batch
+
+    def book_targets(self, book: Book) -> list[tuple[Instrument, Timeframe]]:
+        out: list[tuple[Instrument, Timeframe]] = []
+        for inst in self.market.instruments():
+            available = set(self.market.timeframes(inst.symbol))
+            out.extend((inst, tf) for tf in book.timeframes.get(inst.asset_class, ()) if tf in available)
+        return out
+
+    async def book_bars(self, book: Book, now: datetime,
+                        report: ScanReport | None = None) -> dict[tuple[str, Timeframe], BookBars]:
+        """The last `book.lookback` bars closed by `now` of every target the book trades."""
+        read = self._bar_reader()
+        out: dict[tuple[str, Timeframe], BookBars] = {}
+        for inst, tf in self.book_targets(book):
+            try:
+                bars = await read(inst.symbol, tf, end=now, limit=book.lookback)
+            except MarketDataError as exc:
+                if report is not None:
+                    report.errors.append((inst.symbol, str(exc)))
+                continue
+            if len(bars):
+                step = int(tf.duration.total_seconds()) * 10**9
+                out[(inst.symbol, tf)] = BookBars(inst.symbol, inst.asset_class, tf, bars.times, bars.times + step,
+                                                  bars.block)
+        return out
+
+    async def _book_step(self, book: Book, now: datetime, report: ScanReport) -> list[Signal]:
+        """The book's decision at the newest bar close among its targets, once per close: its exits are stored
+        (the tracker takes them at the next open) and its entries returned for the risk review."""
+        bars = await self.book_bars(book, now, report)
+        if not bars:
+            return []
+        t = max(int(b.close_ns[-1]) for b in bars.values())
+        if t <= self._book_seen.get(book.name, 0):
+            return []
+        due = [k for k, b in bars.items() if int(b.close_ns[-1]) == t]
+        held = [s for s in await self.signals.open_signals() if s.strategy == book.name]
+
+        def decide() -> BookDecision:
+            book.prepare(bars)
+            return book.decide(t, due, held)
+
+        try:
+            decision = await asyncio.to_thread(decide)
+        except Exception as exc:  # noqa: BLE001 - one failing book must not stop the scan
+            log.exception("book %s failed at %s", book.name, bar_time(t))
+            report.errors.append((book.name, f"{type(exc).__name__}: {exc}"))
+            return []
+        self._book_seen[book.name] = t
+        if decision.exits:
+            await self.signals.request_exits([(e.signal_id, bar_time(t), e.reason) for e in decision.exits])
+            report.exits.extend(decision.exits)
+            for e in decision.exits:
+                log.info("exit %s at the next open: %s", e.signal_id, e.reason)
+        return decision.entries
 
     def _bar_reader(self) -> BarReader:
         """How to read the provider's bars as arrays: directly when it serves them, else from its frames."""

@@ -1,4 +1,5 @@
-"""LifecycleTracker: follows every open signal to target, stop or expiry and publishes its close."""
+"""LifecycleTracker: follows every open signal to target, stop, expiry or its book's exit (stored by the scan, taken
+at the next bar's open) and publishes its close."""
 from __future__ import annotations
 
 import logging
@@ -29,13 +30,16 @@ class LifecycleTracker:
         """Close what the bars since issue say is closed; returns the new outcomes."""
         now = self.clock.now()
         closed = []
-        for signal in await self.signals.open_signals():
+        signals = await self.signals.open_signals()
+        exits = await self.signals.exit_requests([s.id for s in signals]) if signals else {}
+        for signal in signals:
             try:
                 bars = await self._bars_since_issue(signal, now)
             except MarketDataError as exc:
                 log.warning("cannot track %s: %s", signal.id, exc)
                 continue
-            outcome = track(signal, bars, self.costs_bps)
+            decided = exits.get(signal.id)
+            outcome = track(signal, bars, self.costs_bps, exit_at=decided[0] if decided else None)
             if outcome is None:
                 continue
             await self.signals.record_outcome(outcome)

@@ -30,7 +30,8 @@ from bot.markets import MarketSetup, live_market, offline_market
 from bot.news_job import NewsJob, build_news_job
 from core.clock import Clock, SystemClock
 from core.errors import DeliveryError
-from core.events import EventBus
+from core.breaker import SERVICE_LIMITS
+from core.events import EventBus, StrategyPaused
 from core.indicators import default_engine
 from core.instruments import default_registry
 from core.models.live import ModelUpkeep
@@ -73,11 +74,30 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
     signal_service = SignalService(market, SignalEngine(default_engine()), store, bus,
                                    RiskManager(RiskConfig(costs_bps=settings.costs_bps)), clock,
                                    on_demand=on_demand, narrator=reasoning_narrator(settings, clock),
-                                   books=make_books(families, settings.costs_bps, None), setups=SETUPS in families)
+                                   books=make_books(families, settings.costs_bps, None), setups=SETUPS in families,
+                                   breaker=SERVICE_LIMITS if settings.breaker else None)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
                     default_registry(), admin_store=admin_store_beside(store, clock),
                     payments=Payments.from_settings(settings, store))
+
+
+def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[int]]:
+    """Tells the active users who receive that asset class, in plain words, when a strategy scope pauses or
+    resumes (the strategy breaker, SignalService.refresh_breaker)."""
+
+    async def announce(event: StrategyPaused) -> int:
+        if services.broadcast is None:
+            return 0
+        family, _, asset = event.scope.partition("/")
+        text = f"{family.capitalize()} signals on {asset}: {event.reason}."
+        if event.kind == "trip":
+            text += " Signals already sent stay tracked to their exits; new ones are followed in shadow, not sent."
+        users = [u for u in await services.store.active_users()
+                 if not u.preferences.asset_classes or asset in {a.value for a in u.preferences.asset_classes}]
+        return int(await services.broadcast(users, text))
+
+    return announce
 
 
 def reasoning_narrator(settings: Settings, clock: Clock) -> Narrator | None:
@@ -116,6 +136,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     if payments is not None:
         payments.notify = transport_notifier(services.store, transports)
     services.broadcast = transport_broadcaster(transports)
+    services.bus.subscribe(StrategyPaused, pause_announcer(services))
     delivery = await start_delivery(settings, services, delivery_stores, list(transports.values()), clock)
 
     # The LightGBM champions in models_dir vote in the engine (none: the rules decide alone); their market

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     families: str = Field("trend,ranking", pattern=r"^\s*[a-z_]+(\s*,\s*[a-z_]+)*\s*$",
                           description="strategy families that issue signals: trend (crypto, FX), ranking (equities), "
                                       "setups (the per-bar pullback and oversold setups)")
+    breaker: bool = Field(True, description="the strategy breaker: a strategy scope (family/asset class) whose followed "
+                                            "record falls 15 % from its peak or whose last 50 closed signals lost on "
+                                            "average stops sending until its shadow signals recover")
     scan_interval: float = Field(2.0, gt=0, description="seconds between scans for newly closed bars")
     track_interval: float = Field(2.0, gt=0, description="seconds between lifecycle updates")
     delivery_poll: float = Field(1.0, gt=0, description="seconds between outbox polls when idle")

@@ -189,6 +189,10 @@ class StrategyBreaker:
             raise ValueError(f"{scope}: asked at {at}, but a close at {b.last} is already recorded (look-ahead)")
         return b.since is None
 
+    def scopes(self) -> list[str]:
+        """Every scope recorded so far."""
+        return sorted(self._books)
+
     def history(self) -> list[BreakerEvent]:
         """Every trip and resume, in the order they happened."""
         return list(self._history)

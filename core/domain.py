@@ -155,6 +155,12 @@ class Signal:
         risk = abs(self.entry - self.stop)
         return abs(self.target - self.entry) / risk if risk > 0 else 0.0
 
+    @property
+    def shadow(self) -> bool:
+        """Issued while its scope's strategy breaker was tripped (core.breaker): tracked like any signal so the
+        breaker can see it recover, never delivered, never in the track record."""
+        return "shadow" in self.evidence
+
 
 @dataclass(frozen=True, slots=True)
 class SignalOutcome:

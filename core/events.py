@@ -5,6 +5,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from core.domain import Signal, SignalOutcome
@@ -21,6 +22,17 @@ class SignalIssued:
 class SignalClosed:
     signal: Signal
     outcome: SignalOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyPaused:
+    """A scope's strategy breaker tripped ("pause") or resumed ("resume"); `reason` is in plain words."""
+
+    scope: str
+    asset_class: str
+    kind: str  # "trip" or "resume"
+    reason: str
+    at: datetime
 
 
 Handler = Callable[[Any], Awaitable[object]]

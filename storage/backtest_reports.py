@@ -46,6 +46,10 @@ class PublishedBacktest:
     excess_cagr: float | None
     costs_bps: float | None
     model: str  # "rules" or "walk-forward models"
+    sharpe: float | None = None  # from the report's evaluation (reports from before it have none)
+    alpha_annual: float | None = None  # beta-hedged, against beta x benchmark + (1 - beta) x cash
+    information_ratio: float | None = None
+    families: str = ""  # e.g. "trend" or "ranking"
 
     @classmethod
     def of(cls, report: Mapping[str, Any], scope: str, run_at: datetime) -> PublishedBacktest:
@@ -53,6 +57,9 @@ class PublishedBacktest:
         portfolio = _mapping(report.get("portfolio"))
         bench = _mapping(report.get("benchmark"))
         kind = str(_mapping(report.get("model")).get("kind", "rules"))
+        evaluation = _mapping(report.get("evaluation"))
+        book = _mapping(evaluation.get("book"))
+        families = sorted(map(str, _mapping(evaluation.get("by_family")))) or report.get("families")
         return cls(
             scope=scope, run_at=run_at, start=_day(period.get("start")), end=_day(period.get("end")),
             signals=_int(report.get("signals")), closed=_int(report.get("closed")),
@@ -62,7 +69,10 @@ class PublishedBacktest:
             benchmark=str(bench["symbol"]) if bench.get("symbol") else None,
             benchmark_cagr=_float(bench.get("cagr")), excess_cagr=_float(report.get("excess_cagr")),
             costs_bps=_float(report.get("costs_bps")),
-            model="walk-forward models" if "walk-forward" in kind.lower() else "rules")
+            model="walk-forward models" if "walk-forward" in kind.lower() else "rules",
+            sharpe=_float(book.get("sharpe")), alpha_annual=_float(book.get("alpha_annual")),
+            information_ratio=_float(book.get("information_ratio")),
+            families=",".join(map(str, families)) if isinstance(families, list) else str(families or ""))
 
 
 def report_scope(report: Mapping[str, Any]) -> str:
@@ -84,6 +94,7 @@ def publish_report(report: Mapping[str, Any], directory: Path, run_at: datetime 
     text = json.dumps({"scope": scope, "run_at": when.isoformat(), "report": report}, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{scope}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o644)  # readable like any shipped file (mkstemp makes it owner-only)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

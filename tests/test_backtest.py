@@ -19,6 +19,7 @@ from core.backtest.metrics import alpha_beta, calibration, curve_stats, max_draw
 from core.backtest.portfolio import PortfolioConfig, simulate
 from core.backtest.report import BENCHMARK_KEYS, DESIGN_KEYS, PORTFOLIO_KEYS
 from core.backtest.walk import Backtester, BacktestConfig, BacktestResult, Trade, WalkStats, follow
+from core.breaker import BreakerLimits
 from core.clock import FixedClock
 from core.domain import AssetClass, Direction, Instrument, Signal, SignalOutcome, SignalStatus, Timeframe
 from core.events import EventBus
@@ -47,22 +48,28 @@ def engine() -> SignalEngine:
 
 async def live_walk(market: FrameMarket, engine: SignalEngine, risk: RiskManager, costs: float,
                     times: list[datetime], timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
-                    books: tuple = (), setups: bool = True) -> tuple[list[Signal], dict[str, SignalOutcome | None]]:
+                    books: tuple = (), setups: bool = True, breaker: BreakerLimits | None = None,
+                    shadows: list[Signal] | None = None) -> tuple[list[Signal], dict[str, SignalOutcome | None]]:
     """The real SignalService and LifecycleTracker over an in-memory SqlStore, the clock put on every bar close:
-    at each, the tracker runs, then the scan (a live service whose scheduler fires at every close)."""
+    at each, the tracker runs, then the scan (a live service whose scheduler fires at every close). With a
+    `breaker`, the signals it kept in shadow are appended to `shadows`."""
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
     store = SqlStore(db)
     clock = FixedClock(times[0])
-    service = SignalService(market, engine, store, EventBus(), risk, clock, timeframes, books=books, setups=setups)
+    service = SignalService(market, engine, store, EventBus(), risk, clock, timeframes, books=books, setups=setups,
+                            breaker=breaker)
     tracker = LifecycleTracker(market, store, EventBus(), clock, costs)
     issued: list[Signal] = []
     try:
         for t in times:
             clock.at = t
             await tracker.update()
-            issued += (await service.scan()).issued
-        return issued, {s.id: await store.get_outcome(s.id) for s in issued}
+            report = await service.scan()
+            issued += report.issued
+            if shadows is not None:
+                shadows += report.shadowed
+        return issued, {s.id: await store.get_outcome(s.id) for s in issued + list(shadows or ())}
     finally:
         await store.close()
 

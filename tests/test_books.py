@@ -315,11 +315,8 @@ async def test_the_report_recomputes_from_its_trade_list_and_scores_against_bitc
     assert ev["breaker"]["limits"]["window"] == 50
 
 
-async def test_the_live_service_issues_and_exits_exactly_what_the_backtest_does():
+def trending_market():  # noqa: ANN201
     from core.backtest.market import FrameMarket
-    from core.indicators import default_engine
-    from core.signals.engine import SignalEngine
-    from tests.test_backtest import assert_same_outcome, close_times, live_walk
 
     frames, insts = {}, []
     for k, name in enumerate(("BTC", "ETH", "XRP", "ADA", "SOL", "DOT", "LTC", "BNB", "EOS", "TRX", "XLM", "ATOM")):
@@ -328,7 +325,15 @@ async def test_the_live_service_issues_and_exits_exactly_what_the_backtest_does(
         frames[(b.symbol, Timeframe.D1)] = pd.DataFrame(b.block.T, columns=["open", "high", "low", "close", "volume"],
                                                         index=idx)
         insts.append(Instrument(b.symbol, AssetClass.CRYPTO))
-    market = FrameMarket(insts, frames)
+    return FrameMarket(insts, frames)
+
+
+async def test_the_live_service_issues_and_exits_exactly_what_the_backtest_does():
+    from core.indicators import default_engine
+    from core.signals.engine import SignalEngine
+    from tests.test_backtest import assert_same_outcome, close_times, live_walk
+
+    market = trending_market()
     times = close_times(market, utc(2000, 1, 1), utc(2100, 1, 1))[-160:]
     tfs = {AssetClass.CRYPTO: (Timeframe.D1,)}
     risk = RiskManager(RiskConfig(costs_bps=10.0))
@@ -342,3 +347,33 @@ async def test_the_live_service_issues_and_exits_exactly_what_the_backtest_does(
     assert any(o is not None and o.status is SignalStatus.EXIT for o in live_outcomes.values())
     for t in result.trades:
         assert_same_outcome(live_outcomes[t.signal.id], t.outcome)
+
+
+async def test_the_live_breaker_pauses_and_resumes_exactly_as_the_backtest_walk_does():
+    """Tight limits, so the breaker trips and resumes inside 300 days: the live service keeps in shadow (stored,
+    tracked, not published) exactly the signals the walk keeps out of its trades, and sends exactly the rest."""
+    from core.breaker import BreakerLimits
+    from core.indicators import default_engine
+    from core.signals.engine import SignalEngine
+    from tests.test_backtest import assert_same_outcome, close_times, live_walk
+
+    limits = BreakerLimits(max_drawdown=0.01, window=4, min_expectancy=0.0, resume_after=3)
+    market = trending_market()
+    times = close_times(market, utc(2000, 1, 1), utc(2100, 1, 1))[-300:]
+    tfs = {AssetClass.CRYPTO: (Timeframe.D1,)}
+    risk = RiskManager(RiskConfig(costs_bps=10.0))
+    engine = SignalEngine(default_engine())
+    shadows: list = []
+    live, outcomes = await live_walk(market, engine, risk, 10.0, times, books=(TrendBook(TrendConfig(), tfs),),
+                                     setups=False, breaker=limits, shadows=shadows)
+    bt = Backtester(market, engine, risk, BacktestConfig(costs_bps=10.0, timeframes={}, breaker=limits),
+                    [TrendBook(TrendConfig(), tfs)])
+    result = await bt.run(times[0] - timedelta(microseconds=1), times[-1])
+    kinds = [e.kind for e in result.breaker_events]
+    assert "trip" in kinds and "resume" in kinds, kinds  # the limits did bite, both ways
+    assert [t.signal for t in result.trades] == live and live
+    assert [t.signal.id for t in result.shadows] == [s.id for s in shadows] and shadows
+    for s in shadows:
+        assert s.shadow and s.evidence["shadow"]["scope"] == "trend/crypto" and "paused since" in s.evidence["shadow"]["reason"]
+    for t in [*result.trades, *result.shadows]:
+        assert_same_outcome(outcomes[t.signal.id], t.outcome)

@@ -166,3 +166,58 @@ async def test_signal_says_whether_the_risk_manager_would_issue_the_setup_it_sho
             assert ("Risk check" in out) != ("Active signal" in out)
             checked += "Risk check" in out
     assert checked >= 1
+
+
+def _trend_signal(sid: str, issued_at, shadow: bool = False):  # noqa: ANN001, ANN202
+    from core.domain import AssetClass, Direction, Signal, Timeframe
+
+    evidence = {"shadow": {"scope": "trend/crypto", "since": None, "reason": "paused"}} if shadow else {}
+    return Signal(id=sid, symbol="BTC-USDT", asset_class=AssetClass.CRYPTO, timeframe=Timeframe.D1,
+                  direction=Direction.LONG, entry=100.0, target=130.0, stop=90.0, confidence=40, position_size=1.0,
+                  issued_at=issued_at, expires_at=issued_at + timedelta(days=60), reasoning="trend", strategy="trend",
+                  evidence=evidence)
+
+
+def _loss(sid: str, at, net: float):  # noqa: ANN001, ANN202
+    from core.domain import SignalOutcome, SignalStatus
+
+    return SignalOutcome(sid, SignalStatus.STOP, 100.0, at, 100.0 * (1 + net), at + timedelta(days=3), net, net,
+                         0.0, net, 3)
+
+
+async def test_a_tripped_breaker_keeps_shadows_out_of_every_view_and_says_why(services):
+    from bot.app import pause_announcer
+    from core.events import StrategyPaused
+
+    svc = services
+    t0 = START - timedelta(days=30)
+    await svc.store.add_signals([_trend_signal("TREND-LIVE", t0), _trend_signal("TREND-SHADOW", t0 + timedelta(days=5),
+                                                                                shadow=True),
+                                 _trend_signal("TREND-SHADOW-OPEN", START - timedelta(days=1), shadow=True)])
+    await svc.store.record_outcome(_loss("TREND-LIVE", t0 + timedelta(days=1), -0.2))  # a 20 % fall: trips
+    await svc.store.record_outcome(_loss("TREND-SHADOW", t0 + timedelta(days=6), -0.05))
+    await svc.signal_service.refresh_breaker()
+    paused = svc.signal_service.paused()
+    assert [p.scope for p in paused] == ["trend/crypto"] and paused[0].shadow_closed == 1
+
+    await say(svc, ALICE, "/start")
+    perf = await say(svc, ALICE, "/performance all")
+    assert "trend/crypto: paused since" in perf and "fell 20.0 % from their peak" in perf
+    history = await say(svc, ALICE, "/history")
+    assert "Last 1 closed signals" in history and "-20.00%" in history and "-5.00%" not in history
+    listed = await say(svc, ALICE, "/signals")
+    assert "TREND-SHADOW-OPEN" not in listed and "trend/crypto: paused since" in listed
+
+    sent: list[tuple[list[int], str]] = []
+
+    async def broadcast(users, text):  # noqa: ANN001, ANN202
+        sent.append(([u.id for u in users], text))
+        return len(users)
+
+    svc.broadcast = broadcast
+    await say(svc, BOB, "/start")
+    await say(svc, BOB, "/prefs assets equity")  # Bob does not receive crypto
+    await pause_announcer(svc)(StrategyPaused("trend/crypto", "crypto", "trip", paused[0].reason, START))
+    alice = await svc.store.find_user("console", "alice")
+    assert [ids for ids, _ in sent] == [[alice.id]]
+    assert sent[0][1].startswith("Trend signals on crypto: paused since") and "followed in shadow, not sent" in sent[0][1]

@@ -197,7 +197,9 @@ REPORT = {"period": {"start": "2015-02-09", "end": "2018-02-07"}, "universe": 50
           "portfolio": {"cagr": 0.12, "sharpe": 1.3, "sortino": 1.9, "max_drawdown": -0.09, "exposure": 0.55},
           "benchmark": {"symbol": "SPX", "cagr": 0.08, "sharpe": 0.9, "max_drawdown": -0.12},
           "excess_cagr": 0.04, "alpha": 0.05, "beta": 0.4, "by_year": [],
-          "by_asset_class": {"equity": {"signals": 812}}, "model": {"kind": "rules only"}}
+          "by_asset_class": {"equity": {"signals": 812}}, "model": {"kind": "rules only"},
+          "evaluation": {"book": {"sharpe": 1.31, "alpha_annual": 0.031, "information_ratio": 0.57},
+                         "by_family": {"ranking": {"signals": 812}}}}
 
 
 def test_the_latest_report_per_scope_is_kept_and_bad_files_are_skipped(tmp_path: Path):
@@ -260,7 +262,8 @@ async def test_performance_without_and_with_a_published_backtest(services, tmp_p
     out = await say(services, "/performance")
     assert "Live, 30 days" in out and "1 closed, hit rate 100%, average +2.00%" in out
     for text in ("Backtest (simulated)", "2015-02-09..2018-02-07", "812 (790 closed)", "66.1%", "1.60", "+12.0%",
-                 "-9.0%", "+4.0%/yr vs SPX", "10 bps/side", "2026-11-30", "never counted in the live figures"):
+                 "-9.0%", "+4.0%/yr vs SPX", "10 bps/side", "2026-11-30", "never counted in the live figures",
+                 "ranking", "1.31", "+3.1%/yr (IR 0.57)"):
         assert text in out, text
     detail = await say(services, "/performance 90d")
     assert detail.startswith("Track record, last 90 days") and "Closed signals" in detail

@@ -24,6 +24,7 @@ from bot.views.doc import Button, Doc, Image, Table
 from bot.views.signal_chart import signal_chart_image
 from bot.views.signals import analysis_doc, history_doc, performance_doc, signals_list_doc
 from bot.views.track import track_record_doc
+from core.breaker import BreakerState
 from core.domain import Preferences, QuietHours, Signal, Tier, Timeframe, User
 from core.errors import SignalBotError, UserInputError
 from core.performance import summarize
@@ -103,7 +104,7 @@ async def show_signal(ctx: CommandContext, args: SignalArgs) -> Doc:
     svc = ctx.services
     analysis = await svc.signal_service.analyse(args.symbol, args.timeframe)
     active = next((s for s in await svc.store.open_signals()
-                   if s.symbol == analysis.instrument.symbol and s.timeframe == analysis.timeframe), None)
+                   if not s.shadow and s.symbol == analysis.instrument.symbol and s.timeframe == analysis.timeframe), None)
     check = None  # the risk manager's view of the idea itself, where the engine has one and none is open
     if analysis.verdict is not None and active is None:
         candidate = svc.signal_service.engine.candidate(analysis)
@@ -131,7 +132,8 @@ async def _with_signal_chart(ctx: CommandContext, doc: Doc, analysis: Analysis, 
 
 # /signals -----------------------------------------------------------------------------------------
 async def list_signals(ctx: CommandContext, _: None) -> Doc:
-    return signals_list_doc(await ctx.services.store.open_signals())
+    doc = signals_list_doc([s for s in await ctx.services.store.open_signals() if not s.shadow])
+    return with_pauses(doc, ctx.services.signal_service.paused())
 
 
 # /prefs [KEY VALUE...] ----------------------------------------------------------------------------
@@ -253,13 +255,14 @@ async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc
         live = []
         for label, days in (("30 days", 30), ("90 days", 90), ("all time", None)):
             since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
-            live.append((label, summarize([o for _, o in await store.outcomes_since(since)])))
-        return track_record_doc(live, backtests)
+            live.append((label, summarize([o for _, o in followed(await store.outcomes_since(since))])))
+        return with_pauses(track_record_doc(live, backtests), ctx.services.signal_service.paused())
     days = period if isinstance(period, int) else None
     since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
-    pairs = await store.outcomes_since(since)
+    pairs = followed(await store.outcomes_since(since))
     label = f"last {days} days" if days else "all time"
-    doc = performance_doc(label, summarize([o for _, o in pairs]), backtests, pairs)
+    doc = with_pauses(performance_doc(label, summarize([o for _, o in pairs]), backtests, pairs),
+                      ctx.services.signal_service.paused())
     if not pairs or not ctx.allows("charts"):
         return doc
     try:
@@ -269,6 +272,20 @@ async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc
         return doc
     return dataclasses.replace(doc, image=Image(png, "equity.png", "Equity if every signal had been taken at its "
                                                                    "suggested size, after costs"))
+
+
+def followed(pairs: Sequence[tuple[Signal, Any]]) -> list[tuple[Signal, Any]]:
+    """The closed signals a subscriber could have followed: shadow signals (issued while their scope's strategy
+    breaker was tripped, never delivered) are kept out of every track-record figure."""
+    return [(s, o) for s, o in pairs if not s.shadow]
+
+
+def with_pauses(doc: Doc, paused: Sequence[BreakerState]) -> Doc:
+    """The view with a line per paused strategy scope and why, in plain words."""
+    if not paused:
+        return doc
+    lines = [f"{st.scope}: {st.reason} ({st.shadow_closed} shadow signals closed so far)" for st in paused]
+    return dataclasses.replace(doc, note="\n".join(filter(None, [doc.note, *lines])))
 
 
 def equity_curve(pairs: Sequence[tuple[Signal, Any]]) -> pd.Series:
@@ -288,7 +305,8 @@ def parse_history(args: Sequence[str]) -> int:
 
 
 async def show_history(ctx: CommandContext, limit: int) -> Doc:
-    return history_doc(await ctx.services.store.recent_outcomes(limit))
+    pairs = followed(await ctx.services.store.recent_outcomes(limit * 4))  # shadows are not in the record
+    return history_doc(pairs[:limit])
 
 
 # /instruments [QUERY] -----------------------------------------------------------------------------

@@ -27,13 +27,17 @@ def backtest_section(reports: Sequence[PublishedBacktest]) -> tuple[Fields, Tabl
              "simulated on history through the live signal path, after costs")
     rows = (
         ("period", *(_period(r) for r in reports)),
-        ("model", *(r.model for r in reports)),
+        ("strategy", *(r.families or r.model for r in reports)),
         ("signals", *(_signals(r) for r in reports)),
         ("hit rate", *(_rate(r.hit_rate) for r in reports)),
         ("profit factor", *("n/a" if r.profit_factor is None else f"{r.profit_factor:.2f}" for r in reports)),
         ("CAGR", *(_pct1(r.cagr) for r in reports)),
         ("max drawdown", *(_pct1(r.max_drawdown) for r in reports)),
+        ("Sharpe", *("n/a" if r.sharpe is None else f"{r.sharpe:.2f}" for r in reports)),
         ("vs benchmark", *(_excess(r) for r in reports)),
+        ("hedged alpha", *("n/a" if r.alpha_annual is None else f"{r.alpha_annual * 100:+.1f}%/yr (IR "
+                           + ("n/a" if r.information_ratio is None else f"{r.information_ratio:.2f}") + ")"
+                           for r in reports)),
         ("costs", *("n/a" if r.costs_bps is None else f"{r.costs_bps:g} bps/side" for r in reports)),
         ("run", *(f"{r.run_at:%Y-%m-%d}" for r in reports)),
     )

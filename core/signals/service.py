@@ -4,15 +4,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
 from core.books.base import Book, BookBars, BookDecision, Exit
+from core.breaker import BreakerLimits, BreakerState, StrategyBreaker, scope_of
 from core.clock import Clock
 from core.domain import AssetClass, Instrument, Signal, Timeframe
 from core.errors import MarketDataError, NotEnoughDataError, UnknownSymbolError
-from core.events import EventBus, SignalIssued
+from core.events import EventBus, SignalIssued, StrategyPaused
 from core.market_data.resample import BarArrays, to_utc_ns
 from core.ports import MarketData, SignalRepository
 from core.risk import RiskManager
@@ -48,6 +49,7 @@ class ScanReport:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (candidate id, reason)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (symbol, error)
     exits: list[Exit] = field(default_factory=list)  # books' decisions to close their signals at the next open
+    shadowed: list[Signal] = field(default_factory=list)  # approved while their scope's breaker was tripped
 
 
 class SignalService:
@@ -55,7 +57,7 @@ class SignalService:
                  risk: RiskManager, clock: Clock,
                  timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
                  on_demand: MarketData | None = None, narrator: Narrator | None = None,
-                 books: Sequence[Book] = (), setups: bool = True) -> None:
+                 books: Sequence[Book] = (), setups: bool = True, breaker: BreakerLimits | None = None) -> None:
         self.market = market
         self.on_demand = on_demand or market  # /signal may read a provider directly (live: the router)
         self.engine = engine
@@ -68,6 +70,9 @@ class SignalService:
         self.books = tuple(books)  # strategy families that hold positions (core.books)
         self.setups = setups  # whether the engine's per-bar setups issue signals (/signal analyses either way)
         self._book_seen: dict[str, int] = {}  # book -> the last bar close it decided at
+        self.breaker_limits = breaker  # the strategy breaker's limits (None: off), as the backtest's walk applies them
+        self.breaker: StrategyBreaker | None = None  # rebuilt from the stored closes before each review
+        self._told: set[tuple[str, datetime, str]] | None = None  # breaker events already announced
         self._last_seen: dict[tuple[str, Timeframe], datetime] = {}
         self._lock = asyncio.Lock()
         self.last_scan_at: datetime | None = None  # service clock time of the last completed scan
@@ -111,6 +116,8 @@ class SignalService:
                 candidates = [c for c in (self.engine.candidate(a) for a in analyses) if c is not None]
             for book in self.books:
                 candidates.extend(await self._book_step(book, now, report))
+            if not candidates:
+                await self.refresh_breaker()  # announces a trip or resume without waiting for a candidate
             await self._review_and_issue(candidates, report)
             self.last_scan_at = now
             return report
@@ -227,6 +234,7 @@ class SignalService:
         then published. The store is read once per scan, not once per candidate."""
         if not candidates:
             return
+        breaker = await self.refresh_breaker()
         open_now = list(await self.signals.open_signals())
         known = await self.signals.existing_signal_ids([c.id for c in candidates])
         latest = await self.signals.latest_signals_for({(c.symbol, c.timeframe) for c in candidates})
@@ -239,18 +247,60 @@ class SignalService:
             if not decision.approved:
                 report.rejected.append((cand.id, decision.reason))
                 continue
-            approved.append(cand)
+            scope = scope_of(cand.strategy, cand.asset_class)
+            if breaker is not None and not breaker.allows(scope):  # the replay holds stored closes only
+                state = breaker.state(scope)
+                cand = replace(cand, evidence={**cand.evidence, "shadow": {
+                    "scope": scope, "since": state.since.isoformat() if state.since else None, "reason": state.reason}})
+                report.shadowed.append(cand)
+            else:
+                approved.append(cand)
             known.add(cand.id)
             open_now.append(cand)
             last = latest.get(key)
             if last is None or (cand.issued_at, cand.id) > (last.issued_at, last.id):
                 latest[key] = cand
         approved = await self._narrate(approved)
-        await self.signals.add_signals(approved)
+        await self.signals.add_signals(approved + report.shadowed)  # shadows are stored and tracked, never published
+        for cand in report.shadowed:
+            log.info("shadow %s (%s paused)", cand.id, cand.evidence["shadow"]["scope"])
         for cand in approved:
             report.issued.append(cand)
             log.info("issued %s %s conf %d", cand.id, cand.direction.verb, cand.confidence)
             await self.bus.publish(SignalIssued(cand))
+
+    async def refresh_breaker(self) -> StrategyBreaker | None:
+        """The strategy breaker as of now: every stored close replayed in time order (live and shadow signals
+        alike, as the backtest's walk records them), so a restart loses no trip. Breaker events that are new since
+        the last refresh are published (StrategyPaused), those found at the first refresh only remembered."""
+        if self.breaker_limits is None:
+            return None
+        closed = sorted(await self.signals.outcomes_since(datetime(1970, 1, 1, tzinfo=timezone.utc)),
+                        key=lambda p: (p[1].exit_time, p[0].id))
+        breaker = StrategyBreaker(self.breaker_limits)
+        for sig, out in closed:
+            breaker.record(scope_of(sig.strategy, sig.asset_class), out.exit_time, out.net_return,
+                           sig.position_size, shadow=sig.shadow)
+        self.breaker = breaker
+        events = breaker.history()
+        first = self._told is None
+        told = self._told if self._told is not None else set()
+        for ev in events:
+            key = (ev.scope, ev.at, ev.kind)
+            if key in told:
+                continue
+            told.add(key)
+            if not first:
+                log.warning("strategy breaker: %s %s: %s", ev.scope, ev.kind, ev.reason)
+                await self.bus.publish(StrategyPaused(ev.scope, ev.scope.split("/")[-1], ev.kind, ev.reason, ev.at))
+        self._told = told
+        return breaker
+
+    def paused(self) -> list[BreakerState]:
+        """The scopes whose breaker is tripped at the last refresh."""
+        if self.breaker is None:
+            return []
+        return [st for st in (self.breaker.state(sc) for sc in self.breaker.scopes()) if st.tripped]
 
     async def _narrate(self, approved: list[Signal]) -> list[Signal]:
         """The approved signals with their reasoning written by the narrator's LLMs when it has any (within

@@ -130,6 +130,7 @@ def test_trend_entries_are_long_in_the_up_trend_sized_by_volatility_and_exit_whe
     btc = bars[("BTC-USDT", Timeframe.D1)]
     seen_entry = seen_exit = False
     held: list[Signal] = []
+    entries: list[Signal] = []
     for p in range(300, 900):
         t = int(btc.close_ns[p])
         d = book.decide(t, list(bars), held)
@@ -137,6 +138,7 @@ def test_trend_entries_are_long_in_the_up_trend_sized_by_volatility_and_exit_whe
         for e in d.exits:
             assert "average" in e.reason
         held = [s for s in held if s.id not in gone] + d.entries
+        entries += d.entries
         for s in d.entries:
             seen_entry = True
             assert s.direction is Direction.LONG and s.strategy == "trend" and s.stop < s.entry < s.target
@@ -145,6 +147,16 @@ def test_trend_entries_are_long_in_the_up_trend_sized_by_volatility_and_exit_whe
             assert s.expires_at - s.issued_at == timedelta(days=90)
         seen_exit |= bool(gone)
     assert seen_entry and seen_exit
+    from bot.views.signals import signal_doc
+    from bot.views.text import render_text
+
+    s = entries[-1]
+    text = render_text(signal_doc(s))
+    rec = s.evidence["record"]
+    assert f"{s.confidence}% of the last {rec['trades']} trades of this rule won after costs" in text
+    assert "Expected return" in text and f"{s.evidence['expected_return'] * 100:+.2f}%" in text
+    assert "Worst case" in text and f"{s.evidence['worst_case'] * 100:+.2f}%" in text
+    assert "not a probability" not in text
 
 
 # --- the ranking book ---------------------------------------------------------------------------------------------

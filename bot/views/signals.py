@@ -26,7 +26,7 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
             ("Target", f"{price(s.target)} ({pct(s.direction.sign * (s.target / s.entry - 1))})"),
             ("Stop", f"{price(s.stop)} ({pct(s.direction.sign * (s.stop / s.entry - 1))})"),
             ("Risk-reward", f"{s.risk_reward:.2f}"),
-            ("Confidence", confidence_meaning(s.evidence.get("model_probability"), s.evidence.get("model_reliability"))),
+            *book_fields(s),
             ("Position size", f"{size * 100:.1f}% of equity ({tolerance} risk)"),
             ("Expires", when(s.expires_at)),
             ("Signal", s.id),
@@ -37,6 +37,19 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
         note=DISCLAIMER,
         tone="success",
     )
+
+
+def book_fields(s: Signal) -> tuple[tuple[str, str], ...]:
+    """What the confidence is, and for a book's signal (core.books) its expected return and worst case after
+    costs: both from the record of the rule's own trades that closed before the signal."""
+    record, expected, worst = s.evidence.get("record"), s.evidence.get("expected_return"), s.evidence.get("worst_case")
+    if not (isinstance(record, dict) and isinstance(expected, (int, float)) and isinstance(worst, (int, float))):
+        return (("Confidence", confidence_meaning(s.evidence.get("model_probability"),
+                                                  s.evidence.get("model_reliability"))),)
+    return (("Confidence", f"{s.confidence}% of the last {record.get('trades')} trades of this rule won after costs "
+                           f"({record.get('scope')})"),
+            ("Expected return", f"{pct(expected)} a trade after costs, the mean of that record"),
+            ("Worst case", f"{pct(worst)} (the worst 5 % of that record's trades lost at least this)"))
 
 
 def confidence_meaning(probability: object, reliability: object = None) -> str:

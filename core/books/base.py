@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Protocol
 
 import numpy as np
@@ -95,3 +96,8 @@ class Record:
     def evidence(self) -> dict[str, object]:
         return {"trades": self.trades, "win_rate": round(self.win_rate, 4), "mean": round(self.mean, 6),
                 "worst": round(self.worst, 6), "scope": self.scope}
+
+
+def time_of(ns: int) -> datetime:
+    """A bar time in nanoseconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(ns // 10**9, tz=timezone.utc).replace(microsecond=(ns // 1000) % 10**6)

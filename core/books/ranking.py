@@ -30,7 +30,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from core.books.base import BookBars, BookDecision, Exit, Key, Record
+from core.books.base import BookBars, BookDecision, Exit, Key, Record, time_of
 from core.books.panel import Panel
 from core.books.ranking_features import FEATURES, HISTORY, feature_cube, market_returns, raw_features
 from core.domain import AssetClass, Direction, Signal, Timeframe
@@ -295,7 +295,7 @@ class RankingBook:
         k, rho = cfg.top_k, cfg.assumed_correlation
         share = cfg.book_vol / math.sqrt(k * k * rho + k * (1 - rho))
         size = vol_target_size(entry, stop, vol_d * math.sqrt(252), share * guard)
-        issued = _dt(int(self.panel.close_ns[p]))
+        issued = time_of(int(self.panel.close_ns[p]))
         facts = {name: round(float(v[p, j]), 6) for name, v in self._raw.items() if np.isfinite(v[p, j])}
         evidence = {
             "book": RANKING, "rank": rank, "ranked": n, "score": round(float(self.scores[p][j]), 6),
@@ -340,6 +340,3 @@ def _reasoning(sym: str, rank: int, n: int, facts: Mapping[str, float], cfg: Ran
             f"costs, average {rec.mean:+.2%}; one in twenty lost more than {-rec.worst:.1%}. It expects to beat the "
             "market by little on each idea, and earns over many of them.")
 
-
-def _dt(ns: int) -> datetime:
-    return pd.Timestamp(ns, unit="ns", tz="UTC").to_pydatetime()

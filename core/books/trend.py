@@ -32,7 +32,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from core.books.base import BookBars, BookDecision, Exit, Key, Record
+from core.books.base import BookBars, BookDecision, Exit, Key, Record, time_of
 from core.domain import AssetClass, Direction, Signal, Timeframe
 from core.labels import rule_trades
 from core.risk import vol_target_size
@@ -198,7 +198,7 @@ class TrendBook:
         rho = cfg.assumed_correlation
         share = cfg.book_vol / math.sqrt(slots * slots * rho + slots * (1 - rho))
         size = vol_target_size(entry, stop, float(f.sigma[p]), share)
-        issued = _dt(int(b.close_ns[p]))
+        issued = time_of(int(b.close_ns[p]))
         sid = signal_id(b.symbol, b.timeframe, issued, d) + "-T"
         leader = LEADERS.get(b.asset_class, b.symbol)
         evidence = {
@@ -269,6 +269,3 @@ def _reasoning(symbol: str, d: Direction, f: _Features, p: int, cfg: TrendConfig
             f"more than {-rec.worst:.1%}. Trend following wins less often than it loses and earns from the size "
             "of its wins.")
 
-
-def _dt(ns: int) -> datetime:
-    return pd.Timestamp(ns, unit="ns", tz="UTC").to_pydatetime()

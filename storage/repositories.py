@@ -262,6 +262,11 @@ class SqlStore:
         )
         return [_signal_and_outcome(r) for r in await self._fetch(stmt)]
 
+    async def outcome_count(self) -> int:
+        """How many signals have closed (a cheap test of whether anything closed since the last look)."""
+        rows = await self._fetch(sa.select(sa.func.count()).select_from(OUTCOMES))
+        return int(rows[0][0])
+
     async def recent_outcomes(self, limit: int) -> list[tuple[Signal, SignalOutcome]]:
         stmt = _closed_signals().order_by(OUTCOMES.c.exit_time.desc(), OUTCOMES.c.signal_id.desc()).limit(limit)
         return [_signal_and_outcome(r) for r in await self._fetch(stmt)]

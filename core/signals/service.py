@@ -73,6 +73,7 @@ class SignalService:
         self.breaker_limits = breaker  # the strategy breaker's limits (None: off), as the backtest's walk applies them
         self.breaker: StrategyBreaker | None = None  # rebuilt from the stored closes before each review
         self._told: set[tuple[str, datetime, str]] | None = None  # breaker events already announced
+        self._breaker_closes = -1  # the stored closes the breaker was replayed from
         self._last_seen: dict[tuple[str, Timeframe], datetime] = {}
         self._lock = asyncio.Lock()
         self.last_scan_at: datetime | None = None  # service clock time of the last completed scan
@@ -181,6 +182,9 @@ class SignalService:
     async def _book_step(self, book: Book, now: datetime, report: ScanReport) -> list[Signal]:
         """The book's decision at the newest bar close among its targets, once per close: its exits are stored
         (the tracker takes them at the next open) and its entries returned for the risk review."""
+        seen = self._book_seen.get(book.name)
+        if seen is not None and await self._newest_close(book, now) <= seen:
+            return []  # nothing closed since its last decision: the book's long windows are not read again
         bars = await self.book_bars(book, now, report)
         if not bars:
             return []
@@ -207,6 +211,19 @@ class SignalService:
             for e in decision.exits:
                 log.info("exit %s at the next open: %s", e.signal_id, e.reason)
         return decision.entries
+
+    async def _newest_close(self, book: Book, now: datetime) -> int:
+        """The newest bar close (ns) among the book's targets by `now`, from the last bar of each only."""
+        read = self._bar_reader()
+        newest = 0
+        for inst, tf in self.book_targets(book):
+            try:
+                last = await read(inst.symbol, tf, end=now, limit=1)
+            except MarketDataError:
+                continue  # the full read reports it
+            if len(last):
+                newest = max(newest, int(last.times[-1]) + int(tf.duration.total_seconds()) * 10**9)
+        return newest
 
     def _bar_reader(self) -> BarReader:
         """How to read the provider's bars as arrays: directly when it serves them, else from its frames."""
@@ -275,13 +292,16 @@ class SignalService:
         the last refresh are published (StrategyPaused), those found at the first refresh only remembered."""
         if self.breaker_limits is None:
             return None
+        count = await self.signals.outcome_count()
+        if self.breaker is not None and count == self._breaker_closes:
+            return self.breaker  # nothing closed since the last replay
         closed = sorted(await self.signals.outcomes_since(datetime(1970, 1, 1, tzinfo=timezone.utc)),
                         key=lambda p: (p[1].exit_time, p[0].id))
         breaker = StrategyBreaker(self.breaker_limits)
         for sig, out in closed:
             breaker.record(scope_of(sig.strategy, sig.asset_class), out.exit_time, out.net_return,
                            sig.position_size, shadow=sig.shadow)
-        self.breaker = breaker
+        self.breaker, self._breaker_closes = breaker, count
         events = breaker.history()
         first = self._told is None
         told = self._told if self._told is not None else set()

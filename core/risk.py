@@ -67,6 +67,9 @@ def expected_r(probability: float, risk_reward: float) -> float:
 class RiskConfig:
     max_open_total: int = 60
     max_open_per_asset_class: int = 25
+    # the suggested sizes of one asset class's open signals add up to at most this fraction of equity (1.0: a
+    # follower who takes them all is fully invested in that class, never leveraged)
+    max_gross_per_asset_class: float = 1.0
     cooldown_bars: int = 5
     min_risk_reward: float = 1.0
     # setups that live on their hit rate with a near target and a wide stop (core.signals.levels.pullback_levels)
@@ -174,4 +177,8 @@ def _exposure(s: Signal, open_signals: Sequence[Signal], c: RiskConfig) -> str |
     same_class = sum(1 for o in open_signals if o.asset_class == s.asset_class)
     if same_class >= c.max_open_per_asset_class:
         return f"{same_class} {s.asset_class} signals open (cap {c.max_open_per_asset_class})"
+    gross = sum(o.position_size for o in open_signals if o.asset_class == s.asset_class)
+    if gross + s.position_size > c.max_gross_per_asset_class + 1e-9:
+        return (f"{s.asset_class} signals open already suggest {gross:.0%} of equity; this one's {s.position_size:.1%} "
+                f"would pass the {c.max_gross_per_asset_class:.0%} gross cap")
     return None

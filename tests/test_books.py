@@ -72,6 +72,18 @@ def test_the_risk_manager_refuses_an_idea_whose_record_loses_on_average():
     assert rm.quality(winning) is None  # a record's win share is not held to the score minimum of 40
 
 
+def test_one_asset_class_never_suggests_more_than_the_gross_cap():
+    base = replace(signal(target=130.0, stop=90.0), strategy="trend", confidence=35,
+                   evidence={"expected_return": 0.01})
+    held = [replace(base, id=f"H{k}", symbol=f"C{k}", position_size=0.2) for k in range(4)]  # 80 % of equity
+    rm = RiskManager(RiskConfig(costs_bps=10))
+    assert rm.review(replace(base, symbol="NEW", position_size=0.2), held, None).approved  # 100 %: at the cap
+    refused = rm.review(replace(base, symbol="NEW", position_size=0.25), held, None)
+    assert not refused.approved and "gross cap" in refused.reason
+    other = replace(base, symbol="EURUSD", asset_class=AssetClass.FX, position_size=0.5)
+    assert rm.review(other, held, None).approved  # another class has its own budget
+
+
 def test_a_record_counts_wins_mean_and_worst_case():
     rec = Record.of(np.array([0.1, -0.05, 0.02, np.nan, -0.01]), "x")
     assert rec is not None and rec.trades == 4 and rec.win_rate == 0.5

@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     fill = sub.add_parser("backfill", help="fetch bars into the database from the live providers (resumable)")
     fill.add_argument("--symbols", help="comma-separated (default: every tradable instrument)")
     fill.add_argument("--timeframes", help="comma-separated, e.g. 1d,1h (default: the scan timeframes per class)")
-    fill.add_argument("--days", type=int, default=730, help="history to fetch when nothing is stored (default 730)")
+    fill.add_argument("--days", type=int, default=None,
+                      help="history to fetch when nothing is stored (default: what the books read, 1,600 days of "
+                           "daily bars; intraday 900 days for crypto, 720 elsewhere)")
     fill.add_argument("--db", help="database URL")
 
     scan = sub.add_parser("scan", help="the signals the pipeline would issue at a moment, from data up to it")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.settings import Settings
 from core.clock import AcceleratedClock, Clock, SystemClock
-from core.domain import AssetClass
+from core.domain import AssetClass, Timeframe
 from core.instruments import InstrumentRegistry
 from core.market_data import CsvMarketData, SimulatedMarket
 from core.market_data.backfill import backfill
@@ -82,13 +82,22 @@ def live_market(settings: Settings, registry: InstrumentRegistry, store: SqlStor
     return MarketSetup(scan, router, clock, update, [router.close])
 
 
+def history_days(asset_class: AssetClass, timeframe: Timeframe) -> int:
+    """How many days of bars a backfill fetches by default: what the books read (the ranking book's training
+    window, features and horizon: about 1,100 trading days; the trend book's year of record, 200-day switch and
+    longest trade), within what the vendors serve (Yahoo keeps about 730 days of intraday bars)."""
+    if timeframe is Timeframe.D1:
+        return 1_600
+    return 900 if asset_class is AssetClass.CRYPTO else 720
+
+
 async def run_backfill(settings: Settings, symbols: list[str] | None, timeframes: list[str] | None,
-                       days: int) -> str:
-    """`signalbot backfill`: fetch `days` of bars into the store (resumable, idempotent), with a progress bar."""
+                       days: int | None) -> str:
+    """`signalbot backfill`: fetch `days` of bars (default: `history_days` of each timeframe) into the store
+    (resumable, idempotent), with a progress bar."""
     from tqdm import tqdm
 
     from bot.app import open_store
-    from core.domain import Timeframe
     from core.instruments import default_registry
 
     registry = default_registry()
@@ -113,10 +122,14 @@ async def run_backfill(settings: Settings, symbols: list[str] | None, timeframes
                 bar.set_postfix_str(f"{cls.value} {getattr(p, 'symbol', '')} {getattr(p, 'timeframe', '')}")
                 bar.refresh()
 
-            result = await backfill(router, store, syms, tfs, start=clock.now() - timedelta(days=days), clock=clock,
-                                    progress=show, concurrency=4)
-            written += result.bars_written
-            failed += len(result.failed)
+            spans: dict[int, list[Timeframe]] = {}
+            for tf in tfs:
+                spans.setdefault(days if days is not None else history_days(cls, tf), []).append(tf)
+            for span, group in sorted(spans.items()):
+                result = await backfill(router, store, syms, group, start=clock.now() - timedelta(days=span),
+                                        clock=clock, progress=show, concurrency=4)
+                written += result.bars_written
+                failed += len(result.failed)
     finally:
         bar.close()
         await router.close()

@@ -90,3 +90,17 @@ async def test_backfill_command_is_resumable_and_idempotent(tmp_path, capsys) ->
     eth = await store.load_bars("ETH-USDT", Timeframe.D1)
     assert eth.index.is_unique and 58 <= len(eth) <= 61
     await store.close()
+
+
+def test_a_default_backfill_holds_what_the_books_read():
+    from bot.markets import history_days
+    from core.books.ranking import RankingBook, RankingConfig
+    from core.books.trend import TrendBook, TrendConfig
+    from core.domain import AssetClass, Timeframe
+
+    trading_days = history_days(AssetClass.EQUITY, Timeframe.D1) * 252 / 365
+    assert trading_days >= RankingBook(RankingConfig()).lookback
+    trend = TrendBook(TrendConfig())  # its lookback is in bars of its shortest timeframe (4h)
+    assert history_days(AssetClass.CRYPTO, Timeframe.H4) * 6 >= trend.lookback
+    assert history_days(AssetClass.CRYPTO, Timeframe.D1) >= trend.lookback / 6
+    assert history_days(AssetClass.EQUITY, Timeframe.H1) <= 730  # Yahoo's intraday limit

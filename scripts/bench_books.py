@@ -25,6 +25,16 @@ from scripts.scan import parse_when
 from storage import Database, SqlStore
 
 
+async def median_scan(service: SignalService, repeat: int) -> float:
+    """The median wall time of `repeat` scans, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        await service.scan()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 async def main(data: Path, as_of: str, repeat: int) -> None:
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
@@ -36,23 +46,13 @@ async def main(data: Path, as_of: str, repeat: int) -> None:
         t0 = time.perf_counter()
         first = await service.scan()
         decide = time.perf_counter() - t0
-        later = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            await service.scan()
-            later.append(time.perf_counter() - t0)
-        idle = statistics.median(later)
+        idle = await median_scan(service, repeat)
 
         async def always_new(book: object, now: object) -> int:  # the reference: re-read every window, as before
             return 1 << 62
 
         service._newest_close = always_new  # type: ignore[method-assign]
-        reread = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            await service.scan()
-            reread.append(time.perf_counter() - t0)
-        ref = statistics.median(reread)
+        ref = await median_scan(service, repeat)
         print(f"targets {sum(len(service.book_targets(b)) for b in service.books)}  issued {len(first.issued)}")
         print(f"first scan (read and decide) {decide * 1000:.0f} ms")
         print(f"later scans, nothing closed: {idle * 1000:.1f} ms median; re-reading the windows (the reference) "

@@ -122,6 +122,7 @@ async def test_stats_counts_users_signals_and_deliveries(services):
     assert "Deliveries   pending 1" in out and "Queue depth  1" in out
     assert f"Last scan    {services.clock.now():%Y-%m-%d %H:%M} UTC" in out
     assert f"Last signal  {max(s.issued_at for s in issued):%Y-%m-%d %H:%M} UTC" in out
+    assert "Breaker      on, nothing closed yet" in out  # the service's strategy breaker, per scope once closes exist
     table = [line.split() for line in out.splitlines()[-3:]]
     assert table == [["discord", "free", "1", "0"], ["telegram", "free", "1", "1"], ["telegram", "professional", "1", "1"]]
     services.signal_service.last_scan_at = START  # type: ignore[attr-defined]  (a service that records it)

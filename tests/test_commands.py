@@ -205,6 +205,10 @@ async def test_a_tripped_breaker_keeps_shadows_out_of_every_view_and_says_why(se
     assert "trend/crypto: paused since" in perf and "fell 20.0 % from their peak" in perf
     history = await say(svc, ALICE, "/history")
     assert "Last 1 closed signals" in history and "-20.00%" in history and "-5.00%" not in history
+    from bot.commands.admin import breaker_line
+
+    line = await breaker_line(svc.signal_service)
+    assert line.startswith("trend/crypto paused since") and "drawdown -20.0%" in line and "(1 closed)" in line
     listed = await say(svc, ALICE, "/signals")
     assert "TREND-SHADOW-OPEN" not in listed and "trend/crypto: paused since" in listed
 

@@ -131,9 +131,25 @@ async def show_stats(ctx: CommandContext) -> Doc:
         ("Queue depth", str(queue)),
         ("Last scan", _when(last_scan) if isinstance(last_scan, datetime) else "not recorded"),
         ("Last signal", _when(last_signal) if last_signal is not None else "none yet"),
+        ("Breaker", await breaker_line(svc.signal_service)),
     )
     return Doc(heading="Service statistics", fields=fields,
                table=Table(("platform", "tier", "users", "active"), rows) if rows else None)
+
+
+async def breaker_line(service: Any) -> str:
+    """Each strategy scope's breaker: issuing or paused, its followed drawdown and its recent mean after costs."""
+    refresh = getattr(service, "refresh_breaker", None)
+    breaker = await refresh() if callable(refresh) else None
+    if breaker is None:
+        return "off"
+    parts = []
+    for scope in breaker.scopes():
+        st = breaker.state(scope)
+        recent = "n/a" if st.rolling_expectancy is None else f"{st.rolling_expectancy:+.2%}"
+        status = f"paused since {st.since:%Y-%m-%d}, {st.shadow_closed} shadows closed" if st.tripped else "issuing"
+        parts.append(f"{scope} {status}; drawdown {st.drawdown:.1%}, recent mean {recent} ({st.live_closed} closed)")
+    return "; ".join(parts) or "on, nothing closed yet"
 
 
 def _when(t: datetime) -> str:

@@ -171,6 +171,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
 
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))
+    died = supervise(tasks, stop)
     log.info("signalbot running: market %s, clock at %s, %d instruments", market.name, clock.now().isoformat(),
              len(market.instruments()))
     scheduler.start()
@@ -199,8 +200,31 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
             await news.close()
         await services.signal_service.close()
         await services.store.close()
+    if died:
+        log.error("signalbot stopped because a task died: %s", ", ".join(died))
+        return 1
     log.info("signalbot stopped cleanly")
     return 0
+
+
+def supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> list[str]:
+    """Watch long-running tasks: one that ends with an exception is logged with its traceback and stops the
+    service (the run then exits non-zero, so a supervisor such as systemd restarts it) rather than leaving the
+    process up without it. Returns the list the names of dead tasks are appended to. A task that simply ends
+    (the console at the end of its input) or is cancelled at shutdown is not a death."""
+    died: list[str] = []
+
+    def watch(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("task %s died; stopping the service", task.get_name(), exc_info=exc)
+        died.append(task.get_name())
+        stop.set()
+
+    for task in tasks:
+        task.add_done_callback(watch)
+    return died
 
 
 async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Services]:

@@ -16,6 +16,7 @@ from bot.commands.billing import billing_commands
 from bot.commands.handlers import build_registry
 from bot.commands.registry import Caller, dispatch
 from bot.delivery.setup import prepare_delivery, start_delivery
+from bot.health import Health
 from bot.http_server import HttpServer, start_http
 from bot.payments import Payments, transport_notifier
 from bot.scheduler import JobScheduler
@@ -118,7 +119,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
                       stdout: TextIO | None = None) -> int:
     setup, services = await compose(settings, opts)
     market, clock = setup.scan, setup.clock
-    http: HttpServer | None = await start_http(settings, services, payments=services.payments)  # webhooks, /healthz
+    health = Health(services.store, SystemClock())  # wall time: the outbox's age is a person's wait
+    http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health)
 
     async def handle(caller: Caller, text: str) -> Doc:
         return await dispatch(services.registry, services, caller, text)
@@ -130,8 +132,10 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     transports: dict[str, Transport] = {"console": console}
     if telegram is not None:
         transports["telegram"] = telegram
+        health.watch_transport("telegram", telegram.connection)
     if discord is not None:
         transports["discord"] = discord
+        health.watch_transport("discord", discord.connection)
     payments: Payments | None = services.payments
     if payments is not None:
         payments.notify = transport_notifier(services.store, transports)
@@ -153,6 +157,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         upkeep.use_news(news.index)
 
     scheduler = JobScheduler()
+    health.watch_jobs(scheduler.jobs)
     if news is not None:
         scheduler.every(settings.news_interval, news.run, "news")
     scheduler.every(86_400, upkeep.refresh_context, "model-context")

@@ -2,7 +2,10 @@
 
     POST /stripe/webhook   400 bad signature or malformed; 200 processed, duplicate (no effect) or ignored;
                            500 when applying failed (nothing was recorded, so Stripe's retry is processed in full)
-    GET  /healthz          {"ok": ..., "db": ..., "uptime_s": ...}; 503 when the database does not answer
+    GET  /livez            liveness: the process and its loop answer (always 200 while they do)
+    GET  /readyz           readiness (bot.health): a write that commits, the scan and track jobs succeeding, the
+                           outbox age, each chat transport connected; 503 with the failing check's detail
+    GET  /healthz          the same as /readyz (kept: monitors already poll it)
     GET  /billing/success  the page Stripe Checkout returns to after paying
     GET  /billing/cancel   ... and after giving up
 """
@@ -10,14 +13,15 @@ from __future__ import annotations
 
 import html
 import logging
-import time
+
 from typing import Any
 
 from aiohttp import web
 
+from bot.health import Health
 from bot.payments import Payments, WebhookRejected
 from bot.settings import Settings
-from storage.billing import BillingStore
+from core.clock import SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +30,20 @@ MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe events are a few kB
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, *, billing: BillingStore, payments: Payments | None) -> None:
+    def __init__(self, host: str, port: int, *, health: Health, payments: Payments | None) -> None:
         self.host = host
         self._requested_port = port
-        self._billing = billing
+        self.health = health
         self._payments = payments
-        self._started = time.monotonic()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
         app.router.add_post("/stripe/webhook", self._stripe_webhook)
-        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/healthz", self._readyz)
         app.router.add_get("/billing/success", self._success)
         app.router.add_get("/billing/cancel", self._cancel)
         return app
@@ -81,10 +86,15 @@ class HttpServer:
                                 "outcome": result.outcome}
         return web.json_response(body)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        db = await self._billing.ping()
-        body = {"ok": db, "db": db, "uptime_s": round(time.monotonic() - self._started, 3)}
-        return web.json_response(body, status=200 if db else 503)
+    async def _livez(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health.live())
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok, body = await self.health.ready()
+        if not ok:
+            log.warning("http: not ready: %s", "; ".join(f"{k}: {v['detail']}" for k, v in body["checks"].items()
+                                                        if not v["ok"]))
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _success(self, request: web.Request) -> web.Response:
         return _page("Thank you!", "Your payment went through. Your plan changes as soon as Stripe confirms it "
@@ -101,12 +111,13 @@ def _page(title: str, text: str) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-async def start_http(settings: Settings, services: Any, *, payments: Payments | None = None) -> HttpServer | None:
+async def start_http(settings: Settings, services: Any, *, payments: Payments | None = None,
+                     health: Health | None = None) -> HttpServer | None:
     """Start the server when a port is configured or Stripe is (webhooks need it); None otherwise.
-    `services` is bot.services.Services (its store's database answers /healthz)."""
+    `services` is bot.services.Services; `health` what /readyz checks (default: the store's database only)."""
     if settings.http_port is None and settings.stripe_api_key is None:
         return None
     port = settings.http_port if settings.http_port is not None else DEFAULT_PORT
-    billing = payments.billing if payments is not None else BillingStore.beside(services.store)
-    server = HttpServer(settings.http_host, port, billing=billing, payments=payments)
+    health = health or Health(services.store, SystemClock())
+    server = HttpServer(settings.http_host, port, health=health, payments=payments)
     return await server.start()

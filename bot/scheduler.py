@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -12,14 +14,31 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class JobRecord:
+    """How one job has been doing, on the monotonic clock (health checks read it)."""
+
+    interval: float
+    added: float
+    last_ok: float | None = None
+    last_failed: float | None = None
+    last_error: str | None = None
+
+    def stale(self, now: float, grace: float) -> bool:
+        """No success within `grace` seconds (counted from when the job was added until the first one)."""
+        return now - (self.last_ok if self.last_ok is not None else self.added) > grace
+
+
 class JobScheduler:
     def __init__(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.jobs: dict[str, JobRecord] = {}
 
     def every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         """Run `job` every `seconds`, first right away; a run still going when the next is due is not doubled."""
+        self.jobs[name] = JobRecord(seconds, time.monotonic())
         self._scheduler.add_job(self._guarded(job, name), "interval", seconds=seconds, id=name, name=name,
                                 max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc),
                                 misfire_grace_time=None)
@@ -47,10 +66,16 @@ class JobScheduler:
 
     def _guarded(self, job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
         async def body() -> None:
+            record = self.jobs.get(name)
             try:
                 await job()
-            except Exception:
+            except Exception as exc:
                 log.exception("scheduled job %s failed", name)
+                if record is not None:
+                    record.last_failed, record.last_error = time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                if record is not None:
+                    record.last_ok = time.monotonic()
 
         async def run() -> None:
             if self._closing:

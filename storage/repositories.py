@@ -45,7 +45,8 @@ from core.domain import (
 )
 from core.errors import DataValidationError
 from storage.database import Database
-from storage.tables import BARS, DELIVERIES, EXITS, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS, UTCDateTime
+from storage.tables import (BARS, DELIVERIES, EXITS, HEARTBEATS, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS,
+                            UTCDateTime)
 
 BULK_CHUNK_ROWS = 10_000
 IN_CHUNK = 500  # values per IN (...) list
@@ -406,6 +407,24 @@ class SqlStore:
     def _deliveries_insert(self) -> _BulkInsert:
         keys = [*_DELIVERY_INPUT_KEYS, "status", "attempts", "created_at"]
         return _BulkInsert.compile(self._deliveries_insert_stmt(), self._engine.dialect, keys)
+
+    async def outbox_backlog(self, now: datetime) -> tuple[int, datetime | None]:
+        """Rows due to be sent now (PENDING, not held) and since when the oldest of them has been due."""
+        due = sa.and_(DELIVERIES.c.status == DeliveryStatus.PENDING.value,
+                      sa.or_(DELIVERIES.c.not_before.is_(None), DELIVERIES.c.not_before <= _require_aware(now)))
+        since = sa.func.coalesce(DELIVERIES.c.not_before, DELIVERIES.c.created_at)
+        rows = await self._fetch(sa.select(sa.func.count(), sa.func.min(since)).where(due))
+        count, oldest = rows[0]
+        if isinstance(oldest, str):  # SQLite returns an aggregate over a coalesce() as text
+            oldest = datetime.fromisoformat(oldest)
+        return int(count), (oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None
+                            else oldest)
+
+    async def heartbeat(self, process: str) -> None:
+        """A write that must commit (the readiness probe): this process's row, upserted in its own transaction."""
+        stmt = self._insert(HEARTBEATS).values(process=process, at=self._clock.now())
+        await self._write(stmt.on_conflict_do_update(index_elements=[HEARTBEATS.c.process],
+                                                     set_={"at": stmt.excluded.at}))
 
     async def claim_due(self, channel: str, now: datetime, limit: int) -> list[Delivery]:
         """Atomically mark up to `limit` due PENDING rows of `channel` SENDING (attempts + 1): higher tiers

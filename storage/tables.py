@@ -174,6 +174,15 @@ class DeliveryRow(SQLModel, table=True):
     sent_at: datetime | None = _utc(nullable=True)
 
 
+class HeartbeatRow(SQLModel, table=True):
+    """One row per process: the readiness probe's write (a transaction that must commit)."""
+
+    __tablename__ = "heartbeats"
+
+    process: str = Field(primary_key=True)
+    at: datetime = _utc()
+
+
 def _table(model: type[SQLModel]) -> sa.Table:
     table = getattr(model, "__table__")
     assert isinstance(table, sa.Table)
@@ -188,3 +197,4 @@ EXITS = _table(SignalExitRow)
 USERS = _table(UserRow)
 PREFERENCES = _table(PreferencesRow)
 DELIVERIES = _table(DeliveryRow)
+HEARTBEATS = _table(HeartbeatRow)

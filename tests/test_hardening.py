@@ -94,3 +94,134 @@ def test_the_service_started_with_dev_null_as_input_prints_no_traceback(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "PermissionError" not in proc.stderr
     assert "signalbot stopped cleanly" in proc.stderr
+
+
+# -- 2. readiness reflects what matters: a write that commits, the jobs, the outbox, each transport -------------
+@pytest.fixture
+async def ready_server(tmp_path):
+    """The HTTP server with the readiness checks over a file database (WAL, as the service runs it)."""
+    from bot.health import Health
+    from bot.http_server import start_http
+    from core.clock import SystemClock
+    from storage import Database, SqlStore
+
+    async def make(db_path):  # noqa: ANN001, ANN202
+        db = Database(f"sqlite+aiosqlite:///{db_path}")
+        await db.create_all()
+        store = SqlStore(db, SystemClock())
+        health = Health(store, SystemClock())
+        settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{db_path}", http_port=0,
+                            http_host="127.0.0.1")
+        server = await start_http(settings, None, health=health)
+        made.append((server, store))
+        return server, store, health
+
+    made: list = []
+    yield make
+    for server, store in made:
+        await server.stop()
+        await store.close()
+
+
+async def _ready(server) -> tuple[int, dict]:  # noqa: ANN001
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/readyz") as r:
+            body = await r.json()
+        async with http.get(f"{server.url}/livez") as live:
+            assert live.status == 200
+        return r.status, body
+
+
+async def test_readiness_fails_while_another_process_holds_the_write_lock_and_recovers_after(ready_server, tmp_path):
+    import sqlite3
+
+    server, _, _ = await ready_server(tmp_path / "bot.db")
+    status, body = await _ready(server)
+    assert status == 200 and body["checks"]["database"]["ok"] and body["checks"]["outbox"]["detail"] == "empty"
+    other = sqlite3.connect(tmp_path / "bot.db", timeout=0.1, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        status, body = await _ready(server)
+        assert status == 503 and body["db"] is False and "did not commit" in body["checks"]["database"]["detail"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    for _ in range(50):  # the write the probe gave up on finishes in the background first
+        status, body = await _ready(server)
+        if status == 200:
+            break
+        await asyncio.sleep(0.5)
+    assert status == 200, body
+
+
+async def test_readiness_fails_on_a_read_only_database(ready_server, tmp_path):
+    from bot.health import Health
+    from core.clock import SystemClock
+    from storage import Database, SqlStore
+
+    await (await ready_server(tmp_path / "bot.db"))[1].heartbeat("seed")
+    read_only = SqlStore(Database(f"sqlite+aiosqlite:///file:{tmp_path / 'bot.db'}?mode=ro&uri=true"), SystemClock())
+    try:
+        ok, body = await Health(read_only, SystemClock()).ready()
+        assert not ok and "readonly" in body["checks"]["database"]["detail"].lower().replace("-", "")
+    finally:
+        await read_only.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+async def test_readiness_fails_on_a_full_disk(ready_server, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("tmpfs could not be mounted here")
+    try:
+        server, store, _ = await ready_server(disk / "bot.db")
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        status, body = await _ready(server)
+        assert status == 503 and not body["checks"]["database"]["ok"], body
+        assert "full" in body["checks"]["database"]["detail"].lower()
+        os.remove(disk / "filler")
+        status, body = await _ready(server)
+        assert status == 200, body
+        await server.stop()
+        await store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+async def test_readiness_names_a_stale_job_an_old_outbox_row_and_a_disconnected_transport(ready_server, tmp_path):
+    import time as _time
+    from datetime import timedelta
+
+    from bot.scheduler import JobRecord
+    from core.domain import DeliveryKind
+    from tests.test_delivery import signal as make_signal
+
+    server, store, health = await ready_server(tmp_path / "bot.db")
+    jobs = {"scan": JobRecord(2.0, _time.monotonic()), "track": JobRecord(2.0, _time.monotonic() - 1000)}
+    jobs["scan"].last_ok = _time.monotonic()
+    health.watch_jobs(jobs)
+    health.watch_transport("telegram", lambda: (False, "getUpdates failing: NetworkError"))
+    status, body = await _ready(server)
+    assert status == 503
+    assert body["checks"]["jobs"]["ok"] is False and "track: no success for" in body["checks"]["jobs"]["detail"]
+    assert body["checks"]["telegram"] == {"ok": False, "detail": "getUpdates failing: NetworkError"}
+
+    jobs["track"].last_ok = _time.monotonic()
+    health.watch_transport("telegram", lambda: (True, "polling"))
+    signal = make_signal()
+    await store.add_signal(signal)
+    user = await store.upsert_user("telegram", "1", "1", "Ann")
+    await store.enqueue([(signal.id, user.id, DeliveryKind.SIGNAL, "telegram", None, None)])
+    assert (await _ready(server))[0] == 200  # just queued
+    health.wall = type("Later", (), {"now": lambda self: store._clock.now() + timedelta(hours=1)})()
+    status, body = await _ready(server)
+    assert status == 503 and body["checks"]["outbox"]["detail"].startswith("1 due, oldest waiting 36")

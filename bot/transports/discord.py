@@ -148,6 +148,14 @@ class DiscordTransport:
             raise DeliveryError(f"discord: the gateway did not become ready ({failure or 'timed out'})")
         log.info("discord: serving as %s", self._client.user)
 
+    def connection(self) -> tuple[bool, str]:
+        """(connected, detail) for health checks: the gateway session is open and READY."""
+        if self._client.is_closed():
+            return False, "closed"
+        if not self._client.is_ready() or self._client.ws is None:
+            return False, "gateway not ready (reconnecting)"
+        return True, f"gateway ready, latency {self._client.latency * 1000:.0f} ms"
+
     async def stop(self) -> None:
         """Close the gateway and the HTTP session. Safe to call twice or after a failed start."""
         await self._close_client()

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -64,6 +65,7 @@ _NO_PREVIEW = {"is_disabled": True}
 # that Bot.send_message exists (which is what we deliberately avoid).
 _SEND_MESSAGE = "SendMessage"
 _PAYMENT_ATTEMPTS = 3
+POLL_ERROR_WINDOW = 90.0  # seconds a failed getUpdates counts against the connection (PTB retries it)
 
 
 class StarsCheckout(Protocol):
@@ -110,6 +112,7 @@ class TelegramTransport:
         self._handle: Handle | None = None
         self._payments = payments
         self._initialized = False
+        self._poll_error: tuple[float, str] | None = None  # (monotonic time, what) of the last failed getUpdates
         timeouts = Timeouts(connect=connect_timeout, read=read_timeout, write=write_timeout,
                             media_write=media_write_timeout, pool=pool_timeout)
         builder = (Application.builder().token(token)
@@ -158,7 +161,7 @@ class TelegramTransport:
             await self._app.updater.start_polling(
                 poll_interval=0.0, timeout=timedelta(seconds=self._poll_timeout),
                 allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QUERY],
-                drop_pending_updates=False)
+                drop_pending_updates=False, error_callback=self._on_poll_error)
         except TelegramError as exc:  # e.g. deleteWebhook failed
             await self.stop()
             raise self._error(exc) from exc
@@ -177,6 +180,19 @@ class TelegramTransport:
             await self._app.shutdown()
             self._initialized = False
         log.info("telegram: stopped")
+
+    def connection(self, within: float = POLL_ERROR_WINDOW) -> tuple[bool, str]:
+        """(connected, detail) for health checks: polling runs and no getUpdates failed in the last `within` s."""
+        updater = self._app.updater
+        if not self._initialized or updater is None or not updater.running:
+            return False, "not polling"
+        if self._poll_error is not None and time.monotonic() - self._poll_error[0] < within:
+            return False, f"getUpdates failing: {self._poll_error[1]}"
+        return True, "polling"
+
+    def _on_poll_error(self, exc: TelegramError) -> None:
+        self._poll_error = (time.monotonic(), f"{type(exc).__name__}: {exc}"[:200])
+        log.warning("telegram: getUpdates failed (%s); PTB retries", self._poll_error[1])
 
     @property
     def bot_username(self) -> str:

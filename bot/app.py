@@ -67,8 +67,10 @@ async def open_store(settings: Settings, clock: Clock) -> SqlStore:
 
 
 async def build_services(settings: Settings, market: MarketData, clock: Clock, *, store: SqlStore | None = None,
-                         on_demand: MarketData | None = None) -> Services:
-    store = store or await open_store(settings, clock)
+                         on_demand: MarketData | None = None, wall: Clock | None = None) -> Services:
+    """`clock` is the market's; `wall` people's time (default: the same; see Services)."""
+    wall = wall or clock
+    store = store or await open_store(settings, wall)
     await store.upsert_instruments(list(market.instruments()))
     bus = EventBus()
     families = parse_families(settings.families)
@@ -79,8 +81,8 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
                                    breaker=SERVICE_LIMITS if settings.breaker else None)
     tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
-                    default_registry(), admin_store=admin_store_beside(store, clock),
-                    payments=Payments.from_settings(settings, store))
+                    default_registry(), admin_store=admin_store_beside(store, wall),
+                    payments=Payments.from_settings(settings, store), wall=wall)
 
 
 def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[int]]:
@@ -119,7 +121,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
                       stdout: TextIO | None = None) -> int:
     setup, services = await compose(settings, opts)
     market, clock = setup.scan, setup.clock
-    health = Health(services.store, SystemClock())  # wall time: the outbox's age is a person's wait
+    health = Health(services.store, services.wall)
     http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health)
 
     async def handle(caller: Caller, text: str) -> Doc:
@@ -241,7 +243,8 @@ async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Se
         setup = live_market(settings, registry, store)
         return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand)
     setup = offline_market(settings, opts.replay, opts.speed, opts.start)
-    return setup, await build_services(settings, setup.scan, setup.clock)
+    # the market runs fast; people's time (link codes, quotas, audit, quiet hours, digests, the outbox) does not
+    return setup, await build_services(settings, setup.scan, setup.clock, wall=SystemClock())
 
 
 async def start_news(settings: Settings, services: Services, replay: Path | None) -> NewsJob | None:

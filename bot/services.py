@@ -35,6 +35,14 @@ class Services:
     retrain: Callable[[], Awaitable[object]] | None = None  # /admin retrain
     broadcast: Callable[[Sequence[User], str], Awaitable[int]] | None = None  # /admin broadcast
     news: NewsJob | None = None  # the news job (None: no news source configured); /admin models shows it
+    wall: Clock = None  # type: ignore[assignment]  # set in __post_init__: never None after construction
+
+    def __post_init__(self) -> None:
+        """`clock` is the market's (bars, signals, their expiry); `wall` is people's time: link codes, request
+        quotas, audit, quiet hours, digests, the outbox. They differ only offline (a replay or the simulation
+        runs the market fast); default: the same clock."""
+        if self.wall is None:
+            self.wall = self.clock
 
     def is_admin(self, caller: Caller) -> bool:
         """Admins are configured numeric platform ids; the local console operator is one by construction."""

@@ -26,13 +26,17 @@ def admit(user: User, signal: Signal, now: datetime, sent_this_month: int) -> Ad
         return refused
     if _over_quota(user.tier, sent_this_month):
         return _QUOTA_USED
-    return _by_preferences(user.preferences, signal, now)
+    return _by_preferences(user.preferences, signal, now, signal.expires_at)
 
 
 def admit_many(users: Iterable[User], signal: Signal, now: datetime,
-               sent_this_month: Mapping[int, int]) -> list[tuple[User, Admission]]:
+               sent_this_month: Mapping[int, int], *, expires_at: datetime | None = None) -> list[tuple[User, Admission]]:
     """admit() for each user (same answers), for a fan-out: users who share a tier and preferences share the
-    work, so 10,000 users with a few hundred distinct settings cost a few hundred evaluations."""
+    work, so 10,000 users with a few hundred distinct settings cost a few hundred evaluations.
+
+    `now` is wall time (quiet hours are a person's); `expires_at` the signal's expiry on that clock when the
+    market runs on another (an offline replay): default signal.expires_at."""
+    expiry = expires_at or signal.expires_at
     by_tier: dict[Tier, Admission | None] = {}
     by_prefs: dict[Preferences, Admission] = {}
     out: list[tuple[User, Admission]] = []
@@ -53,7 +57,7 @@ def admit_many(users: Iterable[User], signal: Signal, now: datetime,
             prefs = user.preferences
             decided = by_prefs.get(prefs)
             if decided is None:
-                decided = by_prefs[prefs] = _by_preferences(prefs, signal, now)
+                decided = by_prefs[prefs] = _by_preferences(prefs, signal, now, expiry)
             out.append((user, decided))
     return out
 
@@ -76,7 +80,7 @@ def _over_quota(tier: Tier, sent_this_month: int) -> bool:
     return quota is not None and sent_this_month >= quota
 
 
-def _by_preferences(prefs: Preferences, signal: Signal, now: datetime) -> Admission:
+def _by_preferences(prefs: Preferences, signal: Signal, now: datetime, expires_at: datetime) -> Admission:
     checks = (
         (not prefs.symbols or signal.symbol in prefs.symbols, "symbol not in preferences"),
         (not prefs.asset_classes or signal.asset_class in prefs.asset_classes, "asset class not in preferences"),
@@ -89,7 +93,7 @@ def _by_preferences(prefs: Preferences, signal: Signal, now: datetime) -> Admiss
     if prefs.quiet_hours is not None:
         end = quiet_until(prefs.quiet_hours, now)
         if end is not None:
-            if end >= signal.expires_at:
+            if end >= expires_at:
                 return Admission(False, "quiet hours last past the signal's expiry")
             return Admission(True, "after quiet hours", end)
     return _ADMITTED

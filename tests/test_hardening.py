@@ -225,3 +225,84 @@ async def test_readiness_names_a_stale_job_an_old_outbox_row_and_a_disconnected_
     health.wall = type("Later", (), {"now": lambda self: store._clock.now() + timedelta(hours=1)})()
     status, body = await _ready(server)
     assert status == 503 and body["checks"]["outbox"]["detail"].startswith("1 due, oldest waiting 36")
+
+
+# -- 5. people's clocks are wall time; only market data and signal timing follow the market clock --------------
+async def test_link_codes_quotas_and_audit_run_on_wall_time_while_the_market_clock_races(tmp_path):
+    from datetime import timedelta
+
+    from bot.app import build_services
+    from bot.commands.registry import dispatch
+    from bot.views.text import render_text
+    from core.clock import FixedClock
+    from core.market_data import SimulatedMarket
+    from tests.conftest import utc
+
+    market_clock, wall = FixedClock(utc(2025, 6, 2, 13, 30)), FixedClock(utc(2026, 12, 6, 9, 0))
+    market = SimulatedMarket(seed=7, start=market_clock.now(), history_days=400, clock=market_clock)
+    svc = await build_services(Settings(database_url="sqlite+aiosqlite:///:memory:", admins="telegram:42",
+                                        families=MECHANICS_FAMILIES, _env_file=None), market, market_clock, wall=wall)
+    tg, dc = Caller("telegram", "1001", "1001", "Bob"), Caller("discord", "2002", "c2002", "Bob")
+    admin = Caller("telegram", "42", "42", "Op")
+
+    async def say(caller: Caller, text: str) -> str:
+        return render_text(await dispatch(svc.registry, svc, caller, text))
+
+    try:
+        await say(tg, "/start")
+        await say(dc, "/start")
+        code = (await say(tg, "/link")).split("Your link code: ")[1].split()[0]
+        market_clock.advance(timedelta(days=3))  # at speed 3600 that is 72 s of the operator's time
+        assert "Accounts linked" in await say(dc, f"/link {code}")
+        second = (await say(tg, "/link")).split("Your link code: ")[1].split()[0]
+        wall.advance(timedelta(minutes=11))
+        assert "has expired" in await say(dc, f"/link {second}")
+
+        for _ in range(10):  # ten wrong codes: the day's limit, counted by the wall date
+            await say(dc, "/link ZZZZZZZZ")
+        market_clock.advance(timedelta(days=2))
+        assert "Too many wrong link codes today" in await say(dc, "/link ZZZZZZZZ")
+        wall.advance(timedelta(days=1))
+        assert "Too many wrong link codes" not in await say(dc, "/link ZZZZZZZZ")
+
+        await say(admin, "/admin stats")
+        entries = await svc.admin_store.audit_log(5)
+        assert entries and all(abs((e.at - wall.now()).total_seconds()) < 1 for e in entries[:1])
+    finally:
+        await svc.store.close()
+
+
+async def test_quiet_hours_are_the_users_wall_time_and_expiry_the_signals_market_time():
+    from datetime import timedelta
+
+    from bot.delivery.notifier import Notifier
+    from core.clock import FixedClock
+    import dataclasses
+
+    from core.domain import Preferences, QuietHours
+    from core.events import SignalIssued
+    from storage import Database, SqlStore
+    from tests.conftest import utc
+    from tests.test_delivery import signal as make_signal
+
+    wall = FixedClock(utc(2026, 12, 6, 23, 0))  # 23:00 UTC: inside the user's quiet hours 22-07
+    market = FixedClock(utc(2024, 3, 5, 15, 0))  # mid-afternoon in the replay: outside them
+    db = Database("sqlite+aiosqlite:///:memory:")
+    await db.create_all()
+    store = SqlStore(db, wall)
+    try:
+        sleeper = await store.upsert_user("console", "1", "1", "Sleeper")
+        await store.set_preferences(sleeper.id, Preferences(quiet_hours=QuietHours("22:00", "07:00")))
+        notifier = Notifier(store, wall, {"console"}, lambda: None, market_clock=market)
+        sig = make_signal()  # issued at the market's now, expires 14 market days later
+        await store.add_signal(sig)
+        rows = await notifier.recipients(SignalIssued(sig))
+        assert rows and rows[0][4] == utc(2026, 12, 7, 7, 0)  # held until 07:00 wall time
+        short = dataclasses.replace(make_signal("AAPL-1d-short"), expires_at=market.now() + timedelta(hours=2))
+        await store.add_signal(short)
+        assert await notifier.recipients(SignalIssued(short)) == []  # 2 market hours: gone before 07:00
+        long = dataclasses.replace(make_signal("AAPL-1d-long"), expires_at=market.now() + timedelta(hours=9))
+        await store.add_signal(long)
+        assert len(await notifier.recipients(SignalIssued(long))) == 1
+    finally:
+        await store.close()

@@ -77,7 +77,7 @@ async def issue_link_code(ctx: CommandContext) -> Doc:
 async def redeem_link_code(ctx: CommandContext, code: str) -> Doc:
     admins = await _store(ctx)
     failures = f"link-fail:{ctx.caller.platform}:{ctx.caller.platform_user_id}"
-    today = ctx.services.clock.now().astimezone(timezone.utc).date()
+    today = ctx.services.wall.now().astimezone(timezone.utc).date()
     if await admins.requests_used(failures, today) >= LINK_FAILURES_PER_DAY:
         return Doc.error("Too many wrong link codes today.", "Try again tomorrow (UTC), with a fresh /link code.")
     joiner = await _subscribed_user(ctx)
@@ -139,7 +139,7 @@ async def show_account(ctx: CommandContext, _: None) -> Doc:
     members = await admins.members(user.id)
     identities = await ctx.services.store.users_by_ids(members)
     account = await admins.account_of(user.id)
-    now = ctx.services.clock.now().astimezone(timezone.utc)
+    now = ctx.services.wall.now().astimezone(timezone.utc)
     used = await admins.requests_used(f"account:{account}", now.date())
     allowance = entitlements(user.tier).requests_per_day
     left = "unlimited" if allowance is None or ctx.is_admin else f"{max(allowance - used, 0)} of {allowance} left"

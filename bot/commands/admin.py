@@ -419,7 +419,7 @@ async def show_user(ctx: CommandContext, ref: UserRef) -> Doc:
     await admins.ensure_schema()
     members = await admins.members(user.id)
     identities = await svc.store.users_by_ids(members)
-    now = svc.clock.now()
+    now = svc.wall.now()
     account = await admins.account_of(user.id)
     used = await admins.requests_used(f"account:{account}", now.astimezone(timezone.utc).date())
     month_start = now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -87,7 +87,7 @@ def admin_store(services: Any) -> AdminStore:
     found = getattr(services, "admin_store", None)
     if isinstance(found, AdminStore):
         return found
-    return admin_store_beside(services.store, services.clock)
+    return admin_store_beside(services.store, services.wall)
 
 
 async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, text: str) -> Doc:
@@ -147,7 +147,7 @@ async def _run(registry: CommandRegistry, command: Command[Any], services: Any, 
         return await command.handler(ctx, args), AuditOutcome.OK
     store = admin_store(services)
     await store.ensure_schema()
-    quota = QuotaCheck(await metered_subject(store, caller, user), tier, services.clock.now())
+    quota = QuotaCheck(await metered_subject(store, caller, user), tier, services.wall.now())
     if await store.consume_request(quota.subject, quota.day, quota.limit or 0) is None:
         return quota_used_doc(quota, registry.get("subscribe") is not None), AuditOutcome.INVALID
     try:
@@ -163,7 +163,7 @@ async def _audit(services: Any, caller: Caller, user: User | None, line: Command
         store = admin_store(services)
         await store.ensure_schema()
         await store.audit(AuditEntry(
-            at=services.clock.now(), platform=caller.platform, platform_user_id=caller.platform_user_id,
+            at=services.wall.now(), platform=caller.platform, platform_user_id=caller.platform_user_id,
             user_id=user.id if user is not None else None, command=line.name, arguments=" ".join(line.args),
             outcome=outcome, detail=detail))
     except Exception:

@@ -93,8 +93,9 @@ class ExtraDelivery:
 
 
 def build_extra_delivery(settings: Settings, store: SqlStore, channel_store: ChannelStore, clock: Clock, *,
-                         poll_seconds: float | None = None) -> ExtraDelivery:
-    """Email when settings.smtp_host is set; webhooks always (they need nothing but the users' URLs)."""
+                         poll_seconds: float | None = None, market_clock: Clock | None = None) -> ExtraDelivery:
+    """Email when settings.smtp_host is set; webhooks always (they need nothing but the users' URLs). `clock`:
+    wall time (the queue), `market_clock`: the signals' (DeliveryWorker)."""
     poll = poll_seconds if poll_seconds is not None else settings.delivery_poll
     workers: list[DeliveryWorker] = []
     if settings.smtp_host:
@@ -102,8 +103,8 @@ def build_extra_delivery(settings: Settings, store: SqlStore, channel_store: Cha
                           password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
                           sender=settings.smtp_from, starttls=settings.smtp_starttls)
         workers.append(DeliveryWorker(EmailChannel(EmailTransport(smtp), store, channel_store), store, clock,
-                                      poll_seconds=poll, concurrency=4))
+                                      poll_seconds=poll, concurrency=4, market_clock=market_clock))
     webhook = WebhookTransport(settings.webhook_timeout)
     workers.append(DeliveryWorker(WebhookChannel(webhook, store, channel_store, clock), store, clock,
-                                  poll_seconds=poll, concurrency=16))
+                                  poll_seconds=poll, concurrency=16, market_clock=market_clock))
     return ExtraDelivery(workers, channel_store, webhook)

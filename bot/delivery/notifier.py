@@ -30,13 +30,16 @@ def month_start(now: datetime) -> datetime:
 
 class Notifier:
     def __init__(self, store: SqlStore, clock: Clock, channels: Collection[str], wake: Callable[[], None], *,
-                 channel_store: ChannelStore | None = None, extra_channels: Collection[str] = ()) -> None:
+                 channel_store: ChannelStore | None = None, extra_channels: Collection[str] = (),
+                 market_clock: Clock | None = None) -> None:
         """`channels`: the chat platforms a worker serves; `extra_channels`: served email/webhook channels,
-        whose addresses `channel_store` holds."""
+        whose addresses `channel_store` holds. `clock` is wall time (quiet hours, monthly quotas, the queue);
+        `market_clock` the signals' (default: the same)."""
         if extra_channels and channel_store is None:
             raise ValueError("extra channels need a channel_store")
         self.store = store
         self.clock = clock
+        self.market_clock = market_clock or clock
         self.channels = set(channels)
         self.extra_channels = tuple(sorted(set(extra_channels)))
         self.channel_store = channel_store
@@ -53,9 +56,11 @@ class Notifier:
     async def recipients(self, event: SignalIssued) -> list[Row]:
         """The outbox rows for a new signal (not yet queued)."""
         signal, now = event.signal, self.clock.now()
+        expires_at = now + (signal.expires_at - self.market_clock.now())  # on the wall clock
         users = await self.store.active_users()
         sent = await self.store.sent_counts_since(month_start(now))
-        admitted: list[tuple[User, Admission]] = [(u, a) for u, a in admit_many(users, signal, now, sent) if a.admitted]
+        admitted: list[tuple[User, Admission]] = [(u, a) for u, a in admit_many(users, signal, now, sent,
+                                                                                expires_at=expires_at) if a.admitted]
         kind = DeliveryKind.SIGNAL
         rows: list[Row] = [(signal.id, u.id, kind, u.platform, a.not_before, None)
                            for u, a in admitted if u.platform in self.channels]

@@ -65,7 +65,7 @@ async def prepare_delivery(services: Services, *, allow_private_webhooks: bool =
     store = services.store
     if await store.upgrade_delivery_schema():
         log.warning("the outbox was upgraded to one row per channel")
-    stores = DeliveryStores(ChannelStore(store.database, services.clock), DigestStore(store.database))
+    stores = DeliveryStores(ChannelStore(store.database, services.wall), DigestStore(store.database))
     for command in channel_commands(stores.channels, digest_store=stores.digests,
                                     allow_private_webhooks=allow_private_webhooks):
         services.registry.register(command)
@@ -76,14 +76,15 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
                          chat_transports: Sequence[Transport], clock: Clock) -> Delivery:
     """Workers for the chat transports and the extra channels, the notifier on the event bus, and the rows a
     hard stop left SENDING queued again. Run `workers` as tasks. Signals on the chat platforms that show
-    pictures carry their chart for the tiers that include charts (email and webhooks stay text / JSON)."""
-    store = services.store
+    pictures carry their chart for the tiers that include charts (email and webhooks stay text / JSON).
+    `clock` is the market's; the queue, quiet hours, quotas and digests run on `services.wall`."""
+    store, market_clock, clock = services.store, clock, services.wall
     charts = SignalCharts(services.signal_service.on_demand)  # one drawing per signal for every chat worker
     workers = [DeliveryWorker(t, store, clock, poll_seconds=settings.delivery_poll,
                               concurrency=CHAT_CONCURRENCY.get(t.name, DEFAULT_CHAT_CONCURRENCY),
-                              chart=None if t.name in TEXT_ONLY else charts)
+                              chart=None if t.name in TEXT_ONLY else charts, market_clock=market_clock)
                for t in chat_transports]
-    extra = build_extra_delivery(settings, store, stores.channels, clock)
+    extra = build_extra_delivery(settings, store, stores.channels, clock, market_clock=market_clock)
     workers.extend(extra.workers)
     delivery: Delivery | None = None
 
@@ -91,7 +92,7 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
         if delivery is not None:
             delivery.wake()
     notifier = Notifier(store, clock, {t.name for t in chat_transports}, wake, channel_store=stores.channels,
-                        extra_channels=extra.channels)
+                        extra_channels=extra.channels, market_clock=market_clock)
     delivery = Delivery(workers, notifier, extra, stores, {t.name: t for t in chat_transports}, clock, services)
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)

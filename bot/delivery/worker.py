@@ -66,14 +66,18 @@ class DeliveryWorker:
     def __init__(self, transport: Transport | Channel, store: SqlStore, clock: Clock, *, batch: int = 50,
                  max_attempts: int = 5, poll_seconds: float = 1.0, concurrency: int = 1,
                  retry: RetryPolicy | None = None, rng: random.Random | None = None,
-                 chart: ChartProvider | None = None, chart_timeout: float = 10.0) -> None:
+                 chart: ChartProvider | None = None, chart_timeout: float = 10.0,
+                 market_clock: Clock | None = None) -> None:
         """`transport`: a chat transport (console, Telegram, Discord) or a Channel (email, webhook). `chart`: the
-        image a signal is sent with to tiers that include charts (None: text only)."""
+        image a signal is sent with to tiers that include charts (None: text only). `clock` is wall time (the
+        queue: claims, back-off, the platform's pauses, sent_at); `market_clock` the signals' (whether one has
+        expired; default: the same)."""
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
         self.channel_impl: Channel = transport if isinstance(transport, Channel) else ChatChannel(transport, store)
         self.store = store
         self.clock = clock
+        self.market_clock = market_clock or clock
         self.batch = batch
         self.retry = retry or RetryPolicy(max_attempts=max_attempts)
         self.poll_seconds = poll_seconds
@@ -170,7 +174,7 @@ class DeliveryWorker:
         reasons = {i: why for i, (_, why) in (await self.store.exit_requests(ruled)).items()} if ruled else {}
         active = [u for u in users.values() if u.active]
         addresses = await self.channel_impl.addresses(active) if active else {}
-        now = self.clock.now()
+        now = self.market_clock.now()
         sendable: list[tuple[Delivery, User, Signal, SignalOutcome | None, bool]] = []
         skipped: list[DeliveryUpdate] = []
         for d in due:

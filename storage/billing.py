@@ -1,8 +1,10 @@
-"""Billing tables and their repository: subscriptions, processed provider events, payments, checkouts.
+"""Billing tables and their repository: subscriptions, processed provider events, payments, checkouts, and
+provider events refused because they cannot be applied (`reject()`: the reason, kept for support and audit).
 
 Exactly-once: `BillingStore.apply()` records the provider's event id and applies its effects (subscriptions,
 payment, checkout, the user's tier) in ONE transaction. A replayed event finds its id and changes nothing;
-a failure rolls back the id with the effects, so the provider's retry is processed in full.
+a failure rolls back the id with the effects, so the provider's retry is processed in full. A rejected event
+is not processed: its id is not in billing_events, and each delivery of it is counted in billing_rejected_events.
 
 Tier ownership: `billing_accounts.tier` is the tier billing last gave a user. When billing's verdict changes,
 it is written to `users.tier`; between changes, `users.tier` may differ (an admin grant) and billing leaves it.
@@ -67,6 +69,20 @@ class BillingEventRow(SQLModel, table=True):
     received_at: datetime = _utc()
 
 
+class RejectedEventRow(SQLModel, table=True):
+    """A provider event that cannot be applied (malformed content); never in billing_events."""
+
+    __tablename__ = "billing_rejected_events"
+
+    provider: str = Field(primary_key=True)
+    event_id: str = Field(primary_key=True)
+    event_type: str | None = None
+    reason: str = Field(sa_type=sa.Text)
+    deliveries: int = 1
+    first_received_at: datetime = _utc()
+    last_received_at: datetime = _utc()
+
+
 class PaymentRow(SQLModel, table=True):
     __tablename__ = "billing_payments"
 
@@ -113,6 +129,7 @@ def _table(model: type[SQLModel]) -> sa.Table:
 
 SUBSCRIPTIONS = _table(SubscriptionRow)
 EVENTS = _table(BillingEventRow)
+REJECTED = _table(RejectedEventRow)
 PAYMENTS = _table(PaymentRow)
 CHECKOUTS = _table(CheckoutRow)
 ACCOUNTS = _table(BillingAccountRow)
@@ -124,6 +141,19 @@ class Applied:
 
     duplicate: bool
     changes: tuple[TierChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """A provider event refused because it cannot be applied; `deliveries` counts how often it came."""
+
+    provider: Provider
+    event_id: str
+    event_type: str | None
+    reason: str
+    deliveries: int
+    first_received_at: datetime
+    last_received_at: datetime
 
 
 class BillingStore:
@@ -146,15 +176,6 @@ class BillingStore:
         return sqlite.insert(table) if self._engine.dialect.name == "sqlite" else postgresql.insert(table)
 
     # -- reads -----------------------------------------------------------------------------------------
-    async def ping(self) -> bool:
-        """The database answers a query."""
-        try:
-            async with self._engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not reachable" for /healthz
-            return False
-
     async def subscriptions_of(self, user_id: int) -> list[Subscription]:
         async with self._engine.connect() as conn:
             return await _subscriptions(conn, SUBSCRIPTIONS.c.user_id == user_id)
@@ -182,7 +203,27 @@ class BillingStore:
                 EVENTS.c.provider == provider.value, EVENTS.c.event_id == event_id))).first()
         return row is not None
 
+    async def rejected(self, provider: Provider, event_id: str) -> RejectedEvent | None:
+        """The record of a rejected event, or None when it was never rejected."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(REJECTED).where(
+                REJECTED.c.provider == provider.value, REJECTED.c.event_id == event_id))).mappings().all()
+        return _rejected(rows[0]) if rows else None
+
     # -- writes ----------------------------------------------------------------------------------------
+    async def reject(self, provider: Provider, event_id: str, event_type: str | None, reason: str) -> None:
+        """Record that an event was refused (a redelivery counts one more delivery and keeps the latest reason)."""
+        now = self._clock.now()
+        stmt = self._insert(REJECTED).values(provider=provider.value, event_id=event_id, event_type=event_type,
+                                             reason=reason, deliveries=1, first_received_at=now,
+                                             last_received_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[REJECTED.c.provider, REJECTED.c.event_id],
+            set_={"event_type": event_type, "reason": reason, "deliveries": REJECTED.c.deliveries + 1,
+                  "last_received_at": now})
+        async with self._write_lock, self._engine.begin() as conn:
+            await conn.execute(stmt)
+
     async def add_checkout(self, checkout: Checkout) -> None:
         row = {"id": checkout.id, "provider": checkout.provider.value, "user_id": checkout.user_id,
                "tier": checkout.tier.value, "amount": checkout.amount, "currency": checkout.currency,
@@ -300,6 +341,12 @@ def _payment(m: Any) -> Payment:
                    tier=Tier(m["tier"]), amount=m["amount"], currency=m["currency"], paid_at=m["paid_at"],
                    recurring=bool(m["recurring"]), provider_charge_id=m["provider_charge_id"],
                    period_end=m["period_end"])
+
+
+def _rejected(m: Any) -> RejectedEvent:
+    return RejectedEvent(provider=Provider(m["provider"]), event_id=m["event_id"], event_type=m["event_type"],
+                         reason=m["reason"], deliveries=m["deliveries"], first_received_at=m["first_received_at"],
+                         last_received_at=m["last_received_at"])
 
 
 def _checkout(m: Any) -> Checkout:

@@ -3,6 +3,8 @@ signed exactly as Stripe signs them, the HTTP server in the test's event loop; a
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -191,6 +193,117 @@ async def test_malformed_bodies_get_400(world):
     for body in ("not json", '{"object": "event"}', '{"id": "evt_1", "object": "event", "type": "invoice.paid"}'):
         reply = await world.sender.send(body)
         assert reply.status == 400, body
+
+
+# -- signed bodies that cannot be applied: 400 with the reason, recorded as rejected, never applied ----------
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError
+
+
+@pytest.mark.parametrize("body", ["[]", "null", '"x"', "{}", "5", '{"id": 5, "type": "invoice.paid"}', DEEP],
+                         ids=["list", "null", "text", "empty", "number", "numeric-id", "deep"])
+async def test_signed_body_that_is_not_an_event_gets_400(world, caplog, body):
+    await world.say("/start")
+    with caplog.at_level(logging.WARNING, logger="bot.http_server"):
+        reply = await world.sender.send(body)  # correctly signed
+    assert reply.status == 400 and reply.body["error"].startswith("malformed event"), reply
+    assert await world.tier() is Tier.FREE
+    assert any("stripe webhook refused: malformed event" in r.getMessage() for r in caplog.records)  # no id: logged
+
+
+def _completed_with(event: dict, path: str, value: object) -> dict:
+    """A copy of `event` with the field at the dotted `path` set to `value`."""
+    event = copy.deepcopy(event)
+    *parents, last = path.split(".")
+    node = event
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[last] = value
+    return event
+
+
+@pytest.mark.parametrize(("index", "path", "value", "reason"), [
+    (0, "created", 10**20, "created 100000000000000000000 is not a Unix time"),
+    (0, "created", 10**19, "created 10000000000000000000 is not a Unix time"),
+    (0, "created", -1, "created -1 is not a Unix time"),
+    (0, "created", "1750000000", "created is the text '1750000000', not a Unix time"),
+    (0, "created", True, "created is the boolean true, not a Unix time"),
+    (0, "data.object", "cs_123", "data.object is the text 'cs_123', not an object"),
+    (0, "data", [], "data is a list, not an object"),
+    (0, "data.object.metadata", ["trader"], "metadata is a list, not an object"),
+    (0, "type", None, "malformed event: no type"),
+    (2, "data.object.lines.data.0.period.end", 10**19, "period end 10000000000000000000 is not a Unix time"),
+    (2, "data.object.amount_paid", 10**30, "is not a whole number of minor units"),
+], ids=["created-1e20", "created-1e19", "created-negative", "created-text", "created-bool", "object-text",
+        "data-list", "metadata-list", "no-type", "invoice-period-end", "amount-huge"])
+async def test_signed_event_that_cannot_be_applied_gets_400_and_is_recorded(world, index, path, value, reason):
+    session_id = await world.checkout("trader")
+    genuine = world.stripe.complete_checkout(session_id)[index]
+    bad = _completed_with(genuine, path, value)
+    reply = await world.sender.send(bad)
+    assert reply.status == 400 and reason in reply.body["error"], reply
+    assert await world.tier() is Tier.FREE and world.told == []
+    billing = world.payments.billing
+    assert not await billing.processed(Provider.STRIPE, bad["id"])
+    rejected = await billing.rejected(Provider.STRIPE, bad["id"])
+    assert rejected is not None and rejected.reason == reply.body["error"] and rejected.deliveries == 1
+    assert rejected.event_type == (bad["type"] if isinstance(bad["type"], str) else None)
+    again = await world.sender.send(bad)  # Stripe redelivers it: read again, refused again, counted
+    assert again.status == 400 and again.body == reply.body
+    assert (await billing.rejected(Provider.STRIPE, bad["id"])).deliveries == 2
+    assert await world.tier() is Tier.FREE and not await billing.processed(Provider.STRIPE, bad["id"])
+
+
+async def test_subscription_update_with_an_impossible_period_end_is_rejected(world):
+    sub_id, _ = await world.subscribed("trader")
+    user = await world.services.store.find_user("discord", "4242")
+    [before] = await world.payments.billing.subscriptions_of(user.id)
+    changed = copy.deepcopy(world.stripe.subscriptions[sub_id])
+    changed["status"] = "unpaid"  # would downgrade at once if applied
+    changed["items"]["data"][0]["current_period_end"] = 10**19
+    event = world.stripe.event("customer.subscription.updated", changed, previous={"status": "active"})
+    reply = await world.sender.send(event)
+    assert reply.status == 400, reply
+    assert "current_period_end 10000000000000000000 is not a Unix time" in reply.body["error"]
+    assert await world.tier() is Tier.TRADER and len(world.told) == 1
+    assert await world.payments.billing.subscriptions_of(user.id) == [before]
+    rejected = await world.payments.billing.rejected(Provider.STRIPE, event["id"])
+    assert rejected is not None and rejected.event_type == "customer.subscription.updated"
+    assert rejected.reason == reply.body["error"]
+
+
+async def test_signature_timestamp_in_the_future_is_rejected(world):
+    session_id = await world.checkout("trader")
+    [completed, *_] = world.stripe.complete_checkout(session_id)
+    future = await world.sender.send(completed, timestamp=int(time.time()) + 3600)  # tolerance is 300 s
+    assert future.status == 400 and "in the future" in future.body["error"], future
+    assert await world.tier() is Tier.FREE
+    assert not await world.payments.billing.processed(Provider.STRIPE, completed["id"])
+    # a refused delivery, not a refused event: not recorded, and the next delivery is applied
+    assert await world.payments.billing.rejected(Provider.STRIPE, completed["id"]) is None
+    skewed = await world.sender.send(completed, timestamp=int(time.time()) + 60)  # within the tolerance
+    assert skewed.status == 200 and skewed.body["outcome"] == "processed" and await world.tier() is Tier.TRADER
+
+
+async def test_a_rejection_that_cannot_be_recorded_still_answers_400(world, monkeypatch):
+    session_id = await world.checkout("trader")
+    bad = _completed_with(world.stripe.complete_checkout(session_id)[0], "created", 10**20)
+
+    async def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise RuntimeError("database is locked")
+    monkeypatch.setattr(world.payments.billing, "reject", broken)
+    reply = await world.sender.send(bad)
+    assert reply.status == 400 and "created" in reply.body["error"] and await world.tier() is Tier.FREE
+
+
+@pytest.mark.parametrize("created", [10**19, 10**20, -5, 1.7e9, "1700000000", None, [1], float("inf")])
+def test_read_event_refuses_times_that_are_not_unix_times(created):
+    billing = StripeBilling("sk_test_x", webhook_secret="whsec_x", prices={Tier.TRADER: "price_t"},
+                            public_url="https://x")
+    with pytest.raises(WebhookRejected) as caught:
+        billing.read_event({"id": "evt_1", "type": "customer.created", "created": created,
+                            "data": {"object": {"id": "cus_1"}}})
+    assert (caught.value.event_id, caught.value.event_type) == ("evt_1", "customer.created")
+    assert "created" in caught.value.reason
 
 
 async def test_subscription_deleted_downgrades(world):

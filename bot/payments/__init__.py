@@ -92,10 +92,17 @@ class Payments:
         return link
 
     async def handle_stripe_webhook(self, payload: bytes, signature: str | None) -> WebhookResult:
-        """Verify, then apply once. Raises WebhookRejected (answer 400); other errors mean "retry later" (500)."""
+        """Verify, then apply once. Raises WebhookRejected (answer 400): a refused delivery (signature, timestamp)
+        or an event that cannot be applied, recorded as rejected when it has an id (a redelivery is read again,
+        refused again and counted; never applied). Other errors mean "retry later" (500)."""
         if self.stripe is None:
             raise WebhookRejected("Stripe is not configured")
-        update = self.stripe.verify_event(payload, signature)
+        try:
+            update = self.stripe.verify_event(payload, signature)
+        except WebhookRejected as exc:
+            if exc.event_id is not None:
+                await self._record_rejected(exc, exc.event_id)
+            raise
         if not update.handled:
             return WebhookResult("ignored", update.event_id, update.event_type)
         applied = await self._apply_stripe(update)
@@ -103,6 +110,14 @@ class Payments:
         log.info("stripe: %s %s %s", update.event_type, update.event_id, outcome)
         await self._notify_all(applied.changes)
         return WebhookResult(outcome, update.event_id, update.event_type, applied.changes)
+
+    async def _record_rejected(self, exc: WebhookRejected, event_id: str) -> None:
+        """Best effort: the event is refused either way, so a failure to record it is only logged."""
+        log.warning("stripe: %s %s rejected: %s", exc.event_type or "event", event_id, exc.reason)
+        try:
+            await self.billing.reject(Provider.STRIPE, event_id, exc.event_type, exc.reason)
+        except Exception:  # noqa: BLE001 - recording must not turn a 400 into a 500 (the log has the reason)
+            log.exception("stripe: could not record rejected event %s", event_id)
 
     async def _apply_stripe(self, u: StripeUpdate) -> Applied:
         stored = await self.billing.find_subscription(Provider.STRIPE, u.subscription_id) if u.subscription_id else None

@@ -4,17 +4,24 @@
   settings.stripe_prices), `client_reference_id` = our user id, the user and tier in the session's and the
   subscription's metadata (so every later subscription event names its user), success/cancel pages under
   settings.public_url.
-- `verify_event()`: the webhook body -> a `StripeUpdate` (our own value), after stripe.Webhook.construct_event
-  checked the Stripe-Signature header (HMAC-SHA256 with the endpoint secret, timestamp within `tolerance`).
+- `verify_event()`: the webhook body -> a `StripeUpdate` (our own value), after stripe.WebhookSignature checked
+  the Stripe-Signature header (HMAC-SHA256 with the endpoint secret, timestamp not older than `tolerance`) and
+  we checked that the timestamp is not later than `tolerance` either (the SDK checks only the past).
 - `cancel_at_period_end()`: schedules a subscription's end; Stripe then sends customer.subscription.updated
   now and customer.subscription.deleted at the period end.
 
 Stripe errors become `CheckoutFailed` (a UserInputError whose message is safe to show; details are logged)
 and `WebhookRejected` (the HTTP server answers 400). The API base can point at a local fake (tests).
+
+Webhook bodies are read strictly: a signed body that is not an event object, or a field of the wrong kind (an
+object that is not one, a time that is not a Unix time from 1970 to 2999, an amount that is not a whole
+number), is rejected with the reason, never half-read or left to fail later (a 500 that Stripe would retry).
 """
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -35,8 +42,20 @@ HANDLED_EVENTS = frozenset({
 })
 
 
+MAX_TIMESTAMP = 32_503_680_000  # 3000-01-01T00:00:00Z: a later "time" is not one Stripe sends
+MAX_ID_LENGTH = 255  # Stripe ids are about 30 characters
+_MAX_INT = 2**63 - 1  # what a database integer column holds
+
+
 class WebhookRejected(Exception):
-    """The webhook is not from Stripe (signature, timestamp) or not an event; answered with 400."""
+    """A webhook answered with 400: not delivered by Stripe now (signature, timestamp; `event_id` is None), or
+    an event that cannot be applied (`event_id`, and `event_type` when known, name it)."""
+
+    def __init__(self, reason: str, *, event_id: str | None = None, event_type: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+        self.event_type = event_type
 
 
 class CheckoutFailed(UserInputError):
@@ -149,101 +168,203 @@ class StripeBilling:
         except stripe.StripeError as exc:
             log.error("stripe: cancelling %s failed: %s", subscription_id, _describe(exc))
             raise CheckoutFailed("Stripe could not cancel the subscription now; please try again later.") from exc
-        return _period_end(sub.to_dict())
+        try:
+            return _period_end(sub.to_dict())
+        except ValueError as exc:  # scheduled all the same; only the date is unknown
+            log.warning("stripe: subscription %s reports no usable period end: %s", subscription_id, exc)
+            return None
 
     # -- webhooks ----------------------------------------------------------------------------------
     def verify_event(self, payload: bytes, signature: str | None) -> StripeUpdate:
-        """Check the signature and read the event. Raises WebhookRejected."""
+        """Check the signature and that its timestamp is within `tolerance` of now (past or future), then read
+        the event. Raises WebhookRejected."""
         if not self._secret:
             raise WebhookRejected("no webhook secret configured")
         try:
-            # StripeClient.construct_event = stripe.Webhook.construct_event with this client's options (no globals)
-            event = self._client.construct_event(payload, signature, self._secret, tolerance=self._tolerance)
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebhookRejected("malformed event: the body is not UTF-8 text") from None
+        try:
+            stripe.WebhookSignature.verify_header(text, signature, self._secret, self._tolerance)
         except stripe.SignatureVerificationError as exc:
             raise WebhookRejected(f"signature verification failed: {exc.user_message or exc}") from None
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise WebhookRejected(f"malformed event: {type(exc).__name__}") from None
-        return self.read_event(event.to_dict())
+        signed_at = _signed_at(signature or "")
+        if signed_at > time.time() + self._tolerance:
+            raise WebhookRejected(f"signature verification failed: timestamp {signed_at} is more than "
+                                  f"{self._tolerance} s in the future")
+        try:
+            event = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to parse
+            raise WebhookRejected(f"malformed event: not JSON ({type(exc).__name__})") from None
+        return self.read_event(event)  # `created` is not compared with now: simulated clocks date events ahead
 
-    def read_event(self, event: Mapping[str, Any]) -> StripeUpdate:
+    def read_event(self, event: Any) -> StripeUpdate:
+        """A parsed event body -> StripeUpdate. Raises WebhookRejected, naming the event once its id is read."""
+        if not isinstance(event, Mapping):
+            raise WebhookRejected(f"malformed event: the body is {_kind(event)}, not an event object")
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID_LENGTH:
+            raise WebhookRejected("malformed event: no usable id")
+        if not isinstance(event_type, str) or not event_type:
+            raise WebhookRejected("malformed event: no type", event_id=event_id)
         try:
-            event_id, event_type = str(event["id"]), str(event["type"])
-            created = _time(event["created"])
-            obj = event["data"]["object"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WebhookRejected(f"malformed event: missing {exc}") from None
-        if not isinstance(obj, Mapping) or created is None:
-            raise WebhookRejected("malformed event: no data.object")
+            return self._read(event_id, event_type, event)
+        except KeyError as exc:
+            reason = f"missing {exc}"
+        except (TypeError, ValueError) as exc:
+            reason = str(exc)
+        raise WebhookRejected(f"malformed {event_type}: {reason}", event_id=event_id, event_type=event_type)
+
+    def _read(self, event_id: str, event_type: str, event: Mapping[str, Any]) -> StripeUpdate:
+        if event.get("object", "event") != "event":  # e.g. a thin event notification ("v2.core.event")
+            raise ValueError(f"object is {_short(event.get('object'))}, not an event")
+        created = _time(event.get("created"), "created")
+        if created is None:
+            raise ValueError("no created time")
+        obj = _map(event.get("data"), "data").get("object")
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"data.object is {_kind(obj)}, not an object")
         base = StripeUpdate(event_id, event_type, created)
-        try:
-            if event_type == "checkout.session.completed":
-                return self._checkout_completed(base, obj)
-            if event_type.startswith("customer.subscription."):
-                return self._subscription(base, obj)
-            if event_type in ("invoice.paid", "invoice.payment_failed"):
-                return _invoice(base, obj)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WebhookRejected(f"malformed {event_type}: {exc}") from None
+        if event_type == "checkout.session.completed":
+            return self._checkout_completed(base, obj)
+        if event_type.startswith("customer.subscription."):
+            return self._subscription(base, obj)
+        if event_type in ("invoice.paid", "invoice.payment_failed"):
+            return _invoice(base, obj)
         return base
 
     def _checkout_completed(self, base: StripeUpdate, s: Mapping[str, Any]) -> StripeUpdate:
+        session_id = _need_id(s, "checkout session")
         if s.get("mode") != "subscription":
-            return _replace(base, checkout_session=str(s["id"]))
+            return _replace(base, checkout_session=session_id)
         paid = s.get("payment_status") in ("paid", "no_payment_required")
-        meta = s.get("metadata") or {}
-        return _replace(base, checkout_session=str(s["id"]), subscription_id=_id(s.get("subscription")),
+        meta = _map(s.get("metadata"), "metadata")
+        return _replace(base, checkout_session=session_id, subscription_id=_id(s.get("subscription")),
                         customer_id=_id(s.get("customer")), status=SubscriptionStatus.ACTIVE if paid else None,
                         tier=_tier(meta.get("tier")), user_id=_user_id(s.get("client_reference_id") or
                                                                       meta.get("user_id")))
 
     def _subscription(self, base: StripeUpdate, s: Mapping[str, Any]) -> StripeUpdate:
-        meta = s.get("metadata") or {}
-        items = (s.get("items") or {}).get("data") or []
-        price = _id((items[0].get("price") if items else None) or s.get("plan"))
+        meta = _map(s.get("metadata"), "metadata")
+        item = _first(_map(s.get("items"), "items").get("data"), "items.data")
+        price = _id((item.get("price") if item else None) or s.get("plan"))
         tier = self._tier_of_price.get(price or "") or _tier(meta.get("tier"))
         status = SubscriptionStatus.CANCELED if base.event_type.endswith(".deleted") else parse_status(str(s["status"]))
-        return _replace(base, subscription_id=str(s["id"]), customer_id=_id(s.get("customer")), status=status,
-                        tier=tier, user_id=_user_id(meta.get("user_id")), period_end=_period_end(s),
+        return _replace(base, subscription_id=_need_id(s, "subscription"), customer_id=_id(s.get("customer")),
+                        status=status, tier=tier, user_id=_user_id(meta.get("user_id")), period_end=_period_end(s),
                         cancel_at_period_end=bool(s.get("cancel_at_period_end")))
 
 
-# -- reading Stripe objects --------------------------------------------------------------------------------
+# -- reading Stripe objects (ValueError for a field of the wrong kind) --------------------------------------
 def _invoice(base: StripeUpdate, inv: Mapping[str, Any]) -> StripeUpdate:
-    details = ((inv.get("parent") or {}).get("subscription_details") or {})  # API 2025-03-31 and later
+    details = _map(_map(inv.get("parent"), "parent").get("subscription_details"),
+                   "parent.subscription_details")  # API 2025-03-31 and later
     sub = inv.get("subscription") or details.get("subscription")  # top-level before 2025-03-31
-    meta = details.get("metadata") or (inv.get("subscription_details") or {}).get("metadata") or {}
+    meta = _map(details.get("metadata") or _map(inv.get("subscription_details"),
+                                                "subscription_details").get("metadata"), "metadata")
     paid = base.event_type == "invoice.paid"
-    amount = inv.get("amount_paid" if paid else "amount_due") or 0
-    lines = (inv.get("lines") or {}).get("data") or []
-    period_end = _time(((lines[0].get("period") or {}).get("end")) if lines else None)
+    amount = _amount(inv.get("amount_paid" if paid else "amount_due"))
+    line = _first(_map(inv.get("lines"), "lines").get("data"), "lines.data")
+    period_end = _time(_map(line.get("period"), "period").get("end"), "period end") if line else None
+    currency = inv.get("currency") or ""
+    if not isinstance(currency, str):
+        raise ValueError(f"currency is {_kind(currency)}, not text")
     return _replace(base, subscription_id=_id(sub), customer_id=_id(inv.get("customer")),
                     user_id=_user_id(meta.get("user_id")), tier=_tier(meta.get("tier")),
                     status=SubscriptionStatus.ACTIVE if paid else SubscriptionStatus.PAST_DUE,
                     period_end=period_end if paid else None,
-                    invoice=InvoiceInfo(str(inv["id"]), int(amount), str(inv.get("currency") or "")))
+                    invoice=InvoiceInfo(_need_id(inv, "invoice"), amount, currency))
 
 
 def _period_end(sub: Mapping[str, Any]) -> datetime | None:
     end = sub.get("current_period_end")
     if end is None:  # API 2025-03-31 and later: per item
-        items = (sub.get("items") or {}).get("data") or []
-        end = items[0].get("current_period_end") if items else None
-    return _time(end)
+        item = _first(_map(sub.get("items"), "items").get("data"), "items.data")
+        end = item.get("current_period_end") if item else None
+    return _time(end, "current_period_end")
 
 
-def _time(value: Any) -> datetime | None:
+def _signed_at(header: str) -> int:
+    """The `t=` of a Stripe-Signature header, read as stripe.WebhookSignature reads it (call after it accepted
+    the header)."""
+    items = [i.split("=", 2) for i in header.split(",")]
+    return int([i[1] for i in items if i[0] == "t"][0])
+
+
+def _time(value: Any, name: str) -> datetime | None:
+    """A Unix time in whole seconds from 1970 to MAX_TIMESTAMP; None stays None."""
     if value is None:
         return None
-    return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} is {_kind(value)}, not a Unix time")
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise ValueError(f"{name} {_short(value)} is not a Unix time from 1970 to 2999")
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _amount(value: Any) -> int:
+    """An amount in minor units (None: 0)."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
+        raise ValueError(f"amount {_short(value)} is not a whole number of minor units")
+    return value
+
+
+def _map(value: Any, name: str) -> Mapping[str, Any]:
+    """An object field; None (absent) reads as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} is {_kind(value)}, not an object")
+    return value
+
+
+def _first(value: Any, name: str) -> Mapping[str, Any] | None:
+    """The first object of a list field; None when the list is absent or empty."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"{name} is {_kind(value)}, not a list")
+    return _map(value[0], f"{name}[0]") if value else None
 
 
 def _id(value: Any) -> str | None:
-    """An expandable field: the id string, or the expanded object's id."""
-    if value is None:
-        return None
+    """An expandable field: the id string, or the expanded object's id; None when absent."""
     if isinstance(value, Mapping):
-        return str(value["id"]) if value.get("id") else None
-    return str(value)
+        value = value.get("id")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"id {_short(value)} is not a Stripe id")
+    return value
+
+
+def _need_id(obj: Mapping[str, Any], name: str) -> str:
+    found = _id(obj["id"])
+    if found is None:
+        raise ValueError(f"the {name} has no id")
+    return found
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a reason: "null", "a list", "the number 5"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {_short(value)}"
+    if isinstance(value, str):
+        return f"the text {_short(value)}"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _tier(value: Any) -> Tier | None:
@@ -254,10 +375,14 @@ def _tier(value: Any) -> Tier | None:
 
 
 def _user_id(value: Any) -> int | None:
+    """Our user id from metadata; None when absent or not a database id (recorded without effect)."""
+    if value in (None, "") or isinstance(value, bool):
+        return None
     try:
-        return int(str(value)) if value not in (None, "") else None
+        user_id = int(str(value))
     except ValueError:
         return None
+    return user_id if 0 < user_id <= _MAX_INT else None
 
 
 def _replace(base: StripeUpdate, **changes: Any) -> StripeUpdate:

@@ -42,8 +42,9 @@ class MarketData(Protocol):
 
 class SignalRepository(Protocol):
     async def add_signal(self, signal: Signal) -> None: ...
-    async def add_signals(self, signals: Sequence[Signal]) -> None:
-        """Store several signals in one transaction (ids that exist already are left alone)."""
+    async def add_signals(self, signals: Sequence[Signal], *, fan_out: Collection[str] = ()) -> None:
+        """Store several signals in one transaction (ids that exist already are left alone); `fan_out`: the ids
+        whose fan-out to subscribers is recorded as pending in the same transaction."""
         ...
     async def get_signal(self, signal_id: str) -> Signal | None: ...
     async def existing_signal_ids(self, ids: Collection[str]) -> set[str]:
@@ -54,7 +55,9 @@ class SignalRepository(Protocol):
     async def latest_signals_for(self, keys: Collection[tuple[str, Timeframe]]) -> dict[tuple[str, Timeframe], Signal]:
         """`latest_signal_for` of each (symbol, timeframe) in one query; keys without a signal are absent."""
         ...
-    async def record_outcome(self, outcome: SignalOutcome) -> None: ...
+    async def record_outcome(self, outcome: SignalOutcome, *, fan_out: bool = False) -> None:
+        """Store (or replace) an outcome; `fan_out`: record the exit's pending fan-out in the same transaction."""
+        ...
     async def request_exits(self, exits: Sequence[tuple[str, datetime, str]]) -> None:
         """Store books' decisions (signal id, decision time, reason) to close signals at the next bar's open."""
         ...
@@ -77,10 +80,18 @@ class UserRepository(Protocol):
 
 
 class DeliveryRepository(Protocol):
-    async def enqueue(self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]]) -> int:
+    async def enqueue(self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]],
+                      *, fanout: tuple[str, DeliveryKind] | None = None) -> int:
         """Insert (signal_id, user_id, kind, channel, not_before, reply_to) rows as PENDING.
-        Idempotent: a (signal_id, user_id, kind, channel) that exists already is left alone. Returns rows inserted."""
+        Idempotent: a (signal_id, user_id, kind, channel) that exists already is left alone. Returns rows inserted.
+        `fanout`: the pending fan-out these rows complete, marked done in the same transaction."""
         ...
+
+    async def pending_fanouts(self) -> list[tuple[str, DeliveryKind]]:
+        """(signal id, kind) stored but not yet queued (a crash came between storing and queuing)."""
+        ...
+
+    async def fanout_done(self, signal_id: str, kind: DeliveryKind) -> None: ...
 
     async def claim_due(self, channel: str, now: datetime, limit: int) -> list[Delivery]:
         """Mark up to `limit` due PENDING rows of `channel` as SENDING and return them (higher tiers first, then

@@ -45,7 +45,7 @@ from core.domain import (
 )
 from core.errors import DataValidationError
 from storage.database import Database
-from storage.tables import (BARS, DELIVERIES, EXITS, HEARTBEATS, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS,
+from storage.tables import (BARS, DELIVERIES, EXITS, FANOUTS, HEARTBEATS, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS,
                             UTCDateTime)
 
 BULK_CHUNK_ROWS = 10_000
@@ -162,12 +162,34 @@ class SqlStore:
         stmt = self._insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
         await self._write(stmt, _signal_row(signal))
 
-    async def add_signals(self, signals: Sequence[Signal]) -> None:
-        """Store several signals in one transaction; ids that exist already change nothing."""
+    async def add_signals(self, signals: Sequence[Signal], *, fan_out: Collection[str] = ()) -> None:
+        """Store several signals in one transaction; ids that exist already change nothing. `fan_out`: the ids
+        to be sent to subscribers, recorded as pending fan-outs in the same transaction (pending_fanouts)."""
         if not signals:
             return
         stmt = self._insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
-        await self._write(stmt, [_signal_row(s) for s in signals])
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, [_signal_row(s) for s in signals])
+            if fan_out:
+                await self._add_fanouts(conn, [(i, DeliveryKind.SIGNAL) for i in fan_out])
+
+    async def _add_fanouts(self, conn: AsyncConnection, items: Sequence[tuple[str, DeliveryKind]]) -> None:
+        now = self._clock.now()
+        stmt = self._insert(FANOUTS).on_conflict_do_nothing(index_elements=[FANOUTS.c.signal_id, FANOUTS.c.kind])
+        await conn.execute(stmt, [{"signal_id": i, "kind": k.value, "created_at": now} for i, k in items])
+
+    async def pending_fanouts(self) -> list[tuple[str, DeliveryKind]]:
+        """(signal id, kind) stored but not yet queued to the outbox, oldest first."""
+        rows = await self._fetch(sa.select(FANOUTS.c.signal_id, FANOUTS.c.kind).where(FANOUTS.c.done_at.is_(None))
+                                 .order_by(FANOUTS.c.created_at, FANOUTS.c.signal_id))
+        return [(r[0], DeliveryKind(r[1])) for r in rows]
+
+    async def fanout_done(self, signal_id: str, kind: DeliveryKind) -> None:
+        await self._write(self._fanout_done(signal_id, kind))
+
+    def _fanout_done(self, signal_id: str, kind: DeliveryKind) -> sa.Update:
+        return (sa.update(FANOUTS).where(FANOUTS.c.signal_id == signal_id, FANOUTS.c.kind == kind.value,
+                                         FANOUTS.c.done_at.is_(None)).values(done_at=self._clock.now()))
 
     async def existing_signal_ids(self, ids: Collection[str]) -> set[str]:
         found: set[str] = set()
@@ -224,8 +246,9 @@ class SqlStore:
         rows = await self._fetch(stmt)
         return _signal(rows[0]._mapping) if rows else None
 
-    async def record_outcome(self, outcome: SignalOutcome) -> None:
-        """Store (or replace) a signal's outcome and copy its status onto the signal, in one transaction."""
+    async def record_outcome(self, outcome: SignalOutcome, *, fan_out: bool = False) -> None:
+        """Store (or replace) a signal's outcome and copy its status onto the signal, in one transaction (with
+        `fan_out`, the exit's pending fan-out too)."""
         row = _outcome_row(outcome)
         stmt = self._insert(OUTCOMES)
         stmt = stmt.on_conflict_do_update(
@@ -236,6 +259,8 @@ class SqlStore:
         async with self._engine.begin() as conn:
             await conn.execute(stmt, row)
             await conn.execute(status)
+            if fan_out:
+                await self._add_fanouts(conn, [(outcome.signal_id, DeliveryKind.EXIT)])
 
     async def request_exits(self, exits: Sequence[tuple[str, datetime, str]]) -> None:
         """Store books' decisions to close signals (signal id, decision time, reason); the first decision for a
@@ -364,17 +389,25 @@ class SqlStore:
     # ------------------------------------------------------------------ deliveries
 
     async def enqueue(
-        self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]]
+        self, deliveries: Sequence[tuple[str, int, DeliveryKind, str, datetime | None, str | None]], *,
+        fanout: tuple[str, DeliveryKind] | None = None,
     ) -> int:
-        """Insert rows as PENDING; an existing (signal_id, user_id, kind, channel) is left alone. Returns rows inserted."""
+        """Insert rows as PENDING; an existing (signal_id, user_id, kind, channel) is left alone. Returns rows
+        inserted. `fanout`: the (signal id, kind) these rows fan out, marked done in the same transaction."""
         if not deliveries:
+            if fanout is not None:
+                await self.fanout_done(*fanout)
             return 0
         columns, uniform = _delivery_columns(deliveries)
         constants = {**uniform, "status": DeliveryStatus.PENDING.value, "attempts": 0, "created_at": self._clock.now()}
         async with self._engine.begin() as conn:
             if self._counts_executemany:
-                return await self._enqueue_executemany(conn, columns, constants)
-            return await self._enqueue_returning(conn, columns, constants)
+                inserted = await self._enqueue_executemany(conn, columns, constants)
+            else:
+                inserted = await self._enqueue_returning(conn, columns, constants)
+            if fanout is not None:
+                await conn.execute(self._fanout_done(*fanout))
+            return inserted
 
     async def _enqueue_executemany(
         self, conn: AsyncConnection, columns: Mapping[str, Sequence[Any]], constants: Mapping[str, Any]

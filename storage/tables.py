@@ -119,6 +119,19 @@ class SignalExitRow(SQLModel, table=True):
     reason: str = Field(default="", sa_type=sa.Text)
 
 
+class FanoutRow(SQLModel, table=True):
+    """An issued signal (kind "signal") or its close (kind "exit") still to be fanned out to the outbox. Written
+    in the transaction that stores the signal or the outcome, marked done in the one that queues its deliveries:
+    a crash between the two leaves it pending, and the next start queues it (bot.delivery.setup)."""
+
+    __tablename__ = "fanouts"
+
+    signal_id: str = Field(primary_key=True, foreign_key="signals.id", ondelete="CASCADE")
+    kind: str = Field(primary_key=True)
+    created_at: datetime = _utc()
+    done_at: datetime | None = _utc(nullable=True)
+
+
 class UserRow(SQLModel, table=True):
     __tablename__ = "users"
     __table_args__ = (
@@ -198,3 +211,4 @@ USERS = _table(UserRow)
 PREFERENCES = _table(PreferencesRow)
 DELIVERIES = _table(DeliveryRow)
 HEARTBEATS = _table(HeartbeatRow)
+FANOUTS = _table(FanoutRow)

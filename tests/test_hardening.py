@@ -306,3 +306,56 @@ async def test_quiet_hours_are_the_users_wall_time_and_expiry_the_signals_market
         assert len(await notifier.recipients(SignalIssued(long))) == 1
     finally:
         await store.close()
+
+
+# -- 6. a signal stored but not queued (a crash between the two) is queued at the next start --------------------
+async def test_signals_and_exits_stored_before_a_crash_are_queued_at_the_next_start():
+    import dataclasses
+
+    from bot.delivery.notifier import Notifier
+    from bot.delivery.setup import recover_fanouts
+    from core.clock import FixedClock
+    from core.domain import DeliveryKind, DeliveryStatus, SignalOutcome, SignalStatus
+    from storage import Database, SqlStore
+    from tests.conftest import utc
+    from tests.test_delivery import signal as make_signal
+
+    clock = FixedClock(utc(2024, 3, 5, 15, 0))
+    db = Database("sqlite+aiosqlite:///:memory:")
+    await db.create_all()
+    store = SqlStore(db, clock)
+    try:
+        users = [await store.upsert_user("console", str(i), str(i), f"U{i}") for i in range(3)]
+        a, b = make_signal("AAPL-1d-a"), make_signal("AAPL-1d-b")
+        shadow = dataclasses.replace(make_signal("AAPL-1d-shadow"), evidence={"shadow": {"scope": "x"}})
+        # what SignalService.scan stores; the process dies before the notifier queues anything
+        await store.add_signals([a, b, shadow], fan_out=[a.id, b.id])
+        assert await store.pending_fanouts() == [(a.id, DeliveryKind.SIGNAL), (b.id, DeliveryKind.SIGNAL)]
+
+        notifier = Notifier(store, clock, {"console"}, lambda: None)  # the next start
+        assert await recover_fanouts(store, notifier) == 2
+        queued = {(d.signal_id, d.user_id) for d in await store.claim_due("console", clock.now(), 100)}
+        assert queued == {(s.id, u.id) for s in (a, b) for u in users}
+        assert await store.pending_fanouts() == [] and await recover_fanouts(store, notifier) == 0
+
+        # the exit: the outcome is stored with its pending fan-out; the process dies before the replies are queued
+        async with db.engine.begin() as conn:  # a's messages went out (refs m<user id>)
+            import sqlalchemy as sa
+
+            from storage.tables import DELIVERIES
+            await conn.execute(sa.update(DELIVERIES).where(DELIVERIES.c.signal_id == a.id).values(
+                status=DeliveryStatus.SENT.value, message_ref="m" + DELIVERIES.c.user_id.cast(sa.String)))
+        now = clock.now()
+        outcome = SignalOutcome(a.id, SignalStatus.TARGET, a.entry, now, a.target, now, 0.04, 0.038, 0.05, -0.01, 3)
+        await store.record_outcome(outcome, fan_out=True)
+        assert await store.pending_fanouts() == [(a.id, DeliveryKind.EXIT)]
+        assert await recover_fanouts(store, notifier) == 1
+        exits = [d for d in await store.claim_due("console", clock.now(), 100) if d.kind is DeliveryKind.EXIT]
+        assert sorted(d.reply_to for d in exits) == [f"m{u.id}" for u in users]
+
+        # a signal that closed before it could be queued is not sent any more
+        await store.add_signals([make_signal("AAPL-1d-c")], fan_out=["AAPL-1d-c"])
+        await store.record_outcome(dataclasses.replace(outcome, signal_id="AAPL-1d-c"))
+        assert await recover_fanouts(store, notifier) == 0 and await store.pending_fanouts() == []
+    finally:
+        await store.close()

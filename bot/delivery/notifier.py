@@ -48,7 +48,7 @@ class Notifier:
     async def on_signal_issued(self, event: SignalIssued) -> int:
         """Queue the signal for every admitted user; idempotent (a re-run queues nothing twice)."""
         rows = await self.recipients(event)
-        inserted = await self.store.enqueue(rows)
+        inserted = await self.store.enqueue(rows, fanout=(event.signal.id, DeliveryKind.SIGNAL))
         log.info("signal %s: %d deliveries (%d new rows)", event.signal.id, len(rows), inserted)
         self.wake()
         return inserted
@@ -84,6 +84,6 @@ class Notifier:
             if user is None or not user.active or channel not in served:
                 continue
             rows.append((signal.id, user_id, DeliveryKind.EXIT, channel, None, ref))
-        inserted = await self.store.enqueue(rows)
+        inserted = await self.store.enqueue(rows, fanout=(signal.id, DeliveryKind.EXIT))
         self.wake()
         return inserted

@@ -23,7 +23,9 @@ from bot.settings import Settings
 from bot.transports.base import Transport
 from bot.views.signal_chart import SignalCharts
 from core.clock import Clock
+from core.domain import DeliveryKind
 from core.events import SignalClosed, SignalIssued
+from storage import SqlStore
 from storage.channels import ChannelStore, DigestStore
 
 log = logging.getLogger(__name__)
@@ -100,4 +102,27 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
     if requeued:
         log.warning("%d deliveries interrupted by the last stop are queued again (they may be sent twice)",
                     requeued)
+    recovered = await recover_fanouts(store, notifier)
+    if recovered:
+        log.warning("%d signals and exits stored but not queued before the last stop are queued now", recovered)
     return delivery
+
+
+async def recover_fanouts(store: SqlStore, notifier: Notifier) -> int:
+    """Queue what a hard stop left stored but not fanned out (core.signals.service stores the signal and its
+    pending fan-out in one transaction; the notifier marks it done in the one that queues the deliveries).
+    A signal that has closed since is not sent any more (its exit, if any, follows the receipts)."""
+    count = 0
+    for signal_id, kind in await store.pending_fanouts():
+        signal, outcome = await store.get_signal(signal_id), await store.get_outcome(signal_id)
+        if signal is None or (kind is DeliveryKind.SIGNAL and outcome is not None) \
+                or (kind is DeliveryKind.EXIT and outcome is None):
+            await store.fanout_done(signal_id, kind)
+            continue
+        if kind is DeliveryKind.SIGNAL:
+            await notifier.on_signal_issued(SignalIssued(signal))
+        else:
+            assert outcome is not None
+            await notifier.on_signal_closed(SignalClosed(signal, outcome))
+        count += 1
+    return count

@@ -278,7 +278,9 @@ class SignalService:
             if last is None or (cand.issued_at, cand.id) > (last.issued_at, last.id):
                 latest[key] = cand
         approved = await self._narrate(approved)
-        await self.signals.add_signals(approved + report.shadowed)  # shadows are stored and tracked, never published
+        # shadows are stored and tracked, never published; the approved ones' fan-out is recorded with them, so a
+        # crash before the notifier queues them leaves them pending for the next start (never lost)
+        await self.signals.add_signals(approved + report.shadowed, fan_out=[c.id for c in approved])
         for cand in report.shadowed:
             log.info("shadow %s (%s paused)", cand.id, cand.evidence["shadow"]["scope"])
         for cand in approved:

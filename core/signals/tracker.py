@@ -42,7 +42,7 @@ class LifecycleTracker:
             outcome = track(signal, bars, self.costs_bps, exit_at=decided[0] if decided else None)
             if outcome is None:
                 continue
-            await self.signals.record_outcome(outcome)
+            await self.signals.record_outcome(outcome, fan_out=True)  # the exit's fan-out pending until queued
             closed.append(outcome)
             log.info("closed %s: %s %.2f%%", signal.id, outcome.status, outcome.net_return * 100)
             await self.bus.publish(SignalClosed(signal, outcome))

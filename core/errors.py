@@ -45,3 +45,7 @@ class DeliveryError(SignalBotError):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        # a message sent in parts (a chart, then the text): how many parts went out before the failure (counting
+        # those a resumed send skipped) and the platform's reference of the first; a retry sends only the rest
+        self.parts_sent = 0
+        self.first_ref: str | None = None

@@ -187,6 +187,16 @@ class DeliveryRow(SQLModel, table=True):
     sent_at: datetime | None = _utc(nullable=True)
 
 
+class DeliveryPartRow(SQLModel, table=True):
+    """How far an unfinished delivery in parts got (a chart, then the text): the retry sends only the rest."""
+
+    __tablename__ = "delivery_parts"
+
+    delivery_id: int = Field(primary_key=True, foreign_key="deliveries.id", ondelete="CASCADE")
+    parts_sent: int
+    first_ref: str
+
+
 class HeartbeatRow(SQLModel, table=True):
     """One row per process: the readiness probe's write (a transaction that must commit)."""
 
@@ -211,4 +221,5 @@ USERS = _table(UserRow)
 PREFERENCES = _table(PreferencesRow)
 DELIVERIES = _table(DeliveryRow)
 HEARTBEATS = _table(HeartbeatRow)
+DELIVERY_PARTS = _table(DeliveryPartRow)
 FANOUTS = _table(FanoutRow)

@@ -359,3 +359,96 @@ async def test_signals_and_exits_stored_before_a_crash_are_queued_at_the_next_st
         assert await recover_fanouts(store, notifier) == 0 and await store.pending_fanouts() == []
     finally:
         await store.close()
+
+
+def fake_failures_hit(fake) -> int:  # noqa: ANN001
+    """How many injected faults were used up (each fault's `times` counts down as requests hit it)."""
+    return sum(6 if f.status == 500 else 2 for f in fake.faults if f.times == 0)
+
+
+# -- 3. a message in parts (chart, then text) that fails part-way is resumed, never resent from the start --------
+async def test_a_chart_signal_whose_text_fails_is_retried_without_sending_the_chart_again(tmp_path):
+    import dataclasses
+    from datetime import timedelta
+
+    from bot.delivery.notifier import Notifier
+    from bot.delivery.worker import DeliveryWorker
+    from bot.transports.telegram import TelegramTransport
+    from core.clock import FixedClock
+    from core.domain import DeliveryStatus
+    from core.events import SignalIssued
+    from tests.fakes.telegram_bot_api import FakeBotApi
+    from tests.test_delivery_charts import NOW, TIERS, Charts, a_signal, drain, seeded_store
+
+    store = await seeded_store(tmp_path / "parts.db", 16)
+    clock = FixedClock(NOW)
+    async with FakeBotApi() as fake:
+        transport = TelegramTransport(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
+                                      messages_per_second=0)
+        await transport.initialize()
+        try:
+            worker = DeliveryWorker(transport, store, clock, batch=4, chart=Charts())
+            notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
+            # reasoning too long for a photo's caption: the chart goes first, then the text as its own message
+            s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
+            await store.add_signal(s)
+            fake.fail(500, method="sendmessage", times=6)  # the text after the chart, for the first recipients
+            fake.fail(429, method="sendmessage", retry_after=1, times=2)
+            await notifier.on_signal_issued(SignalIssued(s))
+            for _ in range(20):
+                await drain(worker)
+                counts = await store.delivery_counts("telegram")
+                if counts.get(DeliveryStatus.SENT, 0) == 16:
+                    break
+                clock.advance(timedelta(minutes=10))
+            assert counts == {DeliveryStatus.SENT: 16}, counts
+            refs = {uid: ref for uid, _, ref in await store.signal_receipts(s.id)}
+            for i in range(16):
+                msgs = fake.messages_to(str(i))
+                photos = [m for m in msgs if m.method == "sendphoto"]
+                texts = [m for m in msgs if m.method == "sendmessage"]
+                charted = TIERS[i % 4].value != "free"
+                assert len(photos) == (1 if charted else 0), (i, [m.method for m in msgs])
+                assert len(texts) == 1, (i, [m.method for m in msgs])
+                assert refs[i + 1] == str(msgs[0].message_id)  # an exit replies to the first part: the chart
+            assert fake_failures_hit(fake) == 8
+        finally:
+            await transport.stop()
+    await store.close()
+
+
+async def test_a_discord_message_in_parts_resumes_after_the_parts_that_went_out():
+    from bot.transports.base import Resume
+    from bot.transports.discord import DiscordTransport
+    from core.errors import DeliveryError
+    from tests.fakes.discord_api import FakeDiscord
+
+    doc = Doc(heading="AAPL 1d: BUY", body=("A long reasoning paragraph. " * 150 + "\n\n") * 6)  # several messages
+    async with FakeDiscord() as fake:
+        transport = DiscordTransport(fake.token, api_base=fake.api_base, guild_ready_timeout=0.05)
+        await transport.initialize()
+        try:
+            await transport.send("4242", doc)  # once in full: how many parts the Doc has
+            parts = len(fake.messages)
+            assert parts >= 3
+            fake.messages.clear()
+            original, calls = transport._send_one, 0
+
+            async def third_fails(target, kwargs, reference):  # noqa: ANN001, ANN202
+                nonlocal calls
+                calls += 1
+                if calls == 3:  # e.g. discord.py gave up on a 5xx after its own retries
+                    raise DeliveryError("discord: 503 Service Unavailable")
+                return await original(target, kwargs, reference)
+
+            transport._send_one = third_fails  # type: ignore[method-assign]
+            with pytest.raises(DeliveryError) as failed:
+                await transport.send("4242", doc)
+            assert failed.value.parts_sent == 2 and failed.value.first_ref
+            assert len(fake.messages) == 2
+            transport._send_one = original  # type: ignore[method-assign]
+            ref = await transport.send("4242", doc, resume=Resume(failed.value.parts_sent, failed.value.first_ref))
+            assert ref == failed.value.first_ref and len(fake.messages) == parts  # each part exactly once
+            assert ref.endswith(f"/{fake.messages[0].id}")
+        finally:
+            await transport.stop()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from bot.transports.base import Transport
+from bot.transports.base import Resume, Transport
 from bot.views.doc import Doc
 from core.domain import DeliveryKind, RiskTolerance, Signal, SignalOutcome, User
 from storage import SqlStore
@@ -34,6 +34,7 @@ class Outgoing:
     doc: Doc
     reply_to: str | None = None  # the platform's reference of the message an exit answers
     risk: RiskTolerance = RiskTolerance.MEDIUM  # the recipient's, for the position size
+    resume: Resume | None = None  # an earlier attempt sent part of it (a chart, not the text): send the rest
 
 
 @runtime_checkable
@@ -65,6 +66,9 @@ class ChatChannel:
         return {u.id: Address(u.chat_id) for u in users}
 
     async def deliver(self, address: Address, message: Outgoing) -> str:
+        if message.resume is not None:  # only transports that send in parts report progress, so only they get it
+            send: Any = self.transport.send
+            return str(await send(address.target, message.doc, reply_to=message.reply_to, resume=message.resume))
         return await self.transport.send(address.target, message.doc, reply_to=message.reply_to)
 
     async def unreachable(self, user: User, reason: str) -> None:

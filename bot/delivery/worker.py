@@ -18,6 +18,11 @@ send in flight finish and be recorded, and returns the rows not started yet to t
 have gone out; `SqlStore.requeue_stale_sending()` at the next start sends it again. That window is the send
 in flight plus one group commit, and cannot be closed: chat platforms take no idempotency key.
 
+Messages in parts (a chart, then the text; a long text in several messages): a transport that stops part-way
+says how many parts went out (DeliveryError.parts_sent, first_ref); that is recorded with the attempt's result
+(storage's delivery_parts, same transaction) and the retry sends only the parts after them, answering with the
+first part's reference. Only a hard stop between a part and the record can double that part (the window above).
+
 Charts: given a `chart` provider (bot.views.signal_chart.SignalCharts for the chat transports), a signal goes
 out with its chart to users whose tier includes charts (core.tiers.has_feature(tier, "charts")); exits never
 carry one. The provider is asked once per signal (the answer, an Image or None, is kept for the last
@@ -38,7 +43,7 @@ from datetime import datetime, timedelta
 
 from bot.delivery.channel import Address, Channel, ChatChannel, Outgoing
 from bot.delivery.retry import RetryPolicy
-from bot.transports.base import Transport
+from bot.transports.base import Resume, Transport
 from bot.views.doc import Doc, Image
 from bot.views.signals import exit_doc, signal_doc
 from core.clock import Clock
@@ -187,6 +192,8 @@ class DeliveryWorker:
             charted = self.chart is not None and d.kind is DeliveryKind.SIGNAL and has_feature(user.tier, "charts")
             sendable.append((d, user, signal, outcome, charted))
         images = await self._charts_of({s.id: s for _, _, s, _, charted in sendable if charted})
+        retried = [d.id for d, *_ in sendable if d.error is not None]  # every failed attempt leaves its error
+        parts = await self.store.delivery_parts(retried) if retried else {}
         docs: dict[tuple[str, DeliveryKind, RiskTolerance, bool], Doc] = {}
         planned: list[_Planned] = []
         for d, user, signal, outcome, charted in sendable:
@@ -198,8 +205,9 @@ class DeliveryWorker:
                        if d.kind is DeliveryKind.EXIT and outcome is not None
                        else signal_doc(signal, user.preferences.risk))
                 docs[key] = doc = doc if image is None else dataclasses.replace(doc, image=image)
+            progress = parts.get(d.id)
             message = Outgoing(d.id, d.kind, signal, outcome if d.kind is DeliveryKind.EXIT else None, doc, d.reply_to,
-                               user.preferences.risk)
+                               user.preferences.risk, Resume(*progress) if progress else None)
             planned.append(_Planned(d, user, addresses[d.user_id], message))
         if skipped:
             await self.store.record_attempts(skipped)
@@ -248,7 +256,10 @@ class DeliveryWorker:
         try:
             ref = await self.channel_impl.deliver(p.address, p.message)
         except DeliveryError as exc:
-            return await self._failed(p, exc)
+            update = await self._failed(p, exc)
+            if exc.parts_sent > 0:  # part of it went out: recorded with the result, the retry sends the rest
+                update = dataclasses.replace(update, parts_sent=exc.parts_sent, first_ref=exc.first_ref)
+            return update
         except Exception as exc:  # a transport bug: record it as a transient failure, keep the worker alive
             log.exception("channel %s crashed on delivery %s", self.channel, d.id)
             return await self._failed(p, DeliveryError(f"{type(exc).__name__}: {exc}"))

@@ -44,6 +44,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.commands.registry import Caller
+from bot.transports.base import Progress, Resume
 from bot.views.discord_embed import DiscordMessage, attachment_name, button_rows, render_embeds
 from bot.views.doc import Doc
 from bot.views.telegram_html import CallbackCommands
@@ -196,18 +197,21 @@ class DiscordTransport:
         self.published = [dict(c.to_dict()) for c in published]
 
     # -- delivery ------------------------------------------------------------------------------------
-    async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None) -> str:
-        """Deliver `doc`; "<channel_id>/<message_id>" of its first message. Raises DeliveryError."""
+    async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None, *, resume: Resume | None = None) -> str:
+        """Deliver `doc`; "<channel_id>/<message_id>" of its first message. Raises DeliveryError, which says how
+        many of the Doc's messages went out before it; `resume` skips those."""
         if not self._logged_in:
             raise DeliveryError("discord transport is not started")
+        progress = Progress.of(resume)
         try:
             channel = await self._channel(chat_id)
-            first = await self._post(channel, doc, _reference(reply_to))
-        except DeliveryError:
-            raise
+            await self._post(channel, doc, _reference(reply_to) if resume is None else None, progress)
+        except DeliveryError as exc:
+            raise progress.attach(exc)
         except (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._error(exc) from exc
-        return f"{first.channel.id}/{first.id}"
+            raise progress.attach(self._error(exc)) from exc
+        assert progress.first_ref is not None
+        return progress.first_ref
 
     async def _channel(self, chat_id: str) -> discord.abc.Messageable:
         text = chat_id.strip()
@@ -216,13 +220,17 @@ class DiscordTransport:
         return await self._client.create_dm(discord.Object(id=_snowflake(text, chat_id)))
 
     async def _post(self, target: discord.abc.Messageable | discord.Webhook, doc: Doc,
-                    reference: discord.MessageReference | None) -> discord.Message:
+                    reference: discord.MessageReference | None, progress: Progress | None = None) -> discord.Message:
         """Each rendered message in turn: the image with the embed that shows it, the buttons under the last,
-        the reply reference on the first. Returns the first message. If Discord refuses the first message's
-        embeds (400 / 50035 "Invalid Form Body": a rendering bug of ours), the Doc goes as plain text instead."""
+        the reply reference on the first. Returns the first message sent now (`progress` counts every part and
+        skips those an earlier attempt sent). If Discord refuses the first message's embeds (400 / 50035
+        "Invalid Form Body": a rendering bug of ours), the Doc goes as plain text instead."""
+        progress = progress or Progress()
         parts = _render(doc)
         first: discord.Message | None = None
         for i, part in enumerate(parts):
+            if not progress.pending(i):
+                continue
             kwargs: dict[str, Any] = {"embeds": [discord.Embed.from_dict(e) for e in part.embeds]}
             if part.carries_image and doc.image is not None:
                 kwargs["file"] = discord.File(io.BytesIO(doc.image.data), filename=attachment_name(doc.image))
@@ -231,10 +239,13 @@ class DiscordTransport:
             try:
                 message = await self._send_one(target, kwargs, reference if first is None else None)
             except discord.HTTPException as exc:
-                if first is not None or exc.status != 400 or exc.code != _INVALID_FORM_BODY:
+                if first is not None or progress.skip or exc.status != 400 or exc.code != _INVALID_FORM_BODY:
                     raise
                 log.error("discord refused our embeds (%s); sending plain text", exc.text[:300])
-                return await self._post_plain(target, doc, reference)
+                plain = await self._post_plain(target, doc, reference)
+                progress.done(f"{plain.channel.id}/{plain.id}")
+                return plain
+            progress.done(f"{message.channel.id}/{message.id}")
             first = first or message
         assert first is not None, "render_embeds never returns an empty list"
         return first

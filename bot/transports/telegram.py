@@ -42,6 +42,7 @@ from telegram.request import BaseRequest, HTTPXRequest, RequestData
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.commands.registry import Caller
+from bot.transports.base import Progress, Resume
 from bot.transports.telegram_request import AiohttpBotClient, HttpFailure, HttpTimeout, Timeouts
 from bot.views.doc import Doc, Invoice
 from bot.views.telegram_html import CallbackCommands, Rendered, keyboard, render_for_telegram
@@ -199,23 +200,30 @@ class TelegramTransport:
         return self._app.bot.username
 
     # -- delivery ------------------------------------------------------------------------------------
-    async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None) -> str:
-        """Deliver `doc`; the id of its first message (what a later reply refers to). Raises DeliveryError."""
+    async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None, *, resume: Resume | None = None) -> str:
+        """Deliver `doc`; the id of its first message (what a later reply refers to). Raises DeliveryError, which
+        says how many parts (the chart, then each text message) went out before it; `resume` skips those."""
         if not self._initialized:
             raise DeliveryError("telegram transport is not started")
+        progress = Progress.of(resume)
         try:
-            return await self._send_doc(_chat(chat_id), doc, reply_to)
+            return await self._send_doc(_chat(chat_id), doc, reply_to, progress)
         except TelegramError as exc:
-            raise self._error(exc) from exc
+            raise progress.attach(self._error(exc)) from exc
 
-    async def _send_doc(self, chat_id: int | str, doc: Doc, reply_to: str | int | None) -> str:
+    async def _send_doc(self, chat_id: int | str, doc: Doc, reply_to: str | int | None,
+                        progress: Progress | None = None) -> str:
+        progress = progress or Progress()
         try:
-            return await self._send_rendered(chat_id, doc, _render(doc), reply_to)
+            return await self._send_rendered(chat_id, doc, _render(doc), reply_to, progress)
         except ChatMigrated as exc:  # a group became a supergroup: its new id takes the message
             log.warning("telegram: chat %s migrated to %s; store the new id", chat_id, exc.new_chat_id)
-            return await self._send_rendered(exc.new_chat_id, doc, _render(doc), reply_to)
+            return await self._send_rendered(exc.new_chat_id, doc, _render(doc), reply_to, progress)
 
-    async def _send_rendered(self, chat_id: int | str, doc: Doc, rendered: Rendered, reply_to: str | int | None) -> str:
+    async def _send_rendered(self, chat_id: int | str, doc: Doc, rendered: Rendered, reply_to: str | int | None,
+                             progress: Progress) -> str:
+        """The parts in order: the photo (when the Doc has an image), then each text message; parts an earlier
+        attempt sent (progress.skip) are not sent again, and the reply reference goes on the first part sent."""
         markup = self._markup(doc)
         if doc.invoice is not None:
             try:
@@ -223,30 +231,36 @@ class TelegramTransport:
             except TelegramError as exc:  # without its Pay button the offer is useless: say so instead
                 log.error("telegram: createInvoiceLink failed: %s", exc)
                 failed = Doc.error("Telegram could not create the invoice just now.", "Please try again in a minute.")
-                return await self._send_rendered(chat_id, failed, _render(failed), reply_to)
-        reply = _reply_parameters(reply_to)
-        first: str | None = None
+                return await self._send_rendered(chat_id, failed, _render(failed), reply_to, progress)
+        reply = _reply_parameters(reply_to) if progress.skip == 0 else None
+        index = 0
         if doc.image is not None:
-            photo = await self._app.bot.send_photo(
-                chat_id, InputFile(doc.image.data, filename=doc.image.filename), caption=rendered.caption or None,
-                parse_mode=ParseMode.HTML if rendered.caption else None,
-                reply_parameters=ReplyParameters.de_json(reply, None) if reply else None,
-                reply_markup=InlineKeyboardMarkup.de_json(markup, None) if markup and not rendered.messages else None)
-            first, reply = str(photo.message_id), None
+            if progress.pending(index):
+                photo = await self._app.bot.send_photo(
+                    chat_id, InputFile(doc.image.data, filename=doc.image.filename),
+                    caption=rendered.caption or None, parse_mode=ParseMode.HTML if rendered.caption else None,
+                    reply_parameters=ReplyParameters.de_json(reply, None) if reply else None,
+                    reply_markup=InlineKeyboardMarkup.de_json(markup, None) if markup and not rendered.messages
+                    else None)
+                progress.done(str(photo.message_id))
+                reply = None
+            index += 1
         for i, text in enumerate(rendered.messages):
             last = i == len(rendered.messages) - 1
+            if not progress.pending(index + i):
+                continue
             try:
                 sent = await self._send_text(chat_id, text, ParseMode.HTML, reply, markup if last else None)
             except BadRequest as exc:
                 if "can't parse entities" not in exc.message.lower():
                     raise
                 log.error("telegram refused our HTML (%s); sending plain text", exc.message)
-                sent = await self._send_plain(chat_id, doc, reply, markup)
-                first = first or sent
+                progress.done(await self._send_plain(chat_id, doc, reply, markup))
                 break
-            first, reply = first or sent, None
-        assert first is not None, "render_for_telegram always yields a caption slot or a message"
-        return first
+            progress.done(sent)
+            reply = None
+        assert progress.first_ref is not None, "render_for_telegram always yields a caption slot or a message"
+        return progress.first_ref
 
     async def _send_text(self, chat_id: int | str, text: str, parse_mode: str | None, reply: dict[str, Any] | None,
                          markup: dict[str, Any] | None) -> str:

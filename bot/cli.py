@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scan":
             from scripts.scan import run_scan
 
-            print(asyncio.run(run_scan(args.data, args.as_of, args.json, args.costs_bps, args.families)))
-            return 0
+            text, code = asyncio.run(run_scan(args.data, args.as_of, args.json, args.costs_bps, args.families))
+            print(text)
+            return code
         if args.command == "bench":
             from scripts.bench import run_bench
 

@@ -98,6 +98,7 @@ def result_json(r: ScanResult) -> dict[str, Any]:
         "ranked_ideas": {"ranked": r.ranked_of, "top": [{"symbol": sym, "rank": k, "score": round(score, 6)}
                                                          for sym, k, score in r.ranked]},
         "errors": [{"symbol": s, "error": e} for s, e in r.report.errors],
+        "not_evaluated": [{"target": t, "reason": why} for t, why in r.report.unread],
     }
 
 
@@ -108,6 +109,12 @@ def result_text(r: ScanResult) -> str:
         lines.append(f"  {s.id:28s} {s.direction.verb:4s} entry {s.entry:10.4f} target {s.target:10.4f} "
                      f"stop {s.stop:10.4f} R:R {s.risk_reward:4.2f} conf {s.confidence:3d} size {s.position_size * 100:4.1f}% "
                      f"{s.strategy}" + _expected(s))
+    for symbol, error in r.report.errors:
+        lines.append(f"  error {symbol}: {error}")
+    for target, why in r.report.unread[:20]:
+        lines.append(f"  not evaluated {target}: {why}")
+    if len(r.report.unread) > 20:
+        lines.append(f"  ... and {len(r.report.unread) - 20} more not evaluated (see --json)")
     if r.ranked:
         lines.append(f"ranking: the day's {len(r.ranked)} best of {r.ranked_of} stocks (traded on the first trading "
                      "day of the week): " + ", ".join(f"{k}. {sym}" for sym, k, _ in r.ranked))
@@ -122,6 +129,10 @@ def _expected(s: Signal) -> str:
 
 
 async def run_scan(data: Path, when: str, as_json: bool, costs_bps: float = SERVICE_COSTS_BPS,
-                   families: Sequence[str] = DEFAULT_FAMILIES) -> str:
+                   families: Sequence[str] = DEFAULT_FAMILIES) -> tuple[str, int]:
+    """The report, and the exit code: 1 when nothing could be evaluated (every target without data by then,
+    or failing), with the reasons in the text as in the JSON; 0 otherwise."""
     result = await scan_at(CsvMarketData(data), parse_when(when), costs_bps=costs_bps, families=families)
-    return json.dumps(result_json(result), indent=2) if as_json else result_text(result)
+    text = json.dumps(result_json(result), indent=2) if as_json else result_text(result)
+    return text, 1 if result.report.evaluated == 0 and (result.universe == 0 or result.report.unread
+                                                        or result.report.errors) else 0

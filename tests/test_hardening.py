@@ -452,3 +452,15 @@ async def test_a_discord_message_in_parts_resumes_after_the_parts_that_went_out(
             assert ref.endswith(f"/{fake.messages[0].id}")
         finally:
             await transport.stop()
+
+
+# -- 7. smaller findings ------------------------------------------------------------------------------------------
+async def test_a_scan_that_can_evaluate_nothing_says_why_in_text_and_exits_non_zero(shared_data):
+    from scripts.scan import run_scan
+
+    one = sorted((shared_data / "crypto").glob("*.csv*"))[0]
+    text, code = await run_scan(one, "2010-01-01", False)
+    assert code == 1 and "0 of 2 instrument-timeframes evaluated" in text
+    assert "not evaluated" in text and "bar closed by 2010-01-02" in text
+    as_json, code_json = await run_scan(one, "2010-01-01", True)
+    assert code_json == 1 and '"not_evaluated"' in as_json

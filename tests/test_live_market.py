@@ -67,7 +67,9 @@ async def test_update_job_stores_bars_that_scans_then_read(live) -> None:  # noq
     bars = await setup.scan.get_bars("AAPL", Timeframe.D1, end=NOW, limit=300)
     assert len(bars) == 300 and bars.index[-1] < NOW
     report = await services.signal_service.scan()
-    assert report.evaluated == sum(len(s) for s in (("1d", "1h"), ("1h", "4h", "1d")))  # AAPL + BTC-USDT targets
+    setups = sum(len(s) for s in (("1d", "1h"), ("1h", "4h", "1d")))  # the setups' AAPL + BTC-USDT targets
+    books = 3  # the books' targets decided on at their newest close: trend BTC-USDT 4h and 1d, ranking AAPL 1d
+    assert report.evaluated == setups + books
     assert {i.asset_class for i in setup.scan.instruments()} == {AssetClass.EQUITY, AssetClass.CRYPTO}
 
 

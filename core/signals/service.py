@@ -50,6 +50,7 @@ class ScanReport:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (symbol, error)
     exits: list[Exit] = field(default_factory=list)  # books' decisions to close their signals at the next open
     shadowed: list[Signal] = field(default_factory=list)  # approved while their scope's breaker was tripped
+    unread: list[tuple[str, str]] = field(default_factory=list)  # ("SYMBOL tf", why): targets with no bar by now
 
 
 class SignalService:
@@ -146,6 +147,7 @@ class SignalService:
                 report.errors.append((inst.symbol, str(exc)))
                 continue
             if not len(bars):
+                report.unread.append((f"{inst.symbol} {tf}", f"no {tf} bar closed by {now.isoformat()}"))
                 continue
             new = len(bars) if seen is None else int((bars.times > to_utc_ns(seen)).sum())
             if new == 0:
@@ -173,7 +175,10 @@ class SignalService:
                 if report is not None:
                     report.errors.append((inst.symbol, str(exc)))
                 continue
-            if len(bars):
+            if not len(bars):
+                if report is not None:
+                    report.unread.append((f"{inst.symbol} {tf}", f"no {tf} bar closed by {now.isoformat()}"))
+            else:
                 step = int(tf.duration.total_seconds()) * 10**9
                 out[(inst.symbol, tf)] = BookBars(inst.symbol, inst.asset_class, tf, bars.times, bars.times + step,
                                                   bars.block)
@@ -205,6 +210,7 @@ class SignalService:
             report.errors.append((book.name, f"{type(exc).__name__}: {exc}"))
             return []
         self._book_seen[book.name] = t
+        report.evaluated += len(due)  # the targets whose bar closed at t, decided on
         if decision.exits:
             await self.signals.request_exits([(e.signal_id, bar_time(t), e.reason) for e in decision.exits])
             report.exits.extend(decision.exits)

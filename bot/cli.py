@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"market": args.market})
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.logs import install_redaction
+
+    install_redaction(settings)  # no secret in the log at any level (PTB's DEBUG names the token in its URLs)
     for noisy in ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: still running" is by design

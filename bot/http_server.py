@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.health import Health
 from bot.payments import Payments, WebhookRejected
@@ -26,6 +27,26 @@ from core.clock import SystemClock
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a full traceback for every malformed request (a 60 KB header: LineTooLong); it is the
+    client's fault, answered 400 by aiohttp: one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "http: refused a malformed request (%s): %s", (
+                record.args[0] if isinstance(record.args, tuple) and record.args else "?",
+                str(exc).splitlines()[0][:200])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_AIOHTTP_SERVER = logging.getLogger("aiohttp.server")
+if not any(isinstance(f, _MalformedRequests) for f in _AIOHTTP_SERVER.filters):
+    _AIOHTTP_SERVER.addFilter(_MalformedRequests())
 MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe events are a few kB
 
 

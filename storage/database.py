@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -12,6 +13,11 @@ from sqlmodel import SQLModel
 from storage import tables as _tables  # noqa: F401  (registers the table models on SQLModel.metadata)
 
 DEFAULT_URL = "sqlite+aiosqlite:///signalbot.db"
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """The database failed (locked, read-only, full, unreachable), as opposed to a bug in the caller."""
+    return isinstance(exc, SQLAlchemyError)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 

@@ -464,3 +464,108 @@ async def test_a_scan_that_can_evaluate_nothing_says_why_in_text_and_exits_non_z
     assert "not evaluated" in text and "bar closed by 2010-01-02" in text
     as_json, code_json = await run_scan(one, "2010-01-01", True)
     assert code_json == 1 and '"not_evaluated"' in as_json
+
+
+async def test_admin_figures_asked_in_a_group_are_answered_in_private():
+    from bot.transports.telegram import TelegramTransport
+    from tests.fakes.telegram_bot_api import FakeBotApi
+
+    group = -100777
+
+    async def handle(caller: Caller, text: str) -> Doc:
+        if text.startswith("/admin"):
+            return Doc(heading="Service statistics", body="Users: 1234 · revenue 5678", private=True)
+        return Doc(heading="Public answer")
+
+    async with FakeBotApi() as fake:
+        transport = TelegramTransport(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url)
+        await transport.start(handle)
+        try:
+            fake.command("/admin stats", user_id=42, chat_id=group, chat_type="supergroup")
+            [private] = await fake.wait_for_messages(1, chat_id=42)
+            [notice] = await fake.wait_for_messages(1, chat_id=group)
+            assert "Users: 1234" in private.text and "1234" not in notice.text
+            assert "Sent to you in private" in notice.text
+            fake.block(43)  # never opened a private chat with the bot: Telegram answers 403
+            fake.command("/admin stats", user_id=43, chat_id=group, chat_type="supergroup")
+            second = (await fake.wait_for_messages(2, chat_id=group))[-1]
+            assert "Open a private chat with @" in second.text and "1234" not in second.text
+            fake.command("/help", user_id=42, chat_id=group, chat_type="supergroup")
+            assert "Public answer" in (await fake.wait_for_messages(3, chat_id=group))[-1].text
+        finally:
+            await transport.stop()
+
+
+async def test_admin_answers_are_marked_private_and_database_errors_say_nothing_was_changed(monkeypatch):
+    from bot.app import build_services
+    from bot.commands.registry import dispatch
+    from core.clock import FixedClock
+    from core.market_data import SimulatedMarket
+    from tests.conftest import utc
+
+    clock = FixedClock(utc(2025, 6, 2, 13, 30))
+    market = SimulatedMarket(seed=7, start=clock.now(), history_days=400, clock=clock)
+    svc = await build_services(Settings(database_url="sqlite+aiosqlite:///:memory:", admins="telegram:42",
+                                        families=MECHANICS_FAMILIES, _env_file=None), market, clock)
+    admin, user = Caller("telegram", "42", "-100777", "Op"), Caller("telegram", "7", "7", "Ann")
+    try:
+        assert (await dispatch(svc.registry, svc, admin, "/admin stats")).private
+        assert not (await dispatch(svc.registry, svc, user, "/start")).private
+        import sqlalchemy.exc
+
+        async def locked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise sqlalchemy.exc.OperationalError("UPDATE preferences", {}, Exception("database is locked"))
+
+        monkeypatch.setattr(svc.store, "set_preferences", locked)
+        doc = await dispatch(svc.registry, svc, user, "/prefs confidence 70")
+        assert doc.tone == "error" and "nothing was changed" in doc.body and "try again" in doc.note.lower()
+    finally:
+        await svc.store.close()
+
+
+def test_secrets_are_redacted_from_every_log_record_and_library():
+    import logging
+
+    from bot.logs import install_redaction
+
+    token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawX"
+    settings = Settings(_env_file=None, TELEGRAM_TOKEN=token, STRIPE_API_KEY="sk_test_abcdef123456",
+                        database_url="sqlite+aiosqlite:///:memory:")
+    stream = io.StringIO()
+    logger = logging.getLogger("redaction-test")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        install_redaction(settings, logger)
+        child = logging.getLogger("redaction-test.telegram.ext")  # a library's logger, propagating to ours
+        child.debug("POST %s", f"https://api.telegram.org/bot{token}/getUpdates")
+        other = "987654321:BBHdqTcvCH1vGWJxfSeofSAs0K5PALDsawY"  # a token we were not told about, same shape
+        child.debug("retrying https://api.telegram.org/bot%s/sendMessage", other)
+        try:
+            raise RuntimeError(f"stripe said no to sk_test_abcdef123456 at bot{token}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert token not in out and other not in out and "sk_test_abcdef123456" not in out
+    assert out.count("<redacted>") >= 3 and "<token>" in out and "getUpdates" in out and "Traceback" in out
+
+
+async def test_a_huge_header_is_refused_with_one_log_line_not_a_traceback(ready_server, tmp_path, caplog):
+    import logging
+
+    server, _, _ = await ready_server(tmp_path / "bot.db")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60_000 + b"\r\n\r\n")
+    await writer.drain()
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        await asyncio.sleep(0.1)
+    assert b" 400 " in status or b" 431 " in status
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.exc_info is None and r.levelno == logging.WARNING for r in records)
+    assert "refused a malformed request" in records[0].getMessage()

@@ -7,6 +7,7 @@ at an `audited` command (the admin commands), allowed or refused, is written to 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from bot.views.doc import Doc
 from core.domain import Tier, User
 from core.errors import MarketDataError, PermissionDenied, UserInputError
 from core.tiers import FEATURES, entitlements, has_feature, lowest_tier_with, more_requests_than, next_utc_midnight
+from storage import is_database_error
 from storage.admin import AdminStore, AuditEntry, AuditOutcome, admin_store_beside
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, tex
             raise PermissionDenied(f"/{command.name} is for administrators.")
         doc, outcome = await _run(registry, command, services, caller, user, is_admin, line)
         detail = doc.body if doc.tone == "error" else doc.heading
-        return doc
+        return dataclasses.replace(doc, private=True) if command.admin_only else doc
     except PermissionDenied as exc:
         outcome, detail = (outcome if outcome is AuditOutcome.REFUSED else AuditOutcome.INVALID), str(exc)
         return Doc.error(str(exc))
@@ -122,6 +124,9 @@ async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, tex
     except Exception as exc:
         detail = f"{type(exc).__name__}"
         log.exception("command failed: %r from %s:%s", text[:200], caller.platform, caller.platform_user_id)
+        if is_database_error(exc):
+            return Doc.error("Our database is not answering just now: nothing was changed.",
+                             "Please try again in a minute.")
         return Doc.error("Something went wrong on our side; the error was logged.", "Please try again.")
     finally:
         if command.audited or command.admin_only:

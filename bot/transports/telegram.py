@@ -336,12 +336,25 @@ class TelegramTransport:
         caller = Caller("telegram", str(user.id), str(chat_id), user.full_name)
         doc = await self._handle(caller, text)
         in_group = chat is not None and chat.type != "private"
+        if in_group and doc.private:  # operator figures never go into a group: to the asker, privately
+            doc = await self._answer_privately(user.id, doc)
         try:
             await self._send_doc(chat_id, doc, reply_to if in_group else None)
         except TelegramError as exc:
             err = self._error(exc)
             log.warning("telegram: reply to %s in chat %s failed (%s, permanent=%s)", user.id, chat_id, err,
                         err.permanent)
+
+    async def _answer_privately(self, user_id: int, doc: Doc) -> Doc:
+        """Send `doc` to the user's private chat with the bot; what the group is told instead."""
+        try:
+            await self._send_doc(user_id, doc, None)
+        except TelegramError as exc:
+            log.warning("telegram: private answer to %s failed: %s", user_id, self._error(exc))
+            return Doc(heading="Answered in private only",
+                       body=f"Open a private chat with @{self.bot_username} and send /start, then ask again there.",
+                       tone="warning")
+        return Doc(heading="Sent to you in private", body="Operator figures are answered in a private chat.")
 
     # -- Telegram Stars ------------------------------------------------------------------------------
     async def _on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

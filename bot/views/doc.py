@@ -49,6 +49,7 @@ class Doc:
     note: str = ""
     tone: str = "info"  # info | success | warning | error
     invoice: Invoice | None = None
+    private: bool = False  # operator figures: asked in a group, the answer goes to the asker's private chat
 
     @classmethod
     def error(cls, text: str, hint: str = "") -> "Doc":

@@ -182,7 +182,7 @@ class SqlStore:
         """(signal id, kind) stored but not yet queued to the outbox, oldest first."""
         rows = await self._fetch(sa.select(FANOUTS.c.signal_id, FANOUTS.c.kind).where(FANOUTS.c.done_at.is_(None))
                                  .order_by(FANOUTS.c.created_at, FANOUTS.c.signal_id))
-        return [(r[0], DeliveryKind(r[1])) for r in rows]
+        return [(str(i), DeliveryKind(k)) for i, k in (tuple(r) for r in rows)]
 
     async def fanout_done(self, signal_id: str, kind: DeliveryKind) -> None:
         await self._write(self._fanout_done(signal_id, kind))
@@ -447,7 +447,7 @@ class SqlStore:
                       sa.or_(DELIVERIES.c.not_before.is_(None), DELIVERIES.c.not_before <= _require_aware(now)))
         since = sa.func.coalesce(DELIVERIES.c.not_before, DELIVERIES.c.created_at)
         rows = await self._fetch(sa.select(sa.func.count(), sa.func.min(since)).where(due))
-        count, oldest = rows[0]
+        count, oldest = tuple(rows[0])
         if isinstance(oldest, str):  # SQLite returns an aggregate over a coalesce() as text
             oldest = datetime.fromisoformat(oldest)
         return int(count), (oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -143,8 +144,12 @@ async def test_readiness_fails_while_another_process_holds_the_write_lock_and_re
     other = sqlite3.connect(tmp_path / "bot.db", timeout=0.1, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
+        began = time.monotonic()
         status, body = await _ready(server)
+        assert time.monotonic() - began < 8  # the answer is bounded (3 s), not SQLite's 10 s busy timeout
         assert status == 503 and body["db"] is False and "did not commit" in body["checks"]["database"]["detail"]
+        status, body = await _ready(server)  # the first probe still waits: no second write piles up behind it
+        assert status == 503 and "previous probe write" in body["checks"]["database"]["detail"]
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -569,3 +574,44 @@ async def test_a_huge_header_is_refused_with_one_log_line_not_a_traceback(ready_
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert records and all(r.exc_info is None and r.levelno == logging.WARNING for r in records)
     assert "refused a malformed request" in records[0].getMessage()
+
+
+async def test_results_the_database_could_not_record_are_written_before_anything_new_and_never_resent(tmp_path):
+    from bot.delivery.notifier import Notifier
+    from bot.delivery.worker import DeliveryWorker
+    from core.clock import FixedClock
+    from core.domain import DeliveryStatus
+    from core.events import SignalIssued
+    from tests.test_delivery import NOW, RecordingTransport, add_users, open_store
+    from tests.test_delivery import signal as make_signal
+
+    store = await open_store(tmp_path / "rec.db")
+    clock = FixedClock(NOW)
+    await add_users(store, 6)
+    transport = RecordingTransport()
+    worker = DeliveryWorker(transport, store, clock, batch=3)
+    notifier = Notifier(store, clock, {"console"}, wake=worker.wake)
+    s = make_signal()
+    await store.add_signal(s)
+    await notifier.on_signal_issued(SignalIssued(s))
+    real, read_only = store.record_attempts, [True]
+
+    async def flaky(updates):  # noqa: ANN001, ANN202 - the database refuses writes while read_only
+        if read_only[0]:
+            raise OSError("attempt to write a readonly database")
+        return await real(updates)
+
+    store.record_attempts = flaky  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await worker.process_due()  # three sent, their results not written
+    assert len(transport.sent) == 3
+    with pytest.raises(OSError):
+        await worker.process_due()  # still failing: nothing new is claimed or sent
+    assert len(transport.sent) == 3
+    read_only[0] = False
+    while await worker.process_due():
+        pass
+    assert len(transport.sent) == 6 and len({chat for chat, _, _ in transport.sent}) == 6
+    assert await store.delivery_counts("console") == {DeliveryStatus.SENT: 6}
+    assert await store.requeue_stale_sending() == 0  # a restart would resend nothing
+    await store.close()

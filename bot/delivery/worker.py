@@ -13,9 +13,10 @@ Failures (core.errors.DeliveryError):
                       after the policy's max attempts
 
 Exactly once: a row is SENDING from its claim until its result is written. Cancelling the worker lets every
-send in flight finish and be recorded, and returns the rows not started yet to the queue. Only a hard stop
-(the process killed, the database gone) between a send and its write leaves a SENDING row whose message may
-have gone out; `SqlStore.requeue_stale_sending()` at the next start sends it again. That window is the send
+send in flight finish and be recorded, and returns the rows not started yet to the queue. A result whose write
+fails (the database locked, read-only, full) is kept and written before the worker claims anything new. Only a
+hard stop (the process killed) between a send and its write, or while such results wait, leaves a SENDING row
+whose message may have gone out; `SqlStore.requeue_stale_sending()` at the next start sends it again. That window is the send
 in flight plus one group commit, and cannot be closed: chat platforms take no idempotency key.
 
 Messages in parts (a chart, then the text; a long text in several messages): a transport that stops part-way
@@ -92,6 +93,7 @@ class DeliveryWorker:
         self._paused_until: datetime | None = None
         self._stopping = False
         self._pending_writes: list[DeliveryUpdate] = []
+        self._unrecorded: list[DeliveryUpdate] = []  # results whose write failed: written before anything new
         self._write_lock = asyncio.Lock()
         self.chart = chart
         self.chart_timeout = chart_timeout
@@ -113,6 +115,16 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         """Until cancelled. Messages being sent when cancellation comes are finished and recorded first."""
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            if self._unrecorded:  # a last try: written now, those rows are not sent again at the next start
+                with contextlib.suppress(Exception):
+                    await self.store.record_attempts(list(self._unrecorded))
+                    self._unrecorded.clear()
+            raise
+
+    async def _loop(self) -> None:
         while True:
             try:
                 handled = await self.process_due()
@@ -147,6 +159,12 @@ class DeliveryWorker:
             raise
 
     async def _process_batch(self) -> int:
+        if self._unrecorded:  # the database failed while recording: nothing new is claimed until they are written
+            group = list(self._unrecorded)
+            await self.store.record_attempts(group)
+            del self._unrecorded[:len(group)]
+            log.warning("delivery worker %s: %d results recorded late (the database had failed)", self.channel,
+                        len(group))
         if self.paused_until is not None:
             return 0
         due = await self.store.claim_due(self.channel, self.clock.now(), self.batch)
@@ -292,7 +310,11 @@ class DeliveryWorker:
             if not self._pending_writes:
                 return  # an earlier writer took ours along
             group, self._pending_writes = self._pending_writes, []
-            await self.store.record_attempts(group)
+            try:
+                await self.store.record_attempts(group)
+            except Exception:  # kept, and written at the next batch: the rows are not sent again after a restart
+                self._unrecorded.extend(group)
+                raise
 
 
 def _skip_reason(d: Delivery, user: User | None, signal: Signal | None, outcome: SignalOutcome | None,

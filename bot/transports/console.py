@@ -91,8 +91,8 @@ async def read_lines(stream: TextIO) -> AsyncIterator[str | OverlongLine]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_CHUNK)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stream)
-    async for line in split_lines(reader):
-        yield line
+    async for piece in split_lines(reader):
+        yield piece
 
 
 async def split_lines(reader: asyncio.StreamReader) -> AsyncIterator[str | OverlongLine]:

@@ -119,6 +119,8 @@ def reasoning_narrator(settings: Settings, clock: Clock) -> Narrator | None:
 
 async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None = None,
                       stdout: TextIO | None = None) -> int:
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)  # first: a SIGTERM while starting up still ends in a clean stop
     setup, services = await compose(settings, opts)
     market, clock = setup.scan, setup.clock
     health = Health(services.store, services.wall)
@@ -173,8 +175,6 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     if setup.update is not None:
         scheduler.every(settings.update_interval, setup.update, "update-bars")
     scheduler.every(300, delivery.send_digests, "digests")
-    stop = asyncio.Event()
-    _install_signal_handlers(stop)
 
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))

@@ -51,6 +51,7 @@ class Health:
     _jobs: Mapping[str, JobRecord] | None = None
     _transports: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
     _probe: asyncio.Task[None] | None = None
+    _probe_began: float = 0.0
 
     def watch_jobs(self, jobs: Mapping[str, JobRecord]) -> None:
         self._jobs = jobs
@@ -79,12 +80,14 @@ class Health:
         """The probe write runs in its own task: a write waiting on a lock cannot be cut short (the driver's
         thread waits out SQLite's busy timeout), so the answer comes after WRITE_TIMEOUT while the write goes on
         in the background, and no second probe starts before it ends."""
-        if self._probe is not None and not self._probe.done():
-            return Check(False, "the previous probe write has not committed yet (locked?)")
-        began = time.monotonic()
-        self._probe = probe = asyncio.create_task(self.store.heartbeat(self.process), name="health-probe")
-        probe.add_done_callback(_retrieve)
-        done, _ = await asyncio.wait({probe}, timeout=WRITE_TIMEOUT)
+        probe, began = self._probe, self._probe_began
+        if probe is not None and not probe.done() and time.monotonic() - began >= WRITE_TIMEOUT:
+            return Check(False, f"a write has not committed for {time.monotonic() - began:.0f} s (locked?)")
+        if probe is None or probe.done():  # a probe in flight and younger than the timeout is shared, not doubled
+            began = self._probe_began = time.monotonic()
+            self._probe = probe = asyncio.create_task(self.store.heartbeat(self.process), name="health-probe")
+            probe.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({probe}, timeout=max(0.0, WRITE_TIMEOUT - (time.monotonic() - began)))
         if not done:
             return Check(False, f"a write did not commit within {WRITE_TIMEOUT:.0f} s (locked?)")
         exc = probe.exception()

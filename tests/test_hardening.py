@@ -141,6 +141,7 @@ async def test_readiness_fails_while_another_process_holds_the_write_lock_and_re
     server, _, _ = await ready_server(tmp_path / "bot.db")
     status, body = await _ready(server)
     assert status == 200 and body["checks"]["database"]["ok"] and body["checks"]["outbox"]["detail"] == "empty"
+    assert [s for s, _ in await asyncio.gather(*(_ready(server) for _ in range(5)))] == [200] * 5  # probes at once
     other = sqlite3.connect(tmp_path / "bot.db", timeout=0.1, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
@@ -149,7 +150,7 @@ async def test_readiness_fails_while_another_process_holds_the_write_lock_and_re
         assert time.monotonic() - began < 8  # the answer is bounded (3 s), not SQLite's 10 s busy timeout
         assert status == 503 and body["db"] is False and "did not commit" in body["checks"]["database"]["detail"]
         status, body = await _ready(server)  # the first probe still waits: no second write piles up behind it
-        assert status == 503 and "previous probe write" in body["checks"]["database"]["detail"]
+        assert status == 503 and "has not committed for" in body["checks"]["database"]["detail"]
     finally:
         other.execute("ROLLBACK")
         other.close()

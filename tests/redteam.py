@@ -915,6 +915,7 @@ async def nothing_lost_after_db_faults(plan: Plan, service: Service, db: Path, f
     rc = await service.stop()
     stuck = sending_rows(db)
     service.start()
+    await service.wait_for_log(r"signalbot running", 60)  # up (a SIGTERM during Python's imports is not a stop)
     done = await drained(db, service, 60)
     await fake.idle(15)
     rc2 = await service.stop()

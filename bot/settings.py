@@ -1,10 +1,14 @@
 """The one settings object, read once at start by the composition root (environment and .env)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.risk import SERVICE_COSTS_BPS
+
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models_store"  # found from the package, not the working dir
 
 
 class Settings(BaseSettings):
@@ -85,8 +89,9 @@ class Settings(BaseSettings):
                               "vote; offline, replayed data with a news folder is replayed)")
     news_interval: float = Field(300.0, gt=0, description="seconds between news fetches")
     # models
-    models_dir: str = Field("models_store", description="where model versions live")
-    backtest_reports_dir: str = Field("models_store/backtests", description="the latest backtest report per scope, "
+    models_dir: str = Field(str(SHIPPED_MODELS), description="where model versions live (default: the ones shipped "
+                            "with the package, wherever the service is started from)")
+    backtest_reports_dir: str = Field(str(SHIPPED_MODELS / "backtests"), description="the latest backtest report per scope, "
                                       "shown by /performance (`signalbot backtest --publish DIR` puts one there)")
     retrain_interval_hours: float = Field(24 * 7, gt=0)
 

@@ -50,3 +50,15 @@ def delivered_signal_ids(stdout: str) -> list[str]:
         if len(lines) > 1 and lines[0].startswith("[message ") and lines[1].startswith(("BUY ", "SELL ")):
             ids += [ln.split()[-1] for ln in lines if ln.strip().startswith("Signal ")]
     return ids
+
+
+def test_started_from_an_empty_directory_the_service_finds_its_shipped_models_and_backtests(tmp_path):
+    """Shipped files are found from the package, not the working directory (issue 18, item 3)."""
+    proc = run_service(tmp_path, "/admin models\n/performance\n", 6, "--speed", "3600")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "No model manifests" not in out and "model versions" in out, out[-3000:]
+    assert "reversion-crypto-1d" in out or "pullback-crypto-1d" in out
+    assert "Backtest" in out or "backtest" in out, out[-3000:]
+    assert list(tmp_path.iterdir()) == [tmp_path / "svc.db"] or all(
+        p.name.startswith("svc.db") for p in tmp_path.iterdir())  # nothing but the database was written here

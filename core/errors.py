@@ -49,3 +49,4 @@ class DeliveryError(SignalBotError):
         # those a resumed send skipped) and the platform's reference of the first; a retry sends only the rest
         self.parts_sent = 0
         self.first_ref: str | None = None
+        self.layout = ""  # how the parts were split (bot.transports.base.Resume)

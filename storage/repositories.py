@@ -535,7 +535,8 @@ class SqlStore:
              "b_refund": 1 if u.refund_attempt else 0}
             for u in updates
         ]
-        parts = [{"delivery_id": u.delivery_id, "parts_sent": u.parts_sent, "first_ref": u.first_ref}
+        parts = [{"delivery_id": u.delivery_id, "parts_sent": u.parts_sent, "first_ref": u.first_ref,
+                  "layout": u.layout}
                  for u in updates if u.parts_sent > 0 and u.first_ref is not None]
         async with self._engine.begin() as conn:
             await conn.execute(_RECORD_ATTEMPT, params)
@@ -543,16 +544,18 @@ class SqlStore:
                 stmt = self._insert(DELIVERY_PARTS)
                 await conn.execute(stmt.on_conflict_do_update(
                     index_elements=[DELIVERY_PARTS.c.delivery_id],
-                    set_={"parts_sent": stmt.excluded.parts_sent, "first_ref": stmt.excluded.first_ref}), parts)
+                    set_={"parts_sent": stmt.excluded.parts_sent, "first_ref": stmt.excluded.first_ref,
+                          "layout": stmt.excluded.layout}), parts)
 
-    async def delivery_parts(self, ids: Collection[int]) -> dict[int, tuple[int, str]]:
-        """delivery id -> (parts sent, first part's reference) of deliveries an earlier attempt sent in part."""
-        found: dict[int, tuple[int, str]] = {}
+    async def delivery_parts(self, ids: Collection[int]) -> dict[int, tuple[int, str, str]]:
+        """delivery id -> (parts sent, first part's reference, layout) of deliveries an earlier attempt sent in
+        part."""
+        found: dict[int, tuple[int, str, str]] = {}
         wanted = sorted(set(ids))
         for start in range(0, len(wanted), IN_CHUNK):
             rows = await self._fetch(sa.select(DELIVERY_PARTS).where(
                 DELIVERY_PARTS.c.delivery_id.in_(wanted[start:start + IN_CHUNK])))
-            found.update({int(r.delivery_id): (int(r.parts_sent), str(r.first_ref)) for r in rows})
+            found.update({int(r.delivery_id): (int(r.parts_sent), str(r.first_ref), str(r.layout)) for r in rows})
         return found
 
     async def cancel_pending(self, user_id: int, reason: str, channel: str | None = None) -> int:
@@ -727,6 +730,7 @@ class DeliveryUpdate:
     refund_attempt: bool = False
     parts_sent: int = 0  # a message in parts that stopped part-way: parts that went out, and the first's ref
     first_ref: str | None = None
+    layout: str = ""  # how the parts were split (bot.transports.base.Resume)
 
 
 # professional first: ascending order of this expression is descending tier rank

@@ -195,6 +195,7 @@ class DeliveryPartRow(SQLModel, table=True):
     delivery_id: int = Field(primary_key=True, foreign_key="deliveries.id", ondelete="CASCADE")
     parts_sent: int
     first_ref: str
+    layout: str = ""
 
 
 class HeartbeatRow(SQLModel, table=True):

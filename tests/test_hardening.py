@@ -453,7 +453,8 @@ async def test_a_discord_message_in_parts_resumes_after_the_parts_that_went_out(
             assert failed.value.parts_sent == 2 and failed.value.first_ref
             assert len(fake.messages) == 2
             transport._send_one = original  # type: ignore[method-assign]
-            ref = await transport.send("4242", doc, resume=Resume(failed.value.parts_sent, failed.value.first_ref))
+            ref = await transport.send("4242", doc, resume=Resume(failed.value.parts_sent, failed.value.first_ref,
+                                                                  failed.value.layout))
             assert ref == failed.value.first_ref and len(fake.messages) == parts  # each part exactly once
             assert ref.endswith(f"/{fake.messages[0].id}")
         finally:
@@ -615,4 +616,45 @@ async def test_results_the_database_could_not_record_are_written_before_anything
     assert len(transport.sent) == 6 and len({chat for chat, _, _ in transport.sent}) == 6
     assert await store.delivery_counts("console") == {DeliveryStatus.SENT: 6}
     assert await store.requeue_stale_sending() == 0  # a restart would resend nothing
+    await store.close()
+
+
+async def test_a_resumed_chart_message_whose_chart_is_gone_still_delivers_its_text(tmp_path):
+    """The chart went out, the text failed; at the retry (a restart: a new worker) the chart cannot be drawn.
+    Skipping by count would skip the text and mark the row SENT with only the photo delivered."""
+    import dataclasses
+    from datetime import timedelta
+
+    from bot.delivery.notifier import Notifier
+    from bot.delivery.worker import DeliveryWorker
+    from bot.transports.telegram import TelegramTransport
+    from core.clock import FixedClock
+    from core.domain import DeliveryStatus
+    from core.events import SignalIssued
+    from tests.fakes.telegram_bot_api import FakeBotApi
+    from tests.test_delivery_charts import NOW, Charts, a_signal, seeded_store
+
+    store = await seeded_store(tmp_path / "gone.db", 2)  # chat "1" is on a tier with charts
+    clock = FixedClock(NOW)
+    async with FakeBotApi() as fake:
+        transport = TelegramTransport(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
+                                      messages_per_second=0)
+        await transport.initialize()
+        try:
+            first = DeliveryWorker(transport, store, clock, chart=Charts())
+            s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
+            await store.add_signal(s)
+            await Notifier(store, clock, {"telegram"}, wake=first.wake).on_signal_issued(SignalIssued(s))
+            fake.fail(500, method="sendmessage", chat_id=1, times=1)
+            await first.process_due()
+            assert [m.method for m in fake.messages_to("1")] == ["sendphoto"]
+            clock.advance(timedelta(hours=1))
+            second = DeliveryWorker(transport, store, clock, chart=Charts(fail=RuntimeError("no chart")))
+            while await second.process_due():
+                pass
+            methods = [m.method for m in fake.messages_to("1")]
+            assert "sendmessage" in methods, methods  # the text arrived
+            assert await store.delivery_counts("telegram") == {DeliveryStatus.SENT: 2}
+        finally:
+            await transport.stop()
     await store.close()

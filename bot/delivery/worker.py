@@ -22,7 +22,11 @@ in flight plus one group commit, and cannot be closed: chat platforms take no id
 Messages in parts (a chart, then the text; a long text in several messages): a transport that stops part-way
 says how many parts went out (DeliveryError.parts_sent, first_ref); that is recorded with the attempt's result
 (storage's delivery_parts, same transaction) and the retry sends only the parts after them, answering with the
-first part's reference. Only a hard stop between a part and the record can double that part (the window above).
+first part's reference. The split is recorded too: a retry whose chart cannot be had this time (a restart, a
+failing provider) no longer splits like the first attempt, so it sends every part rather than skip by count
+(the text arrives; the chart's caption may repeat), and one whose first parts went out as text stays text. Only
+a hard stop between a part and the record, or a platform that took a part but answered after the client's read
+timeout, can double that part.
 
 Charts: given a `chart` provider (bot.views.signal_chart.SignalCharts for the chat transports), a signal goes
 out with its chart to users whose tier includes charts (core.tiers.has_feature(tier, "charts")); exits never
@@ -215,7 +219,10 @@ class DeliveryWorker:
         docs: dict[tuple[str, DeliveryKind, RiskTolerance, bool], Doc] = {}
         planned: list[_Planned] = []
         for d, user, signal, outcome, charted in sendable:
+            progress = parts.get(d.id)
             image = images.get(signal.id) if charted else None
+            if progress is not None and progress[2].startswith("text"):
+                image = None  # its first parts went out as text: the rest follows in that shape, not re-split
             key = (signal.id, d.kind, user.preferences.risk, image is not None)
             doc = docs.get(key)
             if doc is None:
@@ -223,7 +230,6 @@ class DeliveryWorker:
                        if d.kind is DeliveryKind.EXIT and outcome is not None
                        else signal_doc(signal, user.preferences.risk))
                 docs[key] = doc = doc if image is None else dataclasses.replace(doc, image=image)
-            progress = parts.get(d.id)
             message = Outgoing(d.id, d.kind, signal, outcome if d.kind is DeliveryKind.EXIT else None, doc, d.reply_to,
                                user.preferences.risk, Resume(*progress) if progress else None)
             planned.append(_Planned(d, user, addresses[d.user_id], message))
@@ -276,7 +282,8 @@ class DeliveryWorker:
         except DeliveryError as exc:
             update = await self._failed(p, exc)
             if exc.parts_sent > 0:  # part of it went out: recorded with the result, the retry sends the rest
-                update = dataclasses.replace(update, parts_sent=exc.parts_sent, first_ref=exc.first_ref)
+                update = dataclasses.replace(update, parts_sent=exc.parts_sent, first_ref=exc.first_ref,
+                                             layout=exc.layout)
             return update
         except Exception as exc:  # a transport bug: record it as a transient failure, keep the worker alive
             log.exception("channel %s crashed on delivery %s", self.channel, d.id)

@@ -205,7 +205,7 @@ class DiscordTransport:
         progress = Progress.of(resume)
         try:
             channel = await self._channel(chat_id)
-            await self._post(channel, doc, _reference(reply_to) if resume is None else None, progress)
+            await self._post(channel, doc, _reference(reply_to), progress)
         except DeliveryError as exc:
             raise progress.attach(exc)
         except (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -227,6 +227,9 @@ class DiscordTransport:
         "Invalid Form Body": a rendering bug of ours), the Doc goes as plain text instead."""
         progress = progress or Progress()
         parts = _render(doc)
+        progress.begin(doc.image is not None, len(parts))
+        if progress.skip:
+            reference = None  # the reply reference went on the first part, sent before
         first: discord.Message | None = None
         for i, part in enumerate(parts):
             if not progress.pending(i):

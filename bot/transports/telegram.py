@@ -232,6 +232,7 @@ class TelegramTransport:
                 log.error("telegram: createInvoiceLink failed: %s", exc)
                 failed = Doc.error("Telegram could not create the invoice just now.", "Please try again in a minute.")
                 return await self._send_rendered(chat_id, failed, _render(failed), reply_to, progress)
+        progress.begin(doc.image is not None, len(rendered.messages))
         reply = _reply_parameters(reply_to) if progress.skip == 0 else None
         index = 0
         if doc.image is not None:

@@ -146,6 +146,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     services.broadcast = transport_broadcaster(transports)
     services.bus.subscribe(StrategyPaused, pause_announcer(services))
     delivery = await start_delivery(settings, services, delivery_stores, list(transports.values()), clock)
+    health.channels = frozenset(w.channel for w in delivery.workers)  # rows of unserved channels wait by design
 
     # The LightGBM champions in models_dir vote in the engine (none: the rules decide alone); their market
     # context is refreshed daily; live, new versions are trained on a schedule and promoted only when better.
@@ -175,6 +176,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     if setup.update is not None:
         scheduler.every(settings.update_interval, setup.update, "update-bars")
     scheduler.every(300, delivery.send_digests, "digests")
+    scheduler.every(60, delivery.recover_fanouts, "fanout-retry")  # a fan-out whose queueing failed
 
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))

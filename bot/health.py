@@ -33,7 +33,7 @@ WATCHED_JOBS = ("scan", "track")
 class HealthStore(Protocol):
     async def heartbeat(self, process: str) -> None: ...
 
-    async def outbox_backlog(self, now: Any) -> tuple[int, Any]: ...
+    async def outbox_backlog(self, now: Any, channels: Any = None) -> tuple[int, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,7 @@ class Health:
     _jobs: Mapping[str, JobRecord] | None = None
     _transports: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
     _probe: asyncio.Task[None] | None = None
+    channels: frozenset[str] | None = None  # the outbox channels a worker serves (None: every row counts)
     _probe_began: float = 0.0
 
     def watch_jobs(self, jobs: Mapping[str, JobRecord]) -> None:
@@ -116,7 +117,7 @@ class Health:
     async def _outbox(self) -> Check:
         now = self.wall.now()
         try:
-            count, oldest = await self.store.outbox_backlog(now)
+            count, oldest = await self.store.outbox_backlog(now, self.channels)
         except Exception as exc:  # noqa: BLE001
             return Check(False, f"outbox not readable: {type(exc).__name__}")
         if not count or oldest is None:

@@ -87,7 +87,7 @@ class DeliveryRepository(Protocol):
         `fanout`: the pending fan-out these rows complete, marked done in the same transaction."""
         ...
 
-    async def pending_fanouts(self) -> list[tuple[str, DeliveryKind]]:
+    async def pending_fanouts(self, recorded_before: datetime | None = None) -> list[tuple[str, DeliveryKind]]:
         """(signal id, kind) stored but not yet queued (a crash came between storing and queuing)."""
         ...
 

@@ -178,10 +178,13 @@ class SqlStore:
         stmt = self._insert(FANOUTS).on_conflict_do_nothing(index_elements=[FANOUTS.c.signal_id, FANOUTS.c.kind])
         await conn.execute(stmt, [{"signal_id": i, "kind": k.value, "created_at": now} for i, k in items])
 
-    async def pending_fanouts(self) -> list[tuple[str, DeliveryKind]]:
-        """(signal id, kind) stored but not yet queued to the outbox, oldest first."""
-        rows = await self._fetch(sa.select(FANOUTS.c.signal_id, FANOUTS.c.kind).where(FANOUTS.c.done_at.is_(None))
-                                 .order_by(FANOUTS.c.created_at, FANOUTS.c.signal_id))
+    async def pending_fanouts(self, recorded_before: datetime | None = None) -> list[tuple[str, DeliveryKind]]:
+        """(signal id, kind) stored but not yet queued to the outbox (recorded before `recorded_before`, if
+        given), oldest first."""
+        stmt = sa.select(FANOUTS.c.signal_id, FANOUTS.c.kind).where(FANOUTS.c.done_at.is_(None))
+        if recorded_before is not None:
+            stmt = stmt.where(FANOUTS.c.created_at < _require_aware(recorded_before))
+        rows = await self._fetch(stmt.order_by(FANOUTS.c.created_at, FANOUTS.c.signal_id))
         return [(str(i), DeliveryKind(k)) for i, k in (tuple(r) for r in rows)]
 
     async def fanout_done(self, signal_id: str, kind: DeliveryKind) -> None:
@@ -441,14 +444,18 @@ class SqlStore:
         keys = [*_DELIVERY_INPUT_KEYS, "status", "attempts", "created_at"]
         return _BulkInsert.compile(self._deliveries_insert_stmt(), self._engine.dialect, keys)
 
-    async def outbox_backlog(self, now: datetime) -> tuple[int, datetime | None]:
-        """Rows due to be sent now (PENDING, not held) and since when the oldest of them has been due."""
+    async def outbox_backlog(self, now: datetime, channels: Collection[str] | None = None
+                             ) -> tuple[int, datetime | None]:
+        """Rows due to be sent now (PENDING, not held; of `channels` if given: those a worker serves) and since
+        when the oldest of them has been due."""
         due = sa.and_(DELIVERIES.c.status == DeliveryStatus.PENDING.value,
                       sa.or_(DELIVERIES.c.not_before.is_(None), DELIVERIES.c.not_before <= _require_aware(now)))
+        if channels is not None:
+            due = sa.and_(due, DELIVERIES.c.channel.in_(sorted(channels)))
         since = sa.func.coalesce(DELIVERIES.c.not_before, DELIVERIES.c.created_at)
         rows = await self._fetch(sa.select(sa.func.count(), sa.func.min(since)).where(due))
         count, oldest = tuple(rows[0])
-        if isinstance(oldest, str):  # SQLite returns an aggregate over a coalesce() as text
+        if isinstance(oldest, str):  # SQLite may return an aggregate over a coalesce() as text
             oldest = datetime.fromisoformat(oldest)
         return int(count), (oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None
                             else oldest)
@@ -579,9 +586,11 @@ class SqlStore:
         )
         return [(int(uid), str(channel), ref) for uid, channel, ref in (tuple(r) for r in await self._fetch(stmt))]
 
-    async def received_since(self, user_id: int, since: datetime) -> list[tuple[Signal, SignalOutcome | None]]:
-        """Signals the user received (a SENT signal delivery, any channel) that were sent or closed since
-        `since`, each once, by issue time; with their outcome when closed (the daily digest)."""
+    async def received_since(self, user_id: int, since: datetime, *, closed_since: datetime | None = None
+                             ) -> list[tuple[Signal, SignalOutcome | None]]:
+        """Signals the user received (a SENT signal delivery, any channel) that were sent since `since` (the
+        outbox's clock) or closed since `closed_since` (the market's; default `since`), each once, by issue
+        time; with their outcome when closed (the daily digest)."""
         received = (
             sa.select(DELIVERIES.c.signal_id, sa.func.max(DELIVERIES.c.sent_at).label("sent_at"))
             .where(DELIVERIES.c.user_id == user_id, DELIVERIES.c.kind == DeliveryKind.SIGNAL.value,
@@ -590,11 +599,12 @@ class SqlStore:
             .subquery()
         )
         since = _require_aware(since)
+        closed = _require_aware(closed_since) if closed_since is not None else since
         stmt = (
             sa.select(SIGNALS, OUTCOMES)
             .select_from(SIGNALS.join(received, received.c.signal_id == SIGNALS.c.id)
                          .outerjoin(OUTCOMES, OUTCOMES.c.signal_id == SIGNALS.c.id))
-            .where(sa.or_(received.c.sent_at >= since, OUTCOMES.c.exit_time >= since))
+            .where(sa.or_(received.c.sent_at >= since, OUTCOMES.c.exit_time >= closed))
             .order_by(SIGNALS.c.issued_at, SIGNALS.c.id)
         )
         out: list[tuple[Signal, SignalOutcome | None]] = []

@@ -125,7 +125,7 @@ async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, tex
         detail = f"{type(exc).__name__}"
         log.exception("command failed: %r from %s:%s", text[:200], caller.platform, caller.platform_user_id)
         if is_database_error(exc):
-            return Doc.error("Our database is not answering just now: nothing was changed.",
+            return Doc.error("Our database is not answering just now, so this may not have been saved.",
                              "Please try again in a minute.")
         return Doc.error("Something went wrong on our side; the error was logged.", "Please try again.")
     finally:

@@ -26,9 +26,12 @@ DIGEST_WINDOW = timedelta(hours=24)
 
 
 async def send_digests(store: SqlStore, digests: DigestStore, transports: Mapping[str, Transport],
-                       clock: Clock) -> int:
-    """Send every digest due now through the user's chat transport; returns how many were sent."""
+                       clock: Clock, market_clock: Clock | None = None) -> int:
+    """Send every digest due now through the user's chat transport; returns how many were sent. `clock` is wall
+    time (the hour a user asked for, when a signal was sent to them), `market_clock` the signals' (when one
+    closed; default the same)."""
     now = clock.now()
+    market_now = (market_clock or clock).now()
     due = await digests.claim_due(now)
     if not due:
         return 0
@@ -39,7 +42,7 @@ async def send_digests(store: SqlStore, digests: DigestStore, transports: Mappin
         transport = transports.get(user.platform) if user is not None else None
         if user is None or not user.active or transport is None:
             continue  # unsubscribed or their platform is not served: nothing today
-        items = await store.received_since(user_id, now - DIGEST_WINDOW)
+        items = await store.received_since(user_id, now - DIGEST_WINDOW, closed_since=market_now - DIGEST_WINDOW)
         if not items:
             continue  # a quiet day: no message
         try:

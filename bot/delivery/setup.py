@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from bot.delivery.commands import channel_commands
 from bot.delivery.digest import send_digests
@@ -35,6 +36,8 @@ DEFAULT_CHAT_CONCURRENCY = 8  # within PTB's bot-wide rate limiter this keeps 30
 TEXT_ONLY = {"console"}  # chat transports that cannot show a picture: their signals go without a chart
 
 
+FANOUT_RETRY_AFTER = 60.0  # seconds a fan-out may stay pending before the scheduled retry queues it
+
 @dataclass(frozen=True, slots=True)
 class DeliveryStores:
     channels: ChannelStore
@@ -55,8 +58,14 @@ class Delivery:
         for w in self.workers:
             w.wake()
 
+    async def recover_fanouts(self) -> int:
+        """The scheduled retry of fan-outs pending for over a minute (a failed queueing)."""
+        return await recover_fanouts(self.services.store, self.notifier,
+                                     self.clock.now() - timedelta(seconds=FANOUT_RETRY_AFTER))
+
     async def send_digests(self) -> int:
-        return await send_digests(self.services.store, self.stores.digests, self.chat, self.clock)
+        return await send_digests(self.services.store, self.stores.digests, self.chat, self.clock,
+                                  self.services.clock)
 
     async def close(self) -> None:
         await self.extra.close()
@@ -108,12 +117,14 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
     return delivery
 
 
-async def recover_fanouts(store: SqlStore, notifier: Notifier) -> int:
+async def recover_fanouts(store: SqlStore, notifier: Notifier, recorded_before: datetime | None = None) -> int:
     """Queue what a hard stop left stored but not fanned out (core.signals.service stores the signal and its
-    pending fan-out in one transaction; the notifier marks it done in the one that queues the deliveries).
-    A signal that has closed since is not sent any more (its exit, if any, follows the receipts)."""
+    pending fan-out in one transaction; the notifier marks it done in the one that queues the deliveries), or
+    what a failed queueing left (the database refused the notifier's write: `recorded_before` a minute ago, run
+    on a schedule; queueing is idempotent, so one that races the notifier adds nothing). A signal that has
+    closed since is not sent any more (its exit, if any, follows the receipts)."""
     count = 0
-    for signal_id, kind in await store.pending_fanouts():
+    for signal_id, kind in await store.pending_fanouts(recorded_before):
         signal, outcome = await store.get_signal(signal_id), await store.get_outcome(signal_id)
         if signal is None or (kind is DeliveryKind.SIGNAL and outcome is not None) \
                 or (kind is DeliveryKind.EXIT and outcome is None):

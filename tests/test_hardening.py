@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import subprocess
@@ -369,6 +370,22 @@ async def test_signals_and_exits_stored_before_a_crash_are_queued_at_the_next_st
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def telegram_on_a_fake():  # noqa: ANN201
+    """A real TelegramTransport, initialised (no polling), against the local fake Bot API."""
+    from bot.transports.telegram import TelegramTransport
+    from tests.fakes.telegram_bot_api import FakeBotApi
+
+    async with FakeBotApi() as fake:
+        transport = TelegramTransport(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
+                                      messages_per_second=0)
+        await transport.initialize()
+        try:
+            yield fake, transport
+        finally:
+            await transport.stop()
+
+
 def fake_failures_hit(fake) -> int:  # noqa: ANN001
     """How many injected faults were used up (each fault's `times` counts down as requests hit it)."""
     return sum(6 if f.status == 500 else 2 for f in fake.faults if f.times == 0)
@@ -381,47 +398,39 @@ async def test_a_chart_signal_whose_text_fails_is_retried_without_sending_the_ch
 
     from bot.delivery.notifier import Notifier
     from bot.delivery.worker import DeliveryWorker
-    from bot.transports.telegram import TelegramTransport
     from core.clock import FixedClock
     from core.domain import DeliveryStatus
     from core.events import SignalIssued
-    from tests.fakes.telegram_bot_api import FakeBotApi
     from tests.test_delivery_charts import NOW, TIERS, Charts, a_signal, drain, seeded_store
 
     store = await seeded_store(tmp_path / "parts.db", 16)
     clock = FixedClock(NOW)
-    async with FakeBotApi() as fake:
-        transport = TelegramTransport(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
-                                      messages_per_second=0)
-        await transport.initialize()
-        try:
-            worker = DeliveryWorker(transport, store, clock, batch=4, chart=Charts())
-            notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
-            # reasoning too long for a photo's caption: the chart goes first, then the text as its own message
-            s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
-            await store.add_signal(s)
-            fake.fail(500, method="sendmessage", times=6)  # the text after the chart, for the first recipients
-            fake.fail(429, method="sendmessage", retry_after=1, times=2)
-            await notifier.on_signal_issued(SignalIssued(s))
-            for _ in range(20):
-                await drain(worker)
-                counts = await store.delivery_counts("telegram")
-                if counts.get(DeliveryStatus.SENT, 0) == 16:
-                    break
-                clock.advance(timedelta(minutes=10))
-            assert counts == {DeliveryStatus.SENT: 16}, counts
-            refs = {uid: ref for uid, _, ref in await store.signal_receipts(s.id)}
-            for i in range(16):
-                msgs = fake.messages_to(str(i))
-                photos = [m for m in msgs if m.method == "sendphoto"]
-                texts = [m for m in msgs if m.method == "sendmessage"]
-                charted = TIERS[i % 4].value != "free"
-                assert len(photos) == (1 if charted else 0), (i, [m.method for m in msgs])
-                assert len(texts) == 1, (i, [m.method for m in msgs])
-                assert refs[i + 1] == str(msgs[0].message_id)  # an exit replies to the first part: the chart
-            assert fake_failures_hit(fake) == 8
-        finally:
-            await transport.stop()
+    async with telegram_on_a_fake() as (fake, transport):
+        worker = DeliveryWorker(transport, store, clock, batch=4, chart=Charts())
+        notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
+        # reasoning too long for a photo's caption: the chart goes first, then the text as its own message
+        s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
+        await store.add_signal(s)
+        fake.fail(500, method="sendmessage", times=6)  # the text after the chart, for the first recipients
+        fake.fail(429, method="sendmessage", retry_after=1, times=2)
+        await notifier.on_signal_issued(SignalIssued(s))
+        for _ in range(20):
+            await drain(worker)
+            counts = await store.delivery_counts("telegram")
+            if counts.get(DeliveryStatus.SENT, 0) == 16:
+                break
+            clock.advance(timedelta(minutes=10))
+        assert counts == {DeliveryStatus.SENT: 16}, counts
+        refs = {uid: ref for uid, _, ref in await store.signal_receipts(s.id)}
+        for i in range(16):
+            msgs = fake.messages_to(str(i))
+            photos = [m for m in msgs if m.method == "sendphoto"]
+            texts = [m for m in msgs if m.method == "sendmessage"]
+            charted = TIERS[i % 4].value != "free"
+            assert len(photos) == (1 if charted else 0), (i, [m.method for m in msgs])
+            assert len(texts) == 1, (i, [m.method for m in msgs])
+            assert refs[i + 1] == str(msgs[0].message_id)  # an exit replies to the first part: the chart
+        assert fake_failures_hit(fake) == 8
     await store.close()
 
 
@@ -629,36 +638,28 @@ async def test_a_resumed_chart_message_whose_chart_is_gone_still_delivers_its_te
 
     from bot.delivery.notifier import Notifier
     from bot.delivery.worker import DeliveryWorker
-    from bot.transports.telegram import TelegramTransport
     from core.clock import FixedClock
     from core.domain import DeliveryStatus
     from core.events import SignalIssued
-    from tests.fakes.telegram_bot_api import FakeBotApi
     from tests.test_delivery_charts import NOW, Charts, a_signal, seeded_store
 
     store = await seeded_store(tmp_path / "gone.db", 2)  # chat "1" is on a tier with charts
     clock = FixedClock(NOW)
-    async with FakeBotApi() as fake:
-        transport = TelegramTransport(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
-                                      messages_per_second=0)
-        await transport.initialize()
-        try:
-            first = DeliveryWorker(transport, store, clock, chart=Charts())
-            s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
-            await store.add_signal(s)
-            await Notifier(store, clock, {"telegram"}, wake=first.wake).on_signal_issued(SignalIssued(s))
-            fake.fail(500, method="sendmessage", chat_id=1, times=1)
-            await first.process_due()
-            assert [m.method for m in fake.messages_to("1")] == ["sendphoto"]
-            clock.advance(timedelta(hours=1))
-            second = DeliveryWorker(transport, store, clock, chart=Charts(fail=RuntimeError("no chart")))
-            while await second.process_due():
-                pass
-            methods = [m.method for m in fake.messages_to("1")]
-            assert "sendmessage" in methods, methods  # the text arrived
-            assert await store.delivery_counts("telegram") == {DeliveryStatus.SENT: 2}
-        finally:
-            await transport.stop()
+    async with telegram_on_a_fake() as (fake, transport):
+        first = DeliveryWorker(transport, store, clock, chart=Charts())
+        s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
+        await store.add_signal(s)
+        await Notifier(store, clock, {"telegram"}, wake=first.wake).on_signal_issued(SignalIssued(s))
+        fake.fail(500, method="sendmessage", chat_id=1, times=1)
+        await first.process_due()
+        assert [m.method for m in fake.messages_to("1")] == ["sendphoto"]
+        clock.advance(timedelta(hours=1))
+        second = DeliveryWorker(transport, store, clock, chart=Charts(fail=RuntimeError("no chart")))
+        while await second.process_due():
+            pass
+        methods = [m.method for m in fake.messages_to("1")]
+        assert "sendmessage" in methods, methods  # the text arrived
+        assert await store.delivery_counts("telegram") == {DeliveryStatus.SENT: 2}
     await store.close()
 
 

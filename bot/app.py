@@ -44,7 +44,7 @@ from core.signals.engine import SignalEngine
 from core.signals.narrative import Narrator
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
-from storage import Database, SqlStore
+from storage import SqlStore, open_store
 from storage.admin import admin_store_beside
 from storage.news import verdict_store_beside
 
@@ -60,17 +60,11 @@ class RunOptions:
     # simulation default: now, with 400 days of simulated history before it)
 
 
-async def open_store(settings: Settings, clock: Clock) -> SqlStore:
-    db = Database(settings.database_url)
-    await db.create_all()
-    return SqlStore(db, clock)
-
-
 async def build_services(settings: Settings, market: MarketData, clock: Clock, *, store: SqlStore | None = None,
                          on_demand: MarketData | None = None, wall: Clock | None = None) -> Services:
     """`clock` is the market's; `wall` people's time (default: the same; see Services)."""
     wall = wall or clock
-    store = store or await open_store(settings, wall)
+    store = store or await open_store(settings.database_url, wall)
     await store.upsert_instruments(list(market.instruments()))
     bus = EventBus()
     families = parse_families(settings.families)
@@ -241,7 +235,7 @@ async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Se
         if opts.replay is not None:
             raise ValueError("--replay is an offline market; it cannot be combined with SIGNALBOT_MARKET=live")
         registry = default_registry()
-        store = await open_store(settings, SystemClock())
+        store = await open_store(settings.database_url, SystemClock())
         setup = live_market(settings, registry, store)
         return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand)
     setup = offline_market(settings, opts.replay, opts.speed, opts.start)

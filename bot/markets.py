@@ -16,7 +16,7 @@ from core.market_data.backfill import backfill
 from core.market_data.router import MarketDataRouter
 from core.ports import MarketData
 from core.signals.service import DEFAULT_TIMEFRAMES
-from storage import SqlStore
+from storage import SqlStore, open_store
 from storage.market import StoredMarketData
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,11 @@ async def run_backfill(settings: Settings, symbols: list[str] | None, timeframes
     (resumable, idempotent), with a progress bar."""
     from tqdm import tqdm
 
-    from bot.app import open_store
     from core.instruments import default_registry
 
     registry = default_registry()
     clock = SystemClock()
-    store = await open_store(settings, clock)
+    store = await open_store(settings.database_url, clock)
     router = live_router(settings, registry, clock)
     wanted = [registry.get(s).instrument for s in symbols] if symbols else \
         [i for i in registry.instruments() if DEFAULT_TIMEFRAMES.get(i.asset_class)]

@@ -8,8 +8,8 @@ one identity per platform.
 Link codes are stored as SHA-256 hashes only; a code is single use (redeeming sets `used_at` in the same
 UPDATE that checks it is unused and unexpired, so two redeemers cannot both win).
 
-The tables join SQLModel.metadata when this module is imported; `AdminStore.ensure_schema()` creates just
-them (checkfirst) for a database created before this module was imported.
+The tables are defined in storage.tables (every table of the schema is there); `AdminStore.ensure_schema()`
+creates just them (checkfirst) on a database whose schema was created without them.
 """
 from __future__ import annotations
 
@@ -18,82 +18,20 @@ import hashlib
 import weakref
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Field, SQLModel
+from sqlmodel import SQLModel
 
 from core.clock import Clock, SystemClock
-from storage.tables import SIGNALS, USERS, UTCDateTime
+from storage.tables import ACCOUNT_MEMBERS, ADMIN_TABLES as TABLES, AUDIT, LINK_CODES, REQUEST_COUNTS, SIGNALS, USERS
 
-if TYPE_CHECKING:  # no runtime import: storage.database may import this module to register its tables
-    from storage.database import Database
-    from storage.repositories import SqlStore
+from storage.database import Database, Insert, upsert
+from storage.repositories import SqlStore
 
 AUDIT_TEXT_LIMIT = 1000
 
 
-def _utc(*, nullable: bool = False, index: bool = False) -> Any:
-    return Field(sa_type=UTCDateTime, nullable=nullable, index=index)
-
-
-class AdminAuditRow(SQLModel, table=True):
-    """One admin command attempt, allowed or not. No foreign key: the trail outlives deleted users."""
-
-    __tablename__ = "admin_audit"
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = _utc(index=True)
-    platform: str
-    platform_user_id: str
-    user_id: int | None = None
-    command: str
-    arguments: str = Field(default="", sa_type=sa.Text)
-    outcome: str  # AuditOutcome
-    detail: str = Field(default="", sa_type=sa.Text)
-
-
-class RequestCountRow(SQLModel, table=True):
-    """Metered requests of one subject (an account, or an identity not yet subscribed) on one UTC day."""
-
-    __tablename__ = "request_counts"
-
-    subject: str = Field(primary_key=True)
-    day: str = Field(primary_key=True)  # YYYY-MM-DD, UTC
-    count: int = 0
-
-
-class LinkCodeRow(SQLModel, table=True):
-    __tablename__ = "link_codes"
-
-    code_hash: str = Field(primary_key=True)  # sha256 hex of the code; the code itself is never stored
-    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)  # who issued it
-    created_at: datetime = _utc()
-    expires_at: datetime = _utc()
-    used_at: datetime | None = _utc(nullable=True)
-    used_by: int | None = None
-
-
-class AccountMemberRow(SQLModel, table=True):
-    __tablename__ = "account_members"
-
-    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
-    account_id: int = Field(index=True)  # the user id of the account's kept identity
-    linked_at: datetime = _utc()
-
-
-def _table(model: type[SQLModel]) -> sa.Table:
-    table = getattr(model, "__table__")
-    assert isinstance(table, sa.Table)
-    return table
-
-
-AUDIT = _table(AdminAuditRow)
-REQUEST_COUNTS = _table(RequestCountRow)
-LINK_CODES = _table(LinkCodeRow)
-ACCOUNT_MEMBERS = _table(AccountMemberRow)
-TABLES = (AUDIT, REQUEST_COUNTS, LINK_CODES, ACCOUNT_MEMBERS)
 
 
 class AuditOutcome(enum.StrEnum):
@@ -158,8 +96,8 @@ class AdminStore:
             await conn.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=list(TABLES), checkfirst=True))
         self._schema_ready = True
 
-    def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
-        return sqlite.insert(table) if self._engine.dialect.name == "sqlite" else postgresql.insert(table)
+    def _insert(self, table: sa.Table) -> Insert:
+        return upsert(self._engine.dialect.name, table)
 
     async def _fetch(self, stmt: sa.Executable) -> list[sa.Row[Any]]:
         async with self._engine.connect() as conn:

@@ -9,7 +9,7 @@ is not processed: its id is not in billing_events, and each delivery of it is co
 Tier ownership: `billing_accounts.tier` is the tier billing last gave a user. When billing's verdict changes,
 it is written to `users.tier`; between changes, `users.tier` may differ (an admin grant) and billing leaves it.
 
-Its tables join SQLModel.metadata when this module is imported (storage.database imports it for create_all).
+Its tables are defined in storage.tables, with every other table of the schema.
 """
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import Field, SQLModel
 
 from core.billing import (
     Checkout, CheckoutStatus, Payment, Provider, Subscription, SubscriptionStatus, TierChange, apply_update,
@@ -31,108 +29,12 @@ from core.billing import (
 from core.clock import Clock, SystemClock
 from core.domain import Tier
 from storage.admin import users_in_account_of
-from storage.tables import USERS, UTCDateTime
+from storage.tables import ACCOUNTS, CHECKOUTS, EVENTS, PAYMENTS, REJECTED, SUBSCRIPTIONS, USERS
 
-if TYPE_CHECKING:  # no runtime import: storage.database imports this module to register its tables
-    from storage.database import Database
-    from storage.repositories import SqlStore
-
-
-def _utc(*, nullable: bool = False) -> Any:
-    return Field(sa_type=UTCDateTime, nullable=nullable)
+from storage.database import Database, Insert, upsert
+from storage.repositories import SqlStore
 
 
-class SubscriptionRow(SQLModel, table=True):
-    __tablename__ = "billing_subscriptions"
-    __table_args__ = (sa.UniqueConstraint("provider", "external_id", name="uq_billing_subscriptions_provider_id"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    provider: str
-    external_id: str
-    tier: str
-    status: str
-    current_period_end: datetime | None = _utc(nullable=True)
-    past_due_since: datetime | None = _utc(nullable=True)
-    cancel_at_period_end: bool = False
-    customer_id: str | None = Field(default=None, index=True)
-    status_at: datetime | None = _utc(nullable=True)
-    updated_at: datetime = _utc()
-
-
-class BillingEventRow(SQLModel, table=True):
-    __tablename__ = "billing_events"
-
-    provider: str = Field(primary_key=True)
-    event_id: str = Field(primary_key=True)
-    event_type: str
-    received_at: datetime = _utc()
-
-
-class RejectedEventRow(SQLModel, table=True):
-    """A provider event that cannot be applied (malformed content); never in billing_events."""
-
-    __tablename__ = "billing_rejected_events"
-
-    provider: str = Field(primary_key=True)
-    event_id: str = Field(primary_key=True)
-    event_type: str | None = None
-    reason: str = Field(sa_type=sa.Text)
-    deliveries: int = 1
-    first_received_at: datetime = _utc()
-    last_received_at: datetime = _utc()
-
-
-class PaymentRow(SQLModel, table=True):
-    __tablename__ = "billing_payments"
-
-    provider: str = Field(primary_key=True)
-    charge_id: str = Field(primary_key=True)
-    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    tier: str
-    amount: int
-    currency: str
-    provider_charge_id: str | None = None
-    recurring: bool = False
-    paid_at: datetime = _utc()
-    period_end: datetime | None = _utc(nullable=True)
-
-
-class CheckoutRow(SQLModel, table=True):
-    __tablename__ = "billing_checkouts"
-
-    id: str = Field(primary_key=True)  # Stripe Checkout Session id, or a Stars invoice payload
-    provider: str
-    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    tier: str
-    amount: int | None = None
-    currency: str | None = None
-    status: str = "open"
-    url: str | None = Field(default=None, sa_type=sa.Text)
-    created_at: datetime = _utc()
-    completed_at: datetime | None = _utc(nullable=True)
-
-
-class BillingAccountRow(SQLModel, table=True):
-    __tablename__ = "billing_accounts"
-
-    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
-    tier: str = "free"  # what billing last gave this user
-    evaluated_at: datetime = _utc()
-
-
-def _table(model: type[SQLModel]) -> sa.Table:
-    table = getattr(model, "__table__")
-    assert isinstance(table, sa.Table)
-    return table
-
-
-SUBSCRIPTIONS = _table(SubscriptionRow)
-EVENTS = _table(BillingEventRow)
-REJECTED = _table(RejectedEventRow)
-PAYMENTS = _table(PaymentRow)
-CHECKOUTS = _table(CheckoutRow)
-ACCOUNTS = _table(BillingAccountRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +71,11 @@ class BillingStore:
     @classmethod
     def beside(cls, store: "SqlStore", clock: Clock | None = None) -> BillingStore:
         """The billing repository on the same database as `store`."""
-        db = getattr(store, "database", None) or getattr(store, "_db")  # SqlStore.database once it exists
+        db = store.database
         return cls(db, clock, users_changed=getattr(store, "invalidate_users", None))
 
-    def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
-        return sqlite.insert(table) if self._engine.dialect.name == "sqlite" else postgresql.insert(table)
+    def _insert(self, table: sa.Table) -> Insert:
+        return upsert(self._engine.dialect.name, table)
 
     # -- reads -----------------------------------------------------------------------------------------
     async def subscriptions_of(self, user_id: int) -> list[Subscription]:

@@ -1,53 +1,24 @@
 """Where a user receives the extra delivery channels (an email address, a webhook URL and its signing secret), and
 who asked for a daily digest at which UTC hour.
 
-Tables user_channels (one row per user and channel) and digests (one row per user) register on
-SQLModel.metadata when this module is imported (storage.database should import it, so Database.create_all()
-creates them).
+Tables user_channels (one row per user and channel) and digests (one row per user), defined in storage.tables.
 """
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Field, SQLModel
 
 from core.clock import Clock, SystemClock
-from storage.tables import UTCDateTime
+from storage.tables import DIGESTS, USER_CHANNELS
 
-if TYPE_CHECKING:  # storage.database imports this module (so create_all sees its tables)
-    from storage.database import Database
+from storage.database import IN_CHUNK, Database, upsert
 
 EXTRA_CHANNELS = ("email", "webhook")
-_IN_CHUNK = 500
 
 
-class UserChannelRow(SQLModel, table=True):
-    __tablename__ = "user_channels"
-
-    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
-    channel: str = Field(primary_key=True)  # "email" | "webhook"
-    address: str = Field(sa_type=sa.Text)  # email address or https URL
-    secret: str | None = Field(default=None, sa_type=sa.Text)  # webhook signing secret
-    updated_at: datetime = Field(sa_type=UTCDateTime)
-
-
-USER_CHANNELS: sa.Table = getattr(UserChannelRow, "__table__")
-
-
-class DigestRow(SQLModel, table=True):
-    __tablename__ = "digests"
-
-    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
-    hour_utc: int  # 0..23: the digest goes out at the first run of send_digests at or after this hour
-    last_sent_on: str | None = None  # ISO date (UTC) of the last digest claimed
-
-
-DIGESTS: sa.Table = getattr(DigestRow, "__table__")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +41,7 @@ class ChannelStore:
         _check_channel(channel)
         row = {"user_id": user_id, "channel": channel, "address": address, "secret": secret,
                "updated_at": self._clock.now()}
-        stmt = _insert(self._engine.dialect.name, row)
+        stmt = upsert(self._engine.dialect.name, USER_CHANNELS).values(row)
         stmt = stmt.on_conflict_do_update(index_elements=[USER_CHANNELS.c.user_id, USER_CHANNELS.c.channel],
                                           set_={k: stmt.excluded[k] for k in ("address", "secret", "updated_at")})
         async with self._engine.begin() as conn:
@@ -96,9 +67,9 @@ class ChannelStore:
         wanted = sorted(set(user_ids))
         out: dict[int, ChannelAddress] = {}
         async with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _IN_CHUNK):
+            for start in range(0, len(wanted), IN_CHUNK):
                 stmt = sa.select(USER_CHANNELS.c.user_id, USER_CHANNELS.c.address, USER_CHANNELS.c.secret).where(
-                    USER_CHANNELS.c.channel == channel, USER_CHANNELS.c.user_id.in_(wanted[start:start + _IN_CHUNK]))
+                    USER_CHANNELS.c.channel == channel, USER_CHANNELS.c.user_id.in_(wanted[start:start + IN_CHUNK]))
                 for uid, address, secret in (await conn.execute(stmt)).all():
                     out[int(uid)] = ChannelAddress(int(uid), channel, address, secret)
         return out
@@ -127,7 +98,7 @@ class DigestStore:
             raise ValueError("the digest hour is 0..23 (UTC)")
         row = {"user_id": user_id, "hour_utc": hour_utc, "last_sent_on": None}
         dialect = self._engine.dialect.name
-        stmt = (sqlite.insert(DIGESTS) if dialect == "sqlite" else postgresql.insert(DIGESTS)).values(row)
+        stmt = upsert(dialect, DIGESTS).values(row)
         stmt = stmt.on_conflict_do_update(index_elements=[DIGESTS.c.user_id], set_={"hour_utc": hour_utc})
         async with self._engine.begin() as conn:
             await conn.execute(stmt)
@@ -165,10 +136,3 @@ def _check_channel(channel: str) -> None:
     if channel not in EXTRA_CHANNELS:
         raise ValueError(f"unknown delivery channel {channel!r} (expected one of {', '.join(EXTRA_CHANNELS)})")
 
-
-def _insert(dialect: str, row: dict[str, Any]) -> sqlite.Insert | postgresql.Insert:
-    if dialect == "sqlite":
-        return sqlite.insert(USER_CHANNELS).values(row)
-    if dialect == "postgresql":
-        return postgresql.insert(USER_CHANNELS).values(row)
-    raise NotImplementedError(f"upsert is not implemented for dialect {dialect!r}")

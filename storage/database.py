@@ -3,16 +3,29 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 
-from storage import tables as _tables  # noqa: F401  (registers the table models on SQLModel.metadata)
+from storage import tables as _tables  # noqa: F401  (every table model, registered on SQLModel.metadata)
 
 DEFAULT_URL = "sqlite+aiosqlite:///signalbot.db"
+IN_CHUNK = 500  # values per IN (...) list or multi-row VALUES
+Insert = sqlite.Insert | postgresql.Insert
+
+
+def upsert(dialect: str, table: sa.Table) -> Insert:
+    """The dialect's INSERT, which has `on_conflict_do_update/nothing` (the one place the two dialects differ)."""
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise NotImplementedError(f"upsert is not implemented for dialect {dialect!r}")
 
 
 def is_database_error(exc: BaseException) -> bool:
@@ -33,10 +46,6 @@ class Database:
         return self.engine.dialect.name
 
     async def create_all(self) -> None:
-        # The feature modules define their own tables; imported here (not at the top) because they import this
-        # module for `Database`.
-        from storage import admin, billing, channels, news  # noqa: F401  (register their tables)
-
         async with self.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
 

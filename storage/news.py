@@ -2,8 +2,7 @@
 
 Implements `core.news.schema.VerdictStore`. One row per (item, symbol, provider, model, prompt version);
 saving the same again replaces it. Backtests read these back (`NewsAnalysisService(mode="replay")` and
-the news voter) instead of asking an LLM again. The table registers on SQLModel.metadata when this
-module is imported.
+the news voter) instead of asking an LLM again. The table is defined in storage.tables.
 """
 from __future__ import annotations
 
@@ -14,43 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Field, SQLModel
 
 from core.news.schema import AnalysisRecord
-from storage.database import Database
+from storage.database import IN_CHUNK, Database, upsert
 from storage.repositories import SqlStore
-from storage.tables import UTCDateTime
-
-_IN_CHUNK = 500
+from storage.tables import NEWS_VERDICTS
 
 
-class NewsVerdictRow(SQLModel, table=True):
-    __tablename__ = "news_verdicts"
-    __table_args__ = (
-        sa.UniqueConstraint("item_id", "symbol", "provider", "model", "prompt_version", name="uq_news_verdict"),
-        sa.Index("ix_news_verdicts_symbol_published", "symbol", "published_at"),
-    )
 
-    id: int | None = Field(default=None, primary_key=True)
-    item_id: str = Field(index=True, max_length=40)
-    symbol: str = Field(max_length=32)  # "" = market-wide
-    published_at: datetime = Field(sa_type=UTCDateTime)
-    analysed_at: datetime = Field(sa_type=UTCDateTime)
-    provider: str = Field(max_length=32)
-    model: str = Field(max_length=120)
-    prompt_version: str = Field(max_length=40)
-    market_wide: bool = False
-    title: str = Field(default="", sa_type=sa.Text)
-    verdict: str = Field(sa_type=sa.Text)  # NewsVerdict as JSON
-    sentiment: float  # copied out of the verdict for queries
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float = 0.0
-
-
-NEWS_VERDICTS: sa.Table = getattr(NewsVerdictRow, "__table__")
 _KEY = ("item_id", "symbol", "provider", "model", "prompt_version")
 
 
@@ -71,9 +41,9 @@ class SqlVerdictStore:
         rows = [_row(r) for r in records]
         dialect = self._engine.dialect.name
         async with self._lock, self._engine.begin() as conn:
-            for start in range(0, len(rows), _IN_CHUNK):
-                stmt = (sqlite.insert(NEWS_VERDICTS) if dialect == "sqlite" else postgresql.insert(NEWS_VERDICTS))
-                stmt = stmt.values(rows[start:start + _IN_CHUNK])
+            for start in range(0, len(rows), IN_CHUNK):
+                stmt = upsert(dialect, NEWS_VERDICTS)
+                stmt = stmt.values(rows[start:start + IN_CHUNK])
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[NEWS_VERDICTS.c[k] for k in _KEY],
                     set_={k: stmt.excluded[k] for k in rows[0] if k not in _KEY})
@@ -96,9 +66,9 @@ class SqlVerdictStore:
         wanted = sorted(set(symbols))
         out: list[AnalysisRecord] = []
         async with self._lock, self._engine.connect() as conn:
-            for i in range(0, len(wanted), _IN_CHUNK):
+            for i in range(0, len(wanted), IN_CHUNK):
                 stmt = sa.select(NEWS_VERDICTS).where(
-                    c.symbol.in_(wanted[i:i + _IN_CHUNK]), c.published_at >= start, c.published_at < end
+                    c.symbol.in_(wanted[i:i + IN_CHUNK]), c.published_at >= start, c.published_at < end
                 ).order_by(c.published_at, c.id)
                 out += [_record(row) for row in (await conn.execute(stmt)).mappings().all()]
         return sorted(out, key=lambda r: r.published_at)
@@ -148,4 +118,4 @@ async def open_verdict_file(path: str | Path) -> tuple[Database, SqlVerdictStore
 
 def verdict_store_beside(store: SqlStore) -> SqlVerdictStore:
     """The verdict store on the same database as `store` (for the composition root)."""
-    return SqlVerdictStore(store._db)  # noqa: SLF001 (same package: the store's own database handle)
+    return SqlVerdictStore(store.database)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,14 +43,11 @@ from core.domain import (
     User,
 )
 from core.errors import DataValidationError
-from storage.database import Database
+from storage.database import IN_CHUNK, Database, Insert, upsert
 from storage.tables import (BARS, DELIVERIES, DELIVERY_PARTS, EXITS, FANOUTS, HEARTBEATS, INSTRUMENTS, OUTCOMES, PREFERENCES, SIGNALS, USERS,
                             UTCDateTime)
 
 BULK_CHUNK_ROWS = 10_000
-IN_CHUNK = 500  # values per IN (...) list
-
-_Insert = sqlite.Insert | postgresql.Insert
 
 
 class SqlStore:
@@ -76,13 +72,8 @@ class SqlStore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _insert(self, table: sa.Table) -> _Insert:
-        name = self._engine.dialect.name
-        if name == "sqlite":
-            return sqlite.insert(table)
-        if name == "postgresql":
-            return postgresql.insert(table)
-        raise NotImplementedError(f"upsert is not implemented for dialect {name!r}")
+    def _insert(self, table: sa.Table) -> Insert:
+        return upsert(self._engine.dialect.name, table)
 
     async def _fetch(self, stmt: sa.Executable) -> list[Row[Any]]:
         async with self._engine.connect() as conn:
@@ -434,7 +425,7 @@ class SqlStore:
         result = await conn.execute(stmt, params)
         return len(result.all())
 
-    def _deliveries_insert_stmt(self) -> _Insert:
+    def _deliveries_insert_stmt(self) -> Insert:
         return self._insert(DELIVERIES).on_conflict_do_nothing(
             index_elements=[DELIVERIES.c.signal_id, DELIVERIES.c.user_id, DELIVERIES.c.kind, DELIVERIES.c.channel]
         )
@@ -793,7 +784,7 @@ class _BulkInsert:
     processors: tuple[Callable[[Any], Any] | None, ...]
 
     @classmethod
-    def compile(cls, stmt: _Insert, dialect: Dialect, keys: Sequence[str]) -> _BulkInsert:
+    def compile(cls, stmt: Insert, dialect: Dialect, keys: Sequence[str]) -> _BulkInsert:
         compiled = stmt.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
         order = tuple(compiled.positiontup or ())
         if sorted(order) != sorted(keys):
@@ -1084,3 +1075,10 @@ def _delivery(m: Mapping[Any, Any]) -> Delivery:
         created_at=m["created_at"],
         sent_at=m["sent_at"],
     )
+
+
+async def open_store(url: str, clock: Clock | None = None) -> SqlStore:
+    """The store on the database at `url`, its schema created (SQLite by default, PostgreSQL by URL)."""
+    db = Database(url)
+    await db.create_all()
+    return SqlStore(db, clock)

@@ -1,4 +1,5 @@
-"""Table models (sqlmodel). Only storage/ sees these; core sees frozen domain dataclasses.
+"""Every table of the schema (sqlmodel models), in one module. Only storage/ sees these; core sees frozen domain
+dataclasses.
 
 Datetimes are stored as UTC through `UTCDateTime` and always read back tz-aware UTC.
 JSON-valued fields (evidence, preference sets) are stored as text so the schema is the same on
@@ -224,3 +225,202 @@ DELIVERIES = _table(DeliveryRow)
 HEARTBEATS = _table(HeartbeatRow)
 DELIVERY_PARTS = _table(DeliveryPartRow)
 FANOUTS = _table(FanoutRow)
+
+
+# admin: audit log, request counters, link codes, accounts (storage.admin)
+
+class AdminAuditRow(SQLModel, table=True):
+    """One admin command attempt, allowed or not. No foreign key: the trail outlives deleted users."""
+
+    __tablename__ = "admin_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc(index=True)
+    platform: str
+    platform_user_id: str
+    user_id: int | None = None
+    command: str
+    arguments: str = Field(default="", sa_type=sa.Text)
+    outcome: str  # AuditOutcome
+    detail: str = Field(default="", sa_type=sa.Text)
+
+
+class RequestCountRow(SQLModel, table=True):
+    """Metered requests of one subject (an account, or an identity not yet subscribed) on one UTC day."""
+
+    __tablename__ = "request_counts"
+
+    subject: str = Field(primary_key=True)
+    day: str = Field(primary_key=True)  # YYYY-MM-DD, UTC
+    count: int = 0
+
+
+class LinkCodeRow(SQLModel, table=True):
+    __tablename__ = "link_codes"
+
+    code_hash: str = Field(primary_key=True)  # sha256 hex of the code; the code itself is never stored
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)  # who issued it
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc()
+    used_at: datetime | None = _utc(nullable=True)
+    used_by: int | None = None
+
+
+class AccountMemberRow(SQLModel, table=True):
+    __tablename__ = "account_members"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    account_id: int = Field(index=True)  # the user id of the account's kept identity
+    linked_at: datetime = _utc()
+
+
+AUDIT = _table(AdminAuditRow)
+REQUEST_COUNTS = _table(RequestCountRow)
+LINK_CODES = _table(LinkCodeRow)
+ACCOUNT_MEMBERS = _table(AccountMemberRow)
+ADMIN_TABLES = (AUDIT, REQUEST_COUNTS, LINK_CODES, ACCOUNT_MEMBERS)
+
+
+# billing (storage.billing)
+
+class SubscriptionRow(SQLModel, table=True):
+    __tablename__ = "billing_subscriptions"
+    __table_args__ = (sa.UniqueConstraint("provider", "external_id", name="uq_billing_subscriptions_provider_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    provider: str
+    external_id: str
+    tier: str
+    status: str
+    current_period_end: datetime | None = _utc(nullable=True)
+    past_due_since: datetime | None = _utc(nullable=True)
+    cancel_at_period_end: bool = False
+    customer_id: str | None = Field(default=None, index=True)
+    status_at: datetime | None = _utc(nullable=True)
+    updated_at: datetime = _utc()
+
+
+class BillingEventRow(SQLModel, table=True):
+    __tablename__ = "billing_events"
+
+    provider: str = Field(primary_key=True)
+    event_id: str = Field(primary_key=True)
+    event_type: str
+    received_at: datetime = _utc()
+
+
+class RejectedEventRow(SQLModel, table=True):
+    """A provider event that cannot be applied (malformed content); never in billing_events."""
+
+    __tablename__ = "billing_rejected_events"
+
+    provider: str = Field(primary_key=True)
+    event_id: str = Field(primary_key=True)
+    event_type: str | None = None
+    reason: str = Field(sa_type=sa.Text)
+    deliveries: int = 1
+    first_received_at: datetime = _utc()
+    last_received_at: datetime = _utc()
+
+
+class PaymentRow(SQLModel, table=True):
+    __tablename__ = "billing_payments"
+
+    provider: str = Field(primary_key=True)
+    charge_id: str = Field(primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    tier: str
+    amount: int
+    currency: str
+    provider_charge_id: str | None = None
+    recurring: bool = False
+    paid_at: datetime = _utc()
+    period_end: datetime | None = _utc(nullable=True)
+
+
+class CheckoutRow(SQLModel, table=True):
+    __tablename__ = "billing_checkouts"
+
+    id: str = Field(primary_key=True)  # Stripe Checkout Session id, or a Stars invoice payload
+    provider: str
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    tier: str
+    amount: int | None = None
+    currency: str | None = None
+    status: str = "open"
+    url: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _utc()
+    completed_at: datetime | None = _utc(nullable=True)
+
+
+class BillingAccountRow(SQLModel, table=True):
+    __tablename__ = "billing_accounts"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    tier: str = "free"  # what billing last gave this user
+    evaluated_at: datetime = _utc()
+
+
+SUBSCRIPTIONS = _table(SubscriptionRow)
+EVENTS = _table(BillingEventRow)
+REJECTED = _table(RejectedEventRow)
+PAYMENTS = _table(PaymentRow)
+CHECKOUTS = _table(CheckoutRow)
+ACCOUNTS = _table(BillingAccountRow)
+
+
+# extra delivery channels and digests (storage.channels)
+
+class UserChannelRow(SQLModel, table=True):
+    __tablename__ = "user_channels"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    channel: str = Field(primary_key=True)  # "email" | "webhook"
+    address: str = Field(sa_type=sa.Text)  # email address or https URL
+    secret: str | None = Field(default=None, sa_type=sa.Text)  # webhook signing secret
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+USER_CHANNELS: sa.Table = getattr(UserChannelRow, "__table__")
+
+
+class DigestRow(SQLModel, table=True):
+    __tablename__ = "digests"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    hour_utc: int  # 0..23: the digest goes out at the first run of send_digests at or after this hour
+    last_sent_on: str | None = None  # ISO date (UTC) of the last digest claimed
+
+
+DIGESTS: sa.Table = getattr(DigestRow, "__table__")
+
+
+# stored news verdicts (storage.news)
+
+class NewsVerdictRow(SQLModel, table=True):
+    __tablename__ = "news_verdicts"
+    __table_args__ = (
+        sa.UniqueConstraint("item_id", "symbol", "provider", "model", "prompt_version", name="uq_news_verdict"),
+        sa.Index("ix_news_verdicts_symbol_published", "symbol", "published_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: str = Field(index=True, max_length=40)
+    symbol: str = Field(max_length=32)  # "" = market-wide
+    published_at: datetime = Field(sa_type=UTCDateTime)
+    analysed_at: datetime = Field(sa_type=UTCDateTime)
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=120)
+    prompt_version: str = Field(max_length=40)
+    market_wide: bool = False
+    title: str = Field(default="", sa_type=sa.Text)
+    verdict: str = Field(sa_type=sa.Text)  # NewsVerdict as JSON
+    sentiment: float  # copied out of the verdict for queries
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+
+NEWS_VERDICTS: sa.Table = getattr(NewsVerdictRow, "__table__")

@@ -53,3 +53,17 @@ def test_each_vendor_sdk_is_imported_by_few_adapter_modules():
             assert all(f.startswith("storage/") for f in files), (vendor, files)
         else:
             assert len(files) == 1, f"{vendor} is imported by {files}; wrap it in one adapter"
+
+
+def test_every_table_is_defined_in_the_schema_module():
+    """storage/tables.py holds the whole schema: a table model anywhere else is one create_all may not see."""
+    elsewhere = []
+    for package in ("core", "storage", "bot", "scripts"):
+        for f in py_files(package):
+            if f == REPO / "storage" / "tables.py":
+                continue
+            for node in ast.walk(ast.parse(f.read_text(), str(f))):
+                if isinstance(node, ast.ClassDef) and any(
+                        k.arg == "table" and isinstance(k.value, ast.Constant) and k.value.value for k in node.keywords):
+                    elsewhere.append(f"{f.relative_to(REPO)}: {node.name}")
+    assert not elsewhere, elsewhere

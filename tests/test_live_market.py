@@ -27,7 +27,8 @@ USER = Caller("console", "u", "c", "U")
 
 @pytest.fixture
 async def live(tmp_path) -> AsyncIterator[tuple[Services, object, FakeYahoo, FakeBinance]]:  # noqa: ANN001
-    from bot.app import build_services, open_store
+    from bot.app import build_services
+    from storage import open_store
 
     YfData.cache_get.cache_clear()
     async with FakeYahoo() as yahoo, FakeBinance() as binance:
@@ -36,7 +37,7 @@ async def live(tmp_path) -> AsyncIterator[tuple[Services, object, FakeYahoo, Fak
                             families=MECHANICS_FAMILIES)
         registry = default_registry()
         clock = FixedClock(NOW)
-        store = await open_store(settings, clock)
+        store = await open_store(settings.database_url, clock)
         setup = live_market(settings, registry, store, clock)
         services = await build_services(settings, setup.scan, clock, store=store, on_demand=setup.on_demand)
         yield services, setup, yahoo, binance

@@ -50,3 +50,11 @@ class DeliveryError(SignalBotError):
         self.parts_sent = 0
         self.first_ref: str | None = None
         self.layout = ""  # how the parts were split (bot.transports.base.Resume)
+
+
+class SentimentDataError(SignalBotError, ValueError):
+    """A labelled CSV is unusable (missing columns, unknown labels, empty); the message says where."""
+
+
+class SentimentModelError(SignalBotError):
+    """A model folder is missing, incomplete, or does not match the base weights it was trained on."""

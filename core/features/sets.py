@@ -14,7 +14,6 @@ from core.features.bars import BAR_FEATURES
 from core.features.news import NEWS_FEATURES, NEWS_SIGNED, NewsFeatureSource
 from core.features.regime import REGIME_FEATURES
 from core.features.sectors import SECTOR_FEATURES
-from core.features.similarity import SIMILARITY_FEATURES
 
 FEATURE_SET_VERSION = "fs-3"
 """What this code computes for every row: fs-1 (setup, bar and regime features) + sector relative strength
@@ -22,6 +21,13 @@ FEATURE_SET_VERSION = "fs-3"
 reads the columns of its own feature set (MODEL_FEATURE_SETS), chosen when it is trained and named in its
 manifest."""
 
+# historical similarity, computed by core.features.similarity
+SIMILARITY_FEATURES: tuple[str, ...] = (
+    "sim_symbol_hit",  # shrunk hit rate of the K most similar past setups of the symbol, minus the base's
+    "sim_symbol_return",  # shrunk mean net return of the same, minus the base's
+    "sim_peer_hit",  # shrunk hit rate of the K most similar past setups of the sector (symbol included), - base
+    "sim_peer_return",  # shrunk mean net return of the same, minus the base's
+)
 SETUP_FEATURES: tuple[str, ...] = ("side", "setup_score", "core_strength", "trend_aligned", "adx_14", "volume_pct_50")
 _SIGNED = {"ret_1", "ret_3", "ret_5", "ret_10", "zscore_20c", "dist_sma20", "gap"}
 _MIRRORED = {"rsi_14c": 100.0, "bb_pos_20": 1.0, "close_to_low": 1.0}

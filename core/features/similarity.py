@@ -33,12 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SIMILARITY_FEATURES: tuple[str, ...] = (
-    "sim_symbol_hit",  # shrunk hit rate of the K most similar past setups of the symbol, minus the base's
-    "sim_symbol_return",  # shrunk mean net return of the same, minus the base's
-    "sim_peer_hit",  # shrunk hit rate of the K most similar past setups of the sector (symbol included), - base
-    "sim_peer_return",  # shrunk mean net return of the same, minus the base's
-)
+from core.features.sets import FEATURES, SIMILARITY_FEATURES  # the names live with the row layout
+
 K = 20
 PRIOR = 10.0
 SYMBOL_POOL = 200
@@ -60,8 +56,6 @@ COORDINATES: tuple[tuple[str, float, float], ...] = (
 
 def coordinates(x: np.ndarray) -> np.ndarray:
     """(m, len(COORDINATES)) standardised coordinates of model rows `x` (m, len(FEATURES))."""
-    from core.features.sets import FEATURES  # sets lists these features: imported here, not at the top
-
     x = np.asarray(x, dtype=np.float64).reshape(-1, len(FEATURES))
     cols = []
     for name, centre, scale in COORDINATES:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.indicators import CORE_COLUMNS
+from core.indicators.base import CORE_COLUMNS
 
 
 class Family(enum.StrEnum):

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from core.indicators import CORE_COLUMNS, derived_columns
+from core.indicators.base import CORE_COLUMNS, derived_columns
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

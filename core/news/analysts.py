@@ -431,7 +431,7 @@ def build_analysis_service(
                                            timeout=timeout, max_retries=max_retries)))
     if models_dir is not None:
         from core.news.local_analyst import LocalAnalyst
-        from core.news.sentiment import SentimentModelError
+        from core.errors import SentimentModelError
         try:
             slots.append(AnalystSlot(LocalAnalyst.from_store(models_dir), timeout=max(timeout, 30.0)))
         except SentimentModelError as exc:

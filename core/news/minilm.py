@@ -25,6 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.special import erf
 
+from core.errors import SentimentModelError
+
 Params = dict[str, np.ndarray]
 
 HIDDEN = 384
@@ -338,8 +340,6 @@ class MiniLMEncoder:
 
     @classmethod
     def from_folder(cls, folder: Path, manifest: Mapping[str, object], threads: int = 1) -> MiniLMEncoder:
-        from core.news.sentiment import SentimentModelError
-
         base = manifest.get("base_model") if isinstance(manifest.get("base_model"), Mapping) else {}
         assert isinstance(base, Mapping)
         try:

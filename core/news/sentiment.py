@@ -30,7 +30,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from core.errors import SignalBotError
+from core.errors import SentimentDataError, SentimentModelError, SignalBotError  # noqa: F401  (re-exported)
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 MANIFEST = "manifest.json"
@@ -38,12 +38,6 @@ HEAD_FILE = "head.npz"
 LEXICAL_FILE = "lexical.npz"
 
 
-class SentimentDataError(SignalBotError, ValueError):
-    """A labelled CSV is unusable (missing columns, unknown labels, empty); the message says where."""
-
-
-class SentimentModelError(SignalBotError):
-    """A model folder is missing, incomplete, or does not match the base weights it was trained on."""
 
 
 @dataclass(frozen=True)

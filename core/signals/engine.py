@@ -38,7 +38,8 @@ from core.signals.ensemble import (
     model_confidence,
     model_vote_score,
 )
-from core.signals.levels import LevelParams, Levels, PullbackLevelParams, compute_levels, expiry, pullback_levels
+from core.signals.levels import LevelParams, PullbackLevelParams, compute_levels, expiry, pullback_levels
+from core.signals.analysis import Analysis
 from core.signals.reasoning import compose_reasoning
 
 log = logging.getLogger(__name__)
@@ -68,29 +69,6 @@ class EngineConfig:
     levels: LevelParams = field(default_factory=LevelParams)
     pullback_levels: PullbackLevelParams = field(default_factory=PullbackLevelParams)
     lookback: int = 400  # bars read per evaluation (EMA200 needs room to settle after its 200-bar seed)
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    instrument: Instrument
-    timeframe: Timeframe
-    bar_time: datetime  # open time of the last closed bar
-    as_of: datetime  # its close time: the moment the analysis became possible
-    snapshot: dict[str, float]
-    setup: SetupResult
-    trend: TrendReading
-    ensemble: EnsembleResult
-    levels: Levels | None  # for the verdict, or for the leaning side when there is none
-    leaning: Direction
-    probability: float | None = None  # the model's calibrated probability of a win after costs, if it voted
-    reliability: float | None = None  # how far that probability moved from the base rate (ModelOpinion), 0..1
-    payoff: float | None = None  # the model's training setups' mean win / mean loss (ModelOpinion)
-    news: NewsOpinion | None = None  # the news vote, if news voted (triggered setups only)
-    news_effect: str | None = None  # what the news vote did to the decision (NEWS_EFFECTS), if it voted
-
-    @property
-    def verdict(self) -> Direction | None:
-        return self.ensemble.direction
 
 
 NEWS_EFFECTS = ("vetoed", "added", "confidence", "none")

@@ -1,13 +1,9 @@
 """A short, honest reasoning text that names the evidence behind an analysis."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from core.domain import Direction
 from core.setups import Evidence
-
-if TYPE_CHECKING:
-    from core.signals.engine import Analysis
+from core.signals.analysis import Analysis
 
 DISCLAIMER = "Not investment advice."
 
@@ -45,7 +41,7 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def compose_reasoning(a: "Analysis") -> str:
+def compose_reasoning(a: Analysis) -> str:
     d = a.verdict or a.leaning
     pullback = a.setup.name == "pullback" and a.setup.direction is not None
     if pullback:
@@ -91,7 +87,7 @@ def shows_record(reliability: object) -> bool:
     return isinstance(reliability, (int, float)) and round(float(reliability), 4) == 0
 
 
-def stop_cost(a: "Analysis") -> str:
+def stop_cost(a: Analysis) -> str:
     """How many wins at the target one stop takes back, from this idea's own levels (before costs, which make it
     worse): "one stop costs about 5.6 wins, " (empty without levels or without a target distance)."""
     if a.levels is None or a.levels.risk_reward <= 0:
@@ -100,7 +96,7 @@ def stop_cost(a: "Analysis") -> str:
     return f"one stop costs about {wins:.1f} wins at the target, "
 
 
-def news_sentence(a: "Analysis") -> str:
+def news_sentence(a: Analysis) -> str:
     """One sentence on the news vote: its score, how many items, and whether it backs the idea."""
     news = a.news
     assert news is not None

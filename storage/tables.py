@@ -382,7 +382,7 @@ class UserChannelRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
-USER_CHANNELS: sa.Table = getattr(UserChannelRow, "__table__")
+USER_CHANNELS = _table(UserChannelRow)
 
 
 class DigestRow(SQLModel, table=True):
@@ -393,7 +393,7 @@ class DigestRow(SQLModel, table=True):
     last_sent_on: str | None = None  # ISO date (UTC) of the last digest claimed
 
 
-DIGESTS: sa.Table = getattr(DigestRow, "__table__")
+DIGESTS = _table(DigestRow)
 
 
 # stored news verdicts (storage.news)
@@ -423,4 +423,4 @@ class NewsVerdictRow(SQLModel, table=True):
     latency_ms: float = 0.0
 
 
-NEWS_VERDICTS: sa.Table = getattr(NewsVerdictRow, "__table__")
+NEWS_VERDICTS = _table(NewsVerdictRow)

@@ -38,8 +38,6 @@ HEAD_FILE = "head.npz"
 LEXICAL_FILE = "lexical.npz"
 
 
-
-
 @dataclass(frozen=True)
 class SentimentVerdict:
     label: str

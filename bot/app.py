@@ -44,9 +44,7 @@ from core.signals.engine import SignalEngine
 from core.signals.narrative import Narrator
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
-from storage import SqlStore, open_store
-from storage.admin import admin_store_beside
-from storage.news import verdict_store_beside
+from storage import Stores, open_stores
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +58,22 @@ class RunOptions:
     # simulation default: now, with 400 days of simulated history before it)
 
 
-async def build_services(settings: Settings, market: MarketData, clock: Clock, *, store: SqlStore | None = None,
+async def build_services(settings: Settings, market: MarketData, clock: Clock, *, store: Stores | None = None,
                          on_demand: MarketData | None = None, wall: Clock | None = None) -> Services:
     """`clock` is the market's; `wall` people's time (default: the same; see Services)."""
     wall = wall or clock
-    store = store or await open_store(settings.database_url, wall)
-    await store.upsert_instruments(list(market.instruments()))
+    store = store or await open_stores(settings.database_url, wall)
+    await store.bars.upsert_instruments(list(market.instruments()))
     bus = EventBus()
     families = parse_families(settings.families)
-    signal_service = SignalService(market, SignalEngine(default_engine()), store, bus,
+    signal_service = SignalService(market, SignalEngine(default_engine()), store.signals, bus,
                                    RiskManager(RiskConfig(costs_bps=settings.costs_bps)), clock,
                                    on_demand=on_demand, narrator=reasoning_narrator(settings, clock),
                                    books=make_books(families, settings.costs_bps, None), setups=SETUPS in families,
                                    breaker=SERVICE_LIMITS if settings.breaker else None)
-    tracker = LifecycleTracker(market, store, bus, clock, settings.costs_bps)
+    tracker = LifecycleTracker(market, store.signals, bus, clock, settings.costs_bps)
     return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
-                    default_registry(), admin_store=admin_store_beside(store, wall),
+                    default_registry(), admin_store=store.admin,
                     payments=Payments.from_settings(settings, store), wall=wall)
 
 
@@ -90,7 +88,7 @@ def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[
         text = f"{family.capitalize()} signals on {asset}: {event.reason}."
         if event.kind == "trip":
             text += " Signals already sent stay tracked to their exits; new ones are followed in shadow, not sent."
-        users = [u for u in await services.store.active_users()
+        users = [u for u in await services.store.users.active_users()
                  if not u.preferences.asset_classes or asset in {a.value for a in u.preferences.asset_classes}]
         return int(await services.broadcast(users, text))
 
@@ -117,7 +115,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     _install_signal_handlers(stop)  # first: a SIGTERM while starting up still ends in a clean stop
     setup, services = await compose(settings, opts)
     market, clock = setup.scan, setup.clock
-    health = Health(services.store, services.wall)
+    health = Health(services.store.outbox, services.wall)
     http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health)
 
     async def handle(caller: Caller, text: str) -> Doc:
@@ -235,7 +233,7 @@ async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Se
         if opts.replay is not None:
             raise ValueError("--replay is an offline market; it cannot be combined with SIGNALBOT_MARKET=live")
         registry = default_registry()
-        store = await open_store(settings.database_url, SystemClock())
+        store = await open_stores(settings.database_url, SystemClock())
         setup = live_market(settings, registry, store)
         return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand)
     setup = offline_market(settings, opts.replay, opts.speed, opts.start)
@@ -247,8 +245,8 @@ async def start_news(settings: Settings, services: Services, replay: Path | None
     """The news job and the engine's news voter, when a news source is configured (none: the engine decides
     without news). A failure here leaves the service running without news."""
     try:
-        job = await build_news_job(settings, verdict_store_beside(services.store), services.clock,
-                                   services.market.instruments(), services.store, replay)
+        job = await build_news_job(settings, services.store.news, services.clock,
+                                   services.market.instruments(), services.store.signals, replay)
     except Exception:
         log.exception("news not started; the engine decides without news")
         return None

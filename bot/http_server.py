@@ -139,6 +139,6 @@ async def start_http(settings: Settings, services: Any, *, payments: Payments | 
     if settings.http_port is None and settings.stripe_api_key is None:
         return None
     port = settings.http_port if settings.http_port is not None else DEFAULT_PORT
-    health = health or Health(services.store, SystemClock())
+    health = health or Health(services.store.outbox, SystemClock())
     server = HttpServer(settings.http_host, port, health=health, payments=payments)
     return await server.start()

@@ -16,7 +16,7 @@ from core.market_data.backfill import backfill
 from core.market_data.router import MarketDataRouter
 from core.ports import MarketData
 from core.signals.service import DEFAULT_TIMEFRAMES
-from storage import SqlStore, open_store
+from storage import Stores, open_stores
 from storage.market import StoredMarketData
 
 log = logging.getLogger(__name__)
@@ -64,19 +64,19 @@ def live_router(settings: Settings, registry: InstrumentRegistry, clock: Clock) 
     }, registry=registry)
 
 
-def live_market(settings: Settings, registry: InstrumentRegistry, store: SqlStore,
+def live_market(settings: Settings, registry: InstrumentRegistry, store: Stores,
                 clock: Clock | None = None) -> MarketSetup:
     """Scans read stored bars; an update job fetches what closed since (the first run backfills two years)."""
     clock = clock or SystemClock()
     router = live_router(settings, registry, clock)
     tradable = [i for i in registry.instruments() if DEFAULT_TIMEFRAMES.get(i.asset_class)]
-    scan = StoredMarketData(store, tradable, DEFAULT_TIMEFRAMES)
+    scan = StoredMarketData(store.bars, tradable, DEFAULT_TIMEFRAMES)
 
     async def update() -> None:
         for cls, tfs in DEFAULT_TIMEFRAMES.items():
             symbols = [i.symbol for i in scan.instruments() if i.asset_class is cls]
             if symbols and tfs:
-                result = await backfill(router, store, symbols, tfs, clock=clock, concurrency=4)
+                result = await backfill(router, store.bars, symbols, tfs, clock=clock, concurrency=4)
                 if result.failed:
                     log.warning("bar update: %d of %d %s pairs failed", len(result.failed), len(result.pairs), cls)
     return MarketSetup(scan, router, clock, update, [router.close])
@@ -101,11 +101,11 @@ async def run_backfill(settings: Settings, symbols: list[str] | None, timeframes
 
     registry = default_registry()
     clock = SystemClock()
-    store = await open_store(settings.database_url, clock)
+    store = await open_stores(settings.database_url, clock)
     router = live_router(settings, registry, clock)
     wanted = [registry.get(s).instrument for s in symbols] if symbols else \
         [i for i in registry.instruments() if DEFAULT_TIMEFRAMES.get(i.asset_class)]
-    await store.upsert_instruments(wanted)
+    await store.bars.upsert_instruments(wanted)
     bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
     written = failed = 0
     try:
@@ -125,7 +125,7 @@ async def run_backfill(settings: Settings, symbols: list[str] | None, timeframes
             for tf in tfs:
                 spans.setdefault(days if days is not None else history_days(cls, tf), []).append(tf)
             for span, group in sorted(spans.items()):
-                result = await backfill(router, store, syms, group, start=clock.now() - timedelta(days=span),
+                result = await backfill(router, store.bars, syms, group, start=clock.now() - timedelta(days=span),
                                         clock=clock, progress=show, concurrency=4)
                 written += result.bars_written
                 failed += len(result.failed)

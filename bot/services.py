@@ -15,14 +15,14 @@ from core.instruments import InstrumentRegistry
 from core.ports import MarketData
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
-from storage import SqlStore
+from storage import Stores
 from storage.admin import AdminStore
 
 
 @dataclass
 class Services:
     settings: Settings
-    store: SqlStore
+    store: Stores
     market: MarketData
     signal_service: SignalService
     tracker: LifecycleTracker

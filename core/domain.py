@@ -224,6 +224,22 @@ class Delivery:
     sent_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """The result of one attempt at a claimed delivery (DeliveryRepository.record_attempts)."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    message_ref: str | None = None
+    error: str | None = None
+    not_before: datetime | None = None
+    sent_at: datetime | None = None
+    refund_attempt: bool = False
+    parts_sent: int = 0  # a message in parts that stopped part-way: parts that went out, and the first's ref
+    first_ref: str | None = None
+    layout: str = ""  # how the parts were split (bot.transports.base.Resume)
+
+
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 """Bars are pandas DataFrames indexed by the bar's OPEN time (tz-aware UTC DatetimeIndex named 'time'),
 with float columns open, high, low, close, volume, sorted ascending, unique index.

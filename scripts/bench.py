@@ -52,7 +52,7 @@ from core.models.live import champion_voter, refresh_context
 from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
-from storage import Database, SqlStore
+from storage import Database, Stores
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models_store"
 SCAN_BUDGET_S = 1.0
@@ -147,10 +147,10 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
 
 async def _targets(market: CsvMarketData, engine: SignalEngine, as_of: datetime) -> list[Target]:
     """What the service scans, with its bars (this also fills the provider's in-memory cache)."""
-    store = SqlStore(Database("sqlite+aiosqlite:///:memory:"))
+    store = Stores.over(Database("sqlite+aiosqlite:///:memory:"))
     try:
         risk = RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS))
-        probe = SignalService(market, engine, store, EventBus(), risk, FixedClock(as_of))
+        probe = SignalService(market, engine, store.signals, EventBus(), risk, FixedClock(as_of))
         out = []
         for inst, tf in probe.scan_targets():
             history = await market.get_bars(inst.symbol, tf, end=as_of)
@@ -214,10 +214,10 @@ async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, en
     async def scan_once(with_engine: SignalEngine = engine) -> tuple[tuple[float, float], ScanReport]:
         db = Database("sqlite+aiosqlite:///:memory:")
         await db.create_all()
-        store = SqlStore(db)
+        store = Stores.over(db)
         try:
             risk = RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS))
-            service = SignalService(market, with_engine, store, EventBus(), risk, FixedClock(as_of))
+            service = SignalService(market, with_engine, store.signals, EventBus(), risk, FixedClock(as_of))
             return await _timed_async(service.scan)
         finally:
             await store.close()

@@ -22,7 +22,7 @@ from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import SignalService
 from scripts.scan import parse_when
-from storage import Database, SqlStore
+from storage import Database, Stores
 
 
 async def median_scan(service: SignalService, repeat: int) -> float:
@@ -38,9 +38,9 @@ async def median_scan(service: SignalService, repeat: int) -> float:
 async def main(data: Path, as_of: str, repeat: int) -> None:
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
-    store = SqlStore(db)
+    store = Stores.over(db)
     try:
-        service = SignalService(CsvMarketData(data), SignalEngine(default_engine()), store, EventBus(),
+        service = SignalService(CsvMarketData(data), SignalEngine(default_engine()), store.signals, EventBus(),
                                 RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS)), FixedClock(parse_when(as_of)),
                                 books=make_books(DEFAULT_FAMILIES, SERVICE_COSTS_BPS, None), setups=False)
         t0 = time.perf_counter()

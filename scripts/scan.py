@@ -21,7 +21,7 @@ from core.ports import MarketData
 from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
-from storage import Database, SqlStore
+from storage import Database, Stores
 
 
 def parse_when(text: str) -> datetime:
@@ -56,12 +56,12 @@ async def scan_at(market: MarketData, as_of: datetime, database_url: str = "sqli
     families = parse_families(families)
     db = Database(database_url)
     await db.create_all()
-    store = SqlStore(db)
+    store = Stores.over(db)
     try:
         risk = RiskManager(RiskConfig(costs_bps=costs_bps))
         books = make_books(families, costs_bps, None)
-        service = SignalService(market, SignalEngine(default_engine()), store, EventBus(), risk, FixedClock(as_of),
-                                books=books, setups=SETUPS in families)
+        service = SignalService(market, SignalEngine(default_engine()), store.signals, EventBus(), risk,
+                                FixedClock(as_of), books=books, setups=SETUPS in families)
         report = await service.scan()
         ranked: list[tuple[str, int, float]] = []
         for book in books:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import weakref
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -26,8 +25,7 @@ from sqlmodel import SQLModel
 from core.clock import Clock, SystemClock
 from storage.tables import ACCOUNT_MEMBERS, ADMIN_TABLES as TABLES, AUDIT, LINK_CODES, REQUEST_COUNTS, SIGNALS, USERS
 
-from storage.database import Database, Insert, upsert
-from storage.repositories import SqlStore
+from storage.database import Database, Insert
 
 AUDIT_TEXT_LIMIT = 1000
 
@@ -84,6 +82,7 @@ class AdminStore:
     """Audit log, request counters, link codes and account membership."""
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self._db = db
         self._engine = db.engine
         self._clock: Clock = clock or SystemClock()
         self._schema_ready = False
@@ -97,11 +96,10 @@ class AdminStore:
         self._schema_ready = True
 
     def _insert(self, table: sa.Table) -> Insert:
-        return upsert(self._engine.dialect.name, table)
+        return self._db.insert(table)
 
     async def _fetch(self, stmt: sa.Executable) -> list[sa.Row[Any]]:
-        async with self._engine.connect() as conn:
-            return list((await conn.execute(stmt)).all())
+        return await self._db.fetch(stmt)
 
     # ------------------------------------------------------------------ audit
 
@@ -242,19 +240,6 @@ def _audit_entry(m: Any) -> AuditEntry:
     return AuditEntry(at=m["at"], platform=m["platform"], platform_user_id=m["platform_user_id"],
                       user_id=m["user_id"], command=m["command"], arguments=m["arguments"],
                       outcome=AuditOutcome(m["outcome"]), detail=m["detail"], id=m["id"])
-
-
-_BESIDE: weakref.WeakKeyDictionary[SqlStore, AdminStore] = weakref.WeakKeyDictionary()
-
-
-def admin_store_beside(store: SqlStore, clock: Clock) -> AdminStore:
-    """The AdminStore on the same database as `store` (one per store), for a composition root that has not
-    built one itself. Its tables are created on first use by `ensure_schema()`."""
-    found = _BESIDE.get(store)
-    if found is None:
-        found = AdminStore(store._db, clock)  # noqa: SLF001 (same package: the store's own database handle)
-        _BESIDE[store] = found
-    return found
 
 
 def users_in_account_of(user_id: int) -> sa.Select[Any]:

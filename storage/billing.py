@@ -32,7 +32,6 @@ from storage.admin import users_in_account_of
 from storage.tables import ACCOUNTS, CHECKOUTS, EVENTS, PAYMENTS, REJECTED, SUBSCRIPTIONS, USERS
 
 from storage.database import Database, Insert, upsert
-from storage.repositories import SqlStore
 
 
 
@@ -61,18 +60,12 @@ class RejectedEvent:
 class BillingStore:
     def __init__(self, db: "Database", clock: Clock | None = None, *,
                  users_changed: Callable[[], None] | None = None) -> None:
-        """`users_changed` is called after a commit that changed users.tier (e.g. SqlStore.invalidate_users, which
+        """`users_changed` is called after a commit that changed users.tier (e.g. UserStore.invalidate_users, which
         drops its cache of active users)."""
         self._engine = db.engine
         self._clock: Clock = clock or SystemClock()
         self._users_changed = users_changed
         self._write_lock = asyncio.Lock()  # one billing transaction at a time in this process
-
-    @classmethod
-    def beside(cls, store: "SqlStore", clock: Clock | None = None) -> BillingStore:
-        """The billing repository on the same database as `store`."""
-        db = store.database
-        return cls(db, clock, users_changed=getattr(store, "invalidate_users", None))
 
     def _insert(self, table: sa.Table) -> Insert:
         return upsert(self._engine.dialect.name, table)

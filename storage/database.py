@@ -35,7 +35,8 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 class Database:
-    """Owns the engine. `create_all()` makes the schema; `close()` disposes of the pool."""
+    """Owns the engine. `create_all()` makes the schema; `fetch`/`write`/`insert` are the statements every store
+    runs; `close()` disposes of the pool."""
 
     def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False) -> None:
         self.url = make_url(url)
@@ -44,6 +45,21 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def insert(self, table: sa.Table) -> Insert:
+        """This dialect's INSERT into `table` (with `on_conflict_do_update/nothing`)."""
+        return upsert(self.dialect, table)
+
+    async def fetch(self, stmt: sa.Executable) -> list[sa.Row[Any]]:
+        """Every row of a read, on a connection of its own."""
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(stmt)).all())
+
+    async def write(self, stmt: sa.Executable, params: Any = None) -> int:
+        """One statement in its own transaction; the rows it changed."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt, params)
+            return int(getattr(result, "rowcount", 0) or 0)
 
     async def create_all(self) -> None:
         async with self.engine.begin() as conn:

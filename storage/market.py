@@ -8,15 +8,15 @@ import pandas as pd
 
 from core.domain import AssetClass, Instrument, Timeframe
 from core.errors import UnknownSymbolError
-from storage.repositories import SqlStore
+from core.ports import BarRepository
 
 
 class StoredMarketData:
     name = "store"
 
-    def __init__(self, store: SqlStore, instruments: Sequence[Instrument],
+    def __init__(self, bars: BarRepository, instruments: Sequence[Instrument],
                  timeframes: Mapping[AssetClass, Sequence[Timeframe]]) -> None:
-        self.store = store
+        self.bars = bars
         self._instruments = {i.symbol: i for i in instruments}
         self._timeframes = timeframes
 
@@ -32,4 +32,4 @@ class StoredMarketData:
     async def get_bars(self, symbol: str, timeframe: Timeframe, *, end: datetime, limit: int | None = None) -> pd.DataFrame:
         if symbol not in self._instruments:
             raise UnknownSymbolError(symbol)
-        return await self.store.load_bars(symbol, timeframe, end=end, limit=limit)
+        return await self.bars.load_bars(symbol, timeframe, end=end, limit=limit)

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 
 from core.news.schema import AnalysisRecord
 from storage.database import IN_CHUNK, Database, upsert
-from storage.repositories import SqlStore
 from storage.tables import NEWS_VERDICTS
 
 
@@ -114,8 +113,3 @@ async def open_verdict_file(path: str | Path) -> tuple[Database, SqlVerdictStore
     async with db.engine.begin() as conn:
         await conn.run_sync(lambda sync: NEWS_VERDICTS.create(sync, checkfirst=True))
     return db, SqlVerdictStore(db)
-
-
-def verdict_store_beside(store: SqlStore) -> SqlVerdictStore:
-    """The verdict store on the same database as `store` (for the composition root)."""
-    return SqlVerdictStore(store.database)

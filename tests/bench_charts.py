@@ -94,7 +94,7 @@ async def signal_path(n: int, shown: int) -> dict[str, float]:
         clear_chart_cache()  # each run draws its chart (a repeat within the same bar would be a cache hit)
         begin = time.perf_counter()
         analysis = await svc.analyse("AAPL")
-        active = [s for s in await services.store.open_signals() if s.symbol == "AAPL"]
+        active = [s for s in await services.store.signals.open_signals() if s.symbol == "AAPL"]
         analysis_doc(analysis, active[0] if active else None)
         analysed = time.perf_counter()
         bars = await svc.on_demand.get_bars("AAPL", analysis.timeframe, end=clock.now(), limit=shown + 50)

@@ -5,7 +5,7 @@
 A SQLite file in WAL mode (the service's default) holds N users with mixed tiers and preferences. Each run
 issues a new signal through Notifier.on_signal_issued (the design's budget: under 100 ms for 10,000 users) and
 times its parts: choosing (active users from the store's cache, the monthly quota query, admission) and
-queueing (SqlStore.enqueue). The reference, measured in the same run: the bare DB-API executemany of the same
+queueing (Stores.enqueue). The reference, measured in the same run: the bare DB-API executemany of the same
 rows (pre-built tuples, the same INSERT ... ON CONFLICT DO NOTHING, one transaction) on the same engine. The first run also
 reads the users from the database (the cache is cold), so it is reported on its own; figures are medians.
 
@@ -37,7 +37,7 @@ from tests.fakes.telegram_bot_api import DEFAULT_TOKEN
 from core.clock import FixedClock
 from core.domain import AssetClass, DeliveryKind, DeliveryStatus, Direction, Signal, Tier, Timeframe
 from core.events import SignalIssued
-from storage import Database, SqlStore
+from storage import Database, Stores
 from storage.tables import DELIVERIES, PREFERENCES, USERS
 from tests.conftest import utc
 
@@ -51,7 +51,7 @@ def signal(i: int) -> Signal:
                   issued_at=NOW, expires_at=NOW + timedelta(days=3), reasoning="bench", strategy="bench")
 
 
-async def seed(store: SqlStore, db: Database, n: int) -> None:
+async def seed(store: Stores, db: Database, n: int) -> None:
     users = [{"id": i + 1, "platform": "telegram", "platform_user_id": str(i), "chat_id": str(i), "display_name": "",
               "tier": TIERS[i % 4].value, "active": i % 23 != 0, "created_at": NOW} for i in range(n)]
     prefs = [{"user_id": i + 1, "symbols": '["MSFT"]' if i % 10 == 7 else "[]", "asset_classes": "[]",
@@ -62,7 +62,7 @@ async def seed(store: SqlStore, db: Database, n: int) -> None:
     async with db.engine.begin() as conn:
         await conn.execute(USERS.insert(), users)
         await conn.execute(PREFERENCES.insert(), prefs)
-    store.invalidate_users()
+    store.users.invalidate_users()
 
 
 async def timed(fn: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
@@ -76,18 +76,18 @@ async def bench(n: int, runs: int) -> dict[str, Any]:
         db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")
         await db.create_all()
         clock = FixedClock(NOW)
-        store = SqlStore(db, clock)
+        store = Stores.over(db, clock)
         await seed(store, db, n)
         notifier = Notifier(store, clock, {"telegram"}, wake=lambda: None)
-        bulk = store._deliveries_insert  # the statement enqueue runs, compiled for the dialect
+        bulk = store.outbox._deliveries_insert  # the statement enqueue runs, compiled for the dialect
         totals, choose, queue, bare, recipients = [], [], [], [], 0
         for i in range(runs):
             s, ref = signal(2 * i), signal(2 * i + 1)
-            await store.add_signals([s, ref])
+            await store.signals.add_signals([s, ref])
             if i > 0:  # run 0 measures the whole path with a cold cache; later runs measure the parts too
                 ms, rows = await timed(lambda: notifier.recipients(SignalIssued(s)))
                 choose.append(ms)
-                ms, _ = await timed(lambda: store.enqueue(rows))
+                ms, _ = await timed(lambda: store.outbox.enqueue(rows))
                 queue.append(ms)
                 async with db.engine.begin() as conn:  # undo, so the full path below queues the same rows again
                     await conn.execute(DELIVERIES.delete().where(DELIVERIES.c.signal_id == s.id))
@@ -123,12 +123,12 @@ async def bench_send(n: int, concurrency: int = 32, batch: int = 1000) -> dict[s
             db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'send.db'}")
             await db.create_all()
             clock = FixedClock(NOW)
-            store = SqlStore(db, clock)
+            store = Stores.over(db, clock)
             await seed(store, db, n)
             s = signal(9_999)
-            await store.add_signal(s)
-            rows = [(s.id, u.id, DeliveryKind.SIGNAL, "telegram", None, None) for u in await store.active_users()]
-            await store.enqueue(rows)
+            await store.signals.add_signal(s)
+            rows = [(s.id, u.id, DeliveryKind.SIGNAL, "telegram", None, None) for u in await store.users.active_users()]
+            await store.outbox.enqueue(rows)
             transport = TelegramTransport(DEFAULT_TOKEN, base_url=f"http://127.0.0.1:{port}/bot", messages_per_second=0,
                                           connection_pool_size=64)
             await transport.initialize()
@@ -138,7 +138,7 @@ async def bench_send(n: int, concurrency: int = 32, batch: int = 1000) -> dict[s
                 while await worker.process_due():
                     pass
                 outbox_s = time.perf_counter() - t0
-                sent = (await store.delivery_counts("telegram")).get(DeliveryStatus.SENT, 0)
+                sent = (await store.outbox.delivery_counts("telegram")).get(DeliveryStatus.SENT, 0)
                 doc, slots = signal_doc(s), asyncio.Semaphore(concurrency)
 
                 async def one(chat: str) -> None:
@@ -170,7 +170,7 @@ def main() -> None:
     print(f"fan-out to {r['users']:,} users ({r['recipients']:,} recipients), median of {r['runs'] - 1} runs:")
     print(f"  choose + queue (Notifier.on_signal_issued) {r['notify_ms_median']:7.1f} ms   (budget {r['budget_ms']} ms)")
     print(f"    choose (cached users, quota, admission)  {r['choose_ms_median']:7.1f} ms")
-    print(f"    queue (SqlStore.enqueue)                 {r['enqueue_ms_median']:7.1f} ms")
+    print(f"    queue (Stores.enqueue)                 {r['enqueue_ms_median']:7.1f} ms")
     print(f"  reference: bare executemany + commit       {r['bare_executemany_ms_median']:7.1f} ms   "
           f"(enqueue / bare = {r['enqueue_ms_median'] / r['bare_executemany_ms_median']:.2f}x)")
     print(f"  first run, users read from the database    {r['cold_ms']:7.1f} ms")

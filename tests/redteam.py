@@ -75,7 +75,7 @@ from bot.delivery.notifier import Notifier
 from core.clock import SystemClock
 from core.domain import AssetClass, Direction, Signal, Tier, Timeframe
 from core.events import SignalIssued
-from storage import Database, SqlStore
+from storage import Database, Stores
 from storage.tables import PREFERENCES, USERS
 from tests.fakes.stripe_api import API_KEY, API_VERSION, WEBHOOK_SECRET, FakeStripe, WebhookSender
 from tests.fakes.telegram_bot_api import FakeBotApi
@@ -293,9 +293,9 @@ async def issue(db: Path, signals: Sequence[Signal]) -> int:
     """Store the signals and queue their fan-out through the Notifier (what SignalIssued does in the service).
     Works while the service runs on the same file (SQLite WAL: one writer at a time, waiting its turn)."""
     database = Database(f"sqlite+aiosqlite:///{db}")
-    store = SqlStore(database, SystemClock())
+    store = Stores.over(database, SystemClock())
     try:
-        await store.add_signals(list(signals))
+        await store.signals.add_signals(list(signals))
         notifier = Notifier(store, SystemClock(), {"telegram"}, wake=lambda: None)
         return sum([await notifier.on_signal_issued(SignalIssued(s)) for s in signals])
     finally:

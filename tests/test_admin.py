@@ -86,10 +86,10 @@ async def test_bad_arguments_are_audited_as_invalid(services):
 
 async def test_grant_and_user(services):
     await say(services, BOB, "/start")
-    bob = await services.store.find_user("telegram", "1001")
+    bob = await services.store.users.find_user("telegram", "1001")
     out = await say(services, ADMIN, "/admin grant telegram:1001 trader")
     assert f"User {bob.id} (telegram:1001): free -> trader" in out
-    assert (await services.store.get_user(bob.id)).tier is Tier.TRADER
+    assert (await services.store.users.get_user(bob.id)).tier is Tier.TRADER
     assert f"{bob.id} (telegram:1001): trader -> hobbyist" in await say(services, ADMIN, f"/admin grant {bob.id} hobbyist")
     await say(services, BOB, "/signal AAPL")
     await say(services, BOB, "/prefs confidence 70")
@@ -115,7 +115,7 @@ async def test_stats_counts_users_signals_and_deliveries(services):
         if issued:
             break
     assert issued
-    await services.store.enqueue([(issued[0].id, 1, "signal", "telegram", None, None)])
+    await services.store.outbox.enqueue([(issued[0].id, 1, "signal", "telegram", None, None)])
     out = await say(services, ADMIN, "/admin stats")
     assert "Users        3 (2 active)" in out
     assert f"{len(issued)} issued, {len(issued)} open, 0 closed" in out
@@ -148,7 +148,7 @@ async def test_generate_scans_or_issues_for_symbols_through_the_normal_path(serv
             if inst.asset_class.value != "index":
                 analysis = await svc.analyse(inst.symbol)
                 cand = svc.engine.candidate(analysis)
-                if (cand is not None and await services.store.get_signal(cand.id) is None
+                if (cand is not None and await services.store.signals.get_signal(cand.id) is None
                         and svc.risk.review(cand, [], None).approved):
                     symbol = inst.symbol
                     break
@@ -161,7 +161,7 @@ async def test_generate_scans_or_issues_for_symbols_through_the_normal_path(serv
     assert "Issued     1" in out and "NOPE: Unknown symbol 'NOPE'" in out
     assert len(published) == scanned + 1
     signal = published[-1].signal
-    assert signal.symbol == symbol and await services.store.get_signal(signal.id) == signal
+    assert signal.symbol == symbol and await services.store.signals.get_signal(signal.id) == signal
     again = await say(services, ADMIN, f"/admin generate {symbol}")  # the same bar: already decided
     assert "Issued     0" in again and len(published) == scanned + 1
     rows = await audit(services)
@@ -275,7 +275,6 @@ async def test_models_shows_the_news_analysts_and_the_news_votes_record(services
     from core.news.analysts import AnalystSlot, DailyQuota, NewsAnalysisService
     from core.news.schema import AnalystAnswer, NewsVerdict
     from core.news.sources import NewsItem, ReplayNews
-    from storage.news import verdict_store_beside
 
     assert "no news source configured" in await say(services, ADMIN, "/admin models")
 
@@ -288,11 +287,11 @@ async def test_models_shows_the_news_analysts_and_the_news_votes_record(services
                                              novelty=0.5, sentiment=0.4, reasoning="stub"), self.model, 20, 10)
 
     clock = services.clock
-    verdicts = verdict_store_beside(services.store)
+    verdicts = services.store.news
     item = NewsItem.create(published_at=START - timedelta(hours=1), source="twitter", title="SIM up", tickers=("SIM",))
     slot = AnalystSlot(Stub(), DailyQuota(tokens=1000, cost_usd=2.0, clock=clock))
     job = NewsJob([ReplayNews([item])], NewsAnalysisService([slot], store=verdicts, clock=clock), verdicts, clock,
-                  lambda: ["SIM"], services.store)
+                  lambda: ["SIM"], services.store.signals)
     await job.run()
     services.news = job
     out = await say(services, ADMIN, "/admin models")

@@ -30,7 +30,7 @@ from core.risk import RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
-from storage import Database, SqlStore
+from storage import Database, Stores
 from tests.conftest import REPO, data_dir, make_bars, utc
 
 EQUITIES = "equities/sp500_daily_2013-02-08_2018-02-07.csv.gz"
@@ -50,16 +50,16 @@ async def live_walk(market: FrameMarket, engine: SignalEngine, risk: RiskManager
                     times: list[datetime], timeframes: dict[AssetClass, tuple[Timeframe, ...]] | None = None,
                     books: tuple = (), setups: bool = True, breaker: BreakerLimits | None = None,
                     shadows: list[Signal] | None = None) -> tuple[list[Signal], dict[str, SignalOutcome | None]]:
-    """The real SignalService and LifecycleTracker over an in-memory SqlStore, the clock put on every bar close:
+    """The real SignalService and LifecycleTracker over an in-memory Stores, the clock put on every bar close:
     at each, the tracker runs, then the scan (a live service whose scheduler fires at every close). With a
     `breaker`, the signals it kept in shadow are appended to `shadows`."""
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
-    store = SqlStore(db)
+    store = Stores.over(db)
     clock = FixedClock(times[0])
-    service = SignalService(market, engine, store, EventBus(), risk, clock, timeframes, books=books, setups=setups,
+    service = SignalService(market, engine, store.signals, EventBus(), risk, clock, timeframes, books=books, setups=setups,
                             breaker=breaker)
-    tracker = LifecycleTracker(market, store, EventBus(), clock, costs)
+    tracker = LifecycleTracker(market, store.signals, EventBus(), clock, costs)
     issued: list[Signal] = []
     try:
         for t in times:
@@ -69,7 +69,7 @@ async def live_walk(market: FrameMarket, engine: SignalEngine, risk: RiskManager
             issued += report.issued
             if shadows is not None:
                 shadows += report.shadowed
-        return issued, {s.id: await store.get_outcome(s.id) for s in issued + list(shadows or ())}
+        return issued, {s.id: await store.signals.get_outcome(s.id) for s in issued + list(shadows or ())}
     finally:
         await store.close()
 

@@ -87,7 +87,7 @@ class World:
         return await dispatch(self.services.registry, self.services, caller, text)
 
     async def tier(self, caller: Caller = ANN) -> Tier:
-        user = await self.services.store.find_user(caller.platform, caller.platform_user_id)
+        user = await self.services.store.users.find_user(caller.platform, caller.platform_user_id)
         assert user is not None
         return user.tier
 
@@ -121,7 +121,7 @@ async def test_checkout_then_signed_webhook_upgrades_the_tier(world):
                                                       "/subscribe professional"]
 
     session_id = await world.checkout("trader")
-    user = await world.services.store.find_user("discord", "4242")
+    user = await world.services.store.users.find_user("discord", "4242")
     created = world.stripe.sessions[session_id]
     assert created["mode"] == "subscription" and created["client_reference_id"] == str(user.id)
     assert created["metadata"] == {"user_id": str(user.id), "tier": "trader"}
@@ -132,13 +132,13 @@ async def test_checkout_then_signed_webhook_upgrades_the_tier(world):
     create_call = next(r for r in world.stripe.requests if r.path == "/v1/checkout/sessions")
     assert create_call.headers["Authorization"] == f"Bearer {API_KEY}" and "Stripe-Version" in create_call.headers
     assert await world.tier() is Tier.FREE  # nothing before Stripe says it is paid
-    assert {u.id: u.tier for u in await world.services.store.active_users()}[user.id] is Tier.FREE  # (cached)
+    assert {u.id: u.tier for u in await world.services.store.users.active_users()}[user.id] is Tier.FREE  # (cached)
 
     events = world.stripe.complete_checkout(session_id)
     replies = await world.sender.send_all(events)
     assert [(r.status, r.body["outcome"]) for r in replies] == [(200, "processed")] * 3
     assert await world.tier() is Tier.TRADER
-    assert {u.id: u.tier for u in await world.services.store.active_users()}[user.id] is Tier.TRADER  # fan-out sees it
+    assert {u.id: u.tier for u in await world.services.store.users.active_users()}[user.id] is Tier.TRADER  # fan-out sees it
     assert world.told == [TierChange(user.id, Tier.FREE, Tier.TRADER, "Thank you! Your trader subscription is active.")]
     [sub] = await world.payments.billing.subscriptions_of(user.id)
     assert (sub.status, sub.tier, sub.external_id) == (SubscriptionStatus.ACTIVE, Tier.TRADER, created["subscription"])
@@ -163,12 +163,12 @@ async def test_forged_signature_is_refused_and_changes_nothing(world):
     assert await world.tier() is Tier.FREE and world.told == []
     for e in events:
         assert not await world.payments.billing.processed(Provider.STRIPE, e["id"])
-    assert await world.payments.billing.subscriptions_of((await world.services.store.find_user("discord", "4242")).id) == []
+    assert await world.payments.billing.subscriptions_of((await world.services.store.users.find_user("discord", "4242")).id) == []
 
 
 async def test_replayed_event_has_no_second_effect(world):
     sub_id, events = await world.subscribed("trader")
-    user = await world.services.store.find_user("discord", "4242")
+    user = await world.services.store.users.find_user("discord", "4242")
     replays = await world.sender.send_all(events)
     assert [(r.status, r.body["outcome"]) for r in replays] == [(200, "duplicate")] * 3
     assert len(await world.payments.billing.payments_of(user.id)) == 1
@@ -255,7 +255,7 @@ async def test_signed_event_that_cannot_be_applied_gets_400_and_is_recorded(worl
 
 async def test_subscription_update_with_an_impossible_period_end_is_rejected(world):
     sub_id, _ = await world.subscribed("trader")
-    user = await world.services.store.find_user("discord", "4242")
+    user = await world.services.store.users.find_user("discord", "4242")
     [before] = await world.payments.billing.subscriptions_of(user.id)
     changed = copy.deepcopy(world.stripe.subscriptions[sub_id])
     changed["status"] = "unpaid"  # would downgrade at once if applied

@@ -35,7 +35,7 @@ from core.domain import (
 )
 from core.errors import DeliveryError, UserInputError
 from core.events import SignalClosed, SignalIssued
-from storage import Database, SqlStore
+from storage import Database, Stores
 from storage.channels import ChannelStore, DigestStore
 from tests.conftest import utc
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -192,7 +192,7 @@ def test_webhook_payload_has_the_documented_fields() -> None:
 # -- commands -----------------------------------------------------------------------------------------------
 @dataclass
 class CommandServices:
-    store: SqlStore
+    store: Stores
     registry: CommandRegistry
     clock: FixedClock = field(default_factory=lambda: FixedClock(NOW))
 
@@ -200,10 +200,10 @@ class CommandServices:
         return False
 
 
-async def open_stores(path: Path) -> tuple[SqlStore, ChannelStore]:
+async def open_stores(path: Path) -> tuple[Stores, ChannelStore]:
     db = Database(f"sqlite+aiosqlite:///{path}")
     await db.create_all()
-    return SqlStore(db, FixedClock(NOW)), ChannelStore(db, FixedClock(NOW))
+    return Stores.over(db, FixedClock(NOW)), ChannelStore(db, FixedClock(NOW))
 
 
 def registry_for(channels: ChannelStore, digests: DigestStore | None = None) -> CommandRegistry:
@@ -218,8 +218,8 @@ async def test_commands_follow_the_tier_and_check_their_input(tmp_path: Path) ->
     services = CommandServices(store, registry_for(channels))
     users = {}
     for name, tier in (("free", Tier.FREE), ("trader", Tier.TRADER), ("pro", Tier.PROFESSIONAL)):
-        users[name] = await store.upsert_user("telegram", name, name, name)
-        await store.set_tier(users[name].id, tier)
+        users[name] = await store.users.upsert_user("telegram", name, name, name)
+        await store.users.set_tier(users[name].id, tier)
 
     async def say(who: str, text: str, chat: str | None = None) -> Doc:
         return await dispatch(services.registry, services, Caller("telegram", who, chat or who, who), text)
@@ -255,12 +255,12 @@ async def test_commands_follow_the_tier_and_check_their_input(tmp_path: Path) ->
 async def test_signal_and_exit_reach_email_and_webhook(tmp_path: Path, smtp, receiver) -> None:
     store, channels = await open_stores(tmp_path / "e2e.db")
     clock = FixedClock(NOW)
-    pro = await store.upsert_user("telegram", "1", "1", "Pat")
-    trader = await store.upsert_user("telegram", "2", "2", "Tom")
-    hobbyist = await store.upsert_user("telegram", "3", "3", "Hob")
-    await store.set_tier(pro.id, Tier.PROFESSIONAL)
-    await store.set_tier(trader.id, Tier.TRADER)
-    await store.set_tier(hobbyist.id, Tier.HOBBYIST)
+    pro = await store.users.upsert_user("telegram", "1", "1", "Pat")
+    trader = await store.users.upsert_user("telegram", "2", "2", "Tom")
+    hobbyist = await store.users.upsert_user("telegram", "3", "3", "Hob")
+    await store.users.set_tier(pro.id, Tier.PROFESSIONAL)
+    await store.users.set_tier(trader.id, Tier.TRADER)
+    await store.users.set_tier(hobbyist.id, Tier.HOBBYIST)
     await channels.set(pro.id, "email", "pat@example.com")
     await channels.set(pro.id, "webhook", receiver.url("/pat"), "pat-secret")
     await channels.set(trader.id, "email", "tom@example.com")
@@ -276,7 +276,7 @@ async def test_signal_and_exit_reach_email_and_webhook(tmp_path: Path, smtp, rec
     notifier = Notifier(store, clock, set(), wake=lambda: None, channel_store=channels,
                         extra_channels={"email", "webhook"})
     s = make_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     try:
         assert await notifier.on_signal_issued(SignalIssued(s)) == 3  # pat: email + webhook; tom: email
         while await email_worker.process_due() or await hook_worker.process_due():
@@ -295,7 +295,7 @@ async def test_signal_and_exit_reach_email_and_webhook(tmp_path: Path, smtp, rec
 
         outcome = SignalOutcome(s.id, SignalStatus.STOP, 187.3, NOW, 183.1, NOW + timedelta(days=1), -0.022, -0.023,
                                 0.01, -0.025, 1)
-        await store.record_outcome(outcome)
+        await store.signals.record_outcome(outcome)
         assert await notifier.on_signal_closed(SignalClosed(s, outcome)) == 3
         while await email_worker.process_due() or await hook_worker.process_due():
             pass
@@ -304,7 +304,7 @@ async def test_signal_and_exit_reach_email_and_webhook(tmp_path: Path, smtp, rec
         exit_hook = receiver.hooks["/pat"][-1]
         assert exit_hook.valid and exit_hook.json["event"] == "signal.exit"
         assert exit_hook.json["exit"]["status"] == "stop" and exit_hook.json["exit"]["net_return"] == -0.023
-        assert await store.count(DeliveryStatus.SENT) == 6
+        assert await store.outbox.count(DeliveryStatus.SENT) == 6
     finally:
         await webhook.stop()
         await store.close()
@@ -314,18 +314,18 @@ async def test_a_gone_webhook_or_refused_address_is_removed_and_the_user_stays(t
                                                                                receiver) -> None:
     store, channels = await open_stores(tmp_path / "gone.db")
     clock = FixedClock(NOW)
-    pro = await store.upsert_user("telegram", "1", "1", "Pat")
-    await store.set_tier(pro.id, Tier.PROFESSIONAL)
+    pro = await store.users.upsert_user("telegram", "1", "1", "Pat")
+    await store.users.set_tier(pro.id, Tier.PROFESSIONAL)
     await channels.set(pro.id, "webhook", receiver.url("/pat"), "k")
     await channels.set(pro.id, "email", "gone@example.com")
     smtp.refuse("gone@example.com")
     receiver.secrets["/pat"] = "k"
     receiver.statuses["/pat"] = [410]
     first, second = make_signal(), make_signal("MSFT-1d-20250602-L")
-    await store.add_signals([first, second])
+    await store.signals.add_signals([first, second])
     later = NOW + timedelta(hours=1)
-    await store.enqueue([(first.id, pro.id, DeliveryKind.SIGNAL, ch, None, None) for ch in ("webhook", "email")]
-                        + [(second.id, pro.id, DeliveryKind.SIGNAL, ch, later, None) for ch in ("webhook", "email")])
+    await store.outbox.enqueue([(first.id, pro.id, DeliveryKind.SIGNAL, ch, None, None) for ch in ("webhook", "email")]
+                               + [(second.id, pro.id, DeliveryKind.SIGNAL, ch, later, None) for ch in ("webhook", "email")])
     webhook = WebhookTransport(timeout=2.0)
     try:
         await DeliveryWorker(WebhookChannel(webhook, store, channels, clock), store, clock).process_due()
@@ -333,9 +333,9 @@ async def test_a_gone_webhook_or_refused_address_is_removed_and_the_user_stays(t
     finally:
         await webhook.stop()
     assert await channels.get(pro.id, "webhook") is None and await channels.get(pro.id, "email") is None
-    counts = await store.delivery_counts()
+    counts = await store.outbox.delivery_counts()
     assert counts == {DeliveryStatus.FAILED: 2, DeliveryStatus.SKIPPED: 2}  # the later rows were cancelled
-    user = await store.get_user(pro.id)
+    user = await store.users.get_user(pro.id)
     assert user is not None and user.active  # still subscribed in chat
     await store.close()
 
@@ -360,19 +360,19 @@ async def test_daily_digest_once_a_day_at_the_chosen_hour(tmp_path: Path) -> Non
     store, channels = await open_stores(tmp_path / "digest.db")
     digests = DigestStore(store.database)
     services = CommandServices(store, registry_for(channels, digests))
-    ann = await store.upsert_user("telegram", "1", "1", "Ann")
-    quiet = await store.upsert_user("telegram", "2", "2", "Quiet")  # subscribed, but received nothing
+    ann = await store.users.upsert_user("telegram", "1", "1", "Ann")
+    quiet = await store.users.upsert_user("telegram", "2", "2", "Quiet")  # subscribed, but received nothing
     say = lambda who, text: dispatch(services.registry, services, Caller("telegram", who, who, who), text)  # noqa: E731
     assert (await say("1", "/digest 18")).heading == "Daily digest on"
     assert "hour" in (await say("2", "/digest 25")).body
     assert (await say("2", "/digest 18:00")).heading == "Daily digest on"
     opened, closed = make_signal("AAPL-1"), make_signal("MSFT-1")
-    await store.add_signals([opened, closed])
-    await store.enqueue([(s.id, ann.id, DeliveryKind.SIGNAL, "telegram", None, None) for s in (opened, closed)])
-    for d in await store.claim_due("telegram", NOW, 10):
-        await store.mark(d.id, DeliveryStatus.SENT, message_ref="m", sent_at=NOW - timedelta(hours=3))
-    await store.record_outcome(SignalOutcome(closed.id, SignalStatus.TARGET, 187.3, NOW, 193.9, NOW, 0.035, 0.034,
-                                             0.04, -0.01, 1))
+    await store.signals.add_signals([opened, closed])
+    await store.outbox.enqueue([(s.id, ann.id, DeliveryKind.SIGNAL, "telegram", None, None) for s in (opened, closed)])
+    for d in await store.outbox.claim_due("telegram", NOW, 10):
+        await store.outbox.mark(d.id, DeliveryStatus.SENT, message_ref="m", sent_at=NOW - timedelta(hours=3))
+    await store.signals.record_outcome(SignalOutcome(closed.id, SignalStatus.TARGET, 187.3, NOW, 193.9, NOW, 0.035, 0.034,
+                                                     0.04, -0.01, 1))
     chat = ChatRecorder()
     clock = FixedClock(utc(2025, 6, 2, 17, 30))
     assert await send_digests(store, digests, {"telegram": chat}, clock) == 0  # before 18:00
@@ -415,12 +415,12 @@ async def test_prepare_and_start_delivery_wire_commands_workers_and_the_bus(tmp_
         assert sorted(w.channel for w in delivery.workers) == ["email", "telegram", "webhook"]
         caller = Caller("telegram", "77", "77", "Pro")
         await dispatch(services.registry, services, caller, "/start")
-        pro = await services.store.find_user("telegram", "77")
+        pro = await services.store.users.find_user("telegram", "77")
         assert pro is not None
-        await services.store.set_tier(pro.id, Tier.PROFESSIONAL)
+        await services.store.users.set_tier(pro.id, Tier.PROFESSIONAL)
         assert (await dispatch(services.registry, services, caller, "/email pro@example.com")).tone == "success"
         s = make_signal()
-        await services.store.add_signal(s)
+        await services.store.signals.add_signal(s)
         await services.bus.publish(SignalIssued(s))
         for worker in delivery.workers:
             while await worker.process_due():

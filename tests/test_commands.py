@@ -42,12 +42,12 @@ async def test_start_prefs_stop_round_trip(services):
     out = await say(services, ALICE, "/prefs symbols aapl,btc/usdt")
     assert "AAPL, BTC-USDT" in out
     assert "Unknown symbol 'NOPE'" in await say(services, ALICE, "/prefs symbols NOPE")
-    user = await services.store.find_user("console", "alice")
+    user = await services.store.users.find_user("console", "alice")
     assert user.preferences.min_confidence == 65 and user.preferences.symbols == {"AAPL", "BTC-USDT"}
     assert "Unsubscribed" in await say(services, ALICE, "/stop")
-    assert not (await services.store.find_user("console", "alice")).active
+    assert not (await services.store.users.find_user("console", "alice")).active
     assert "Welcome" in await say(services, ALICE, "/start")
-    assert (await services.store.find_user("console", "alice")).preferences.min_confidence == 65  # kept
+    assert (await services.store.users.find_user("console", "alice")).preferences.min_confidence == 65  # kept
 
 
 async def test_signal_analysis_on_demand(services):
@@ -94,11 +94,11 @@ async def test_scan_issues_persists_and_commands_show_it(services):
         if len(issued) >= 3:
             break
     assert issued, "the simulated market should produce setups within twenty days"
-    stored = await services.store.get_signal(issued[0].id)
+    stored = await services.store.signals.get_signal(issued[0].id)
     assert stored == issued[0]
     assert stored.evidence["setup"]["criteria"] and stored.evidence["indicators"]["atr_14"] > 0
     out = await say(services, BOB, "/signals")
-    still_open = await services.store.open_signals()
+    still_open = await services.store.signals.open_signals()
     assert out.startswith(f"{len(still_open)} active signal") or (not still_open and "No active signals" in out)
     assert all(f"{s.symbol}  " in out for s in still_open)
     assert "Track record" in await say(services, BOB, "/performance")
@@ -120,8 +120,8 @@ async def test_signal_and_performance_carry_charts_for_tiers_that_include_them(s
     await dispatch(services.registry, services, BOB, "/start")  # free tier: no charts
     free = await dispatch(services.registry, services, BOB, "/signal AAPL")
     assert free.image is None
-    user = await services.store.find_user("telegram", "1001")
-    await services.store.set_tier(user.id, Tier.HOBBYIST)
+    user = await services.store.users.find_user("telegram", "1001")
+    await services.store.users.set_tier(user.id, Tier.HOBBYIST)
     doc = await dispatch(services.registry, services, BOB, "/signal AAPL")
     assert doc.image is not None and doc.image.data.startswith(b"\x89PNG\r\n\x1a\n")
     assert doc.image.filename == "AAPL-1d.png" and "entry" in doc.image.caption
@@ -133,7 +133,7 @@ async def test_signal_and_performance_carry_charts_for_tiers_that_include_them(s
         clock.advance(timedelta(hours=1))
         await services.signal_service.scan()
         await services.tracker.update()
-        if len(await services.store.outcomes_since(START)) >= 2:
+        if len(await services.store.signals.outcomes_since(START)) >= 2:
             break
     perf = await dispatch(services.registry, services, BOB, "/performance all")
     assert perf.image is not None and perf.image.data.startswith(b"\x89PNG") and perf.image.filename == "equity.png"
@@ -191,11 +191,11 @@ async def test_a_tripped_breaker_keeps_shadows_out_of_every_view_and_says_why(se
 
     svc = services
     t0 = START - timedelta(days=30)
-    await svc.store.add_signals([_trend_signal("TREND-LIVE", t0), _trend_signal("TREND-SHADOW", t0 + timedelta(days=5),
-                                                                                shadow=True),
+    await svc.store.signals.add_signals([_trend_signal("TREND-LIVE", t0), _trend_signal("TREND-SHADOW", t0 + timedelta(days=5),
+                                                                                        shadow=True),
                                  _trend_signal("TREND-SHADOW-OPEN", START - timedelta(days=1), shadow=True)])
-    await svc.store.record_outcome(_loss("TREND-LIVE", t0 + timedelta(days=1), -0.2))  # a 20 % fall: trips
-    await svc.store.record_outcome(_loss("TREND-SHADOW", t0 + timedelta(days=6), -0.05))
+    await svc.store.signals.record_outcome(_loss("TREND-LIVE", t0 + timedelta(days=1), -0.2))  # a 20 % fall: trips
+    await svc.store.signals.record_outcome(_loss("TREND-SHADOW", t0 + timedelta(days=6), -0.05))
     await svc.signal_service.refresh_breaker()
     paused = svc.signal_service.paused()
     assert [p.scope for p in paused] == ["trend/crypto"] and paused[0].shadow_closed == 1
@@ -222,6 +222,6 @@ async def test_a_tripped_breaker_keeps_shadows_out_of_every_view_and_says_why(se
     await say(svc, BOB, "/start")
     await say(svc, BOB, "/prefs assets equity")  # Bob does not receive crypto
     await pause_announcer(svc)(StrategyPaused("trend/crypto", "crypto", "trip", paused[0].reason, START))
-    alice = await svc.store.find_user("console", "alice")
+    alice = await svc.store.users.find_user("console", "alice")
     assert [ids for ids, _ in sent] == [[alice.id]]
     assert sent[0][1].startswith("Trend signals on crypto: paused since") and "followed in shadow, not sent" in sent[0][1]

@@ -19,8 +19,8 @@ from core.domain import (
 )
 from core.errors import DeliveryError
 from core.events import SignalClosed, SignalIssued
-from storage import Database, SqlStore
-from storage.repositories import DeliveryUpdate
+from storage import Database, Stores
+from core.domain import DeliveryUpdate
 from tests.conftest import utc
 
 NOW = utc(2024, 3, 5, 15, 0)
@@ -51,40 +51,40 @@ class RecordingTransport:
         return f"m{len(self.sent)}"
 
 
-async def open_store(path) -> SqlStore:  # noqa: ANN001
+async def open_stores(path) -> Stores:  # noqa: ANN001
     db = Database(f"sqlite+aiosqlite:///{path}")
     await db.create_all()
-    return SqlStore(db)
+    return Stores.over(db)
 
 
-async def add_users(store: SqlStore, n: int, **prefs) -> list[int]:  # noqa: ANN003
+async def add_users(store: Stores, n: int, **prefs) -> list[int]:  # noqa: ANN003
     ids = []
     for i in range(n):
-        u = await store.upsert_user("console", f"u{i}", f"chat{i}", f"user {i}")
+        u = await store.users.upsert_user("console", f"u{i}", f"chat{i}", f"user {i}")
         if prefs:
-            await store.set_preferences(u.id, Preferences(**prefs))
+            await store.users.set_preferences(u.id, Preferences(**prefs))
         ids.append(u.id)
     return ids
 
 
 async def test_recipients_follow_tier_and_preferences(tmp_path):
-    store = await open_store(tmp_path / "a.db")
+    store = await open_stores(tmp_path / "a.db")
     clock = FixedClock(NOW)
     everyone = await add_users(store, 3)
-    picky = await store.upsert_user("console", "picky", "chat-picky", "")
-    await store.set_preferences(picky.id, Preferences(min_confidence=90))
-    fx_fan = await store.upsert_user("console", "fx", "chat-fx", "")
-    await store.set_tier(fx_fan.id, Tier.TRADER)
-    gone = await store.upsert_user("console", "gone", "chat-gone", "")
-    await store.set_active(gone.id, False)
-    other_platform = await store.upsert_user("telegram", "42", "42", "")
+    picky = await store.users.upsert_user("console", "picky", "chat-picky", "")
+    await store.users.set_preferences(picky.id, Preferences(min_confidence=90))
+    fx_fan = await store.users.upsert_user("console", "fx", "chat-fx", "")
+    await store.users.set_tier(fx_fan.id, Tier.TRADER)
+    gone = await store.users.upsert_user("console", "gone", "chat-gone", "")
+    await store.users.set_active(gone.id, False)
+    other_platform = await store.users.upsert_user("telegram", "42", "42", "")
     notifier = Notifier(store, clock, {"console"}, wake=lambda: None)
 
     for s in (signal(), signal("EURUSD-1d-20240305-L", AssetClass.FX)):
-        await store.add_signal(s)
+        await store.signals.add_signal(s)
         await notifier.on_signal_issued(SignalIssued(s))
     assert await notifier.on_signal_issued(SignalIssued(signal())) == 0  # idempotent
-    rows = await store.claim_due("console", NOW, 100)
+    rows = await store.outbox.claim_due("console", NOW, 100)
     got = {(d.signal_id, d.user_id) for d in rows}
     expected = {("AAPL-1d-20240305-L", u) for u in everyone + [fx_fan.id]} | {("EURUSD-1d-20240305-L", fx_fan.id)}
     assert got == expected
@@ -94,11 +94,11 @@ async def test_recipients_follow_tier_and_preferences(tmp_path):
 
 async def test_restart_in_the_middle_of_deliveries_loses_and_doubles_nothing(tmp_path):
     path = tmp_path / "outbox.db"
-    store = await open_store(path)
+    store = await open_stores(path)
     clock = FixedClock(NOW)
     users = await add_users(store, 40)
     s = signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     transport = RecordingTransport(delay=0.002)
     worker = DeliveryWorker(transport, store, clock, batch=15, poll_seconds=0.01)
     await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
@@ -111,28 +111,28 @@ async def test_restart_in_the_middle_of_deliveries_loses_and_doubles_nothing(tmp
     assert 10 <= len(first_round) < 40
     await store.close()
 
-    store = await open_store(path)  # the restart
+    store = await open_stores(path)  # the restart
     # a cancelled worker finished what was in flight and put the rest of its batch back: nothing is stale
-    assert await store.requeue_stale_sending() == 0
-    assert await store.count(DeliveryStatus.SENDING) == 0
-    assert await store.count(DeliveryStatus.SENT) == len(first_round)
+    assert await store.outbox.requeue_stale_sending() == 0
+    assert await store.outbox.count(DeliveryStatus.SENDING) == 0
+    assert await store.outbox.count(DeliveryStatus.SENT) == len(first_round)
     again = RecordingTransport()
     worker = DeliveryWorker(again, store, clock, batch=15)
     while await worker.process_due():
         pass
     chats = [c for c, _, _ in first_round + again.sent]
     assert sorted(chats) == sorted(f"chat{i}" for i in range(40))  # each exactly once
-    assert await store.count(DeliveryStatus.SENT) == 40
+    assert await store.outbox.count(DeliveryStatus.SENT) == 40
     assert users
     await store.close()
 
 
 async def test_exit_is_a_reply_and_failures_are_retried_or_deactivate(tmp_path):
-    store = await open_store(tmp_path / "b.db")
+    store = await open_stores(tmp_path / "b.db")
     clock = FixedClock(NOW)
     await add_users(store, 3)
     s = signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     transport = RecordingTransport(fail={"chat1": DeliveryError("timeout"),
                                          "chat2": DeliveryError("blocked", permanent=True)})
     worker = DeliveryWorker(transport, store, clock)
@@ -143,12 +143,12 @@ async def test_exit_is_a_reply_and_failures_are_retried_or_deactivate(tmp_path):
     clock.advance(timedelta(seconds=5))  # past the first backoff
     await worker.process_due()
     assert sorted(c for c, _, _ in transport.sent) == ["chat0", "chat1"]
-    blocked = await store.find_user("console", "u2")
+    blocked = await store.users.find_user("console", "u2")
     assert not blocked.active
 
     outcome = SignalOutcome(s.id, SignalStatus.TARGET, 100.5, NOW, 104, NOW + timedelta(days=2), 0.035, 0.034,
                             0.04, -0.01, 2)
-    await store.record_outcome(outcome)
+    await store.signals.record_outcome(outcome)
     await notifier.on_signal_closed(SignalClosed(s, outcome))
     await worker.process_due()
     exits = [(c, r) for c, h, r in transport.sent if h.startswith("Target reached")]
@@ -157,11 +157,11 @@ async def test_exit_is_a_reply_and_failures_are_retried_or_deactivate(tmp_path):
 
 
 async def test_quiet_hours_defer_and_stale_signals_are_skipped(tmp_path):
-    store = await open_store(tmp_path / "c.db")
+    store = await open_stores(tmp_path / "c.db")
     clock = FixedClock(NOW)  # 15:00 UTC
     await add_users(store, 1, quiet_hours=QuietHours("14:00", "18:00", "UTC"))
     s = signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     transport = RecordingTransport()
     worker = DeliveryWorker(transport, store, clock)
     await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
@@ -192,10 +192,10 @@ class ScriptedTransport:
 
 
 async def queued(tmp_path, n_users: int, name: str = "d.db"):  # noqa: ANN001, ANN201
-    store = await open_store(tmp_path / name)
+    store = await open_stores(tmp_path / name)
     ids = await add_users(store, n_users)
     s = signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     return store, ids, s
 
 
@@ -208,14 +208,14 @@ async def test_backoff_with_jitter_is_stored_in_the_row_and_the_worker_gives_up(
     await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
     for attempt, ceiling in ((1, 10.0), (2, 20.0)):
         assert await worker.process_due() == 1
-        [row] = await store.claim_due("console", NOW + timedelta(days=1), 1)  # peek: claim and put back
-        await store.record_attempts([DeliveryUpdate(row.id, DeliveryStatus.PENDING, refund_attempt=True)])
+        [row] = await store.outbox.claim_due("console", NOW + timedelta(days=1), 1)  # peek: claim and put back
+        await store.outbox.record_attempts([DeliveryUpdate(row.id, DeliveryStatus.PENDING, refund_attempt=True)])
         wait = (row.not_before - clock.now()).total_seconds()
         assert row.attempts - 1 == attempt and ceiling / 2 <= wait <= ceiling  # exponential, jittered
         assert await worker.process_due() == 0  # not due yet
         clock.at = row.not_before
     assert await worker.process_due() == 1
-    final = await store.get_delivery(row.id)
+    final = await store.outbox.get_delivery(row.id)
     assert final.status is DeliveryStatus.FAILED and final.attempts == 3
     assert final.error.startswith("gave up after 3 attempts: 502")
     assert transport.tried == ["chat0"] * 3 and transport.sent == []
@@ -231,12 +231,12 @@ async def test_retry_after_pauses_the_whole_channel_and_does_not_count_as_an_att
     assert await worker.process_due() == 3
     assert transport.tried == ["chat0"]  # the others of the batch were not tried during the pause
     assert worker.paused_until == NOW + timedelta(seconds=30)
-    assert await store.count(DeliveryStatus.PENDING) == 3
+    assert await store.outbox.count(DeliveryStatus.PENDING) == 3
     clock.advance(timedelta(seconds=29))
     assert await worker.process_due() == 0  # still paused: nothing is claimed
     clock.advance(timedelta(seconds=1))
     assert await worker.process_due() == 3 and sorted(transport.sent) == ["chat0", "chat1", "chat2"]
-    rows = [await store.get_delivery(i) for i in range(1, 4)]
+    rows = [await store.outbox.get_delivery(i) for i in range(1, 4)]
     assert [r.attempts for r in rows] == [1, 1, 1]  # the 429 did not use up an attempt
     await store.close()
 
@@ -245,17 +245,17 @@ async def test_a_user_who_blocked_the_bot_is_unsubscribed_and_their_queue_cancel
     store, ids, s = await queued(tmp_path, 2)
     clock = FixedClock(NOW)
     later = signal("MSFT-1d-20240305-L")
-    await store.add_signal(later)
-    await store.enqueue([(later.id, ids[0], DeliveryKind.SIGNAL, "console", NOW + timedelta(hours=2), None)])
+    await store.signals.add_signal(later)
+    await store.outbox.enqueue([(later.id, ids[0], DeliveryKind.SIGNAL, "console", NOW + timedelta(hours=2), None)])
     transport = ScriptedTransport({"chat0": [DeliveryError("Forbidden: bot was blocked by the user", permanent=True)]})
     worker = DeliveryWorker(transport, store, clock)
     await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
-    assert [u.id for u in await store.active_users()] == ids  # cached
+    assert [u.id for u in await store.users.active_users()] == ids  # cached
     await worker.process_due()
     assert transport.sent == ["chat1"]
-    assert [u.id for u in await store.active_users()] == [ids[1]]  # the cache saw the change
-    assert (await store.delivery_counts()) == {DeliveryStatus.SENT: 1, DeliveryStatus.FAILED: 1,
-                                               DeliveryStatus.SKIPPED: 1}
+    assert [u.id for u in await store.users.active_users()] == [ids[1]]  # the cache saw the change
+    assert (await store.outbox.delivery_counts()) == {DeliveryStatus.SENT: 1, DeliveryStatus.FAILED: 1,
+                                                      DeliveryStatus.SKIPPED: 1}
     clock.advance(timedelta(hours=3))
     assert await worker.process_due() == 0
     await store.close()
@@ -266,7 +266,7 @@ async def test_higher_tiers_are_served_first_when_a_queue_forms(tmp_path):
     clock = FixedClock(NOW)
     tiers = [Tier.FREE, Tier.PROFESSIONAL, Tier.HOBBYIST, Tier.TRADER] * 2
     for uid, tier in zip(ids, tiers, strict=True):
-        await store.set_tier(uid, tier)
+        await store.users.set_tier(uid, tier)
     transport = ScriptedTransport()
     worker = DeliveryWorker(transport, store, clock, batch=3)
     await Notifier(store, clock, {"console"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
@@ -286,8 +286,8 @@ async def test_concurrent_sends_are_each_recorded_once(tmp_path):
     while await worker.process_due():
         pass
     assert sorted(c for c, _, _ in transport.sent) == sorted(f"chat{i}" for i in range(60))
-    assert await store.delivery_counts() == {DeliveryStatus.SENT: 60}
-    assert len({(await store.get_delivery(i)).message_ref for i in range(1, 61)}) == 60
+    assert await store.outbox.delivery_counts() == {DeliveryStatus.SENT: 60}
+    assert len({(await store.outbox.get_delivery(i)).message_ref for i in range(1, 61)}) == 60
     await store.close()
 
 
@@ -297,10 +297,10 @@ async def test_an_old_outbox_is_upgraded_to_one_row_per_channel(tmp_path):
 
     from storage.tables import DELIVERIES
 
-    store = await open_store(tmp_path / "old.db")
+    store = await open_stores(tmp_path / "old.db")
     [uid] = await add_users(store, 1)
     s = signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     ddl = str(sa.schema.CreateTable(DELIVERIES).compile(dialect=sqlite_dialect.dialect()))
     old_ddl = ddl.replace('CONSTRAINT uq_deliveries_signal_user_kind_channel UNIQUE (signal_id, user_id, kind, channel)',
                           'CONSTRAINT uq_deliveries_signal_user_kind UNIQUE (signal_id, user_id, kind)')
@@ -313,12 +313,12 @@ async def test_an_old_outbox_is_upgraded_to_one_row_per_channel(tmp_path):
         await conn.execute(DELIVERIES.insert().values(signal_id=s.id, user_id=uid, kind="signal", channel="console",
                                                       status="sent", created_at=NOW))
     with pytest.raises(Exception, match="ON CONFLICT"):  # the new conflict target does not match the old constraint
-        await store.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)])
-    assert await store.upgrade_delivery_schema() is True
-    assert await store.upgrade_delivery_schema() is False
-    assert await store.count() == 1  # kept
-    assert await store.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)]) == 1
-    assert await store.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "console", None, None)]) == 0
+        await store.outbox.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)])
+    assert await store.outbox.upgrade_delivery_schema() is True
+    assert await store.outbox.upgrade_delivery_schema() is False
+    assert await store.outbox.count() == 1  # kept
+    assert await store.outbox.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)]) == 1
+    assert await store.outbox.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "console", None, None)]) == 0
     await store.close()
 
 
@@ -334,8 +334,8 @@ async def test_a_batch_that_cannot_be_prepared_goes_back_to_the_queue(tmp_path):
     await Notifier(store, clock, {"console"}, wake=lambda: None).on_signal_issued(SignalIssued(s))
     with pytest.raises(OSError):
         await DeliveryWorker(BrokenAddressBook(transport, store), store, clock).process_due()
-    assert await store.delivery_counts() == {DeliveryStatus.PENDING: 3}
+    assert await store.outbox.delivery_counts() == {DeliveryStatus.PENDING: 3}
     assert await DeliveryWorker(transport, store, clock).process_due() == 3
     assert sorted(transport.sent) == ["chat0", "chat1", "chat2"]
-    assert {(await store.get_delivery(i)).attempts for i in (1, 2, 3)} == {1}  # the failed claim was refunded
+    assert {(await store.outbox.get_delivery(i)).attempts for i in (1, 2, 3)} == {1}  # the failed claim was refunded
     await store.close()

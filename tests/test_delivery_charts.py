@@ -28,7 +28,7 @@ from core.domain import (
 from core.errors import MarketDataError
 from core.events import SignalClosed, SignalIssued
 from core.market_data import SimulatedMarket
-from storage import Database, SqlStore
+from storage import Database, Stores
 from storage.tables import PREFERENCES, USERS
 from tests.conftest import make_bars, utc
 
@@ -76,11 +76,11 @@ class Charts:
         return self.image
 
 
-async def seeded_store(path, n: int) -> SqlStore:  # noqa: ANN001
+async def seeded_store(path, n: int) -> Stores:  # noqa: ANN001
     """n telegram users, tiers and risk tolerances in turn, chat ids "0".."n-1"."""
     db = Database(f"sqlite+aiosqlite:///{path}")
     await db.create_all()
-    store = SqlStore(db, FixedClock(NOW))
+    store = Stores.over(db, FixedClock(NOW))
     async with db.engine.begin() as conn:
         await conn.execute(USERS.insert(), [
             {"id": i + 1, "platform": "telegram", "platform_user_id": str(i), "chat_id": str(i), "display_name": "",
@@ -88,7 +88,7 @@ async def seeded_store(path, n: int) -> SqlStore:  # noqa: ANN001
         await conn.execute(PREFERENCES.insert(), [
             {"user_id": i + 1, "symbols": "[]", "asset_classes": "[]", "timeframes": "[]", "min_confidence": 50,
              "risk": RISKS[i % 3].value} for i in range(n)])
-    store.invalidate_users()
+    store.users.invalidate_users()
     return store
 
 
@@ -107,7 +107,7 @@ async def test_signals_carry_the_chart_for_tiers_with_charts_exits_never(tmp_pat
     worker = DeliveryWorker(transport, store, clock, batch=5, concurrency=4, chart=charts)  # five batches
     notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
     s = a_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     await notifier.on_signal_issued(SignalIssued(s))
     assert await drain(worker) == 24
     assert charts.calls == [s.id]  # asked once for 24 recipients over five batches
@@ -121,7 +121,7 @@ async def test_signals_carry_the_chart_for_tiers_with_charts_exits_never(tmp_pat
 
     outcome = SignalOutcome(s.id, SignalStatus.TARGET, 100.5, NOW, 104, NOW + timedelta(days=2), 0.035, 0.034, 0.04,
                             -0.01, 2)
-    await store.record_outcome(outcome)
+    await store.signals.record_outcome(outcome)
     await notifier.on_signal_closed(SignalClosed(s, outcome))
     assert await drain(worker) == 24
     for i in range(24):
@@ -129,7 +129,7 @@ async def test_signals_carry_the_chart_for_tiers_with_charts_exits_never(tmp_pat
         assert exit_message == exit_doc(s, outcome) and exit_message.image is None  # exits: no chart
         assert reply == f"m{[c for c, _, _ in transport.sent].index(str(i)) + 1}"  # a reply to its signal
     assert charts.calls == [s.id]
-    assert await store.delivery_counts("telegram") == {DeliveryStatus.SENT: 48}
+    assert await store.outbox.delivery_counts("telegram") == {DeliveryStatus.SENT: 48}
     await store.close()
 
 
@@ -137,7 +137,7 @@ async def test_each_signal_is_drawn_once_and_the_workers_memory_is_bounded(tmp_p
     store = await seeded_store(tmp_path / "b.db", 8)
     clock = FixedClock(NOW)
     signals = [a_signal(f"SIG-{k}", symbol) for k, symbol in enumerate(("AAPL", "MSFT", "NVDA", "AMZN", "TSLA"))]
-    await store.add_signals(signals)
+    await store.signals.add_signals(signals)
     transport, charts = Recorder(), Charts()
     worker = DeliveryWorker(transport, store, clock, batch=3, chart=charts)
     notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
@@ -162,11 +162,11 @@ async def test_a_failing_chart_leaves_the_text_and_is_not_asked_again(tmp_path, 
     transport, charts = Recorder(), Charts(fail=MarketDataError("AAPL: the provider is down"))
     worker = DeliveryWorker(transport, store, clock, batch=3, chart=charts)
     s = a_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     await Notifier(store, clock, {"telegram"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
     with caplog.at_level(logging.WARNING, logger="bot.delivery.worker"):
         assert await drain(worker) == 8
-    assert await store.delivery_counts("telegram") == {DeliveryStatus.SENT: 8}  # nobody lost the signal
+    assert await store.outbox.delivery_counts("telegram") == {DeliveryStatus.SENT: 8}  # nobody lost the signal
     assert all(doc.image is None and doc.heading.startswith("BUY AAPL") for _, doc, _ in transport.sent)
     assert charts.calls == [s.id]  # the failure is remembered: later batches are not held up again
     [warning] = [r for r in caplog.records if "no chart" in r.getMessage()]
@@ -180,7 +180,7 @@ async def test_a_late_chart_does_not_delay_the_signal(tmp_path):
     transport = Recorder()
     worker = DeliveryWorker(transport, store, clock, chart=Charts(delay=30.0), chart_timeout=0.1)
     s = a_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     await Notifier(store, clock, {"telegram"}, wake=worker.wake).on_signal_issued(SignalIssued(s))
     begin = time.monotonic()
     assert await worker.process_due() == 4
@@ -193,7 +193,7 @@ async def test_a_provider_with_no_chart_and_a_worker_without_one_send_text(tmp_p
     store = await seeded_store(tmp_path / "e.db", 4)
     clock = FixedClock(NOW)
     s = a_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     for chart in (Charts(image=None), None):
         transport = Recorder()
         worker = DeliveryWorker(transport, store, clock, chart=chart)
@@ -201,7 +201,7 @@ async def test_a_provider_with_no_chart_and_a_worker_without_one_send_text(tmp_p
         assert await worker.process_due() == 4
         assert [doc.image for _, doc, _ in transport.sent] == [None] * 4
         s = a_signal(f"{s.id}-again")
-        await store.add_signal(s)
+        await store.signals.add_signal(s)
     await store.close()
 
 
@@ -281,11 +281,11 @@ async def test_users_upgraded_between_batches_get_the_chart_from_then_on(tmp_pat
     worker = DeliveryWorker(transport, store, clock, chart=charts)
     notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
     first, second = a_signal("SIG-1"), a_signal("SIG-2")
-    await store.add_signal(first)
+    await store.signals.add_signal(first)
     await notifier.on_signal_issued(SignalIssued(first))
     await worker.process_due()
-    await store.set_tier(1, Tier.HOBBYIST)
-    await store.add_signal(second)
+    await store.users.set_tier(1, Tier.HOBBYIST)
+    await store.signals.add_signal(second)
     await notifier.on_signal_issued(SignalIssued(second))
     await worker.process_due()
     assert [(doc.image, doc.fields[-1][1]) for doc, _ in transport.to("0")] == [(None, "SIG-1"), (CHART, "SIG-2")]

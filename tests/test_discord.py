@@ -117,7 +117,7 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
         assert welcome.embeds[0]["color"] == 0x2ECC71  # tone success
         assert "Signals per month" in field_map(welcome)
         assert [label for label, _ in welcome.buttons] == ["Preferences", "Active signals", "Help"]
-        user = await services.store.find_user("discord", str(user_id))
+        user = await services.store.users.find_user("discord", str(user_id))
         assert user is not None and user.active and user.chat_id == str(user_id) and user.display_name == "Bob"
 
         # /prefs, then a change, then the "Preferences" button under the welcome
@@ -147,7 +147,7 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
 
         # a signal delivered by the delivery worker: a DM with the signal and its buttons
         s = a_signal()
-        await services.store.add_signal(s)
+        await services.store.signals.add_signal(s)
         worker = DeliveryWorker(transport, services.store, services.clock)
         notifier = Notifier(services.store, services.clock, {"discord"}, wake=worker.wake)
         await notifier.on_signal_issued(SignalIssued(s))
@@ -166,7 +166,7 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
         # the exit, as a reply to the delivered signal
         outcome = SignalOutcome(s.id, SignalStatus.TARGET, 100.5, START, 104, START + timedelta(days=2), 0.035,
                                 0.034, 0.04, -0.01, 2)
-        await services.store.record_outcome(outcome)
+        await services.store.signals.record_outcome(outcome)
         await notifier.on_signal_closed(SignalClosed(s, outcome))
         assert await worker.process_due() == 1
         exit_message = fake.messages[-1]
@@ -174,7 +174,7 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
         assert exit_message.reference == {"type": 0, "message_id": str(delivered.id),
                                           "channel_id": str(delivered.channel_id)}
         assert exit_message.raw["type"] == 19  # a reply
-        assert await services.store.count(DeliveryStatus.SENT) == 2
+        assert await services.store.outbox.count(DeliveryStatus.SENT) == 2
     finally:
         await transport.stop()
 
@@ -219,7 +219,7 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
             offer = (await fake.wait_for_messages(3))[-1]
             [(session_id, session)] = stripe_api.sessions.items()
             assert session["url"] in offer.text().replace("\\", "")  # (markdown escapes removed)
-            user = await services.store.find_user("discord", str(user_id))
+            user = await services.store.users.find_user("discord", str(user_id))
             assert user is not None and user.tier is Tier.FREE
             assert session["metadata"] == {"user_id": str(user.id), "tier": "trader"}
 
@@ -227,7 +227,7 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
             events = stripe_api.complete_checkout(session_id)
             replies = await WebhookSender(f"{server.url}/stripe/webhook").send_all(events)
             assert [(r.status, r.body["outcome"]) for r in replies] == [(200, "processed")] * 3
-            user = await services.store.find_user("discord", str(user_id))
+            user = await services.store.users.find_user("discord", str(user_id))
             assert user is not None and user.tier is Tier.TRADER and user.preferences.min_confidence == 65
             told = (await fake.wait_for_messages(4))[-1]  # transport_notifier: a DM about the new tier
             assert told.channel_id == dm and "trader" in told.text().lower()
@@ -239,7 +239,7 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
                        target=round(last * 1.05, 2), stop=round(last * 0.97, 2), confidence=70, position_size=0.05,
                        issued_at=START, expires_at=START + timedelta(days=14), reasoning="Oversold after a gap down.",
                        strategy="mean_reversion")
-            await services.store.add_signal(s)
+            await services.store.signals.add_signal(s)
             await services.bus.publish(SignalIssued(s))
             assert await worker.process_due() == 1
             delivered = fake.messages[-1]
@@ -256,14 +256,14 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
             # the exit (SignalClosed on the bus): a reply to the delivered signal
             outcome = SignalOutcome(s.id, SignalStatus.TARGET, s.entry, START + timedelta(days=1), s.target,
                                     START + timedelta(days=3), 0.05, 0.049, 0.052, -0.004, 2)
-            await services.store.record_outcome(outcome)
+            await services.store.signals.record_outcome(outcome)
             await services.bus.publish(SignalClosed(s, outcome))
             assert await worker.process_due() == 1
             exit_message = fake.messages[-1]
             assert exit_message.title.startswith("Target reached: BUY AAPL (1d)") and exit_message.files == {}
             assert exit_message.reference == {"type": 0, "message_id": str(delivered.id), "channel_id": str(dm)}
             assert exit_message.raw["type"] == 19  # a reply
-            assert await services.store.delivery_counts("discord") == {DeliveryStatus.SENT: 2}
+            assert await services.store.outbox.delivery_counts("discord") == {DeliveryStatus.SENT: 2}
         finally:
             await transport.stop()
             await server.stop()
@@ -370,16 +370,16 @@ async def test_a_server_error_is_retried_by_discord_py(fake, sender):
 
 async def test_delivery_worker_over_discord(fake, sender, tmp_path):
     """The outbox through the real transport: 403 deactivates, 429 waits retry_after, the exit is a reply."""
-    from storage import Database, SqlStore
+    from storage import Database, Stores
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
     await db.create_all()
     clock = FixedClock(START)
-    store = SqlStore(db, clock)
+    store = Stores.over(db, clock)
     for uid in (8001, 8002, 8003):
-        await store.upsert_user("discord", str(uid), str(uid), f"user {uid}")
+        await store.users.upsert_user("discord", str(uid), str(uid), f"user {uid}")
     s = a_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     worker = DeliveryWorker(sender, store, clock)
     notifier = Notifier(store, clock, {"discord"}, wake=worker.wake)
     fake.block(8002)
@@ -388,7 +388,7 @@ async def test_delivery_worker_over_discord(fake, sender, tmp_path):
     fake.fail(429, retry_after=40, path="/channels/9000003/messages")
     await worker.process_due()
     assert [m.channel_id for m in fake.messages] == [fake.dm_of(8001)]
-    blocked = await store.find_user("discord", "8002")
+    blocked = await store.users.find_user("discord", "8002")
     assert blocked is not None and not blocked.active  # 403 / 50007: the user blocked the bot
     assert await worker.process_due() == 0  # 8003 waits for retry_after
     clock.advance(timedelta(seconds=41))
@@ -398,13 +398,13 @@ async def test_delivery_worker_over_discord(fake, sender, tmp_path):
 
     outcome = SignalOutcome(s.id, SignalStatus.STOP, 100.5, START, 98, START + timedelta(days=2), -0.025, -0.026,
                             0.01, -0.03, 2)
-    await store.record_outcome(outcome)
+    await store.signals.record_outcome(outcome)
     await notifier.on_signal_closed(SignalClosed(s, outcome))
     await worker.process_due()
     exits = [m for m in fake.messages if m.title.startswith("Stopped out")]
     assert sorted((m.channel_id, m.reference["message_id"]) for m in exits) == sorted(
         (c, str(m.id)) for c, m in first.items())
-    assert await store.count(DeliveryStatus.SENT) == 4 and await store.count(DeliveryStatus.FAILED) == 1
+    assert await store.outbox.count(DeliveryStatus.SENT) == 4 and await store.outbox.count(DeliveryStatus.FAILED) == 1
     await store.close()
 
 

@@ -66,7 +66,7 @@ async def test_quota_reached_replies_and_resets_next_utc_day(services):
     assert "resets at 2025-06-03 00:00 UTC (in 10 h 30 min)" in refused
     assert "The hobbyist tier has 50 per day" in refused
     assert "/subscribe hobbyist" in refused  # the service registers /subscribe
-    user = await services.store.find_user("telegram", "1001")
+    user = await services.store.users.find_user("telegram", "1001")
     day = START.date()
     assert await admin_store(services).requests_used(f"account:{user.id}", day) == limit  # the refusal did not count
     services.clock.advance(timedelta(hours=10, minutes=29))  # 23:59 the same day: still used up
@@ -83,14 +83,14 @@ async def test_failed_requests_do_not_count_and_other_commands_are_free(services
     assert "Usage" in await say(services, BOB, "/signal")  # never parsed
     for _ in range(12):
         await say(services, BOB, "/signals")
-    user = await services.store.find_user("telegram", "1001")
+    user = await services.store.users.find_user("telegram", "1001")
     assert await admin_store(services).requests_used(f"account:{user.id}", START.date()) == 0
 
 
 async def test_higher_tier_has_a_larger_allowance(services):
     await say(services, BOB, "/start")
-    user = await services.store.find_user("telegram", "1001")
-    await services.store.set_tier(user.id, Tier.HOBBYIST)
+    user = await services.store.users.find_user("telegram", "1001")
+    await services.store.users.set_tier(user.id, Tier.HOBBYIST)
     store = admin_store(services)
     # 49 counted already today: the 50th passes, the 51st is refused and points at the trader tier
     for _ in range(49):
@@ -98,7 +98,7 @@ async def test_higher_tier_has_a_larger_allowance(services):
     assert (await say(services, BOB, "/signal MSFT")).startswith("MSFT 1d:")
     refused = await say(services, BOB, "/signal MSFT")
     assert "all 50 on-demand analyses of your hobbyist tier" in refused and "The trader tier has 300" in refused
-    await services.store.set_tier(user.id, Tier.PROFESSIONAL)  # unlimited
+    await services.store.users.set_tier(user.id, Tier.PROFESSIONAL)  # unlimited
     assert (await say(services, BOB, "/signal MSFT")).startswith("MSFT 1d:")
 
 
@@ -116,7 +116,7 @@ async def test_admins_are_exempt(services):
     for _ in range(12):
         assert (await say(services, ADMIN, "/signal AAPL")).startswith("AAPL 1d:")
         assert (await say(services, console, "/signal AAPL")).startswith("AAPL 1d:")
-    user = await services.store.find_user("telegram", "42")
+    user = await services.store.users.find_user("telegram", "42")
     assert await admin_store(services).requests_used(f"account:{user.id}", START.date()) == 0
 
 
@@ -161,14 +161,14 @@ async def test_feature_and_tier_gates(services, with_subscribe):
     assert ("/subscribe hobbyist" in refused) is with_subscribe
     assert "/pro is for the trader tier and above" in await run(BOB, "/pro")
     assert "/chart needs charts" in await run(STRANGER, "/chart")  # not subscribed: free
-    user = await services.store.find_user("telegram", "1001")
-    await services.store.set_tier(user.id, Tier.HOBBYIST)
+    user = await services.store.users.find_user("telegram", "1001")
+    await services.store.users.set_tier(user.id, Tier.HOBBYIST)
     assert "done" in await run(BOB, "/chart")
     assert "trader tier" in await run(BOB, "/pro")
-    await services.store.set_tier(user.id, Tier.TRADER)
+    await services.store.users.set_tier(user.id, Tier.TRADER)
     assert "done" in await run(BOB, "/pro")
     await say(services, ADMIN, "/start")
-    await services.store.set_tier((await services.store.find_user("telegram", "42")).id, Tier.FREE)
+    await services.store.users.set_tier((await services.store.users.find_user("telegram", "42")).id, Tier.FREE)
     assert "done" in await run(ADMIN, "/chart") and "done" in await run(ADMIN, "/pro")  # admins are exempt
 
 

@@ -10,6 +10,7 @@ Telegram accepted it (the third test). A timeout before Telegram took the messag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,8 @@ from core.domain import (
 )
 from core.errors import DeliveryError
 from core.events import SignalIssued
-from storage import Database, SqlStore
+from storage import Database, Stores
+from storage.outbox import OutboxStore
 from storage.tables import DELIVERIES, PREFERENCES, USERS
 from tests.fakes.telegram_bot_api import FakeBotApi
 
@@ -57,22 +59,22 @@ def prefs_row(i: int) -> dict:
             "min_confidence": min_conf, "risk": ("low", "medium", "high")[i % 3]}
 
 
-async def open_store(path: Path) -> SqlStore:
+async def open_stores(path: Path) -> Stores:
     db = Database(f"sqlite+aiosqlite:///{path}")
     await db.create_all()
-    return SqlStore(db, SystemClock())
+    return Stores.over(db, SystemClock())
 
 
-async def seed(path: Path, n: int) -> tuple[SqlStore, Signal, set[str]]:
+async def seed(path: Path, n: int) -> tuple[Stores, Signal, set[str]]:
     """n telegram users in bulk, a signal; returns the chats admit() (the reference, user by user) lets in."""
-    store = await open_store(path)
+    store = await open_stores(path)
     now = SystemClock().now()
     async with store.database.engine.begin() as conn:  # 10,000 upserts one by one would take a while
         await conn.execute(USERS.insert(), [user_row(i, now) for i in range(n)])
         await conn.execute(PREFERENCES.insert(), [prefs_row(i) for i in range(n)])
-    store.invalidate_users()
+    store.users.invalidate_users()
     signal = make_signal(now)
-    await store.add_signal(signal)
+    await store.signals.add_signal(signal)
     eligible = set()
     for i in range(n):
         row, p = user_row(i, now), prefs_row(i)
@@ -93,17 +95,17 @@ def transport_for(fake: FakeBotApi, read_timeout: float = 3.0) -> TelegramTransp
                              connect_timeout=2.0, pool_timeout=10.0, poll_timeout=1.0)
 
 
-def worker_for(transport: TelegramTransport | object, store: SqlStore) -> DeliveryWorker:
+def worker_for(transport: TelegramTransport | object, store: Stores) -> DeliveryWorker:
     return DeliveryWorker(transport, store, SystemClock(), batch=250, concurrency=32, poll_seconds=0.02,  # type: ignore[arg-type]
                           retry=FAST_RETRY)
 
 
-async def run_until_drained(worker: DeliveryWorker, store: SqlStore, timeout: float) -> None:
+async def run_until_drained(worker: DeliveryWorker, store: Stores, timeout: float) -> None:
     task = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(timeout):
             while True:
-                counts = await store.delivery_counts("telegram")
+                counts = await store.outbox.delivery_counts("telegram")
                 if not counts.get(DeliveryStatus.PENDING) and not counts.get(DeliveryStatus.SENDING):
                     return
                 await asyncio.sleep(0.1)
@@ -112,7 +114,7 @@ async def run_until_drained(worker: DeliveryWorker, store: SqlStore, timeout: fl
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def errors_of(store: SqlStore, chats: list[str]) -> list[tuple[int, int, str | None]]:
+async def errors_of(store: Stores, chats: list[str]) -> list[tuple[int, int, str | None]]:
     """(user id, attempts, last error) of these chats' rows: what a failure message needs."""
     async with store.database.engine.connect() as conn:
         rows = await conn.execute(sa.select(DELIVERIES.c.user_id, DELIVERIES.c.attempts, DELIVERIES.c.error).where(
@@ -138,10 +140,10 @@ async def test_ten_thousand_subscribers_each_get_the_signal_exactly_once_across_
     store, signal, eligible = await seed(path, N_USERS)
     blocked = sorted(eligible)[::97]  # about 70 eligible users who blocked the bot
     later = make_signal(signal.issued_at, "MSFT-1d-later")  # a second signal still waiting for them (quiet hours)
-    await store.add_signal(later)
+    await store.signals.add_signal(later)
     blocked_ids = [int(c) - 100_000 + 1 for c in blocked]
-    await store.enqueue([(later.id, uid, DeliveryKind.SIGNAL, "telegram", signal.issued_at + timedelta(hours=8), None)
-                         for uid in blocked_ids])
+    await store.outbox.enqueue([(later.id, uid, DeliveryKind.SIGNAL, "telegram", signal.issued_at + timedelta(hours=8), None)
+                                for uid in blocked_ids])
 
     queued = await Notifier(store, SystemClock(), {"telegram"}, wake=lambda: None).on_signal_issued(SignalIssued(signal))
     assert queued == len(eligible)
@@ -165,8 +167,8 @@ async def test_ten_thousand_subscribers_each_get_the_signal_exactly_once_across_
         first_messages = [str(m.chat_id) for m in fake.sent]
         await store.close()
 
-        store = await open_store(path)  # the restart: a new store, transport and worker
-        assert await store.requeue_stale_sending() == 0  # a clean stop leaves nothing half-done
+        store = await open_stores(path)  # the restart: a new store, transport and worker
+        assert await store.outbox.requeue_stale_sending() == 0  # a clean stop leaves nothing half-done
         transport = transport_for(fake)
         await transport.initialize()
         try:
@@ -178,14 +180,14 @@ async def test_ten_thousand_subscribers_each_get_the_signal_exactly_once_across_
         assert set(got) == eligible - set(blocked)  # every eligible user who did not block the bot ...
         doubled = sorted(c for c, n in got.items() if n > 1)
         assert not doubled, f"sent twice: {doubled[:5]} {await errors_of(store, doubled[:5])}"  # ... exactly once
-        counts = await store.delivery_counts("telegram")
+        counts = await store.outbox.delivery_counts("telegram")
         assert counts[DeliveryStatus.SENT] == len(eligible) - len(blocked)
         assert counts[DeliveryStatus.FAILED] == len(blocked)
         assert counts[DeliveryStatus.SKIPPED] == len(blocked)  # their other pending row was cancelled
         for chat in blocked[:5]:
-            user = await store.find_user("telegram", chat)
+            user = await store.users.find_user("telegram", chat)
             assert user is not None and not user.active
-        assert not {u.chat_id for u in await store.active_users()} & set(blocked)
+        assert not {u.chat_id for u in await store.users.active_users()} & set(blocked)
         # the faults really happened
         assert fake.calls_to("sendMessage") and any(c.status == 429 for c in fake.calls_to("sendMessage"))
         assert any(c.status == 500 for c in fake.calls_to("sendMessage"))
@@ -205,7 +207,7 @@ class ProcessKilled(BaseException):
     """Stands for the process dying: nothing after it runs (not an Exception, so the worker does not survive it)."""
 
 
-class DyingStore(SqlStore):
+class DyingOutbox(OutboxStore):
     """Dies while writing the results of the `die_at`-th group: the messages of that group went out, unrecorded."""
 
     def __init__(self, db: Database, die_at: int) -> None:
@@ -229,7 +231,7 @@ class DeadAfterCrash:
 
     name = "telegram"
 
-    def __init__(self, inner: TelegramTransport, store: DyingStore) -> None:
+    def __init__(self, inner: TelegramTransport, store: DyingOutbox) -> None:
         self.inner, self.store = inner, store
 
     async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None) -> str:
@@ -244,19 +246,21 @@ async def test_a_hard_crash_between_send_and_record_resends_only_what_was_in_fli
     await Notifier(store, SystemClock(), {"telegram"}, wake=lambda: None).on_signal_issued(SignalIssued(signal))
     await store.close()
     async with FakeBotApi(validate=False) as fake:
-        dying = DyingStore(Database(f"sqlite+aiosqlite:///{path}"), die_at=4)
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        dying = DyingOutbox(db, die_at=4)
+        crashing = dataclasses.replace(Stores.over(db, SystemClock()), outbox=dying)
         transport = transport_for(fake)
         await transport.initialize()
         try:
-            worker = worker_for(DeadAfterCrash(transport, dying), dying)
+            worker = worker_for(DeadAfterCrash(transport, dying), crashing)
             with pytest.raises(ProcessKilled):
                 await asyncio.wait_for(worker.run(), 30)
             sent_before = chats_of(fake, signal.id)
             assert 0 < len(sent_before) < len(eligible)
-            await dying.close()
+            await crashing.close()
 
-            store = await open_store(path)  # the restart
-            stale = await store.requeue_stale_sending()
+            store = await open_stores(path)  # the restart
+            stale = await store.outbox.requeue_stale_sending()
             assert stale >= len(dying.lost) > 0
             await run_until_drained(worker_for(transport, store), store, timeout=30)
         finally:
@@ -267,10 +271,10 @@ async def test_a_hard_crash_between_send_and_record_resends_only_what_was_in_fli
         doubled = {chat for chat, n in got.items() if n > 1}
         assert set(got.values()) <= {1, 2}
         # only messages that went out but whose result died with the process were sent again
-        lost_chats = {str(d.user_id - 1 + 100_000) for d in [await store.get_delivery(i) for i in dying.lost] if d}
+        lost_chats = {str(d.user_id - 1 + 100_000) for d in [await store.outbox.get_delivery(i) for i in dying.lost] if d}
         assert doubled <= lost_chats and doubled == lost_chats & set(sent_before)
         assert len(doubled) <= worker.batch
-        assert await store.count(DeliveryStatus.SENT) == len(eligible)
+        assert await store.outbox.count(DeliveryStatus.SENT) == len(eligible)
     await store.close()
 
 

@@ -105,13 +105,13 @@ async def ready_server(tmp_path):
     from bot.health import Health
     from bot.http_server import start_http
     from core.clock import SystemClock
-    from storage import Database, SqlStore
+    from storage import Database, Stores
 
     async def make(db_path):  # noqa: ANN001, ANN202
         db = Database(f"sqlite+aiosqlite:///{db_path}")
         await db.create_all()
-        store = SqlStore(db, SystemClock())
-        health = Health(store, SystemClock())
+        store = Stores.over(db, SystemClock())
+        health = Health(store.outbox, SystemClock())
         settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{db_path}", http_port=0,
                             http_host="127.0.0.1")
         server = await start_http(settings, None, health=health)
@@ -166,12 +166,12 @@ async def test_readiness_fails_while_another_process_holds_the_write_lock_and_re
 async def test_readiness_fails_on_a_read_only_database(ready_server, tmp_path):
     from bot.health import Health
     from core.clock import SystemClock
-    from storage import Database, SqlStore
+    from storage import Database, Stores
 
-    await (await ready_server(tmp_path / "bot.db"))[1].heartbeat("seed")
-    read_only = SqlStore(Database(f"sqlite+aiosqlite:///file:{tmp_path / 'bot.db'}?mode=ro&uri=true"), SystemClock())
+    await (await ready_server(tmp_path / "bot.db"))[1].outbox.heartbeat("seed")
+    read_only = Stores.over(Database(f"sqlite+aiosqlite:///file:{tmp_path / 'bot.db'}?mode=ro&uri=true"), SystemClock())
     try:
-        ok, body = await Health(read_only, SystemClock()).ready()
+        ok, body = await Health(read_only.outbox, SystemClock()).ready()
         assert not ok and "readonly" in body["checks"]["database"]["detail"].lower().replace("-", "")
     finally:
         await read_only.close()
@@ -225,11 +225,11 @@ async def test_readiness_names_a_stale_job_an_old_outbox_row_and_a_disconnected_
     jobs["track"].last_ok = _time.monotonic()
     health.watch_transport("telegram", lambda: (True, "polling"))
     signal = make_signal()
-    await store.add_signal(signal)
-    user = await store.upsert_user("telegram", "1", "1", "Ann")
-    await store.enqueue([(signal.id, user.id, DeliveryKind.SIGNAL, "telegram", None, None)])
+    await store.signals.add_signal(signal)
+    user = await store.users.upsert_user("telegram", "1", "1", "Ann")
+    await store.outbox.enqueue([(signal.id, user.id, DeliveryKind.SIGNAL, "telegram", None, None)])
     assert (await _ready(server))[0] == 200  # just queued
-    health.wall = type("Later", (), {"now": lambda self: store._clock.now() + timedelta(hours=1)})()
+    health.wall = type("Later", (), {"now": lambda self: store.outbox._clock.now() + timedelta(hours=1)})()
     status, body = await _ready(server)
     assert status == 503 and body["checks"]["outbox"]["detail"].startswith("1 due, oldest waiting 36")
 
@@ -288,7 +288,7 @@ async def test_quiet_hours_are_the_users_wall_time_and_expiry_the_signals_market
 
     from core.domain import Preferences, QuietHours
     from core.events import SignalIssued
-    from storage import Database, SqlStore
+    from storage import Database, Stores
     from tests.conftest import utc
     from tests.test_delivery import signal as make_signal
 
@@ -296,20 +296,20 @@ async def test_quiet_hours_are_the_users_wall_time_and_expiry_the_signals_market
     market = FixedClock(utc(2024, 3, 5, 15, 0))  # mid-afternoon in the replay: outside them
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
-    store = SqlStore(db, wall)
+    store = Stores.over(db, wall)
     try:
-        sleeper = await store.upsert_user("console", "1", "1", "Sleeper")
-        await store.set_preferences(sleeper.id, Preferences(quiet_hours=QuietHours("22:00", "07:00")))
+        sleeper = await store.users.upsert_user("console", "1", "1", "Sleeper")
+        await store.users.set_preferences(sleeper.id, Preferences(quiet_hours=QuietHours("22:00", "07:00")))
         notifier = Notifier(store, wall, {"console"}, lambda: None, market_clock=market)
         sig = make_signal()  # issued at the market's now, expires 14 market days later
-        await store.add_signal(sig)
+        await store.signals.add_signal(sig)
         rows = await notifier.recipients(SignalIssued(sig))
         assert rows and rows[0][4] == utc(2026, 12, 7, 7, 0)  # held until 07:00 wall time
         short = dataclasses.replace(make_signal("AAPL-1d-short"), expires_at=market.now() + timedelta(hours=2))
-        await store.add_signal(short)
+        await store.signals.add_signal(short)
         assert await notifier.recipients(SignalIssued(short)) == []  # 2 market hours: gone before 07:00
         long = dataclasses.replace(make_signal("AAPL-1d-long"), expires_at=market.now() + timedelta(hours=9))
-        await store.add_signal(long)
+        await store.signals.add_signal(long)
         assert len(await notifier.recipients(SignalIssued(long))) == 1
     finally:
         await store.close()
@@ -323,29 +323,29 @@ async def test_signals_and_exits_stored_before_a_crash_are_queued_at_the_next_st
     from bot.delivery.setup import recover_fanouts
     from core.clock import FixedClock
     from core.domain import DeliveryKind, DeliveryStatus, SignalOutcome, SignalStatus
-    from storage import Database, SqlStore
+    from storage import Database, Stores
     from tests.conftest import utc
     from tests.test_delivery import signal as make_signal
 
     clock = FixedClock(utc(2024, 3, 5, 15, 0))
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
-    store = SqlStore(db, clock)
+    store = Stores.over(db, clock)
     try:
-        users = [await store.upsert_user("console", str(i), str(i), f"U{i}") for i in range(3)]
+        users = [await store.users.upsert_user("console", str(i), str(i), f"U{i}") for i in range(3)]
         a, b = make_signal("AAPL-1d-a"), make_signal("AAPL-1d-b")
         shadow = dataclasses.replace(make_signal("AAPL-1d-shadow"), evidence={"shadow": {"scope": "x"}})
         # what SignalService.scan stores; the process dies before the notifier queues anything
-        await store.add_signals([a, b, shadow], fan_out=[a.id, b.id])
-        assert await store.pending_fanouts() == [(a.id, DeliveryKind.SIGNAL), (b.id, DeliveryKind.SIGNAL)]
+        await store.signals.add_signals([a, b, shadow], fan_out=[a.id, b.id])
+        assert await store.outbox.pending_fanouts() == [(a.id, DeliveryKind.SIGNAL), (b.id, DeliveryKind.SIGNAL)]
 
         notifier = Notifier(store, clock, {"console"}, lambda: None)  # the next start
         # the scheduled retry leaves fan-outs younger than its cut-off to the notifier that is queueing them
         assert await recover_fanouts(store, notifier, recorded_before=clock.now()) == 0
         assert await recover_fanouts(store, notifier) == 2
-        queued = {(d.signal_id, d.user_id) for d in await store.claim_due("console", clock.now(), 100)}
+        queued = {(d.signal_id, d.user_id) for d in await store.outbox.claim_due("console", clock.now(), 100)}
         assert queued == {(s.id, u.id) for s in (a, b) for u in users}
-        assert await store.pending_fanouts() == [] and await recover_fanouts(store, notifier) == 0
+        assert await store.outbox.pending_fanouts() == [] and await recover_fanouts(store, notifier) == 0
 
         # the exit: the outcome is stored with its pending fan-out; the process dies before the replies are queued
         async with db.engine.begin() as conn:  # a's messages went out (refs m<user id>)
@@ -356,16 +356,16 @@ async def test_signals_and_exits_stored_before_a_crash_are_queued_at_the_next_st
                 status=DeliveryStatus.SENT.value, message_ref="m" + DELIVERIES.c.user_id.cast(sa.String)))
         now = clock.now()
         outcome = SignalOutcome(a.id, SignalStatus.TARGET, a.entry, now, a.target, now, 0.04, 0.038, 0.05, -0.01, 3)
-        await store.record_outcome(outcome, fan_out=True)
-        assert await store.pending_fanouts() == [(a.id, DeliveryKind.EXIT)]
+        await store.signals.record_outcome(outcome, fan_out=True)
+        assert await store.outbox.pending_fanouts() == [(a.id, DeliveryKind.EXIT)]
         assert await recover_fanouts(store, notifier) == 1
-        exits = [d for d in await store.claim_due("console", clock.now(), 100) if d.kind is DeliveryKind.EXIT]
+        exits = [d for d in await store.outbox.claim_due("console", clock.now(), 100) if d.kind is DeliveryKind.EXIT]
         assert sorted(d.reply_to for d in exits) == [f"m{u.id}" for u in users]
 
         # a signal that closed before it could be queued is not sent any more
-        await store.add_signals([make_signal("AAPL-1d-c")], fan_out=["AAPL-1d-c"])
-        await store.record_outcome(dataclasses.replace(outcome, signal_id="AAPL-1d-c"))
-        assert await recover_fanouts(store, notifier) == 0 and await store.pending_fanouts() == []
+        await store.signals.add_signals([make_signal("AAPL-1d-c")], fan_out=["AAPL-1d-c"])
+        await store.signals.record_outcome(dataclasses.replace(outcome, signal_id="AAPL-1d-c"))
+        assert await recover_fanouts(store, notifier) == 0 and await store.outbox.pending_fanouts() == []
     finally:
         await store.close()
 
@@ -410,18 +410,18 @@ async def test_a_chart_signal_whose_text_fails_is_retried_without_sending_the_ch
         notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
         # reasoning too long for a photo's caption: the chart goes first, then the text as its own message
         s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
-        await store.add_signal(s)
+        await store.signals.add_signal(s)
         fake.fail(500, method="sendmessage", times=6)  # the text after the chart, for the first recipients
         fake.fail(429, method="sendmessage", retry_after=1, times=2)
         await notifier.on_signal_issued(SignalIssued(s))
         for _ in range(20):
             await drain(worker)
-            counts = await store.delivery_counts("telegram")
+            counts = await store.outbox.delivery_counts("telegram")
             if counts.get(DeliveryStatus.SENT, 0) == 16:
                 break
             clock.advance(timedelta(minutes=10))
         assert counts == {DeliveryStatus.SENT: 16}, counts
-        refs = {uid: ref for uid, _, ref in await store.signal_receipts(s.id)}
+        refs = {uid: ref for uid, _, ref in await store.outbox.signal_receipts(s.id)}
         for i in range(16):
             msgs = fake.messages_to(str(i))
             photos = [m for m in msgs if m.method == "sendphoto"]
@@ -534,7 +534,7 @@ async def test_admin_answers_are_marked_private_and_database_errors_say_nothing_
         async def locked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             raise sqlalchemy.exc.OperationalError("UPDATE preferences", {}, Exception("database is locked"))
 
-        monkeypatch.setattr(svc.store, "set_preferences", locked)
+        monkeypatch.setattr(svc.store.users, "set_preferences", locked)
         doc = await dispatch(svc.registry, svc, user, "/prefs confidence 70")
         assert doc.tone == "error" and "may not have been saved" in doc.body and "try again" in doc.note.lower()
     finally:
@@ -595,26 +595,26 @@ async def test_results_the_database_could_not_record_are_written_before_anything
     from core.clock import FixedClock
     from core.domain import DeliveryStatus
     from core.events import SignalIssued
-    from tests.test_delivery import NOW, RecordingTransport, add_users, open_store
+    from tests.test_delivery import NOW, RecordingTransport, add_users, open_stores
     from tests.test_delivery import signal as make_signal
 
-    store = await open_store(tmp_path / "rec.db")
+    store = await open_stores(tmp_path / "rec.db")
     clock = FixedClock(NOW)
     await add_users(store, 6)
     transport = RecordingTransport()
     worker = DeliveryWorker(transport, store, clock, batch=3)
     notifier = Notifier(store, clock, {"console"}, wake=worker.wake)
     s = make_signal()
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     await notifier.on_signal_issued(SignalIssued(s))
-    real, read_only = store.record_attempts, [True]
+    real, read_only = store.outbox.record_attempts, [True]
 
     async def flaky(updates):  # noqa: ANN001, ANN202 - the database refuses writes while read_only
         if read_only[0]:
             raise OSError("attempt to write a readonly database")
         return await real(updates)
 
-    store.record_attempts = flaky  # type: ignore[method-assign]
+    store.outbox.record_attempts = flaky  # type: ignore[method-assign]
     with pytest.raises(OSError):
         await worker.process_due()  # three sent, their results not written
     assert len(transport.sent) == 3
@@ -625,8 +625,8 @@ async def test_results_the_database_could_not_record_are_written_before_anything
     while await worker.process_due():
         pass
     assert len(transport.sent) == 6 and len({chat for chat, _, _ in transport.sent}) == 6
-    assert await store.delivery_counts("console") == {DeliveryStatus.SENT: 6}
-    assert await store.requeue_stale_sending() == 0  # a restart would resend nothing
+    assert await store.outbox.delivery_counts("console") == {DeliveryStatus.SENT: 6}
+    assert await store.outbox.requeue_stale_sending() == 0  # a restart would resend nothing
     await store.close()
 
 
@@ -648,7 +648,7 @@ async def test_a_resumed_chart_message_whose_chart_is_gone_still_delivers_its_te
     async with telegram_on_a_fake() as (fake, transport):
         first = DeliveryWorker(transport, store, clock, chart=Charts())
         s = dataclasses.replace(a_signal(), reasoning="The trend is up and the pullback held. " * 40)
-        await store.add_signal(s)
+        await store.signals.add_signal(s)
         await Notifier(store, clock, {"telegram"}, wake=first.wake).on_signal_issued(SignalIssued(s))
         fake.fail(500, method="sendmessage", chat_id=1, times=1)
         await first.process_due()
@@ -659,7 +659,7 @@ async def test_a_resumed_chart_message_whose_chart_is_gone_still_delivers_its_te
             pass
         methods = [m.method for m in fake.messages_to("1")]
         assert "sendmessage" in methods, methods  # the text arrived
-        assert await store.delivery_counts("telegram") == {DeliveryStatus.SENT: 2}
+        assert await store.outbox.delivery_counts("telegram") == {DeliveryStatus.SENT: 2}
     await store.close()
 
 
@@ -670,7 +670,7 @@ async def test_the_digest_counts_sends_on_wall_time_and_closes_on_market_time():
 
     from core.clock import FixedClock
     from core.domain import DeliveryKind, DeliveryStatus, SignalOutcome, SignalStatus
-    from storage import Database, SqlStore
+    from storage import Database, Stores
     from storage.tables import DELIVERIES
     from tests.conftest import utc
     from tests.test_delivery import signal as make_signal
@@ -679,21 +679,21 @@ async def test_the_digest_counts_sends_on_wall_time_and_closes_on_market_time():
     market = FixedClock(utc(2024, 3, 20, 15, 0))  # a replay: two weeks after the signal's issue
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
-    store = SqlStore(db, wall)
+    store = Stores.over(db, wall)
     try:
-        u = await store.upsert_user("console", "1", "1", "Ann")
+        u = await store.users.upsert_user("console", "1", "1", "Ann")
         old, recent = make_signal("AAPL-1d-old"), make_signal("AAPL-1d-recent")
         for sig in (old, recent):
-            await store.add_signal(sig)
-            await store.enqueue([(sig.id, u.id, DeliveryKind.SIGNAL, "console", None, None)])
+            await store.signals.add_signal(sig)
+            await store.outbox.enqueue([(sig.id, u.id, DeliveryKind.SIGNAL, "console", None, None)])
         async with db.engine.begin() as conn:  # both sent three days ago (wall)
             await conn.execute(sa.update(DELIVERIES).values(status=DeliveryStatus.SENT.value,
                                                             sent_at=wall.now() - timedelta(days=3)))
         for sig, closed in ((old, market.now() - timedelta(days=5)), (recent, market.now() - timedelta(hours=2))):
-            await store.record_outcome(SignalOutcome(sig.id, SignalStatus.TARGET, 100, sig.issued_at, 104, closed,
-                                                     0.04, 0.038, 0.05, -0.01, 3))
+            await store.signals.record_outcome(SignalOutcome(sig.id, SignalStatus.TARGET, 100, sig.issued_at, 104, closed,
+                                                             0.04, 0.038, 0.05, -0.01, 3))
         day = timedelta(hours=24)
-        items = await store.received_since(u.id, wall.now() - day, closed_since=market.now() - day)
+        items = await store.outbox.received_since(u.id, wall.now() - day, closed_since=market.now() - day)
         assert [s.id for s, _ in items] == [recent.id]  # closed in the market's last day; the other long before
     finally:
         await store.close()

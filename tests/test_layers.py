@@ -67,3 +67,18 @@ def test_every_table_is_defined_in_the_schema_module():
                         k.arg == "table" and isinstance(k.value, ast.Constant) and k.value.value for k in node.keywords):
                     elsewhere.append(f"{f.relative_to(REPO)}: {node.name}")
     assert not elsewhere, elsewhere
+
+
+def test_the_delivery_path_is_typed_against_the_ports():
+    """bot/delivery and the health probe reach signals, users, the outbox and bars through core.ports (the bundle
+    is passed in as core.ports.Repositories); only the channel and digest stores, which have no port yet, are
+    imported from storage."""
+    allowed = {"storage.channels"}
+    bad = []
+    for f in [*py_files("bot/delivery"), REPO / "bot" / "health.py"]:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            bad += [f"{f.relative_to(REPO)} imports {m}" for m in modules
+                    if (m == "storage" or m.startswith("storage.")) and m not in allowed]
+    assert not bad, bad

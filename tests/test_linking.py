@@ -50,7 +50,7 @@ async def link_code(svc, caller) -> str:  # noqa: ANN001
 
 
 async def user(svc, caller):  # noqa: ANN001
-    return await svc.store.find_user(caller.platform, caller.platform_user_id)
+    return await svc.store.users.find_user(caller.platform, caller.platform_user_id)
 
 
 def test_codes_are_random_and_from_an_unambiguous_alphabet():
@@ -64,7 +64,7 @@ async def test_linking_shares_tier_and_preferences(services):
     await say(services, TG, "/start")
     await say(services, DC, "/start")
     await say(services, TG, "/prefs confidence 70")
-    await services.store.set_tier((await user(services, DC)).id, Tier.TRADER)  # the Discord identity pays
+    await services.store.users.set_tier((await user(services, DC)).id, Tier.TRADER)  # the Discord identity pays
     code = await link_code(services, TG)
     out = await say(services, DC, f"/link {code.lower()}")
     assert "Accounts linked" in out and "the trader tier" in out
@@ -84,7 +84,7 @@ async def test_linking_shares_tier_and_preferences(services):
     out = await say(services, DC, "/account")
     assert "Identities      telegram, discord (this one)" in out
     # the storage helper another module can use to update a whole account
-    async with services.store._db.engine.connect() as conn:
+    async with services.store.database.engine.connect() as conn:
         ids = sorted(r[0] for r in (await conn.execute(users_in_account_of(dc.id))).all())
         in_account = sa.select(USERS.c.id).where(USERS.c.id.in_(users_in_account_of(tg.id)))
         via_in = sorted(r[0] for r in (await conn.execute(in_account)).all())
@@ -94,7 +94,7 @@ async def test_linking_shares_tier_and_preferences(services):
 
 async def test_lower_tier_joiner_gets_the_issuers_tier(services):
     await say(services, TG, "/start")
-    await services.store.set_tier((await user(services, TG)).id, Tier.PROFESSIONAL)
+    await services.store.users.set_tier((await user(services, TG)).id, Tier.PROFESSIONAL)
     code = await link_code(services, TG)
     assert "the professional tier" in await say(services, DC, f"/link {code}")  # DC never sent /start
     dc = await user(services, DC)
@@ -104,7 +104,7 @@ async def test_lower_tier_joiner_gets_the_issuers_tier(services):
 async def test_code_is_single_use_and_stored_hashed(services):
     await say(services, TG, "/start")
     code = await link_code(services, TG)
-    async with services.store._db.engine.connect() as conn:
+    async with services.store.database.engine.connect() as conn:
         stored = [r[0] for r in (await conn.execute(sa.select(LINK_CODES.c.code_hash))).all()]
     assert stored == [hashlib.sha256(code.encode()).hexdigest()] and code not in stored[0]
     assert "Accounts linked" in await say(services, DC, f"/link {code}")
@@ -142,7 +142,7 @@ async def test_one_identity_per_platform_and_already_linked(services):
     await say(services, TG, "/start")
     await say(services, DC, "/start")
     await say(services, TG2, "/start")
-    await services.store.set_tier((await user(services, TG2)).id, Tier.PROFESSIONAL)
+    await services.store.users.set_tier((await user(services, TG2)).id, Tier.PROFESSIONAL)
     assert "Accounts linked" in await say(services, DC, f"/link {await link_code(services, TG)}")
     out = await say(services, TG2, f"/link {await link_code(services, TG)}")
     assert "already has a telegram identity" in out
@@ -171,7 +171,7 @@ async def test_a_paid_subscription_upgrades_every_linked_identity(services):
     out = await say(services, DC, f"/link {await link_code(services, TG)}")
     assert "linked" in out.lower(), out
     tg = await user(services, TG)
-    billing = BillingStore(services.store._db, services.clock)  # noqa: SLF001 (the same database)
+    billing = BillingStore(services.store.database, services.clock)
     sub = Subscription(tg.id, Provider.STRIPE, "sub_1", Tier.TRADER, SubscriptionStatus.ACTIVE,
                        current_period_end=START + timedelta(days=30), status_at=START)
     await billing.apply(Provider.STRIPE, "evt_1", "customer.subscription.created", subscriptions=[sub])

@@ -28,7 +28,7 @@ USER = Caller("console", "u", "c", "U")
 @pytest.fixture
 async def live(tmp_path) -> AsyncIterator[tuple[Services, object, FakeYahoo, FakeBinance]]:  # noqa: ANN001
     from bot.app import build_services
-    from storage import open_store
+    from storage import open_stores
 
     YfData.cache_get.cache_clear()
     async with FakeYahoo() as yahoo, FakeBinance() as binance:
@@ -37,7 +37,7 @@ async def live(tmp_path) -> AsyncIterator[tuple[Services, object, FakeYahoo, Fak
                             families=MECHANICS_FAMILIES)
         registry = default_registry()
         clock = FixedClock(NOW)
-        store = await open_store(settings.database_url, clock)
+        store = await open_stores(settings.database_url, clock)
         setup = live_market(settings, registry, store, clock)
         services = await build_services(settings, setup.scan, clock, store=store, on_demand=setup.on_demand)
         yield services, setup, yahoo, binance
@@ -60,11 +60,11 @@ async def test_signal_answers_from_the_right_provider(live) -> None:  # noqa: AN
 async def test_update_job_stores_bars_that_scans_then_read(live) -> None:  # noqa: ANN001
     services, setup, _, _ = live
     setup.scan._instruments = {s: i for s, i in setup.scan._instruments.items() if s in ("AAPL", "BTC-USDT")}  # a small universe
-    assert len(await services.store.load_bars("AAPL", Timeframe.D1)) == 0
+    assert len(await services.store.bars.load_bars("AAPL", Timeframe.D1)) == 0
     await setup.update()
-    daily = await services.store.load_bars("AAPL", Timeframe.D1)
+    daily = await services.store.bars.load_bars("AAPL", Timeframe.D1)
     assert len(daily) > 400  # two years of sessions
-    assert len(await services.store.load_bars("BTC-USDT", Timeframe.H4)) > 1000
+    assert len(await services.store.bars.load_bars("BTC-USDT", Timeframe.H4)) > 1000
     bars = await setup.scan.get_bars("AAPL", Timeframe.D1, end=NOW, limit=300)
     assert len(bars) == 300 and bars.index[-1] < NOW
     report = await services.signal_service.scan()
@@ -76,7 +76,7 @@ async def test_update_job_stores_bars_that_scans_then_read(live) -> None:  # noq
 
 async def test_backfill_command_is_resumable_and_idempotent(tmp_path, capsys) -> None:  # noqa: ANN001
     from bot.markets import run_backfill
-    from storage import Database, SqlStore
+    from storage import Database, Stores
 
     YfData.cache_get.cache_clear()
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'fill.db'}"
@@ -89,8 +89,8 @@ async def test_backfill_command_is_resumable_and_idempotent(tmp_path, capsys) ->
     written_first = int(first.split()[1].replace(",", ""))
     assert written_first > 60  # ~41 sessions + 60 crypto days
     assert int(again.split()[1].replace(",", "")) <= 2  # only what closed since
-    store = SqlStore(Database(db_url))
-    eth = await store.load_bars("ETH-USDT", Timeframe.D1)
+    store = Stores.over(Database(db_url))
+    eth = await store.bars.load_bars("ETH-USDT", Timeframe.D1)
     assert eth.index.is_unique and 58 <= len(eth) <= 61
     await store.close()
 

@@ -214,11 +214,11 @@ class StubAnalyst:
 async def verdict_db():
     from storage.database import Database
     from storage.news import SqlVerdictStore
-    from storage.repositories import SqlStore
+    from storage import Stores
 
     db = Database("sqlite+aiosqlite:///:memory:")
     await db.create_all()
-    return SqlStore(db), SqlVerdictStore(db)
+    return Stores.over(db), SqlVerdictStore(db)
 
 
 async def test_the_news_job_analyses_new_items_once_stores_them_and_feeds_the_engine():
@@ -236,7 +236,7 @@ async def test_the_news_job_analyses_new_items_once_stores_them_and_feeds_the_en
         stub = StubAnalyst()
         analysis = NewsAnalysisService([AnalystSlot(stub, DailyQuota(tokens=10_000, cost_usd=1.0, clock=clock))],
                                        store=verdicts, clock=clock)
-        job = NewsJob([ReplayNews(items)], analysis, verdicts, clock, lambda: ["TEST"], store)
+        job = NewsJob([ReplayNews(items)], analysis, verdicts, clock, lambda: ["TEST"], store.signals)
         run = await job.run()
         assert (run.items, run.analysed, stub.calls) == (3, 3, 3)  # the item published later is not seen yet
         assert await verdicts.count() == 3 and len(job.index) == 3

@@ -8,8 +8,8 @@ import pytest
 from core.news.schema import AnalysisRecord, NewsVerdict
 from core.news.voter import NewsVoter, VoterConfig, news_vote
 from storage.database import Database
-from storage.news import SqlVerdictStore, verdict_store_beside
-from storage.repositories import SqlStore
+from storage.news import SqlVerdictStore
+from storage import Stores
 
 UTC = timezone.utc
 AS_OF = datetime(2015, 6, 1, 20, 0, tzinfo=UTC)
@@ -86,7 +86,7 @@ async def test_voter_reads_the_stored_history() -> None:
     both = await voter.votes(["AAPL", "MSFT", "IBM"], AS_OF)
     assert both["AAPL"] == vote and both["MSFT"] is not None and both["MSFT"].score < 0
     assert both["IBM"] is not None and both["IBM"].items == 0 and both["IBM"].market_items == 1
-    beside = verdict_store_beside(SqlStore(db))
+    beside = Stores.over(db).news
     assert await beside.count() == 5
     await db.close()
 

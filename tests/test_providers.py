@@ -28,7 +28,8 @@ from core.market_data.validation import DataRejectedError, ValidationReport
 from core.market_data.yahoo import YahooMarketData
 from core.ports import MarketData
 from storage.database import Database
-from storage.repositories import SqlStore
+from storage import Stores
+from storage.bars import BarStore
 from tests.fakes.binance_rest import FakeBinance
 from tests.fakes.market_faults import bar_at
 from tests.fakes.yahoo_chart import FakeYahoo
@@ -469,17 +470,17 @@ def test_router_checks_capabilities(make_yahoo: Callable[..., YahooMarketData]) 
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+async def store(tmp_path: Path) -> AsyncIterator[Stores]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bars.db'}")
     await db.create_all()
-    yield SqlStore(db)
+    yield Stores.over(db)
     await db.close()
 
 
 class ForgetfulStore:
     """The real store, but it never admits to having bars: backfill re-fetches and re-upserts."""
 
-    def __init__(self, inner: SqlStore) -> None:
+    def __init__(self, inner: BarStore) -> None:
         self.inner = inner
 
     async def load_bars(self, symbol: str, timeframe: Timeframe | str, end: datetime | None = None,
@@ -491,7 +492,7 @@ class ForgetfulStore:
 
 
 async def test_backfill_is_chunked_resumable_and_idempotent(binance_fake: FakeBinance, make_ccxt: Callable[..., CcxtMarketData],
-                                                            store: SqlStore) -> None:
+                                                            store: Stores) -> None:
     ccxt = make_ccxt(retry=fast_retry(attempts=2))
     start = END - timedelta(hours=1500)
     events: list[BackfillProgress] = []
@@ -501,44 +502,44 @@ async def test_backfill_is_chunked_resumable_and_idempotent(binance_fake: FakeBi
         if event.chunk == 1 and not event.done:
             binance_fake.faults.add("status", status=500, path="/klines", times=-1)
 
-    first = await backfill(ccxt, store, ["BTC-USDT"], [Timeframe.H1], start, END, progress=break_after_first_chunk,
+    first = await backfill(ccxt, store.bars, ["BTC-USDT"], [Timeframe.H1], start, END, progress=break_after_first_chunk,
                            chunk_bars=500)
     assert first.bars_written == 500 and len(first.failed) == 1 and "ProviderUnavailableError" in (first.failed[0].error or "")
     assert events[-1].done and events[-1].error and events[0].chunks == 3
-    stored = await store.load_bars("BTC-USDT", Timeframe.H1)
+    stored = await store.bars.load_bars("BTC-USDT", Timeframe.H1)
     assert len(stored) == 500 and stored.index[0] == pd.Timestamp(start)
 
     binance_fake.faults.clear()
     before = len(binance_fake.requests)
     progress: list[float] = []
-    second = await backfill(ccxt, store, ["BTC-USDT"], [Timeframe.H1], start, END, chunk_bars=500,
+    second = await backfill(ccxt, store.bars, ["BTC-USDT"], [Timeframe.H1], start, END, chunk_bars=500,
                             progress=lambda e: progress.append(e.fraction))
     resumed_at = int(binance_fake.requests[before].query["startTime"])
     assert resumed_at == int((stored.index[-1] + pd.Timedelta(hours=1)).timestamp() * 1000)
     assert second.bars_written == 1000 and not second.failed and second.pairs[0].start == stored.index[-1] + timedelta(hours=1)
     assert progress == sorted(progress) and progress[-1] == 1.0
-    full = await store.load_bars("BTC-USDT", Timeframe.H1)
+    full = await store.bars.load_bars("BTC-USDT", Timeframe.H1)
     assert len(full) == 1500 and full.index.is_unique and full.index[-1] == pd.Timestamp(END) - pd.Timedelta(hours=1)
 
     before = len(binance_fake.requests)
-    third = await backfill(ccxt, store, ["BTC-USDT"], [Timeframe.H1], start, END, chunk_bars=500)
+    third = await backfill(ccxt, store.bars, ["BTC-USDT"], [Timeframe.H1], start, END, chunk_bars=500)
     assert third.bars_written == 0 and len(binance_fake.requests) == before  # up to date: nothing fetched
 
-    again = await backfill(ccxt, ForgetfulStore(store), ["BTC-USDT"], [Timeframe.H1], start, END, chunk_bars=500)
+    again = await backfill(ccxt, ForgetfulStore(store.bars), ["BTC-USDT"], [Timeframe.H1], start, END, chunk_bars=500)
     assert again.bars_written == 1500
-    after = await store.load_bars("BTC-USDT", Timeframe.H1)
+    after = await store.bars.load_bars("BTC-USDT", Timeframe.H1)
     pd.testing.assert_frame_equal(after, full)  # the same rows, upserted again: idempotent
 
 
 async def test_backfill_defaults_to_two_years_and_takes_async_progress(binance_fake: FakeBinance,
                                                                       make_ccxt: Callable[..., CcxtMarketData],
-                                                                      store: SqlStore) -> None:
+                                                                      store: Stores) -> None:
     seen: list[BackfillProgress] = []
 
     async def progress(event: BackfillProgress) -> None:
         seen.append(event)
 
-    result = await backfill(make_ccxt(), store, ["ETH-USDT", "SOL-USDT"], [Timeframe.D1], progress=progress,
+    result = await backfill(make_ccxt(), store.bars, ["ETH-USDT", "SOL-USDT"], [Timeframe.D1], progress=progress,
                             clock=FixedClock(NOW))
     assert [p.start for p in result.pairs] == [NOW - timedelta(days=730)] * 2
     assert [p.bars_written for p in result.pairs] == [730, 730]
@@ -546,14 +547,14 @@ async def test_backfill_defaults_to_two_years_and_takes_async_progress(binance_f
 
 
 async def test_malformed_payload_stores_nothing(yahoo_fake: FakeYahoo, make_yahoo: Callable[..., YahooMarketData],
-                                                store: SqlStore) -> None:
+                                                store: Stores) -> None:
     router = MarketDataRouter({AssetClass.EQUITY: [make_yahoo()]}, registry=default_registry())
     yahoo_fake.faults.add("malformed", path="/v8/finance/chart/", times=-1)
-    result = await backfill(router, store, ["AAPL"], [Timeframe.D1], END - timedelta(days=30), END)
+    result = await backfill(router, store.bars, ["AAPL"], [Timeframe.D1], END - timedelta(days=30), END)
     assert result.bars_written == 0 and "DataValidationError" in (result.failed[0].error or "")
     assert "yahoo" in (result.failed[0].error or "")
-    assert (await store.load_bars("AAPL", Timeframe.D1)).empty
+    assert (await store.bars.load_bars("AAPL", Timeframe.D1)).empty
     yahoo_fake.faults.clear()
     yahoo_fake.unadjusted_splits["MSFT"] = (int(datetime(2024, 5, 20, tzinfo=UTC).timestamp()), 2.0)
-    result = await backfill(router, store, ["MSFT"], [Timeframe.D1], END - timedelta(days=30), END)
-    assert "DataRejectedError" in (result.failed[0].error or "") and (await store.load_bars("MSFT", Timeframe.D1)).empty
+    result = await backfill(router, store.bars, ["MSFT"], [Timeframe.D1], END - timedelta(days=30), END)
+    assert "DataRejectedError" in (result.failed[0].error or "") and (await store.bars.load_bars("MSFT", Timeframe.D1)).empty

@@ -28,7 +28,7 @@ from core.signals.narrative import (
 )
 from core.signals.reasoning import DISCLAIMER
 from core.signals.service import SignalService
-from storage import Database, SqlStore
+from storage import Database, Stores
 from tests.conftest import utc
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI
@@ -81,19 +81,19 @@ class Run:
     async def issue(self, cand: Signal) -> tuple[Signal, Signal]:
         db = Database("sqlite+aiosqlite:///:memory:")
         await db.create_all()
-        store = SqlStore(db)
+        store = Stores.over(db)
         bus = EventBus()
 
         async def on_issued(event: SignalIssued) -> None:
             self.published.append(event.signal)
 
         bus.subscribe(SignalIssued, on_issued)
-        service = SignalService(None, None, store, bus, RiskManager(), FixedClock(T0),  # type: ignore[arg-type]
+        service = SignalService(None, None, store.signals, bus, RiskManager(), FixedClock(T0),  # type: ignore[arg-type]
                                 narrator=self.narrator)
         try:
             report = await service.issue([cand])
             assert [s.id for s in report.issued] == [cand.id], report.rejected
-            stored = await store.get_signal(cand.id)
+            stored = await store.signals.get_signal(cand.id)
             assert stored is not None
             assert len(self.published) == 1 and self.published[0] == report.issued[0]
             return stored, self.published[0]

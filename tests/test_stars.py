@@ -62,7 +62,7 @@ async def world(fake):
 
 
 async def tier_of(services, user_id: int) -> Tier:  # noqa: ANN001
-    user = await services.store.find_user("telegram", str(user_id))
+    user = await services.store.users.find_user("telegram", str(user_id))
     assert user is not None
     return user.tier
 
@@ -97,7 +97,7 @@ async def test_subscribe_pay_with_stars_and_get_the_tier(fake, world):
     assert thanks.text.startswith("Payment received") and "trader tier until" in thanks.text
     assert "stxCHARGE1" in thanks.text
     assert await tier_of(services, ALICE) is Tier.TRADER
-    user = await services.store.find_user("telegram", str(ALICE))
+    user = await services.store.users.find_user("telegram", str(ALICE))
     [sub] = await payments.billing.subscriptions_of(user.id)
     assert (sub.provider, sub.status, sub.tier) == (Provider.TELEGRAM_STARS, SubscriptionStatus.ACTIVE, Tier.TRADER)
     assert sub.current_period_end == datetime.fromtimestamp(expires, tz=timezone.utc)
@@ -125,7 +125,7 @@ async def test_pre_checkout_refuses_wrong_amount_unknown_payload_and_other_users
     answer, payment = await fake.pay(invoice, user_id=ALICE, total_amount=1999)  # Telegram stops here
     assert answer["ok"] is False and payment is None
     assert await tier_of(services, ALICE) is Tier.FREE
-    user = await services.store.find_user("telegram", str(ALICE))
+    user = await services.store.users.find_user("telegram", str(ALICE))
     assert await payments.billing.payments_of(user.id) == []
 
 
@@ -142,7 +142,7 @@ async def test_duplicate_payment_update_is_applied_once(fake, world):
     fake.command("/subscription", user_id=ALICE)  # handled after the duplicate (one chat, in order)
     last = (await fake.wait_for_messages(4, chat_id=ALICE))[-1]
     assert last.text.startswith("Your plan: hobbyist")  # no second confirmation before it
-    user = await services.store.find_user("telegram", str(ALICE))
+    user = await services.store.users.find_user("telegram", str(ALICE))
     assert len(await payments.billing.payments_of(user.id)) == 1
     assert len(fake.messages_to(ALICE)) == 4
 
@@ -159,7 +159,7 @@ async def test_stars_period_ends_without_renewal_then_a_renewal_restores(fake, w
     [change] = await payments.review()
     assert (change.old, change.new) == (Tier.TRADER, Tier.FREE) and "expired" in change.reason
     assert told == [change] and await tier_of(services, ALICE) is Tier.FREE
-    user = await services.store.find_user("telegram", str(ALICE))
+    user = await services.store.users.find_user("telegram", str(ALICE))
     assert [s.status for s in await payments.billing.subscriptions_of(user.id)] == [SubscriptionStatus.EXPIRED]
     assert await payments.review() == []  # told once
 

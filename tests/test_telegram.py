@@ -92,7 +92,7 @@ async def test_conversation_start_signal_and_buttons(fake, services, served):
     assert {"type": "bold", "offset": 0} .items() <= welcome.entities[0].items()
     assert ("Preferences", "/prefs") in welcome.buttons
     assert welcome.reply_to_message_id is None  # a private chat: no quoting
-    user = await services.store.find_user("telegram", "1001")
+    user = await services.store.users.find_user("telegram", "1001")
     assert user is not None and user.active and user.chat_id == "1001" and user.display_name == "Bob"
     assert hello["message_id"] < welcome.message_id
 
@@ -157,14 +157,14 @@ async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(f
         # Telegram asks before charging; the answer is yes, and nothing changes until the payment arrives
         query_id = fake.pre_checkout(invoice.payload, user_id=alice, total_amount=750)
         assert await fake.wait_for_pre_checkout_answer(query_id) == {"ok": True, "error_message": None}
-        user = await services.store.find_user("telegram", str(alice))
+        user = await services.store.users.find_user("telegram", str(alice))
         assert user is not None and user.tier is Tier.FREE
         fake.successful_payment(invoice.payload, user_id=alice, total_amount=750, charge_id="stxWHOLE1",
                                 is_recurring=True, is_first_recurring=True,
                                 subscription_expiration_date=int(time.time()) + STARS_SUBSCRIPTION_PERIOD)
         thanks = (await fake.wait_for_messages(4, chat_id=alice))[-1]
         assert thanks.text.startswith("Payment received") and "trader tier until" in thanks.text
-        user = await services.store.find_user("telegram", str(alice))
+        user = await services.store.users.find_user("telegram", str(alice))
         assert user is not None and user.tier is Tier.TRADER and user.preferences.min_confidence == 65
 
         fake.command("/start", user_id=bob, first_name="Bob")  # stays on the free tier: no charts
@@ -179,7 +179,7 @@ async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(f
                    stop=round(last * 0.97, 2), confidence=70, position_size=0.05, issued_at=START,
                    expires_at=START + timedelta(days=14), reasoning="Oversold after a gap down.",
                    strategy="mean_reversion")
-        await services.store.add_signal(s)
+        await services.store.signals.add_signal(s)
         await services.bus.publish(SignalIssued(s))
         assert await worker.process_due() == 2
         [photo, *rest] = fake.messages_to(alice)[4:]
@@ -195,7 +195,7 @@ async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(f
         # the exit (the tracker publishes SignalClosed): a reply to the message that carried the signal
         outcome = SignalOutcome(s.id, SignalStatus.TARGET, s.entry, START + timedelta(days=1), s.target,
                                 START + timedelta(days=3), 0.05, 0.049, 0.052, -0.004, 2)
-        await services.store.record_outcome(outcome)
+        await services.store.signals.record_outcome(outcome)
         await services.bus.publish(SignalClosed(s, outcome))
         assert await worker.process_due() == 2
         exit_alice, exit_bob = fake.messages_to(alice)[-1], fake.messages_to(bob)[-1]
@@ -203,7 +203,7 @@ async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(f
         assert exit_alice.reply_to_message_id == photo.message_id
         assert exit_alice.params["reply_parameters"]["message_id"] == photo.message_id
         assert exit_bob.reply_to_message_id == plain.message_id and exit_bob.photo is None
-        assert await services.store.delivery_counts("telegram") == {DeliveryStatus.SENT: 4}
+        assert await services.store.outbox.delivery_counts("telegram") == {DeliveryStatus.SENT: 4}
     finally:
         await transport.stop()
         await delivery.close()
@@ -352,18 +352,18 @@ async def test_a_doc_with_an_image_is_a_photo_with_caption(fake, sender):
 
 async def test_delivery_worker_over_telegram(fake, sender, tmp_path):
     """The outbox through the real transport: 403 deactivates, 429 waits retry_after, the exit is a reply."""
-    from storage import Database, SqlStore
+    from storage import Database, Stores
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
     await db.create_all()
     clock = FixedClock(START)
-    store = SqlStore(db, clock)
+    store = Stores.over(db, clock)
     for uid in (7001, 7002, 7003):
-        await store.upsert_user("telegram", str(uid), str(uid), f"user {uid}")
+        await store.users.upsert_user("telegram", str(uid), str(uid), f"user {uid}")
     s = Signal(id="AAPL-1d-20250602-L", symbol="AAPL", asset_class=AssetClass.EQUITY, timeframe=Timeframe.D1,
                direction=Direction.LONG, entry=100, target=104, stop=98, confidence=70, position_size=0.05,
                issued_at=START, expires_at=START + timedelta(days=14), reasoning="Oversold.", strategy="mean_reversion")
-    await store.add_signal(s)
+    await store.signals.add_signal(s)
     worker = DeliveryWorker(sender, store, clock)
     notifier = Notifier(store, clock, {"telegram"}, wake=worker.wake)
     fake.block(7002)
@@ -371,7 +371,7 @@ async def test_delivery_worker_over_telegram(fake, sender, tmp_path):
     await notifier.on_signal_issued(SignalIssued(s))
     await worker.process_due()
     assert [m.chat_id for m in fake.sent] == [7001]
-    blocked = await store.find_user("telegram", "7002")
+    blocked = await store.users.find_user("telegram", "7002")
     assert blocked is not None and not blocked.active
     assert await worker.process_due() == 0  # 7003 waits for retry_after
     clock.advance(timedelta(seconds=6))
@@ -382,13 +382,13 @@ async def test_delivery_worker_over_telegram(fake, sender, tmp_path):
 
     outcome = SignalOutcome(s.id, SignalStatus.TARGET, 100.5, START, 104, START + timedelta(days=2), 0.035, 0.034,
                             0.04, -0.01, 2)
-    await store.record_outcome(outcome)
+    await store.signals.record_outcome(outcome)
     await notifier.on_signal_closed(SignalClosed(s, outcome))
     await worker.process_due()
     exits = [m for m in fake.sent if m.text.startswith("Target reached")]
     assert sorted((m.chat_id, m.reply_to_message_id) for m in exits) == [
         (7001, first[7001].message_id), (7003, first[7003].message_id)]
-    assert await store.count(DeliveryStatus.SENT) == 4 and await store.count(DeliveryStatus.FAILED) == 1
+    assert await store.outbox.count(DeliveryStatus.SENT) == 4 and await store.outbox.count(DeliveryStatus.FAILED) == 1
     await store.close()
 
 

@@ -246,9 +246,9 @@ async def say(svc, text: str) -> str:  # noqa: ANN001
 
 async def store_closed(svc, pairs) -> None:  # noqa: ANN001
     for s, o in pairs:
-        await svc.store.add_signal(s)
+        await svc.store.signals.add_signal(s)
         if o is not None:
-            await svc.store.record_outcome(o)
+            await svc.store.signals.record_outcome(o)
 
 
 async def test_performance_without_and_with_a_published_backtest(services, tmp_path: Path):
@@ -304,7 +304,7 @@ async def test_similar_reads_the_evidence_the_engine_stores(services):
         if issued:
             break
     assert issued, "the simulated market should produce setups within twenty days"
-    s = await services.store.get_signal(issued[0].id)
+    s = await services.store.signals.get_signal(issued[0].id)
     assert set(setup_features(s)) >= {"setup_score", "rsi_14", "zscore_20", "dist_sma20_atr"}
     out = await say(services, f"/similar {s.id}")
     assert out.startswith(f"Setups like {s.direction.verb} {s.symbol} ({s.timeframe})") and "Compared" in out

@@ -97,9 +97,9 @@ async def _subscribed_user(ctx: CommandContext) -> User:
         return ctx.user
     c: Caller = ctx.caller
     store = ctx.services.store
-    user = await store.upsert_user(c.platform, c.platform_user_id, c.chat_id, c.display_name)
+    user = await store.users.upsert_user(c.platform, c.platform_user_id, c.chat_id, c.display_name)
     if not user.active:
-        await store.set_active(user.id, True)
+        await store.users.set_active(user.id, True)
     assert isinstance(user, User)
     return user
 
@@ -110,7 +110,7 @@ async def join_accounts(ctx: CommandContext, admins: AdminStore, issuer_id: int,
     join_ids = await admins.members(joiner.id)
     if joiner.id in keep_ids:
         return Doc(heading="Already linked", body="This identity is already part of that account.")
-    users = await store.users_by_ids([*keep_ids, *join_ids])
+    users = await store.users.users_by_ids([*keep_ids, *join_ids])
     issuer = users.get(issuer_id)
     if issuer is None:
         raise UserInputError("The account that issued this code no longer exists.")
@@ -122,9 +122,9 @@ async def join_accounts(ctx: CommandContext, admins: AdminStore, issuer_id: int,
     tier = max((users[u].tier for u in [*keep_ids, *join_ids] if u in users), key=lambda t: t.rank)
     for uid in members:
         if users.get(uid) is None or users[uid].tier is not tier:
-            await store.set_tier(uid, tier)
+            await store.users.set_tier(uid, tier)
         if uid not in keep_ids:
-            await store.set_preferences(uid, issuer.preferences)
+            await store.users.set_preferences(uid, issuer.preferences)
     return Doc(heading="Accounts linked", tone="success",
                body=f"This {joiner.platform} identity now shares an account with "
                     f"{issuer.platform}:{issuer.display_name or issuer.platform_user_id}: the {tier.value} tier "
@@ -137,7 +137,7 @@ async def show_account(ctx: CommandContext, _: None) -> Doc:
     user = ctx.user
     admins = await _store(ctx)
     members = await admins.members(user.id)
-    identities = await ctx.services.store.users_by_ids(members)
+    identities = await ctx.services.store.users.users_by_ids(members)
     account = await admins.account_of(user.id)
     now = ctx.services.wall.now().astimezone(timezone.utc)
     used = await admins.requests_used(f"account:{account}", now.date())

@@ -118,7 +118,7 @@ async def show_stats(ctx: CommandContext) -> Doc:
     rows = tuple((platform, tier, str(n), str(active)) for (platform, tier), (n, active)
                  in sorted(by_key.items(), key=lambda kv: (kv[0][0], tier_order.get(kv[0][1], 99))))
     signals = await admins.signal_counts()
-    deliveries = await svc.store.delivery_counts()
+    deliveries = await svc.store.outbox.delivery_counts()
     queue = deliveries.get(DeliveryStatus.PENDING, 0) + deliveries.get(DeliveryStatus.SENDING, 0)
     last_scan = getattr(svc.signal_service, "last_scan_at", None)
     last_signal = await admins.last_signal_at()
@@ -213,7 +213,7 @@ async def list_models(ctx: CommandContext) -> Doc:
     root = Path(svc.settings.models_dir)
     manifests = await asyncio.to_thread(read_manifests, root)
     since = svc.clock.now() - timedelta(days=LIVE_WINDOW_DAYS)
-    closed = await svc.store.outcomes_since(since)
+    closed = await svc.store.signals.outcomes_since(since)
     live = live_accuracy([(s.evidence, o.net_return) for s, o in closed])
     engine = getattr(getattr(svc.signal_service, "engine", None), "version", "?")
     news = news_part(getattr(svc, "news", None), [(s.evidence, s.direction.value, o.net_return) for s, o in closed])
@@ -355,7 +355,7 @@ async def broadcast_message(ctx: CommandContext, text: str) -> Doc:
     if not callable(send):
         return Doc(heading="Broadcasting is not available", body="No broadcast sender is configured on this server.",
                    tone="warning")
-    users = await ctx.services.store.active_users()
+    users = await ctx.services.store.users.active_users()
     delivered = int(await send(users, text))
     return Doc(heading=f"Broadcast to {delivered} of {len(users)} active users",
                tone="success" if delivered == len(users) else "warning")
@@ -389,9 +389,9 @@ def transport_broadcaster(transports: Mapping[str, Transport]) -> Broadcaster:
 async def find_user(ctx: CommandContext, ref: UserRef) -> User:
     store = ctx.services.store
     if ref.user_id is not None:
-        user = await store.get_user(ref.user_id)
+        user = await store.users.get_user(ref.user_id)
     else:
-        user = await store.find_user(ref.platform, ref.platform_user_id)
+        user = await store.users.find_user(ref.platform, ref.platform_user_id)
     if user is None:
         raise UserInputError(f"No user {ref}.")
     assert isinstance(user, User)
@@ -405,7 +405,7 @@ async def grant_tier(ctx: CommandContext, ref: UserRef, tier: Tier) -> Doc:
     await admins.ensure_schema()
     members = await admins.members(user.id)
     for uid in members:
-        await ctx.services.store.set_tier(uid, tier)
+        await ctx.services.store.users.set_tier(uid, tier)
     also = f" and {len(members) - 1} linked identit{'y' if len(members) == 2 else 'ies'}" if len(members) > 1 else ""
     return Doc(heading=f"User {user.id} ({user.platform}:{user.platform_user_id}){also}: {user.tier.value} -> "
                        f"{tier.value}", tone="success",
@@ -418,12 +418,12 @@ async def show_user(ctx: CommandContext, ref: UserRef) -> Doc:
     admins = admin_store(svc)
     await admins.ensure_schema()
     members = await admins.members(user.id)
-    identities = await svc.store.users_by_ids(members)
+    identities = await svc.store.users.users_by_ids(members)
     now = svc.wall.now()
     account = await admins.account_of(user.id)
     used = await admins.requests_used(f"account:{account}", now.astimezone(timezone.utc).date())
     month_start = now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    received = await svc.store.sent_count_since(user.id, month_start)
+    received = await svc.store.outbox.sent_count_since(user.id, month_start)
     ent = entitlements(user.tier)
     p = user.preferences
     return Doc(

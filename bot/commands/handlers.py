@@ -56,12 +56,12 @@ def _user(ctx: CommandContext) -> User:
 async def start(ctx: CommandContext, _payload: str | None) -> Doc:
     store = ctx.services.store
     c = ctx.caller
-    user = await store.upsert_user(c.platform, c.platform_user_id, c.chat_id, c.display_name)
+    user = await store.users.upsert_user(c.platform, c.platform_user_id, c.chat_id, c.display_name)
     if not user.active:
-        await store.set_active(user.id, True)
+        await store.users.set_active(user.id, True)
     if ctx.is_admin and user.tier is not Tier.PROFESSIONAL:
         # the people who run the service see everything it issues
-        await store.set_tier(user.id, Tier.PROFESSIONAL)
+        await store.users.set_tier(user.id, Tier.PROFESSIONAL)
         user = dataclasses.replace(user, tier=Tier.PROFESSIONAL)
     ent = entitlements(user.tier)
     return Doc(
@@ -103,7 +103,7 @@ def parse_signal_args(args: Sequence[str]) -> SignalArgs:
 async def show_signal(ctx: CommandContext, args: SignalArgs) -> Doc:
     svc = ctx.services
     analysis = await svc.signal_service.analyse(args.symbol, args.timeframe)
-    active = next((s for s in await svc.store.open_signals()
+    active = next((s for s in await svc.store.signals.open_signals()
                    if not s.shadow and s.symbol == analysis.instrument.symbol and s.timeframe == analysis.timeframe), None)
     check = None  # the risk manager's view of the idea itself, where the engine has one and none is open
     if analysis.verdict is not None and active is None:
@@ -132,7 +132,7 @@ async def _with_signal_chart(ctx: CommandContext, doc: Doc, analysis: Analysis, 
 
 # /signals -----------------------------------------------------------------------------------------
 async def list_signals(ctx: CommandContext, _: None) -> Doc:
-    doc = signals_list_doc([s for s in await ctx.services.store.open_signals() if not s.shadow])
+    doc = signals_list_doc([s for s in await ctx.services.store.signals.open_signals() if not s.shadow])
     return with_pauses(doc, ctx.services.signal_service.paused())
 
 
@@ -170,7 +170,7 @@ async def set_preferences(ctx: CommandContext, args: PrefsArgs) -> Doc:
     admins = admin_store(ctx.services)
     await admins.ensure_schema()
     for uid in await admins.members(user.id):  # linked identities share preferences
-        await ctx.services.store.set_preferences(uid, new)
+        await ctx.services.store.users.set_preferences(uid, new)
     return prefs_doc(new, "Preferences saved")
 
 
@@ -255,11 +255,11 @@ async def show_performance(ctx: CommandContext, period: int | None | str) -> Doc
         live = []
         for label, days in (("30 days", 30), ("90 days", 90), ("all time", None)):
             since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
-            live.append((label, summarize([o for _, o in followed(await store.outcomes_since(since))])))
+            live.append((label, summarize([o for _, o in followed(await store.signals.outcomes_since(since))])))
         return with_pauses(track_record_doc(live, backtests), ctx.services.signal_service.paused())
     days = period if isinstance(period, int) else None
     since = now - timedelta(days=days) if days else now - timedelta(days=365 * 100)
-    pairs = followed(await store.outcomes_since(since))
+    pairs = followed(await store.signals.outcomes_since(since))
     label = f"last {days} days" if days else "all time"
     doc = with_pauses(performance_doc(label, summarize([o for _, o in pairs]), backtests, pairs),
                       ctx.services.signal_service.paused())
@@ -305,7 +305,7 @@ def parse_history(args: Sequence[str]) -> int:
 
 
 async def show_history(ctx: CommandContext, limit: int) -> Doc:
-    pairs = followed(await ctx.services.store.recent_outcomes(limit * 4))  # shadows are not in the record
+    pairs = followed(await ctx.services.store.signals.recent_outcomes(limit * 4))  # shadows are not in the record
     return history_doc(pairs[:limit])
 
 
@@ -341,7 +341,7 @@ INSTRUMENT_ROWS = 25
 
 # /stop --------------------------------------------------------------------------------------------
 async def stop(ctx: CommandContext, _: None) -> Doc:
-    await ctx.services.store.set_active(_user(ctx).id, False)
+    await ctx.services.store.users.set_active(_user(ctx).id, False)
     return Doc(heading="Unsubscribed", body="You will receive no more signals. Send /start to come back; "
                "your preferences are kept.")
 

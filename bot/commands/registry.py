@@ -20,7 +20,7 @@ from core.domain import Tier, User
 from core.errors import MarketDataError, PermissionDenied, UserInputError
 from core.tiers import FEATURES, entitlements, has_feature, lowest_tier_with, more_requests_than, next_utc_midnight
 from storage import is_database_error
-from storage.admin import AdminStore, AuditEntry, AuditOutcome, admin_store_beside
+from storage.admin import AdminStore, AuditEntry, AuditOutcome
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -89,7 +89,7 @@ def admin_store(services: Any) -> AdminStore:
     found = getattr(services, "admin_store", None)
     if isinstance(found, AdminStore):
         return found
-    return admin_store_beside(services.store, services.wall)
+    return services.store.admin
 
 
 async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, text: str) -> Doc:
@@ -105,7 +105,7 @@ async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, tex
     outcome, detail = AuditOutcome.FAILED, ""
     try:
         is_admin = services.is_admin(caller)
-        user = await services.store.find_user(caller.platform, caller.platform_user_id)
+        user = await services.store.users.find_user(caller.platform, caller.platform_user_id)
         if command.admin_only and not is_admin:
             outcome = AuditOutcome.REFUSED
             raise PermissionDenied(f"/{command.name} is for administrators.")

@@ -41,12 +41,12 @@ def parse_signal_id(args: Sequence[str]) -> str:
 
 async def show_similar(ctx: CommandContext, signal_id: str) -> Doc:
     store = ctx.services.store
-    signal = await store.get_signal(signal_id)
+    signal = await store.signals.get_signal(signal_id)
     if signal is None:
         raise UserInputError(f"There is no signal {signal_id}. The id is shown under each signal; /signals lists "
                              "the open ones.")
     peers = PeerGroup.of(signal.symbol, signal.asset_class, ctx.services.instruments.records())
-    closed = await store.outcomes_since(EVERYTHING)
+    closed = await store.signals.outcomes_since(EVERYTHING)
     return similar_doc(find_similar(signal, closed, peers))
 
 

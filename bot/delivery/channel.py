@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from bot.transports.base import Resume, Transport
 from bot.views.doc import Doc
 from core.domain import DeliveryKind, RiskTolerance, Signal, SignalOutcome, User
-from storage import SqlStore
+from core.ports import Repositories
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ class Channel(Protocol):
 class ChatChannel:
     """A chat transport as a channel: address = the user's chat id; unreachable = unsubscribed everywhere."""
 
-    def __init__(self, transport: Transport, store: SqlStore) -> None:
+    def __init__(self, transport: Transport, store: Repositories) -> None:
         self.transport = transport
         self.store = store
         self.name = transport.name
@@ -72,5 +72,5 @@ class ChatChannel:
         return await self.transport.send(address.target, message.doc, reply_to=message.reply_to)
 
     async def unreachable(self, user: User, reason: str) -> None:
-        await self.store.set_active(user.id, False)
-        await self.store.cancel_pending(user.id, f"user unreachable: {reason}")
+        await self.store.users.set_active(user.id, False)
+        await self.store.outbox.cancel_pending(user.id, f"user unreachable: {reason}")

@@ -17,7 +17,7 @@ from bot.views.formatting import pct, price
 from core.clock import Clock
 from core.domain import Signal, SignalOutcome, SignalStatus
 from core.errors import DeliveryError
-from storage import SqlStore
+from core.ports import Repositories
 from storage.channels import DigestStore
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DIGEST_WINDOW = timedelta(hours=24)
 
 
-async def send_digests(store: SqlStore, digests: DigestStore, transports: Mapping[str, Transport],
+async def send_digests(store: Repositories, digests: DigestStore, transports: Mapping[str, Transport],
                        clock: Clock, market_clock: Clock | None = None) -> int:
     """Send every digest due now through the user's chat transport; returns how many were sent. `clock` is wall
     time (the hour a user asked for, when a signal was sent to them), `market_clock` the signals' (when one
@@ -35,14 +35,14 @@ async def send_digests(store: SqlStore, digests: DigestStore, transports: Mappin
     due = await digests.claim_due(now)
     if not due:
         return 0
-    users = await store.users_by_ids(due)
+    users = await store.users.users_by_ids(due)
     sent = 0
     for user_id in due:
         user = users.get(user_id)
         transport = transports.get(user.platform) if user is not None else None
         if user is None or not user.active or transport is None:
             continue  # unsubscribed or their platform is not served: nothing today
-        items = await store.received_since(user_id, now - DIGEST_WINDOW, closed_since=market_now - DIGEST_WINDOW)
+        items = await store.outbox.received_since(user_id, now - DIGEST_WINDOW, closed_since=market_now - DIGEST_WINDOW)
         if not items:
             continue  # a quiet day: no message
         try:

@@ -20,7 +20,7 @@ from bot.transports.webhook import WebhookTransport
 from core.clock import Clock
 from core.domain import DeliveryKind, User
 from core.tiers import entitlements
-from storage import SqlStore
+from core.ports import Repositories
 from storage.channels import ChannelStore
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class _AddressBookChannel:
 
     name = ""
 
-    def __init__(self, store: SqlStore, channels: ChannelStore) -> None:
+    def __init__(self, store: Repositories, channels: ChannelStore) -> None:
         self.store = store
         self.channels = channels
 
@@ -42,13 +42,13 @@ class _AddressBookChannel:
 
     async def unreachable(self, user: User, reason: str) -> None:
         await self.channels.remove(user.id, self.name)
-        await self.store.cancel_pending(user.id, f"{self.name} address removed: {reason}", channel=self.name)
+        await self.store.outbox.cancel_pending(user.id, f"{self.name} address removed: {reason}", channel=self.name)
 
 
 class EmailChannel(_AddressBookChannel):
     name = "email"
 
-    def __init__(self, transport: EmailTransport, store: SqlStore, channels: ChannelStore) -> None:
+    def __init__(self, transport: EmailTransport, store: Repositories, channels: ChannelStore) -> None:
         super().__init__(store, channels)
         self.transport = transport
 
@@ -60,7 +60,7 @@ class EmailChannel(_AddressBookChannel):
 class WebhookChannel(_AddressBookChannel):
     name = "webhook"
 
-    def __init__(self, transport: WebhookTransport, store: SqlStore, channels: ChannelStore, clock: Clock) -> None:
+    def __init__(self, transport: WebhookTransport, store: Repositories, channels: ChannelStore, clock: Clock) -> None:
         super().__init__(store, channels)
         self.transport = transport
         self.clock = clock
@@ -92,7 +92,7 @@ class ExtraDelivery:
             await self.webhook.stop()
 
 
-def build_extra_delivery(settings: Settings, store: SqlStore, channel_store: ChannelStore, clock: Clock, *,
+def build_extra_delivery(settings: Settings, store: Repositories, channel_store: ChannelStore, clock: Clock, *,
                          poll_seconds: float | None = None, market_clock: Clock | None = None) -> ExtraDelivery:
     """Email when settings.smtp_host is set; webhooks always (they need nothing but the users' URLs). `clock`:
     wall time (the queue), `market_clock`: the signals' (DeliveryWorker)."""

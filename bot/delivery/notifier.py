@@ -2,7 +2,7 @@
 
 A signal goes to each admitted user on their chat platform (when a worker serves it) and, for tiers entitled to
 them, on the extra channels (email, webhook) where the user set an address. The fan-out is one read of the
-cached active users (SqlStore.active_users), one quota query, admission shared by users with equal settings
+cached active users (users.active_users), one quota query, admission shared by users with equal settings
 (core.audience.admit_many) and one bulk insert; re-running it queues nothing twice.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from core.clock import Clock
 from core.domain import DeliveryKind, User
 from core.events import SignalClosed, SignalIssued
 from core.tiers import entitlements
-from storage import SqlStore
+from core.ports import Repositories
 from storage.channels import ChannelStore
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def month_start(now: datetime) -> datetime:
 
 
 class Notifier:
-    def __init__(self, store: SqlStore, clock: Clock, channels: Collection[str], wake: Callable[[], None], *,
+    def __init__(self, store: Repositories, clock: Clock, channels: Collection[str], wake: Callable[[], None], *,
                  channel_store: ChannelStore | None = None, extra_channels: Collection[str] = (),
                  market_clock: Clock | None = None) -> None:
         """`channels`: the chat platforms a worker serves; `extra_channels`: served email/webhook channels,
@@ -48,7 +48,7 @@ class Notifier:
     async def on_signal_issued(self, event: SignalIssued) -> int:
         """Queue the signal for every admitted user; idempotent (a re-run queues nothing twice)."""
         rows = await self.recipients(event)
-        inserted = await self.store.enqueue(rows, fanout=(event.signal.id, DeliveryKind.SIGNAL))
+        inserted = await self.store.outbox.enqueue(rows, fanout=(event.signal.id, DeliveryKind.SIGNAL))
         log.info("signal %s: %d deliveries (%d new rows)", event.signal.id, len(rows), inserted)
         self.wake()
         return inserted
@@ -57,8 +57,8 @@ class Notifier:
         """The outbox rows for a new signal (not yet queued)."""
         signal, now = event.signal, self.clock.now()
         expires_at = now + (signal.expires_at - self.market_clock.now())  # on the wall clock
-        users = await self.store.active_users()
-        sent = await self.store.sent_counts_since(month_start(now))
+        users = await self.store.users.active_users()
+        sent = await self.store.outbox.sent_counts_since(month_start(now))
         admitted: list[tuple[User, Admission]] = [(u, a) for u, a in admit_many(users, signal, now, sent,
                                                                                 expires_at=expires_at) if a.admitted]
         kind = DeliveryKind.SIGNAL
@@ -75,15 +75,15 @@ class Notifier:
     async def on_signal_closed(self, event: SignalClosed) -> int:
         """Post the exit wherever the signal was delivered, as a reply to that message."""
         signal = event.signal
-        receipts = await self.store.signal_receipts(signal.id)
+        receipts = await self.store.outbox.signal_receipts(signal.id)
         served = self.channels | set(self.extra_channels)
-        users = await self.store.users_by_ids({uid for uid, _, _ in receipts})
+        users = await self.store.users.users_by_ids({uid for uid, _, _ in receipts})
         rows: list[Row] = []
         for user_id, channel, ref in receipts:
             user = users.get(user_id)
             if user is None or not user.active or channel not in served:
                 continue
             rows.append((signal.id, user_id, DeliveryKind.EXIT, channel, None, ref))
-        inserted = await self.store.enqueue(rows, fanout=(signal.id, DeliveryKind.EXIT))
+        inserted = await self.store.outbox.enqueue(rows, fanout=(signal.id, DeliveryKind.EXIT))
         self.wake()
         return inserted

@@ -26,7 +26,7 @@ from bot.views.signal_chart import SignalCharts
 from core.clock import Clock
 from core.domain import DeliveryKind
 from core.events import SignalClosed, SignalIssued
-from storage import SqlStore
+from core.ports import Repositories
 from storage.channels import ChannelStore, DigestStore
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Delivery:
 async def prepare_delivery(services: Services, *, allow_private_webhooks: bool = False) -> DeliveryStores:
     """Upgrade an old outbox, open the channel and digest stores, register /email, /webhook and /digest."""
     store = services.store
-    if await store.upgrade_delivery_schema():
+    if await store.outbox.upgrade_delivery_schema():
         log.warning("the outbox was upgraded to one row per channel")
     stores = DeliveryStores(ChannelStore(store.database, services.wall), DigestStore(store.database))
     for command in channel_commands(stores.channels, digest_store=stores.digests,
@@ -107,7 +107,7 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
     delivery = Delivery(workers, notifier, extra, stores, {t.name: t for t in chat_transports}, clock, services)
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
-    requeued = await store.requeue_stale_sending()
+    requeued = await store.outbox.requeue_stale_sending()
     if requeued:
         log.warning("%d deliveries interrupted by the last stop are queued again (they may be sent twice)",
                     requeued)
@@ -117,18 +117,18 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
     return delivery
 
 
-async def recover_fanouts(store: SqlStore, notifier: Notifier, recorded_before: datetime | None = None) -> int:
+async def recover_fanouts(store: Repositories, notifier: Notifier, recorded_before: datetime | None = None) -> int:
     """Queue what a hard stop left stored but not fanned out (core.signals.service stores the signal and its
     pending fan-out in one transaction; the notifier marks it done in the one that queues the deliveries), or
     what a failed queueing left (the database refused the notifier's write: `recorded_before` a minute ago, run
     on a schedule; queueing is idempotent, so one that races the notifier adds nothing). A signal that has
     closed since is not sent any more (its exit, if any, follows the receipts)."""
     count = 0
-    for signal_id, kind in await store.pending_fanouts(recorded_before):
-        signal, outcome = await store.get_signal(signal_id), await store.get_outcome(signal_id)
+    for signal_id, kind in await store.outbox.pending_fanouts(recorded_before):
+        signal, outcome = await store.signals.get_signal(signal_id), await store.signals.get_outcome(signal_id)
         if signal is None or (kind is DeliveryKind.SIGNAL and outcome is not None) \
                 or (kind is DeliveryKind.EXIT and outcome is None):
-            await store.fanout_done(signal_id, kind)
+            await store.outbox.fanout_done(signal_id, kind)
             continue
         if kind is DeliveryKind.SIGNAL:
             await notifier.on_signal_issued(SignalIssued(signal))

@@ -16,7 +16,7 @@ Exactly once: a row is SENDING from its claim until its result is written. Cance
 send in flight finish and be recorded, and returns the rows not started yet to the queue. A result whose write
 fails (the database locked, read-only, full) is kept and written before the worker claims anything new. Only a
 hard stop (the process killed) between a send and its write, or while such results wait, leaves a SENDING row
-whose message may have gone out; `SqlStore.requeue_stale_sending()` at the next start sends it again. That window is the send
+whose message may have gone out; `requeue_stale_sending()` at the next start sends it again. That window is the send
 in flight plus one group commit, and cannot be closed: chat platforms take no idempotency key.
 
 Messages in parts (a chart, then the text; a long text in several messages): a transport that stops part-way
@@ -52,11 +52,11 @@ from bot.transports.base import Resume, Transport
 from bot.views.doc import Doc, Image
 from bot.views.signals import exit_doc, signal_doc
 from core.clock import Clock
-from core.domain import Delivery, DeliveryKind, DeliveryStatus, RiskTolerance, Signal, SignalOutcome, SignalStatus, User
+from core.domain import (Delivery, DeliveryKind, DeliveryStatus, DeliveryUpdate, RiskTolerance, Signal, SignalOutcome,
+                         SignalStatus, User)
 from core.errors import DeliveryError
 from core.tiers import has_feature
-from storage import SqlStore
-from storage.repositories import DeliveryUpdate
+from core.ports import Repositories
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class _Planned:
 
 
 class DeliveryWorker:
-    def __init__(self, transport: Transport | Channel, store: SqlStore, clock: Clock, *, batch: int = 50,
+    def __init__(self, transport: Transport | Channel, store: Repositories, clock: Clock, *, batch: int = 50,
                  max_attempts: int = 5, poll_seconds: float = 1.0, concurrency: int = 1,
                  retry: RetryPolicy | None = None, rng: random.Random | None = None,
                  chart: ChartProvider | None = None, chart_timeout: float = 10.0,
@@ -124,7 +124,7 @@ class DeliveryWorker:
         except asyncio.CancelledError:
             if self._unrecorded:  # a last try: written now, those rows are not sent again at the next start
                 with contextlib.suppress(Exception):
-                    await self.store.record_attempts(list(self._unrecorded))
+                    await self.store.outbox.record_attempts(list(self._unrecorded))
                     self._unrecorded.clear()
             raise
 
@@ -165,21 +165,21 @@ class DeliveryWorker:
     async def _process_batch(self) -> int:
         if self._unrecorded:  # the database failed while recording: nothing new is claimed until they are written
             group = list(self._unrecorded)
-            await self.store.record_attempts(group)
+            await self.store.outbox.record_attempts(group)
             del self._unrecorded[:len(group)]
             log.warning("delivery worker %s: %d results recorded late (the database had failed)", self.channel,
                         len(group))
         if self.paused_until is not None:
             return 0
-        due = await self.store.claim_due(self.channel, self.clock.now(), self.batch)
+        due = await self.store.outbox.claim_due(self.channel, self.clock.now(), self.batch)
         if not due:
             return 0
         try:
             planned = await self._plan(due)
         except Exception:  # nothing was sent: give the batch back rather than leave it SENDING until a restart
             with contextlib.suppress(Exception):
-                await self.store.record_attempts([DeliveryUpdate(d.id, DeliveryStatus.PENDING, refund_attempt=True)
-                                                  for d in due])
+                await self.store.outbox.record_attempts(
+                    [DeliveryUpdate(d.id, DeliveryStatus.PENDING, refund_attempt=True) for d in due])
             raise
         slots = asyncio.Semaphore(self.concurrency)
         results = await asyncio.gather(*(self._attempt(p, slots) for p in planned), return_exceptions=True)
@@ -191,14 +191,14 @@ class DeliveryWorker:
     # -- one batch ------------------------------------------------------------------------------------
     async def _plan(self, due: Sequence[Delivery]) -> list[_Planned]:
         """Load what the batch needs in bulk; rows that cannot be sent are recorded SKIPPED here."""
-        users = await self.store.users_by_ids({d.user_id for d in due})
+        users = await self.store.users.users_by_ids({d.user_id for d in due})
         signals: dict[str, Signal | None] = {}
         outcomes: dict[str, SignalOutcome | None] = {}
         for signal_id in sorted({d.signal_id for d in due}):
-            signals[signal_id] = await self.store.get_signal(signal_id)
-            outcomes[signal_id] = await self.store.get_outcome(signal_id)
+            signals[signal_id] = await self.store.signals.get_signal(signal_id)
+            outcomes[signal_id] = await self.store.signals.get_outcome(signal_id)
         ruled = [i for i, o in outcomes.items() if o is not None and o.status is SignalStatus.EXIT]
-        reasons = {i: why for i, (_, why) in (await self.store.exit_requests(ruled)).items()} if ruled else {}
+        reasons = {i: why for i, (_, why) in (await self.store.signals.exit_requests(ruled)).items()} if ruled else {}
         active = [u for u in users.values() if u.active]
         addresses = await self.channel_impl.addresses(active) if active else {}
         now = self.market_clock.now()
@@ -215,7 +215,7 @@ class DeliveryWorker:
             sendable.append((d, user, signal, outcome, charted))
         images = await self._charts_of({s.id: s for _, _, s, _, charted in sendable if charted})
         retried = [d.id for d, *_ in sendable if d.error is not None]  # every failed attempt leaves its error
-        parts = await self.store.delivery_parts(retried) if retried else {}
+        parts = await self.store.outbox.delivery_parts(retried) if retried else {}
         docs: dict[tuple[str, DeliveryKind, RiskTolerance, bool], Doc] = {}
         planned: list[_Planned] = []
         for d, user, signal, outcome, charted in sendable:
@@ -234,7 +234,7 @@ class DeliveryWorker:
                                user.preferences.risk, Resume(*progress) if progress else None)
             planned.append(_Planned(d, user, addresses[d.user_id], message))
         if skipped:
-            await self.store.record_attempts(skipped)
+            await self.store.outbox.record_attempts(skipped)
         return planned
 
     async def _charts_of(self, wanted: dict[str, Signal]) -> dict[str, Image | None]:
@@ -318,7 +318,7 @@ class DeliveryWorker:
                 return  # an earlier writer took ours along
             group, self._pending_writes = self._pending_writes, []
             try:
-                await self.store.record_attempts(group)
+                await self.store.outbox.record_attempts(group)
             except Exception:  # kept, and written at the next batch: the rows are not sent again after a restart
                 self._unrecorded.extend(group)
                 raise

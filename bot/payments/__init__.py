@@ -32,7 +32,7 @@ from core.billing import (
 from core.clock import Clock, SystemClock
 from core.domain import Tier, User
 from core.errors import DeliveryError, UserInputError
-from storage import SqlStore
+from storage import Stores
 from storage.billing import Applied, BillingStore
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class WebhookResult:
 
 
 class Payments:
-    def __init__(self, store: SqlStore, billing: BillingStore, *, stripe: StripeBilling | None,
+    def __init__(self, store: Stores, billing: BillingStore, *, stripe: StripeBilling | None,
                  stars_prices: Mapping[Tier, int], clock: Clock | None = None, notify: Notify | None = None) -> None:
         self.store = store
         self.billing = billing
@@ -62,9 +62,12 @@ class Payments:
         self.notify = notify
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: SqlStore, *, clock: Clock | None = None,
+    def from_settings(cls, settings: Settings, store: Stores, *, clock: Clock | None = None,
                       notify: Notify | None = None) -> Payments:
         """Stripe when STRIPE_API_KEY is set (its prices are then required); Stars prices always."""
+        # wall time: a caller's clock gets a billing store of its own on the same database
+        billing = store.billing if clock is None else BillingStore(store.database, clock,
+                                                                   users_changed=store.users.invalidate_users)
         clock = clock or SystemClock()
         stripe: StripeBilling | None = None
         if settings.stripe_api_key is not None:
@@ -75,7 +78,7 @@ class Payments:
             stripe = StripeBilling(settings.stripe_api_key.get_secret_value(), webhook_secret=secret, prices=prices,
                                    public_url=settings.public_url, api_base=settings.stripe_api_base)
         stars = parse_stars_prices(Settings.pairs(settings.stars_prices))
-        return cls(store, BillingStore.beside(store, clock), stripe=stripe, stars_prices=stars, clock=clock,
+        return cls(store, billing, stripe=stripe, stars_prices=stars, clock=clock,
                    notify=notify)
 
     async def close(self) -> None:
@@ -127,7 +130,7 @@ class Payments:
             tier: Tier | None = stored.tier              # the subscription's price says the tier it has now
         else:
             tier = u.tier or (stored.tier if stored else None) or (checkout.tier if checkout else None)
-        if user_id is not None and await self.store.get_user(user_id) is None:
+        if user_id is not None and await self.store.users.get_user(user_id) is None:
             log.warning("stripe: %s %s names user %s, who does not exist; recorded without effect",
                         u.event_type, u.event_id, user_id)
             user_id = None
@@ -178,7 +181,7 @@ class Payments:
         checkout = await self.billing.get_checkout(payload)
         if checkout is None or checkout.provider is not Provider.TELEGRAM_STARS:
             return "This invoice is not known to us. Please send /subscribe again."
-        user = await self.store.get_user(checkout.user_id)
+        user = await self.store.users.get_user(checkout.user_id)
         if user is None or user.platform != caller.platform or user.platform_user_id != caller.platform_user_id:
             return "This invoice was made for another account. Please send /subscribe yourself."
         if currency != STARS_CURRENCY or amount != checkout.amount:
@@ -248,10 +251,10 @@ def tier_change_doc(change: TierChange) -> Doc:
                tone="success" if change.upgrade else "warning")
 
 
-def transport_notifier(store: SqlStore, transports: Mapping[str, Transport]) -> Notify:
+def transport_notifier(store: Stores, transports: Mapping[str, Transport]) -> Notify:
     """Tell the user on the platform they registered from (console, telegram, discord)."""
     async def notify(change: TierChange) -> None:
-        user = await store.get_user(change.user_id)
+        user = await store.users.get_user(change.user_id)
         if user is None or not user.active:
             return
         transport = transports.get(user.platform)

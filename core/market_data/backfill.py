@@ -39,7 +39,7 @@ DEFAULT_CHUNK_BARS = 1000
 
 
 class BarStore(Protocol):
-    """What backfill needs from storage (storage.repositories.SqlStore has it)."""
+    """What backfill needs from storage (storage.bars.BarStore has it)."""
 
     async def load_bars(self, symbol: str, timeframe: Timeframe | str, end: datetime | None = None,
                         limit: int | None = None) -> pd.DataFrame: ...

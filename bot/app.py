@@ -11,14 +11,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from bot.commands.admin import transport_broadcaster
 from bot.commands.billing import billing_commands
 from bot.commands.handlers import build_registry
 from bot.commands.registry import Caller, dispatch
-from bot.delivery.setup import prepare_delivery, start_delivery
+from bot.delivery.commands import channel_commands
+from bot.delivery.setup import start_delivery
 from bot.health import Health
 from bot.http_server import HttpServer, start_http
-from bot.payments import Payments, transport_notifier
+from bot.notices import Notices
+from bot.payments import Payments, tier_change_doc
 from bot.scheduler import JobScheduler
 from bot.services import Services
 from bot.settings import Settings
@@ -31,6 +32,7 @@ from bot.markets import MarketSetup, live_market, offline_market
 from bot.news_job import NewsJob, build_news_job
 from core.clock import Clock, SystemClock
 from core.errors import DeliveryError
+from core.billing import TierChange
 from core.breaker import SERVICE_LIMITS
 from core.events import EventBus, StrategyPaused
 from core.indicators import default_engine
@@ -59,22 +61,40 @@ class RunOptions:
 
 
 async def build_services(settings: Settings, market: MarketData, clock: Clock, *, store: Stores | None = None,
-                         on_demand: MarketData | None = None, wall: Clock | None = None) -> Services:
-    """`clock` is the market's; `wall` people's time (default: the same; see Services)."""
+                         on_demand: MarketData | None = None, wall: Clock | None = None,
+                         news: NewsJob | None = None) -> Services:
+    """Every service, finished: `clock` is the market's; `wall` people's time (default: the same; see Services);
+    `news`: the news job, whose verdicts the engine's news voter reads (None: the engine decides without news)."""
     wall = wall or clock
     store = store or await open_stores(settings.database_url, wall)
     await store.bars.upsert_instruments(list(market.instruments()))
     bus = EventBus()
     families = parse_families(settings.families)
-    signal_service = SignalService(market, SignalEngine(default_engine()), store.signals, bus,
+    engine = SignalEngine(default_engine())
+    if news is not None:
+        engine.news = news.index
+    signal_service = SignalService(market, engine, store.signals, bus,
                                    RiskManager(RiskConfig(costs_bps=settings.costs_bps)), clock,
                                    on_demand=on_demand, narrator=reasoning_narrator(settings, clock),
                                    books=make_books(families, settings.costs_bps, None), setups=SETUPS in families,
                                    breaker=SERVICE_LIMITS if settings.breaker else None)
     tracker = LifecycleTracker(market, store.signals, bus, clock, settings.costs_bps)
-    return Services(settings, store, market, signal_service, tracker, bus, clock, build_registry(billing_commands()),
-                    default_registry(), admin_store=store.admin,
-                    payments=Payments.from_settings(settings, store), wall=wall)
+    # the LightGBM champions in models_dir vote in the engine (loaded at start; none: the rules decide alone);
+    # live, new versions are trained on a schedule and promoted only when better
+    upkeep = ModelUpkeep(Path(settings.models_dir), market, clock, engine, costs_bps=settings.costs_bps)
+    if news is not None:  # the models' news features read the verdicts the news job holds
+        upkeep.use_news(news.index)
+    notices = Notices(store.users)
+
+    async def tell_tier_change(change: TierChange) -> None:
+        await notices.to_user(change.user_id, tier_change_doc(change))
+
+    return Services(settings, store, market, signal_service, tracker, bus, clock, wall,
+                    build_registry([*billing_commands(), *channel_commands(store.channels, digest_store=store.digests)]),
+                    default_registry(), notices, upkeep,
+                    payments=Payments.from_settings(settings, store, notify=tell_tier_change), news=news,
+                    # offline markets are simulated or replayed: nothing there to train a champion on
+                    retrain=upkeep.retrain if settings.market == "live" else None)
 
 
 def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[int]]:
@@ -82,15 +102,13 @@ def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[
     resumes (the strategy breaker, SignalService.refresh_breaker)."""
 
     async def announce(event: StrategyPaused) -> int:
-        if services.broadcast is None:
-            return 0
         family, _, asset = event.scope.partition("/")
         text = f"{family.capitalize()} signals on {asset}: {event.reason}."
         if event.kind == "trip":
             text += " Signals already sent stay tracked to their exits; new ones are followed in shadow, not sent."
         users = [u for u in await services.store.users.active_users()
                  if not u.preferences.asset_classes or asset in {a.value for a in u.preferences.asset_classes}]
-        return int(await services.broadcast(users, text))
+        return await services.notices.broadcast(users, text)
 
     return announce
 
@@ -122,45 +140,36 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         return await dispatch(services.registry, services, caller, text)
 
     console = ConsoleTransport(stdout)
-    delivery_stores = await prepare_delivery(services)  # before the chat menus are built: registers /email etc.
     telegram = await start_telegram(settings, services, handle)
     discord = await start_discord(settings, services, handle)
-    transports: dict[str, Transport] = {"console": console}
+    transports: list[Transport] = [console]
     if telegram is not None:
-        transports["telegram"] = telegram
+        transports.append(telegram)
         health.watch_transport("telegram", telegram.connection)
     if discord is not None:
-        transports["discord"] = discord
+        transports.append(discord)
         health.watch_transport("discord", discord.connection)
-    payments: Payments | None = services.payments
-    if payments is not None:
-        payments.notify = transport_notifier(services.store, transports)
-    services.broadcast = transport_broadcaster(transports)
+    for transport in transports:  # broadcasts and plan changes reach users on the transports that started
+        services.notices.add(transport)
+    payments = services.payments
     services.bus.subscribe(StrategyPaused, pause_announcer(services))
-    delivery = await start_delivery(settings, services, delivery_stores, list(transports.values()), clock)
+    delivery = await start_delivery(settings, services, transports, clock)
     health.channels = frozenset(w.channel for w in delivery.workers)  # rows of unserved channels wait by design
 
-    # The LightGBM champions in models_dir vote in the engine (none: the rules decide alone); their market
-    # context is refreshed daily; live, new versions are trained on a schedule and promoted only when better.
-    upkeep = ModelUpkeep(Path(settings.models_dir), market, clock, services.signal_service.engine,
-                         costs_bps=settings.costs_bps)
+    upkeep, news = services.upkeep, services.news
     try:
         await upkeep.load()
     except Exception:  # a broken model store must not keep the service down: the rules decide alone
         log.exception("models in %s not loaded; the rules decide alone", settings.models_dir)
 
-    news = await start_news(settings, services, opts.replay)
-    if news is not None:  # the models' news features read the verdicts the news job holds
-        upkeep.use_news(news.index)
 
     scheduler = JobScheduler()
     health.watch_jobs(scheduler.jobs)
     if news is not None:
         scheduler.every(settings.news_interval, news.run, "news")
     scheduler.every(86_400, upkeep.refresh_context, "model-context")
-    if settings.market == "live":  # offline markets are simulated or replayed: nothing there to train a champion on
-        services.retrain = upkeep.retrain
-        scheduler.every(settings.retrain_interval_hours * 3600, upkeep.retrain, "retrain")
+    if services.retrain is not None:
+        scheduler.every(settings.retrain_interval_hours * 3600, services.retrain, "retrain")
     scheduler.every(settings.scan_interval, services.signal_service.scan, "scan")
     scheduler.every(settings.track_interval, services.tracker.update, "track")
     if payments is not None:
@@ -229,31 +238,32 @@ def supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> list[str]
 
 
 async def compose(settings: Settings, opts: RunOptions) -> tuple[MarketSetup, Services]:
+    """The market, then the store, the news job and the services on them, each finished when it is built."""
     if settings.market == "live":
         if opts.replay is not None:
             raise ValueError("--replay is an offline market; it cannot be combined with SIGNALBOT_MARKET=live")
-        registry = default_registry()
         store = await open_stores(settings.database_url, SystemClock())
-        setup = live_market(settings, registry, store)
-        return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand)
+        setup = live_market(settings, default_registry(), store)
+        news = await start_news(settings, store, setup.clock, setup.scan, None)
+        return setup, await build_services(settings, setup.scan, setup.clock, store=store, on_demand=setup.on_demand,
+                                           news=news)
     setup = offline_market(settings, opts.replay, opts.speed, opts.start)
     # the market runs fast; people's time (link codes, quotas, audit, quiet hours, digests, the outbox) does not
-    return setup, await build_services(settings, setup.scan, setup.clock, wall=SystemClock())
+    wall = SystemClock()
+    store = await open_stores(settings.database_url, wall)
+    news = await start_news(settings, store, setup.clock, setup.scan, opts.replay)
+    return setup, await build_services(settings, setup.scan, setup.clock, store=store, wall=wall, news=news)
 
 
-async def start_news(settings: Settings, services: Services, replay: Path | None) -> NewsJob | None:
-    """The news job and the engine's news voter, when a news source is configured (none: the engine decides
-    without news). A failure here leaves the service running without news."""
+async def start_news(settings: Settings, store: Stores, clock: Clock, market: MarketData,
+                     replay: Path | None) -> NewsJob | None:
+    """The news job, when a news source is configured (none: the engine decides without news). A failure here
+    leaves the service running without news."""
     try:
-        job = await build_news_job(settings, services.store.news, services.clock,
-                                   services.market.instruments(), services.store.signals, replay)
+        return await build_news_job(settings, store.news, clock, market.instruments(), store.signals, replay)
     except Exception:
         log.exception("news not started; the engine decides without news")
         return None
-    if job is not None:
-        services.news = job
-        services.signal_service.engine.news = job.index
-    return job
 
 
 async def start_telegram(settings: Settings, services: Services,

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bot.commands.registry import CommandServices
 from bot.health import Health
 from bot.payments import Payments, WebhookRejected
 from bot.settings import Settings
@@ -132,7 +133,7 @@ def _page(title: str, text: str) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-async def start_http(settings: Settings, services: Any, *, payments: Payments | None = None,
+async def start_http(settings: Settings, services: CommandServices, *, payments: Payments | None = None,
                      health: Health | None = None) -> HttpServer | None:
     """Start the server when a port is configured or Stripe is (webhooks need it); None otherwise.
     `services` is bot.services.Services; `health` what /readyz checks (default: the store's database only)."""

@@ -1,25 +1,27 @@
-"""The services a command can use, assembled by the composition root (bot.app)."""
+"""The services a command can use (bot.commands.registry.CommandServices), assembled once, finished, by the
+composition root (bot.app.build_services)."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.commands.registry import Caller, CommandRegistry
+from bot.commands.caller import Caller
+from bot.commands.registry import CommandRegistry
 from bot.news_job import NewsJob
+from bot.notices import Notices
 from bot.payments import Payments
 from bot.settings import Settings
 from core.clock import Clock
-from core.domain import User
 from core.events import EventBus
 from core.instruments import InstrumentRegistry
+from core.models.live import ModelUpkeep
 from core.ports import MarketData
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
 from storage import Stores
-from storage.admin import AdminStore
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
     store: Stores
@@ -27,22 +29,16 @@ class Services:
     signal_service: SignalService
     tracker: LifecycleTracker
     bus: EventBus
-    clock: Clock
+    clock: Clock  # the market's: bars, signals, their expiry
+    wall: Clock  # people's time: link codes, request quotas, audit, quiet hours, digests, the outbox (differs
+    # from `clock` only offline, where a replay or the simulation runs the market fast)
     registry: CommandRegistry
     instruments: InstrumentRegistry
-    admin_store: AdminStore | None = None
+    notices: Notices  # /admin broadcast and plan changes; transports are added to it as they start
+    upkeep: ModelUpkeep  # the LightGBM champions: loaded at start, context refreshed daily, retrained live
     payments: Payments | None = None  # None: no payment provider configured
-    retrain: Callable[[], Awaitable[object]] | None = None  # /admin retrain
-    broadcast: Callable[[Sequence[User], str], Awaitable[int]] | None = None  # /admin broadcast
     news: NewsJob | None = None  # the news job (None: no news source configured); /admin models shows it
-    wall: Clock = None  # type: ignore[assignment]  # set in __post_init__: never None after construction
-
-    def __post_init__(self) -> None:
-        """`clock` is the market's (bars, signals, their expiry); `wall` is people's time: link codes, request
-        quotas, audit, quiet hours, digests, the outbox. They differ only offline (a replay or the simulation
-        runs the market fast); default: the same clock."""
-        if self.wall is None:
-            self.wall = self.clock
+    retrain: Callable[[], Awaitable[object]] | None = None  # /admin retrain (live markets only)
 
     def is_admin(self, caller: Caller) -> bool:
         """Admins are configured numeric platform ids; the local console operator is one by construction."""

@@ -245,3 +245,85 @@ class Payment:
     recurring: bool = False
     provider_charge_id: str | None = None
     period_end: datetime | None = None
+
+
+# ---------------------------------------------------------------------- Stripe events
+
+STRIPE_EVENTS = frozenset({
+    "checkout.session.completed", "customer.subscription.created", "customer.subscription.updated",
+    "customer.subscription.deleted", "invoice.paid", "invoice.payment_failed",
+})  # the event types that can change a subscription; others are acknowledged and ignored
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceInfo:
+    id: str
+    amount: int  # minor units
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class StripeUpdate:
+    """What one Stripe event says about a subscription. None: the event does not say."""
+
+    event_id: str
+    event_type: str
+    created: datetime
+    subscription_id: str | None = None
+    customer_id: str | None = None
+    status: SubscriptionStatus | None = None
+    tier: Tier | None = None
+    user_id: int | None = None
+    period_end: datetime | None = None
+    cancel_at_period_end: bool | None = None
+    checkout_session: str | None = None
+    invoice: InvoiceInfo | None = None
+
+    @property
+    def handled(self) -> bool:
+        return self.event_type in STRIPE_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What to record for one Stripe event: the subscription as it now stands, the payment it reports, the
+    checkout it completes, and why parts of it had no effect (for the log)."""
+
+    subscriptions: tuple[Subscription, ...] = ()
+    payment: Payment | None = None
+    completed_checkout: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def stripe_user(u: StripeUpdate, stored: Subscription | None, checkout: Checkout | None) -> int | None:
+    """Whose subscription a Stripe event is about: the event says, else the stored subscription, else the checkout
+    that started it."""
+    return u.user_id or (stored.user_id if stored else None) or (checkout.user_id if checkout else None)
+
+
+def reconcile_stripe(u: StripeUpdate, stored: Subscription | None, checkout: Checkout | None,
+                     user_id: int | None) -> Reconciled:
+    """A Stripe event against what is stored: its subscription (`stored`, by subscription id) and the checkout
+    that started it (by session id). `user_id`: `stripe_user()` when that user exists, else None. The tier comes
+    from the event, else the stored subscription, else the checkout; an invoice keeps the tier of the subscription
+    as stored (its metadata keeps the tier of the checkout, while the subscription's price says the tier it has
+    now)."""
+    notes: list[str] = []
+    if stored is not None and u.invoice is not None:
+        tier: Tier | None = stored.tier
+    else:
+        tier = u.tier or (stored.tier if stored else None) or (checkout.tier if checkout else None)
+    subs: list[Subscription] = []
+    if u.subscription_id and u.status is not None and user_id is not None and tier is not None:
+        cancel = u.cancel_at_period_end if u.cancel_at_period_end is not None else (
+            stored.cancel_at_period_end if stored else False)
+        subs.append(Subscription(user_id, Provider.STRIPE, u.subscription_id, tier, u.status,
+                                 current_period_end=u.period_end, cancel_at_period_end=cancel,
+                                 customer_id=u.customer_id, status_at=u.created))
+    elif u.subscription_id or u.checkout_session:
+        notes.append(f"no user or tier known for subscription {u.subscription_id}; recorded without effect")
+    payment = None
+    if u.invoice is not None and u.event_type == "invoice.paid" and user_id is not None and tier is not None:
+        payment = Payment(Provider.STRIPE, u.invoice.id, user_id, tier, u.invoice.amount, u.invoice.currency,
+                          paid_at=u.created, recurring=True, period_end=u.period_end)
+    return Reconciled(tuple(subs), payment, checkout.id if checkout is not None else None, tuple(notes))

@@ -2,6 +2,8 @@
 and what each subcommand does, through dispatch with the real store, engine and simulated market."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -9,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import build_services
-from bot.commands.admin import key_metrics, read_manifests, transport_broadcaster
-from bot.commands.registry import Caller, admin_store, dispatch
+from bot.commands.admin import key_metrics, read_manifests
+from bot.commands.registry import Caller, dispatch
 from bot.settings import Settings
 from bot.views.doc import Doc
 from bot.views.text import render_text
@@ -47,7 +49,7 @@ async def say(svc, caller, text) -> str:  # noqa: ANN001
 
 
 async def audit(svc):  # noqa: ANN001
-    return list(reversed(await admin_store(svc).audit_log(100)))  # oldest first
+    return list(reversed(await svc.store.admin.audit_log(100)))  # oldest first
 
 
 async def test_only_configured_ids_are_admins_and_every_attempt_is_audited(services):
@@ -208,7 +210,7 @@ async def test_retrain_hook(services):
         calls.append(1)
         return {"version": "20261122-abc", "auc": "0.61"}
 
-    services.retrain = retrain  # type: ignore[attr-defined]
+    services = dataclasses.replace(services, retrain=retrain)
     out = await say(services, ADMIN, "/admin retrain")
     assert "Retraining finished" in out and "20261122-abc" in out and calls == [1]
     assert "administrators" in await say(services, MEMBER, "/admin retrain") and calls == [1]
@@ -233,12 +235,12 @@ async def test_broadcast_to_every_active_user(services):
         await say(services, caller, "/start")
     await say(services, Caller("telegram", "4004", "4004", "Eve"), "/stop")
     telegram = RecordingTransport("telegram", fail_for={"3003"})
-    services.broadcast = transport_broadcaster({"telegram": telegram})  # type: ignore[attr-defined]
+    services.notices.add(telegram)
     out = await say(services, ADMIN, "/admin broadcast Maintenance   at 22:00 UTC")
     assert "Broadcast to 1 of 3 active users" in out  # Carol: no discord transport; Dan: blocked
     assert [(chat, doc.body) for chat, doc in telegram.sent] == [("1001", "Maintenance at 22:00 UTC")]
     discord = RecordingTransport("discord")
-    services.broadcast = transport_broadcaster({"telegram": telegram, "discord": discord})  # type: ignore[attr-defined]
+    services.notices.add(discord)
     await say(services, ADMIN, "/start")
     assert "Broadcast to 3 of 4 active users" in await say(services, ADMIN, "/admin broadcast again")
     assert [c for c, _ in discord.sent] == ["c2002"] and [c for c, _ in telegram.sent][1:] == ["1001", GROUP]
@@ -250,7 +252,7 @@ async def test_a_failing_admin_action_is_audited_as_failed(services):
     async def retrain() -> None:
         raise RuntimeError("disk full")
 
-    services.retrain = retrain  # type: ignore[attr-defined]
+    services = dataclasses.replace(services, retrain=retrain)
     out = await say(services, ADMIN, "/admin retrain")
     assert "Something went wrong on our side" in out and "disk full" not in out
     rows = await audit(services)
@@ -293,7 +295,7 @@ async def test_models_shows_the_news_analysts_and_the_news_votes_record(services
     job = NewsJob([ReplayNews([item])], NewsAnalysisService([slot], store=verdicts, clock=clock), verdicts, clock,
                   lambda: ["SIM"], services.store.signals)
     await job.run()
-    services.news = job
+    services = dataclasses.replace(services, news=job)
     out = await say(services, ADMIN, "/admin models")
     assert "News analyst stub" in out and "breaker closed; 1 calls, 0 failures, 0 skipped" in out
     assert "today 30 tokens of 1,000, $0.00 of $2.00" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -64,7 +65,7 @@ async def world(stripe_api, tmp_path):
         told.append(change)
     billing_clock = FixedClock(now_utc())
     payments = Payments.from_settings(settings, services.store, clock=billing_clock, notify=notify)
-    services.payments = payments  # type: ignore[attr-defined]  # Services.payments in the composition root
+    services = dataclasses.replace(services, payments=payments)
     for command in billing_commands():
         if services.registry.get(command.name) is None:
             services.registry.register(command)
@@ -435,7 +436,7 @@ async def test_without_stripe_card_payments_are_refused_politely():
     services = await build_services(settings, SimulatedMarket(seed=7, start=clock.now(), history_days=60,
                                                               clock=clock), clock)
     try:
-        services.payments = Payments.from_settings(settings, services.store)  # type: ignore[attr-defined]
+        services = dataclasses.replace(services, payments=Payments.from_settings(settings, services.store))
         for command in billing_commands():
             if services.registry.get(command.name) is None:
                 services.registry.register(command)
@@ -480,3 +481,29 @@ def test_parse_tier_accepts_paid_tiers_and_refuses_anything_else(words):
         assert str(exc)
         return
     assert tier is None and words == [] or tier in (Tier.HOBBYIST, Tier.TRADER, Tier.PROFESSIONAL)
+
+
+def test_reconcile_stripe_takes_user_and_tier_from_the_event_then_the_store_then_the_checkout():
+    from core.billing import Checkout, InvoiceInfo, StripeUpdate, reconcile_stripe, stripe_user
+
+    at = utc(2025, 6, 2, 12)
+    checkout = Checkout("cs_1", Provider.STRIPE, 7, Tier.TRADER)
+    created = StripeUpdate("evt_1", "customer.subscription.created", at, subscription_id="sub_1",
+                           status=SubscriptionStatus.ACTIVE, checkout_session="cs_1", period_end=at + timedelta(days=30))
+    assert stripe_user(created, None, checkout) == 7
+    plan = reconcile_stripe(created, None, checkout, 7)
+    [sub] = plan.subscriptions
+    assert (sub.user_id, sub.tier, sub.status, sub.cancel_at_period_end) == (7, Tier.TRADER, SubscriptionStatus.ACTIVE,
+                                                                           False)
+    assert plan.completed_checkout == "cs_1" and plan.payment is None and not plan.notes
+    # an invoice keeps the stored subscription's tier (the event's metadata says the tier of the first checkout)
+    stored = dataclasses.replace(sub, tier=Tier.PROFESSIONAL, cancel_at_period_end=True)
+    paid = StripeUpdate("evt_2", "invoice.paid", at, subscription_id="sub_1", status=SubscriptionStatus.ACTIVE,
+                        tier=Tier.TRADER, invoice=InvoiceInfo("in_1", 4900, "usd"))
+    plan = reconcile_stripe(paid, stored, None, stripe_user(paid, stored, None))
+    assert plan.subscriptions[0].tier is Tier.PROFESSIONAL and plan.subscriptions[0].cancel_at_period_end
+    assert plan.payment is not None and (plan.payment.amount, plan.payment.tier, plan.payment.user_id) == (
+        4900, Tier.PROFESSIONAL, 7)
+    # a user who does not exist (the caller passes None): recorded without effect, and said so
+    plan = reconcile_stripe(created, None, checkout, None)
+    assert plan.subscriptions == () and plan.payment is None and plan.notes and "without effect" in plan.notes[0]

@@ -397,7 +397,7 @@ async def test_daily_digest_once_a_day_at_the_chosen_hour(tmp_path: Path) -> Non
 # -- the wiring the composition root calls --------------------------------------------------------------------
 async def test_prepare_and_start_delivery_wire_commands_workers_and_the_bus(tmp_path: Path, smtp) -> None:
     from bot.app import build_services
-    from bot.delivery.setup import prepare_delivery, start_delivery
+    from bot.delivery.setup import start_delivery
     from bot.settings import Settings
     from core.market_data import SimulatedMarket
 
@@ -409,9 +409,8 @@ async def test_prepare_and_start_delivery_wire_commands_workers_and_the_bus(tmp_
     services = await build_services(settings, market, clock)
     chat = ChatRecorder()
     try:
-        stores = await prepare_delivery(services)
         assert {"email", "webhook", "digest"} <= {c.name for c in services.registry.visible(False)}
-        delivery = await start_delivery(settings, services, stores, [chat], clock)
+        delivery = await start_delivery(settings, services, [chat], clock)
         assert sorted(w.channel for w in delivery.workers) == ["email", "telegram", "webhook"]
         caller = Caller("telegram", "77", "77", "Pro")
         await dispatch(services.registry, services, caller, "/start")

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from bot.views.doc import Doc
 from bot.app import build_services
 from bot.commands.registry import Caller, dispatch
 from bot.settings import Settings
@@ -212,16 +213,19 @@ async def test_a_tripped_breaker_keeps_shadows_out_of_every_view_and_says_why(se
     listed = await say(svc, ALICE, "/signals")
     assert "TREND-SHADOW-OPEN" not in listed and "trend/crypto: paused since" in listed
 
-    sent: list[tuple[list[int], str]] = []
+    sent: list[tuple[str, str]] = []
 
-    async def broadcast(users, text):  # noqa: ANN001, ANN202
-        sent.append(([u.id for u in users], text))
-        return len(users)
+    class Console:  # the console users' platform, recording the announcements
+        name = "console"
 
-    svc.broadcast = broadcast
+        async def send(self, chat_id: str, doc: Doc, reply_to: str | None = None) -> str:
+            sent.append((chat_id, doc.body))
+            return str(len(sent))
+
+    svc.notices.add(Console())
     await say(svc, BOB, "/start")
     await say(svc, BOB, "/prefs assets equity")  # Bob does not receive crypto
     await pause_announcer(svc)(StrategyPaused("trend/crypto", "crypto", "trip", paused[0].reason, START))
     alice = await svc.store.users.find_user("console", "alice")
-    assert [ids for ids, _ in sent] == [[alice.id]]
+    assert [chat for chat, _ in sent] == [alice.chat_id]
     assert sent[0][1].startswith("Trend signals on crypto: paused since") and "followed in shadow, not sent" in sent[0][1]

@@ -14,7 +14,7 @@ import pytest
 import bot.delivery.worker as worker_module
 from bot.app import build_services
 from bot.delivery.notifier import Notifier
-from bot.delivery.setup import prepare_delivery, start_delivery
+from bot.delivery.setup import start_delivery
 from bot.delivery.worker import DeliveryWorker
 from bot.settings import Settings
 from bot.views.doc import Doc, Image
@@ -262,8 +262,7 @@ async def test_start_delivery_gives_the_chat_platforms_one_shared_chart_provider
     clock = FixedClock(NOW)
     services = await build_services(settings, SimulatedMarket(seed=7, start=NOW, history_days=60, clock=clock), clock)
     try:
-        stores = await prepare_delivery(services)
-        delivery = await start_delivery(settings, services, stores, [Named("console"), Named("telegram"),
+        delivery = await start_delivery(settings, services, [Named("console"), Named("telegram"),
                                                                      Named("discord")], clock)
         charts = {w.channel: w.chart for w in delivery.workers}
         assert charts["console"] is None and charts["webhook"] is None  # text (console), JSON (webhooks)

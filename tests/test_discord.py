@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from bot.app import build_services
 from bot.commands.registry import Caller, dispatch
 from bot.delivery.notifier import Notifier
-from bot.delivery.setup import prepare_delivery, start_delivery
+from bot.delivery.setup import start_delivery
 from bot.delivery.worker import DeliveryWorker
 from bot.http_server import start_http
-from bot.payments import transport_notifier
 from bot.settings import Settings
 from bot.transports.discord import DiscordTransport, SlashCommand, start_discord
 from bot.views.charts import signal_chart
@@ -183,8 +182,8 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
     """/start -> /prefs confidence 65 -> /subscribe trader (a Stripe Checkout Session, through the official SDK
     against the local Stripe API) -> Stripe's webhooks, signed with the endpoint secret, posted to the service's
     HTTP server -> trader tier (and a DM saying so) -> a signal delivered as a DM with its chart attached -> its
-    exit as a reply. Wired as bot.app.run_service wires it: build_services, prepare_delivery, start_discord,
-    transport_notifier, start_http, start_delivery; discord.py against the local Discord."""
+    exit as a reply. Wired as bot.app.run_service wires it: build_services, start_discord,
+    bot.notices, start_http, start_delivery; discord.py against the local Discord."""
     user_id = 4242
     async with FakeStripe({"price_hobbyist_m": 900, "price_trader_m": 2900, "price_pro_m": 9900}) as stripe_api:
         settings = Settings(
@@ -196,13 +195,12 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
         clock = FixedClock(START)
         market = SimulatedMarket(seed=7, start=START, history_days=400, clock=clock)
         services = await build_services(settings, market, clock)
-        stores = await prepare_delivery(services)
         transport = await start_discord(settings, services, dispatch_for(services))
         assert transport is not None and services.payments is not None
-        services.payments.notify = transport_notifier(services.store, {"discord": transport})
+        services.notices.add(transport)  # as run_service does: plan changes reach the user on Discord
         server = await start_http(settings, services, payments=services.payments)
         assert server is not None
-        delivery = await start_delivery(settings, services, stores, [transport], clock)
+        delivery = await start_delivery(settings, services, [transport], clock)
         [worker] = [w for w in delivery.workers if w.channel == "discord"]
         try:
             # /start and /prefs, answered in the user's DM
@@ -229,7 +227,7 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
             assert [(r.status, r.body["outcome"]) for r in replies] == [(200, "processed")] * 3
             user = await services.store.users.find_user("discord", str(user_id))
             assert user is not None and user.tier is Tier.TRADER and user.preferences.min_confidence == 65
-            told = (await fake.wait_for_messages(4))[-1]  # transport_notifier: a DM about the new tier
+            told = (await fake.wait_for_messages(4))[-1]  # bot.notices: a DM about the new tier
             assert told.channel_id == dm and "trader" in told.text().lower()
 
             # a signal is issued (SignalIssued on the bus): a DM with the signal and its chart attached

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bot.app import build_services
 from bot.commands.admin import SUBCOMMANDS, AdminRequest, parse_admin_args
 from bot.commands.parsing import PLATFORMS, UserRef, parse_user_ref
-from bot.commands.registry import Caller, Command, CommandRegistry, admin_store, dispatch
+from bot.commands.registry import Caller, Command, CommandRegistry, dispatch
 from bot.settings import Settings
 from bot.views.doc import Doc
 from bot.views.text import render_text
@@ -68,12 +68,12 @@ async def test_quota_reached_replies_and_resets_next_utc_day(services):
     assert "/subscribe hobbyist" in refused  # the service registers /subscribe
     user = await services.store.users.find_user("telegram", "1001")
     day = START.date()
-    assert await admin_store(services).requests_used(f"account:{user.id}", day) == limit  # the refusal did not count
+    assert await services.store.admin.requests_used(f"account:{user.id}", day) == limit  # the refusal did not count
     services.clock.advance(timedelta(hours=10, minutes=29))  # 23:59 the same day: still used up
     assert "used all 10" in await say(services, BOB, "/signal AAPL")
     services.clock.advance(timedelta(minutes=1))  # 00:00 UTC the next day
     assert (await say(services, BOB, "/signal AAPL")).startswith("AAPL 1d:")
-    assert await admin_store(services).requests_used(f"account:{user.id}", START.date() + timedelta(days=1)) == 1
+    assert await services.store.admin.requests_used(f"account:{user.id}", START.date() + timedelta(days=1)) == 1
 
 
 async def test_failed_requests_do_not_count_and_other_commands_are_free(services):
@@ -84,14 +84,14 @@ async def test_failed_requests_do_not_count_and_other_commands_are_free(services
     for _ in range(12):
         await say(services, BOB, "/signals")
     user = await services.store.users.find_user("telegram", "1001")
-    assert await admin_store(services).requests_used(f"account:{user.id}", START.date()) == 0
+    assert await services.store.admin.requests_used(f"account:{user.id}", START.date()) == 0
 
 
 async def test_higher_tier_has_a_larger_allowance(services):
     await say(services, BOB, "/start")
     user = await services.store.users.find_user("telegram", "1001")
     await services.store.users.set_tier(user.id, Tier.HOBBYIST)
-    store = admin_store(services)
+    store = services.store.admin
     # 49 counted already today: the 50th passes, the 51st is refused and points at the trader tier
     for _ in range(49):
         assert await store.consume_request(f"account:{user.id}", START.date(), 50) is not None
@@ -106,7 +106,7 @@ async def test_unsubscribed_callers_are_counted_by_identity(services):
     for _ in range(10):
         assert (await say(services, STRANGER, "/signal AAPL")).startswith("AAPL 1d:")
     assert "used all 10" in await say(services, STRANGER, "/signal AAPL")
-    assert await admin_store(services).requests_used("discord:777", START.date()) == 10
+    assert await services.store.admin.requests_used("discord:777", START.date()) == 10
     assert (await say(services, BOB, "/signal AAPL")).startswith("AAPL 1d:")  # someone else
 
 
@@ -117,7 +117,7 @@ async def test_admins_are_exempt(services):
         assert (await say(services, ADMIN, "/signal AAPL")).startswith("AAPL 1d:")
         assert (await say(services, console, "/signal AAPL")).startswith("AAPL 1d:")
     user = await services.store.users.find_user("telegram", "42")
-    assert await admin_store(services).requests_used(f"account:{user.id}", START.date()) == 0
+    assert await services.store.admin.requests_used(f"account:{user.id}", START.date()) == 0
 
 
 async def test_concurrent_requests_never_exceed_the_quota(tmp_path):
@@ -252,4 +252,4 @@ async def test_a_failure_on_our_side_does_not_cost_a_request(services):
     registry.register(Command("analyse", "x", "/analyse", lambda a: None, broken, needs_user=False, metered=True))
     out = render_text(await dispatch(registry, services, STRANGER, "/analyse"))
     assert "Something went wrong on our side" in out and "boom" not in out
-    assert await admin_store(services).requests_used("discord:777", START.date()) == 0
+    assert await services.store.admin.requests_used("discord:777", START.date()) == 0

@@ -273,7 +273,7 @@ async def test_link_codes_quotas_and_audit_run_on_wall_time_while_the_market_clo
         assert "Too many wrong link codes" not in await say(dc, "/link ZZZZZZZZ")
 
         await say(admin, "/admin stats")
-        entries = await svc.admin_store.audit_log(5)
+        entries = await svc.store.admin.audit_log(5)
         assert entries and all(abs((e.at - wall.now()).total_seconds()) < 1 for e in entries[:1])
     finally:
         await svc.store.close()

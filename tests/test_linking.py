@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from bot.app import build_services
 from bot.commands.account import LINK_ALPHABET, LINK_CODE_LENGTH, new_link_code
-from bot.commands.registry import Caller, admin_store, dispatch
+from bot.commands.registry import Caller, dispatch
 from bot.settings import Settings
 from bot.views.text import render_text
 from core.clock import FixedClock
@@ -71,7 +71,7 @@ async def test_linking_shares_tier_and_preferences(services):
     tg, dc = await user(services, TG), await user(services, DC)
     assert tg.tier is Tier.TRADER and dc.tier is Tier.TRADER  # the higher tier wins
     assert dc.preferences.min_confidence == 70  # the issuer's preferences are kept
-    admins = admin_store(services)
+    admins = services.store.admin
     assert await admins.members(tg.id) == await admins.members(dc.id) == sorted([tg.id, dc.id])
     assert await admins.account_of(dc.id) == tg.id  # the issuer's account is kept
     # later changes on either identity reach both
@@ -109,7 +109,7 @@ async def test_code_is_single_use_and_stored_hashed(services):
     assert stored == [hashlib.sha256(code.encode()).hexdigest()] and code not in stored[0]
     assert "Accounts linked" in await say(services, DC, f"/link {code}")
     assert "has been used already" in await say(services, DC2, f"/link {code}")
-    assert await admin_store(services).members((await user(services, DC2)).id) == [(await user(services, DC2)).id]
+    assert await services.store.admin.members((await user(services, DC2)).id) == [(await user(services, DC2)).id]
 
 
 async def test_code_expires_and_a_new_code_replaces_the_old(services):

@@ -2,6 +2,7 @@
 XTR with a 30-day period, pre-checkout answered at once, the tier granted on the successful payment only."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -10,7 +11,8 @@ import pytest
 from bot.app import build_services
 from bot.commands.billing import billing_commands
 from bot.commands.registry import Caller, dispatch
-from bot.payments import Payments, TierChange
+from bot.payments import Payments
+from core.billing import TierChange
 from bot.settings import Settings
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Doc
@@ -44,7 +46,7 @@ async def world(fake):
         told.append(change)
     clock = FixedClock(datetime.fromtimestamp(int(time.time()), tz=timezone.utc))
     payments = Payments.from_settings(settings, services.store, clock=clock, notify=notify)
-    services.payments = payments  # type: ignore[attr-defined]  # Services.payments in the composition root
+    services = dataclasses.replace(services, payments=payments)
     for command in billing_commands():
         if services.registry.get(command.name) is None:
             services.registry.register(command)

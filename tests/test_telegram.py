@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 from bot.app import build_services, start_telegram
 from bot.commands.registry import Caller, dispatch
 from bot.delivery.notifier import Notifier
-from bot.delivery.setup import prepare_delivery, start_delivery
+from bot.delivery.setup import start_delivery
 from bot.delivery.worker import DeliveryWorker
-from bot.payments import transport_notifier
 from bot.settings import Settings
 from bot.transports.telegram import TelegramTransport
 from bot.views.doc import Button, Doc, Image, Table
@@ -118,8 +117,8 @@ async def test_conversation_start_signal_and_buttons(fake, services, served):
 async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(fake):
     """/start -> /prefs confidence 65 -> /subscribe trader (a Stars invoice in XTR) -> pre-checkout answered ->
     successful_payment -> trader tier -> a signal delivered with its chart -> its exit as a reply to it. Wired as
-    the composition root (bot.app.run_service) wires it: build_services, prepare_delivery, start_telegram,
-    transport_notifier, start_delivery; python-telegram-bot against the local Bot API; a free user beside."""
+    the composition root (bot.app.run_service) wires it: build_services, start_telegram,
+    bot.notices, start_delivery; python-telegram-bot against the local Bot API; a free user beside."""
     alice, bob = 1001, 1002
     settings = Settings(_env_file=None, database_url="sqlite+aiosqlite:///:memory:",
                         stars_prices="hobbyist=250,trader=750,professional=2000", telegram_base_url=fake.base_url,
@@ -131,11 +130,10 @@ async def test_whole_conversation_start_prefs_stars_signal_with_chart_and_exit(f
 
     async def handle(caller: Caller, text: str) -> Doc:
         return await dispatch(services.registry, services, caller, text)
-    stores = await prepare_delivery(services)
     transport = await start_telegram(settings, services, handle)
     assert transport is not None and services.payments is not None
-    services.payments.notify = transport_notifier(services.store, {"telegram": transport})
-    delivery = await start_delivery(settings, services, stores, [transport], clock)
+    services.notices.add(transport)  # as run_service does: plan changes reach the user in Telegram
+    delivery = await start_delivery(settings, services, [transport], clock)
     [worker] = [w for w in delivery.workers if w.channel == "telegram"]
     try:
         # /start, then the minimum confidence raised

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import timedelta, timezone
 from typing import Any
 
-from bot.commands.registry import Caller, Command, CommandContext, admin_store
+from bot.commands.registry import Caller, Command, CommandContext
 from bot.views.doc import Doc
 from core.domain import User
 from core.errors import UserInputError
@@ -50,7 +50,7 @@ def parse_link_args(args: Sequence[str]) -> str | None:
 
 
 async def _store(ctx: CommandContext) -> AdminStore:
-    store = admin_store(ctx.services)
+    store = ctx.services.store.admin
     await store.ensure_schema()
     return store
 

@@ -1,10 +1,11 @@
 """/admin SUBCOMMAND: the operators' commands. Allowed for configured numeric ids only (Services.is_admin);
 dispatch refuses everybody else and audits every attempt (Command.audited).
 
-Hooks the composition root may put on Services (each optional; the subcommand says so when it is missing):
-- `retrain: async () -> object` runs a retraining and returns a summary (a mapping is shown as fields);
-- `broadcast: async (users, text) -> int` delivers `text` to the users and returns how many got it
-  (`transport_broadcaster` builds one over the chat transports).
+What they use of the services (bot.commands.registry.CommandServices):
+- `retrain: async () -> object | None` runs a retraining and returns a summary (a mapping is shown as fields);
+  None where there is no retraining (offline markets);
+- `notices` (bot.notices.Notices) delivers a broadcast to the users on the chat transports that are running
+  and returns how many got it.
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.commands.parsing import UserRef, parse_list, parse_symbol, parse_tier, parse_user_ref
-from bot.commands.registry import Command, CommandContext, admin_store
-from bot.transports.base import Transport
+from bot.commands.registry import Command, CommandContext
 from bot.views.doc import Doc, Table
 from core.domain import DeliveryStatus, Tier, User
-from core.errors import DeliveryError, MarketDataError, UnknownSymbolError, UserInputError
-from core.signals.service import ScanReport
+from core.errors import MarketDataError, UnknownSymbolError, UserInputError
+from core.signals.narrative import Narrator
+from core.signals.service import ScanReport, SignalService
 from core.tiers import entitlements
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ async def run_admin(ctx: CommandContext, req: AdminRequest) -> Doc:
 
 async def show_stats(ctx: CommandContext) -> Doc:
     svc = ctx.services
-    admins = admin_store(svc)
+    admins = svc.store.admin
     await admins.ensure_schema()
     counts = await admins.user_counts()
     by_key: dict[tuple[str, str], list[int]] = {}
@@ -120,7 +121,7 @@ async def show_stats(ctx: CommandContext) -> Doc:
     signals = await admins.signal_counts()
     deliveries = await svc.store.outbox.delivery_counts()
     queue = deliveries.get(DeliveryStatus.PENDING, 0) + deliveries.get(DeliveryStatus.SENDING, 0)
-    last_scan = getattr(svc.signal_service, "last_scan_at", None)
+    last_scan = svc.signal_service.last_scan_at
     last_signal = await admins.last_signal_at()
     fields = (
         ("Users", f"{sum(c.count for c in counts)} ({sum(c.count for c in counts if c.active)} active)"),
@@ -129,7 +130,7 @@ async def show_stats(ctx: CommandContext) -> Doc:
         ("Closed by", ", ".join(f"{s} {n}" for s, n in sorted(signals.items()) if s != "open") or "-"),
         ("Deliveries", ", ".join(f"{s.value} {n}" for s, n in sorted(deliveries.items())) or "none"),
         ("Queue depth", str(queue)),
-        ("Last scan", _when(last_scan) if isinstance(last_scan, datetime) else "not recorded"),
+        ("Last scan", _when(last_scan) if last_scan is not None else "not recorded"),
         ("Last signal", _when(last_signal) if last_signal is not None else "none yet"),
         ("Breaker", await breaker_line(svc.signal_service)),
     )
@@ -137,10 +138,9 @@ async def show_stats(ctx: CommandContext) -> Doc:
                table=Table(("platform", "tier", "users", "active"), rows) if rows else None)
 
 
-async def breaker_line(service: Any) -> str:
+async def breaker_line(service: SignalService) -> str:
     """Each strategy scope's breaker: issuing or paused, its followed drawdown and its recent mean after costs."""
-    refresh = getattr(service, "refresh_breaker", None)
-    breaker = await refresh() if callable(refresh) else None
+    breaker = await service.refresh_breaker()
     if breaker is None:
         return "off"
     parts = []
@@ -215,9 +215,9 @@ async def list_models(ctx: CommandContext) -> Doc:
     since = svc.clock.now() - timedelta(days=LIVE_WINDOW_DAYS)
     closed = await svc.store.signals.outcomes_since(since)
     live = live_accuracy([(s.evidence, o.net_return) for s, o in closed])
-    engine = getattr(getattr(svc.signal_service, "engine", None), "version", "?")
-    news = news_part(getattr(svc, "news", None), [(s.evidence, s.direction.value, o.net_return) for s, o in closed])
-    writers = reasoning_part(getattr(svc.signal_service, "narrator", None))
+    engine = svc.signal_service.engine.version
+    news = news_part(svc.news, [(s.evidence, s.direction.value, o.net_return) for s, o in closed])
+    writers = reasoning_part(svc.signal_service.narrator)
     fields = (("Engine now", engine), *live, *news, *writers)
     if not manifests:
         return Doc(heading="No models", body=f"No model manifests under {root}/.", fields=fields)
@@ -273,10 +273,10 @@ def news_part(job: Any, closed: Sequence[tuple[Mapping[str, Any], str, float]]) 
     return out
 
 
-def reasoning_part(narrator: Any) -> list[tuple[str, str]]:
+def reasoning_part(narrator: Narrator | None) -> list[tuple[str, str]]:
     """Who writes the signals' reasoning: each LLM writer's breaker, calls, successes, failures, rejected answers
     (they did not validate), skips and today's tokens and cost against its quota; or the template."""
-    slots = getattr(narrator, "slots", None) or []
+    slots = narrator.slots if narrator is not None else []
     if not slots:
         return [("Reasoning", "the engine's template (no LLM key, or SIGNALBOT_LLM_REASONING=false)")]
     out = []
@@ -336,8 +336,8 @@ def key_metrics(manifest: Mapping[str, Any], limit: int = 4) -> str:
 # ---------------------------------------------------------------------- retrain
 
 async def retrain_models(ctx: CommandContext) -> Doc:
-    hook = getattr(ctx.services, "retrain", None)
-    if not callable(hook):
+    hook = ctx.services.retrain
+    if hook is None:
         return Doc(heading="Retraining is not available",
                    body="This server has no retraining hook configured; train with `signalbot train --data PATH`.",
                    tone="warning")
@@ -351,57 +351,34 @@ async def retrain_models(ctx: CommandContext) -> Doc:
 # ---------------------------------------------------------------------- broadcast
 
 async def broadcast_message(ctx: CommandContext, text: str) -> Doc:
-    send = getattr(ctx.services, "broadcast", None)
-    if not callable(send):
-        return Doc(heading="Broadcasting is not available", body="No broadcast sender is configured on this server.",
+    notices = ctx.services.notices
+    if not notices.platforms:
+        return Doc(heading="Broadcasting is not available", body="No chat transport is running on this server.",
                    tone="warning")
     users = await ctx.services.store.users.active_users()
-    delivered = int(await send(users, text))
+    delivered = await notices.broadcast(users, text)
     return Doc(heading=f"Broadcast to {delivered} of {len(users)} active users",
                tone="success" if delivered == len(users) else "warning")
-
-
-def transport_broadcaster(transports: Mapping[str, Transport]) -> Broadcaster:
-    """A broadcast sender over chat transports (platform -> transport): one message per user on their own
-    platform, in turn (each transport applies its platform's rate limits). Users on a platform without a
-    transport, and failed sends, are counted out and logged."""
-
-    async def send(users: Sequence[User], text: str) -> int:
-        doc = Doc(heading="Announcement", body=text)
-        delivered = 0
-        for user in users:
-            transport = transports.get(user.platform)
-            if transport is None:
-                continue
-            try:
-                await transport.send(user.chat_id, doc)
-            except DeliveryError as exc:
-                log.warning("broadcast to user %d failed: %s", user.id, exc)
-                continue
-            delivered += 1
-        return delivered
-
-    return send
 
 
 # ---------------------------------------------------------------------- users
 
 async def find_user(ctx: CommandContext, ref: UserRef) -> User:
     store = ctx.services.store
+    user: User | None = None
     if ref.user_id is not None:
         user = await store.users.get_user(ref.user_id)
-    else:
+    elif ref.platform is not None and ref.platform_user_id is not None:
         user = await store.users.find_user(ref.platform, ref.platform_user_id)
     if user is None:
         raise UserInputError(f"No user {ref}.")
-    assert isinstance(user, User)
     return user
 
 
 async def grant_tier(ctx: CommandContext, ref: UserRef, tier: Tier) -> Doc:
     """Set the tier of the user's whole account (every linked identity)."""
     user = await find_user(ctx, ref)
-    admins = admin_store(ctx.services)
+    admins = ctx.services.store.admin
     await admins.ensure_schema()
     members = await admins.members(user.id)
     for uid in members:
@@ -415,7 +392,7 @@ async def grant_tier(ctx: CommandContext, ref: UserRef, tier: Tier) -> Doc:
 async def show_user(ctx: CommandContext, ref: UserRef) -> Doc:
     user = await find_user(ctx, ref)
     svc = ctx.services
-    admins = admin_store(svc)
+    admins = svc.store.admin
     await admins.ensure_schema()
     members = await admins.members(user.id)
     identities = await svc.store.users.users_by_ids(members)

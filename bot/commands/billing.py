@@ -41,8 +41,8 @@ def _no_args(args: Sequence[str]) -> None:
 
 
 def _payments(ctx: CommandContext) -> Payments:
-    payments = getattr(ctx.services, "payments", None)  # Services.payments (None: payments are off)
-    if not isinstance(payments, Payments):
+    payments = ctx.services.payments
+    if payments is None:
         raise UserInputError("Payments are not enabled on this server.")
     return payments
 

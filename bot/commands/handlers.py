@@ -17,7 +17,7 @@ from bot.commands.parsing import (
 )
 from bot.commands.account import account_commands
 from bot.commands.admin import admin_commands
-from bot.commands.registry import Command, CommandContext, CommandRegistry, admin_store
+from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.track import published_backtests, track_commands
 from bot.views.charts import ChartError, render_equity_chart
 from bot.views.doc import Button, Doc, Image, Table
@@ -167,7 +167,7 @@ async def set_preferences(ctx: CommandContext, args: PrefsArgs) -> Doc:
     if args.key is None:
         return prefs_doc(user.preferences, "Your preferences")
     new = apply_preference(user.preferences, args.key, args.values, ctx.services.signal_service.instrument)
-    admins = admin_store(ctx.services)
+    admins = ctx.services.store.admin
     await admins.ensure_schema()
     for uid in await admins.members(user.id):  # linked identities share preferences
         await ctx.services.store.users.set_preferences(uid, new)

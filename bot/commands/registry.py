@@ -12,35 +12,77 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from bot.commands.caller import Caller
 from bot.commands.parsing import CommandLine, split_command
+from bot.news_job import NewsJob
+from bot.notices import Notices
+from bot.payments import Payments
+from bot.settings import Settings
 from bot.views.doc import Doc
+from core.clock import Clock
 from core.domain import Tier, User
 from core.errors import MarketDataError, PermissionDenied, UserInputError
 from core.tiers import FEATURES, entitlements, has_feature, lowest_tier_with, more_requests_than, next_utc_midnight
-from storage import is_database_error
+from core.events import EventBus
+from core.instruments import InstrumentRegistry
+from core.ports import MarketData
+from core.signals.service import SignalService
+from core.signals.tracker import LifecycleTracker
+from storage import Stores, is_database_error
 from storage.admin import AdminStore, AuditEntry, AuditOutcome
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who sent a command, as the transport knows them."""
+class CommandServices(Protocol):
+    """What a command may use (bot.services.Services is the one the composition root builds). `clock` is the
+    market's (bars, signals, their expiry), `wall` people's time (link codes, quotas, audit, quiet hours)."""
 
-    platform: str
-    platform_user_id: str
-    chat_id: str
-    display_name: str = ""
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def store(self) -> Stores: ...
+    @property
+    def market(self) -> MarketData: ...
+    @property
+    def signal_service(self) -> SignalService: ...
+    @property
+    def tracker(self) -> LifecycleTracker: ...
+    @property
+    def bus(self) -> EventBus: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def wall(self) -> Clock: ...
+    @property
+    def registry(self) -> CommandRegistry: ...
+    @property
+    def instruments(self) -> InstrumentRegistry: ...
+    @property
+    def notices(self) -> Notices: ...
+    @property
+    def payments(self) -> Payments | None:
+        """None: no payment provider configured."""
+        ...
+    @property
+    def news(self) -> NewsJob | None:
+        """The news job (None: no news source configured)."""
+        ...
+    @property
+    def retrain(self) -> Callable[[], Awaitable[object]] | None:
+        """/admin retrain (None: no retraining here: offline markets)."""
+        ...
+    def is_admin(self, caller: Caller) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     caller: Caller
     user: User | None  # None until /start
-    services: Any  # bot.services.Services (Any here keeps this module free of the composition root)
+    services: CommandServices
     is_admin: bool
     tier: Tier = Tier.FREE  # the caller's tier (free before /start)
 
@@ -84,15 +126,7 @@ class CommandRegistry:
         return [c for c in self._commands.values() if is_admin or not c.admin_only]
 
 
-def admin_store(services: Any) -> AdminStore:
-    """The services' AdminStore, or one on the same database when the composition root has none."""
-    found = getattr(services, "admin_store", None)
-    if isinstance(found, AdminStore):
-        return found
-    return services.store.admin
-
-
-async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, text: str) -> Doc:
+async def dispatch(registry: CommandRegistry, services: CommandServices, caller: Caller, text: str) -> Doc:
     """Parse, authorise, check entitlements, run; every failure becomes a friendly Doc. Never raises."""
     try:
         line = split_command(text)
@@ -133,7 +167,7 @@ async def dispatch(registry: CommandRegistry, services: Any, caller: Caller, tex
             await _audit(services, caller, user, line, outcome, detail)
 
 
-async def _run(registry: CommandRegistry, command: Command[Any], services: Any, caller: Caller, user: User | None,
+async def _run(registry: CommandRegistry, command: Command[Any], services: CommandServices, caller: Caller, user: User | None,
                is_admin: bool, line: CommandLine) -> tuple[Doc, AuditOutcome]:
     if command.needs_user and (user is None or not user.active):
         return Doc.error("You are not subscribed.", "Send /start to subscribe (free)."), AuditOutcome.INVALID
@@ -150,7 +184,7 @@ async def _run(registry: CommandRegistry, command: Command[Any], services: Any, 
     ctx = CommandContext(caller, user, services, is_admin, tier)
     if not command.metered or is_admin or entitlements(tier).requests_per_day is None:
         return await command.handler(ctx, args), AuditOutcome.OK
-    store = admin_store(services)
+    store = services.store.admin
     await store.ensure_schema()
     quota = QuotaCheck(await metered_subject(store, caller, user), tier, services.wall.now())
     if await store.consume_request(quota.subject, quota.day, quota.limit or 0) is None:
@@ -162,10 +196,10 @@ async def _run(registry: CommandRegistry, command: Command[Any], services: Any, 
         raise
 
 
-async def _audit(services: Any, caller: Caller, user: User | None, line: CommandLine, outcome: AuditOutcome,
+async def _audit(services: CommandServices, caller: Caller, user: User | None, line: CommandLine, outcome: AuditOutcome,
                  detail: str) -> None:
     try:
-        store = admin_store(services)
+        store = services.store.admin
         await store.ensure_schema()
         await store.audit(AuditEntry(
             at=services.wall.now(), platform=caller.platform, platform_user_id=caller.platform_user_id,

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bot.commands.registry import Command, CommandContext
+from bot.commands.registry import Command, CommandContext, CommandServices
 from bot.views.doc import Doc
 from bot.views.track import similar_doc
 from core.domain import Timeframe
@@ -50,9 +50,9 @@ async def show_similar(ctx: CommandContext, signal_id: str) -> Doc:
     return similar_doc(find_similar(signal, closed, peers))
 
 
-async def published_backtests(services: Any) -> list[PublishedBacktest]:
+async def published_backtests(services: CommandServices) -> list[PublishedBacktest]:
     """The latest published backtest report per scope (none when the setting names no directory)."""
-    folder = getattr(getattr(services, "settings", None), "backtest_reports_dir", None)
+    folder = services.settings.backtest_reports_dir
     if not folder:
         return []
     return await asyncio.to_thread(published_reports, Path(folder))

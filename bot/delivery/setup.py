@@ -1,7 +1,7 @@
-"""Wiring of the delivery layer for the composition root (bot.app): two calls.
+"""Wiring of the delivery layer for the composition root (bot.app), once the chat transports have started
+(the channel commands /email, /webhook, /digest are in the services' registry from the start: build_services):
 
-    stores = await prepare_delivery(services)              # before the transports start (command menus)
-    delivery = await start_delivery(settings, services, stores, [console, telegram, ...], clock)
+    delivery = await start_delivery(settings, services, [console, telegram, ...], clock)
     tasks += [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
     scheduler.every(300, delivery.send_digests, "digests")
     ...
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.delivery.commands import channel_commands
 from bot.delivery.digest import send_digests
 from bot.delivery.extra_channels import ExtraDelivery, build_extra_delivery
 from bot.delivery.notifier import Notifier
@@ -27,7 +26,6 @@ from core.clock import Clock
 from core.domain import DeliveryKind
 from core.events import SignalClosed, SignalIssued
 from core.ports import Repositories
-from storage.channels import ChannelStore, DigestStore
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +36,11 @@ TEXT_ONLY = {"console"}  # chat transports that cannot show a picture: their sig
 
 FANOUT_RETRY_AFTER = 60.0  # seconds a fan-out may stay pending before the scheduled retry queues it
 
-@dataclass(frozen=True, slots=True)
-class DeliveryStores:
-    channels: ChannelStore
-    digests: DigestStore
-
-
 @dataclass
 class Delivery:
     workers: list[DeliveryWorker]
     notifier: Notifier
     extra: ExtraDelivery
-    stores: DeliveryStores
     chat: dict[str, Transport]
     clock: Clock
     services: Services
@@ -64,27 +55,15 @@ class Delivery:
                                      self.clock.now() - timedelta(seconds=FANOUT_RETRY_AFTER))
 
     async def send_digests(self) -> int:
-        return await send_digests(self.services.store, self.stores.digests, self.chat, self.clock,
+        return await send_digests(self.services.store, self.services.store.digests, self.chat, self.clock,
                                   self.services.clock)
 
     async def close(self) -> None:
         await self.extra.close()
 
 
-async def prepare_delivery(services: Services, *, allow_private_webhooks: bool = False) -> DeliveryStores:
-    """Upgrade an old outbox, open the channel and digest stores, register /email, /webhook and /digest."""
-    store = services.store
-    if await store.outbox.upgrade_delivery_schema():
-        log.warning("the outbox was upgraded to one row per channel")
-    stores = DeliveryStores(ChannelStore(store.database, services.wall), DigestStore(store.database))
-    for command in channel_commands(stores.channels, digest_store=stores.digests,
-                                    allow_private_webhooks=allow_private_webhooks):
-        services.registry.register(command)
-    return stores
-
-
-async def start_delivery(settings: Settings, services: Services, stores: DeliveryStores,
-                         chat_transports: Sequence[Transport], clock: Clock) -> Delivery:
+async def start_delivery(settings: Settings, services: Services, chat_transports: Sequence[Transport],
+                         clock: Clock) -> Delivery:
     """Workers for the chat transports and the extra channels, the notifier on the event bus, and the rows a
     hard stop left SENDING queued again. Run `workers` as tasks. Signals on the chat platforms that show
     pictures carry their chart for the tiers that include charts (email and webhooks stay text / JSON).
@@ -95,16 +74,16 @@ async def start_delivery(settings: Settings, services: Services, stores: Deliver
                               concurrency=CHAT_CONCURRENCY.get(t.name, DEFAULT_CHAT_CONCURRENCY),
                               chart=None if t.name in TEXT_ONLY else charts, market_clock=market_clock)
                for t in chat_transports]
-    extra = build_extra_delivery(settings, store, stores.channels, clock, market_clock=market_clock)
+    extra = build_extra_delivery(settings, store, store.channels, clock, market_clock=market_clock)
     workers.extend(extra.workers)
     delivery: Delivery | None = None
 
     def wake() -> None:
         if delivery is not None:
             delivery.wake()
-    notifier = Notifier(store, clock, {t.name for t in chat_transports}, wake, channel_store=stores.channels,
+    notifier = Notifier(store, clock, {t.name for t in chat_transports}, wake, channel_store=store.channels,
                         extra_channels=extra.channels, market_clock=market_clock)
-    delivery = Delivery(workers, notifier, extra, stores, {t.name: t for t in chat_transports}, clock, services)
+    delivery = Delivery(workers, notifier, extra, {t.name: t for t in chat_transports}, clock, services)
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
     requeued = await store.outbox.requeue_stale_sending()

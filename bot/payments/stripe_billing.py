@@ -30,17 +30,11 @@ from typing import Any
 import aiohttp
 import stripe
 
-from core.billing import SubscriptionStatus, parse_status
+from core.billing import InvoiceInfo, StripeUpdate, SubscriptionStatus, parse_status
 from core.domain import Tier
 from core.errors import UserInputError
 
 log = logging.getLogger(__name__)
-
-HANDLED_EVENTS = frozenset({
-    "checkout.session.completed", "customer.subscription.created", "customer.subscription.updated",
-    "customer.subscription.deleted", "invoice.paid", "invoice.payment_failed",
-})
-
 
 MAX_TIMESTAMP = 32_503_680_000  # 3000-01-01T00:00:00Z: a later "time" is not one Stripe sends
 MAX_ID_LENGTH = 255  # Stripe ids are about 30 characters
@@ -66,35 +60,6 @@ class CheckoutFailed(UserInputError):
 class CheckoutLink:
     session_id: str
     url: str
-
-
-@dataclass(frozen=True, slots=True)
-class InvoiceInfo:
-    id: str
-    amount: int  # minor units
-    currency: str
-
-
-@dataclass(frozen=True, slots=True)
-class StripeUpdate:
-    """What one Stripe event says about a subscription. None: the event does not say."""
-
-    event_id: str
-    event_type: str
-    created: datetime
-    subscription_id: str | None = None
-    customer_id: str | None = None
-    status: SubscriptionStatus | None = None
-    tier: Tier | None = None
-    user_id: int | None = None
-    period_end: datetime | None = None
-    cancel_at_period_end: bool | None = None
-    checkout_session: str | None = None
-    invoice: InvoiceInfo | None = None
-
-    @property
-    def handled(self) -> bool:
-        return self.event_type in HANDLED_EVENTS
 
 
 class StripeBilling:

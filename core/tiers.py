@@ -7,6 +7,10 @@ from datetime import datetime, time, timedelta, timezone
 from core.domain import AssetClass, Tier, Timeframe
 
 ALL_CLASSES = frozenset({AssetClass.EQUITY, AssetClass.CRYPTO, AssetClass.FX})
+# The timeframes the service offers: the ones it scans (the books: 1d and 4h; the opt-in setups: 1h too) and
+# answers on demand. 1m, 5m and 15m are not offered: nothing here is fitted to those horizons, and a tier must not
+# sell what the service does not do.
+OFFERED_TIMEFRAMES = (Timeframe.H1, Timeframe.H4, Timeframe.D1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +29,8 @@ ENTITLEMENTS: dict[Tier, Entitlements] = {
     Tier.HOBBYIST: Entitlements(100, 50, ALL_CLASSES, frozenset({Timeframe.H4, Timeframe.D1}), True, frozenset()),
     Tier.TRADER: Entitlements(500, 300, ALL_CLASSES, frozenset({Timeframe.H1, Timeframe.H4, Timeframe.D1}), True,
                               frozenset({"email"})),
-    Tier.PROFESSIONAL: Entitlements(None, None, ALL_CLASSES, frozenset(Timeframe), True, frozenset({"email", "webhook"})),
+    Tier.PROFESSIONAL: Entitlements(None, None, ALL_CLASSES, frozenset(OFFERED_TIMEFRAMES), True,
+                                    frozenset({"email", "webhook"})),
 }
 
 

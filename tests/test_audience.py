@@ -29,7 +29,10 @@ def test_tier_limits_asset_classes_timeframes_and_quota():
     assert not admit(user(), sig(tf=Timeframe.H1), NOW, 0).admitted
     assert admit(user(Tier.TRADER), sig(asset=AssetClass.FX, tf=Timeframe.H1), NOW, 0).admitted
     assert not admit(user(), sig(), NOW, 20).admitted  # free: 20 a month
-    assert admit(user(Tier.PROFESSIONAL), sig(tf=Timeframe.M15), NOW, 10_000).admitted
+    assert admit(user(Tier.PROFESSIONAL), sig(tf=Timeframe.H1), NOW, 10_000).admitted
+    # no tier is sold 1m, 5m or 15m: the service neither scans nor answers them
+    assert not any(admit(user(t), sig(tf=tf), NOW, 0).admitted for t in Tier for tf in (Timeframe.M1, Timeframe.M5,
+                                                                                       Timeframe.M15))
 
 
 def test_preferences_filter():

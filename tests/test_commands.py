@@ -64,7 +64,8 @@ async def test_signal_analysis_on_demand(services):
 async def test_bad_input_gets_a_clear_reply(services):
     assert "Unknown symbol 'AAPLE'. Did you mean AAPL?" in await say(services, BOB, "/signal AAPLE")
     assert "unknown timeframe '7h'" in (await say(services, BOB, "/signal AAPL 7h")).lower()
-    assert "no 15m bars" in await say(services, BOB, "/signal AAPL 15m")
+    assert "15m is not offered: signals and analyses are on 1h, 4h, 1d" in await say(services, BOB, "/signal AAPL 15m")
+    assert "1m is not offered" in await say(services, BOB, "/signal BTC-USDT 1m")
     assert "Unknown command /foo" in await say(services, BOB, "/foo")
     assert "Usage: /signal SYMBOL" in await say(services, BOB, "/signal")
     assert "Commands start with '/'" in await say(services, BOB, "hello")

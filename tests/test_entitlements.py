@@ -79,7 +79,7 @@ async def test_quota_reached_replies_and_resets_next_utc_day(services):
 async def test_failed_requests_do_not_count_and_other_commands_are_free(services):
     await say(services, BOB, "/start")
     assert "Unknown symbol" in await say(services, BOB, "/signal AAPLE")  # the handler refused it
-    assert "no 15m bars" in await say(services, BOB, "/signal AAPL 15m")  # market data: nothing analysed
+    assert "not offered" in await say(services, BOB, "/signal AAPL 15m")  # refused before anything is analysed
     assert "Usage" in await say(services, BOB, "/signal")  # never parsed
     for _ in range(12):
         await say(services, BOB, "/signals")

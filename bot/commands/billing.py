@@ -15,7 +15,7 @@ from bot.views.doc import Button, Doc, Table
 from core.billing import PAID_TIERS, Provider, Subscription, SubscriptionStatus, entitled_tier
 from core.domain import Tier, Timeframe, User
 from core.errors import UserInputError
-from core.tiers import ALL_CLASSES, Entitlements, entitlements
+from core.tiers import ALL_CLASSES, OFFERED_TIMEFRAMES, Entitlements, entitlements
 
 STARS_PLATFORM = "telegram"
 
@@ -121,7 +121,7 @@ def _assets(ent: Entitlements) -> str:
 
 
 def _timeframes(ent: Entitlements) -> str:
-    return "all" if len(ent.timeframes) == len(Timeframe) else ",".join(
+    return "all" if ent.timeframes >= set(OFFERED_TIMEFRAMES) else ",".join(
         t.value for t in Timeframe if t in ent.timeframes)
 
 

@@ -29,7 +29,7 @@ from core.domain import Preferences, QuietHours, Signal, Tier, Timeframe, User
 from core.errors import SignalBotError, UserInputError
 from core.performance import summarize
 from core.signals.engine import Analysis
-from core.tiers import entitlements
+from core.tiers import OFFERED_TIMEFRAMES, entitlements
 
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ async def show_help(ctx: CommandContext, _: None) -> Doc:
     # scrolls sideways on a phone; plain lines wrap in every client
     lines = (f"{c.usage} \N{EM DASH} {c.summary}" for c in ctx.services.registry.visible(ctx.is_admin))
     return Doc(heading="Commands", body="\n".join(lines),
-               note="Symbols: stocks (AAPL), crypto (BTC-USDT), forex (EURUSD). Timeframes: 1m 5m 15m 1h 4h 1d.")
+               note="Symbols: stocks (AAPL), crypto (BTC-USDT), forex (EURUSD). Timeframes: "
+                    + " ".join(t.value for t in OFFERED_TIMEFRAMES) + ".")
 
 
 # /signal SYMBOL [TIMEFRAME] -----------------------------------------------------------------------

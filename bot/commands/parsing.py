@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from core.domain import AssetClass, RiskTolerance, Tier, Timeframe
 from core.errors import UserInputError
+from core.tiers import OFFERED_TIMEFRAMES
 
 MAX_COMMAND_LENGTH = 1000
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-=^]{0,19}$")
@@ -44,10 +45,15 @@ def parse_symbol(text: str) -> str:
 
 
 def parse_timeframe(text: str) -> Timeframe:
+    """A timeframe the service offers (core.tiers.OFFERED_TIMEFRAMES)."""
     try:
-        return Timeframe.parse(text)
+        tf = Timeframe.parse(text)
     except ValueError as exc:
         raise UserInputError(str(exc).capitalize() + ".") from None
+    if tf not in OFFERED_TIMEFRAMES:
+        offered = ", ".join(t.value for t in OFFERED_TIMEFRAMES)
+        raise UserInputError(f"{tf.value} is not offered: signals and analyses are on {offered}.")
+    return tf
 
 
 def parse_list(text: str) -> list[str]:

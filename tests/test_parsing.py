@@ -9,6 +9,7 @@ from bot.commands.handlers import (
 from bot.commands.parsing import parse_confidence, parse_period_days, parse_symbol, split_command
 from core.domain import AssetClass, Instrument, Preferences, RiskTolerance, Timeframe
 from core.errors import UnknownSymbolError, UserInputError
+from core.tiers import OFFERED_TIMEFRAMES
 
 REGISTRY = build_registry()
 KNOWN = {"AAPL", "BTC-USDT", "EURUSD"}
@@ -50,8 +51,12 @@ def test_prefs_arguments_never_crash(tokens):
 
 
 @given(st.sampled_from(["aapl", "AAPL", "btc/usdt", "BTCUSDT", "btc-usdt", "eurusd"]),
-       st.sampled_from(["", "1d", "4H", "1h", "daily", "15m"]))
+       st.sampled_from(["", "1d", "4H", "1h", "daily", "15m", "5M", "1m"]))
 def test_signal_arguments_normalise(symbol, tf):
+    if tf and Timeframe.parse(tf) not in OFFERED_TIMEFRAMES:  # sold by no tier: refused with the ones that are
+        with pytest.raises(UserInputError, match="is not offered: signals and analyses are on 1h, 4h, 1d"):
+            parse_signal_args([symbol, tf])
+        return
     args = parse_signal_args([symbol] + ([tf] if tf else []))
     assert args.symbol in KNOWN
     assert args.timeframe == (Timeframe.parse(tf) if tf else None)

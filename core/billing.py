@@ -327,3 +327,26 @@ def reconcile_stripe(u: StripeUpdate, stored: Subscription | None, checkout: Che
         payment = Payment(Provider.STRIPE, u.invoice.id, user_id, tier, u.invoice.amount, u.invoice.currency,
                           paid_at=u.created, recurring=True, period_end=u.period_end)
     return Reconciled(tuple(subs), payment, checkout.id if checkout is not None else None, tuple(notes))
+
+
+# ---------------------------------------------------------------------- what the billing store reports
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What `apply()` did: `duplicate` when the event had been processed before (nothing changed)."""
+
+    duplicate: bool
+    changes: tuple[TierChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """A provider event refused because it cannot be applied; `deliveries` counts how often it came."""
+
+    provider: Provider
+    event_id: str
+    event_type: str | None
+    reason: str
+    deliveries: int
+    first_received_at: datetime
+    last_received_at: datetime

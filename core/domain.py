@@ -240,6 +240,14 @@ class DeliveryUpdate:
     layout: str = ""  # how the parts were split (bot.transports.base.Resume)
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelAddress:
+    user_id: int
+    channel: str
+    address: str
+    secret: str | None = None
+
+
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 """Bars are pandas DataFrames indexed by the bar's OPEN time (tz-aware UTC DatetimeIndex named 'time'),
 with float columns open, high, low, close, volume, sorted ascending, unique index.

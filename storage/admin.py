@@ -13,64 +13,20 @@ creates just them (checkfirst) on a database whose schema was created without th
 """
 from __future__ import annotations
 
-import enum
 import hashlib
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from core.admin import AuditEntry, AuditOutcome, LinkResult, Redeemed, UserCount
 from core.clock import Clock, SystemClock
 from storage.tables import ACCOUNT_MEMBERS, ADMIN_TABLES as TABLES, AUDIT, LINK_CODES, REQUEST_COUNTS, SIGNALS, USERS
 
 from storage.database import Database, Insert
 
 AUDIT_TEXT_LIMIT = 1000
-
-
-
-
-class AuditOutcome(enum.StrEnum):
-    OK = "ok"  # ran
-    REFUSED = "refused"  # the caller is not an admin
-    INVALID = "invalid"  # bad arguments, or the command refused the input
-    FAILED = "failed"  # an error on our side
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    at: datetime
-    platform: str
-    platform_user_id: str
-    user_id: int | None
-    command: str
-    arguments: str
-    outcome: AuditOutcome
-    detail: str = ""
-    id: int | None = None
-
-
-class LinkResult(enum.StrEnum):
-    OK = "ok"
-    WRONG = "wrong"  # no such code
-    EXPIRED = "expired"
-    USED = "used"
-
-
-@dataclass(frozen=True, slots=True)
-class Redeemed:
-    result: LinkResult
-    issuer_id: int | None = None  # the user who issued the code (when OK)
-
-
-@dataclass(frozen=True, slots=True)
-class UserCount:
-    platform: str
-    tier: str
-    active: bool
-    count: int
 
 
 def hash_link_code(code: str) -> str:

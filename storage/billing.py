@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.billing import (
-    Checkout, CheckoutStatus, Payment, Provider, Subscription, SubscriptionStatus, TierChange, apply_update,
-    change_reason, effective_tier, needs_review_at,
+    Applied, Checkout, CheckoutStatus, Payment, Provider, RejectedEvent, Subscription, SubscriptionStatus, TierChange,
+    apply_update, change_reason, effective_tier, needs_review_at,
 )
 from core.clock import Clock, SystemClock
 from core.domain import Tier
@@ -32,29 +31,6 @@ from storage.admin import users_in_account_of
 from storage.tables import ACCOUNTS, CHECKOUTS, EVENTS, PAYMENTS, REJECTED, SUBSCRIPTIONS, USERS
 
 from storage.database import Database, Insert, upsert
-
-
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What `apply()` did: `duplicate` when the event had been processed before (nothing changed)."""
-
-    duplicate: bool
-    changes: tuple[TierChange, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedEvent:
-    """A provider event refused because it cannot be applied; `deliveries` counts how often it came."""
-
-    provider: Provider
-    event_id: str
-    event_type: str | None
-    reason: str
-    deliveries: int
-    first_received_at: datetime
-    last_received_at: datetime
 
 
 class BillingStore:

@@ -6,27 +6,17 @@ Tables user_channels (one row per user and channel) and digests (one row per use
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
 from core.clock import Clock, SystemClock
+from core.domain import ChannelAddress
 from storage.tables import DIGESTS, USER_CHANNELS
 
 from storage.database import IN_CHUNK, Database, upsert
 
 EXTRA_CHANNELS = ("email", "webhook")
-
-
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelAddress:
-    user_id: int
-    channel: str
-    address: str
-    secret: str | None = None
 
 
 class ChannelStore:

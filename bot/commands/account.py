@@ -26,7 +26,8 @@ from bot.views.doc import Doc
 from core.domain import User
 from core.errors import UserInputError
 from core.tiers import entitlements
-from storage.admin import AdminStore, LinkResult
+from core.admin import LinkResult
+from core.ports import AdminRepository
 
 LINK_CODE_TTL = timedelta(minutes=10)
 LINK_CODE_LENGTH = 8
@@ -49,7 +50,7 @@ def parse_link_args(args: Sequence[str]) -> str | None:
     return code
 
 
-async def _store(ctx: CommandContext) -> AdminStore:
+async def _store(ctx: CommandContext) -> AdminRepository:
     store = ctx.services.store.admin
     await store.ensure_schema()
     return store
@@ -104,7 +105,7 @@ async def _subscribed_user(ctx: CommandContext) -> User:
     return user
 
 
-async def join_accounts(ctx: CommandContext, admins: AdminStore, issuer_id: int, joiner: User) -> Doc:
+async def join_accounts(ctx: CommandContext, admins: AdminRepository, issuer_id: int, joiner: User) -> Doc:
     store = ctx.services.store
     keep_ids = await admins.members(issuer_id)
     join_ids = await admins.members(joiner.id)

@@ -27,11 +27,11 @@ from core.errors import MarketDataError, PermissionDenied, UserInputError
 from core.tiers import FEATURES, entitlements, has_feature, lowest_tier_with, more_requests_than, next_utc_midnight
 from core.events import EventBus
 from core.instruments import InstrumentRegistry
-from core.ports import MarketData
+from core.ports import AdminRepository, MarketData, StoreBundle
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
-from storage import Stores, is_database_error
-from storage.admin import AdminStore, AuditEntry, AuditOutcome
+from storage import is_database_error
+from core.admin import AuditEntry, AuditOutcome
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -44,7 +44,7 @@ class CommandServices(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def store(self) -> Stores: ...
+    def store(self) -> StoreBundle: ...
     @property
     def market(self) -> MarketData: ...
     @property
@@ -229,7 +229,7 @@ class QuotaCheck:
         return entitlements(self.tier).requests_per_day
 
 
-async def metered_subject(store: AdminStore, caller: Caller, user: User | None) -> str:
+async def metered_subject(store: AdminRepository, caller: Caller, user: User | None) -> str:
     """Requests are counted per account (linked identities share one allowance)."""
     if user is None:
         return f"{caller.platform}:{caller.platform_user_id}"

@@ -20,7 +20,7 @@ from bot.views.doc import Doc
 from core.domain import Tier, User
 from core.errors import PermissionDenied, UserInputError
 from core.tiers import entitlements
-from storage.channels import ChannelStore, DigestStore
+from core.ports import ChannelRepository, DigestRepository
 
 _EMAIL = re.compile(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[A-Za-z]{2,63}")
 MAX_EMAIL = 254
@@ -32,7 +32,7 @@ class ChannelArgs:
     value: str | None  # None: show; "off": remove; otherwise the address or URL
 
 
-def channel_commands(channel_store: ChannelStore, *, digest_store: DigestStore | None = None,
+def channel_commands(channel_store: ChannelRepository, *, digest_store: DigestRepository | None = None,
                      allow_private_webhooks: bool = False) -> list[Command[Any]]:
     """The /email and /webhook commands over `channel_store`, and /digest when `digest_store` is given.
     `allow_private_webhooks` lets URLs point at loopback and private addresses (tests, a single-host setup);

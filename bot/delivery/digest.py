@@ -17,15 +17,14 @@ from bot.views.formatting import pct, price
 from core.clock import Clock
 from core.domain import Signal, SignalOutcome, SignalStatus
 from core.errors import DeliveryError
-from core.ports import Repositories
-from storage.channels import DigestStore
+from core.ports import DigestRepository, Repositories
 
 log = logging.getLogger(__name__)
 
 DIGEST_WINDOW = timedelta(hours=24)
 
 
-async def send_digests(store: Repositories, digests: DigestStore, transports: Mapping[str, Transport],
+async def send_digests(store: Repositories, digests: DigestRepository, transports: Mapping[str, Transport],
                        clock: Clock, market_clock: Clock | None = None) -> int:
     """Send every digest due now through the user's chat transport; returns how many were sent. `clock` is wall
     time (the hour a user asked for, when a signal was sent to them), `market_clock` the signals' (when one

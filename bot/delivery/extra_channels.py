@@ -20,8 +20,7 @@ from bot.transports.webhook import WebhookTransport
 from core.clock import Clock
 from core.domain import DeliveryKind, User
 from core.tiers import entitlements
-from core.ports import Repositories
-from storage.channels import ChannelStore
+from core.ports import ChannelRepository, Repositories
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class _AddressBookChannel:
 
     name = ""
 
-    def __init__(self, store: Repositories, channels: ChannelStore) -> None:
+    def __init__(self, store: Repositories, channels: ChannelRepository) -> None:
         self.store = store
         self.channels = channels
 
@@ -48,7 +47,7 @@ class _AddressBookChannel:
 class EmailChannel(_AddressBookChannel):
     name = "email"
 
-    def __init__(self, transport: EmailTransport, store: Repositories, channels: ChannelStore) -> None:
+    def __init__(self, transport: EmailTransport, store: Repositories, channels: ChannelRepository) -> None:
         super().__init__(store, channels)
         self.transport = transport
 
@@ -60,7 +59,7 @@ class EmailChannel(_AddressBookChannel):
 class WebhookChannel(_AddressBookChannel):
     name = "webhook"
 
-    def __init__(self, transport: WebhookTransport, store: Repositories, channels: ChannelStore, clock: Clock) -> None:
+    def __init__(self, transport: WebhookTransport, store: Repositories, channels: ChannelRepository, clock: Clock) -> None:
         super().__init__(store, channels)
         self.transport = transport
         self.clock = clock
@@ -80,7 +79,7 @@ class ExtraDelivery:
     /webhook commands and the Notifier use it) and the webhook session to close at shutdown."""
 
     workers: list[DeliveryWorker]
-    channel_store: ChannelStore
+    channel_store: ChannelRepository
     webhook: WebhookTransport | None
 
     @property
@@ -92,7 +91,7 @@ class ExtraDelivery:
             await self.webhook.stop()
 
 
-def build_extra_delivery(settings: Settings, store: Repositories, channel_store: ChannelStore, clock: Clock, *,
+def build_extra_delivery(settings: Settings, store: Repositories, channel_store: ChannelRepository, clock: Clock, *,
                          poll_seconds: float | None = None, market_clock: Clock | None = None) -> ExtraDelivery:
     """Email when settings.smtp_host is set; webhooks always (they need nothing but the users' URLs). `clock`:
     wall time (the queue), `market_clock`: the signals' (DeliveryWorker)."""

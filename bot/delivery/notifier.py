@@ -16,8 +16,7 @@ from core.clock import Clock
 from core.domain import DeliveryKind, User
 from core.events import SignalClosed, SignalIssued
 from core.tiers import entitlements
-from core.ports import Repositories
-from storage.channels import ChannelStore
+from core.ports import ChannelRepository, Repositories
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def month_start(now: datetime) -> datetime:
 
 class Notifier:
     def __init__(self, store: Repositories, clock: Clock, channels: Collection[str], wake: Callable[[], None], *,
-                 channel_store: ChannelStore | None = None, extra_channels: Collection[str] = (),
+                 channel_store: ChannelRepository | None = None, extra_channels: Collection[str] = (),
                  market_clock: Clock | None = None) -> None:
         """`channels`: the chat platforms a worker serves; `extra_channels`: served email/webhook channels,
         whose addresses `channel_store` holds. `clock` is wall time (quiet hours, monthly quotas, the queue);

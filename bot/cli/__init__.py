@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Collection
 from types import ModuleType
 
 from bot.cli import backfill, backtest, bench, run, scan, sentiment_eval, train
@@ -16,18 +17,22 @@ COMMANDS: tuple[ModuleType, ...] = (run, backfill, scan, backtest, train, bench,
 NOISY = ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(declared: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `declared`, only those subcommands get their arguments (main declares the one
+    it runs: a command's options may import much of core, which `signalbot --help` or `run` need not wait for)."""
     p = argparse.ArgumentParser(prog="signalbot", description="Chat-bot-first trading-signal service")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         sp = sub.add_parser(command.NAME, help=command.HELP, description=getattr(command, "DESCRIPTION", None))
-        command.add_arguments(sp)
+        if declared is None or command.NAME in declared:
+            command.add_arguments(sp)
         sp.set_defaults(handler=command)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(declared=argv[:1]).parse_args(argv)
     from bot.settings import Settings
     from core.errors import SignalBotError
 

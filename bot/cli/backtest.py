@@ -11,21 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from bot.cli.options import (MODELS_STORE, StderrProgress, add_costs_argument, add_data_argument,
                              add_features_argument, add_news_arguments, news_dir_option, parse_symbols)
-from core.backtest.inputs import MODES
-from core.backtest.report import Curve
-from core.books import DEFAULT_FAMILIES, FAMILIES
 from core.dates import When
-from core.domain import Timeframe
-from core.features.sets import DEFAULT_MODEL_FEATURE_SET
-from core.indicators import IndicatorEngine
 from core.risk import SERVICE_COSTS_BPS
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from core.backtest.report import Curve
+    from core.domain import Timeframe
+    from core.indicators import IndicatorEngine
 
 NAME = "backtest"
 HELP = "walk-forward backtest through the live signal path, scored inside [start, end]"
@@ -35,6 +30,9 @@ EVALUATION_COSTS_BPS = 10.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from core.backtest.inputs import MODES
+    from core.books import DEFAULT_FAMILIES, FAMILIES
+
     add_data_argument(p)
     p.add_argument("--benchmark", type=Path, help="daily benchmark CSV (default: SPX when the data holds it)")
     p.add_argument("--start", help="first day whose signals count, YYYY-MM-DD (default: 400 days into the data)")
@@ -89,25 +87,29 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
                        timeframes: Sequence[Timeframe | str] | None = None,
                        indicators: IndicatorEngine | None = None, model: str = "rules",
                        retrain_every_days: int = 91, context: Path | None = None,
-                       feature_set: str = DEFAULT_MODEL_FEATURE_SET,
+                       feature_set: str | None = None,
                        symbols: Sequence[str] | None = None, news: Path | None = None, news_db: Path | None = None,
                        news_weight: float | None = None, models_dir: Path | None = None,
-                       families: Sequence[str] = DEFAULT_FAMILIES, variants: int = 1) -> dict[str, Any]:
+                       families: Sequence[str] | None = None, variants: int = 1) -> dict[str, Any]:
     """core.backtest.run.run_backtest with its inputs opened and its outputs written: the report to `report`
     (JSON) and the equity curve to `plot` (PNG) when given; progress on standard error by default.
 
     `news`: a news folder (layout of ../shared/data/news) whose stored verdicts vote in the engine with the
     weight `news_weight`: replayed from the SQLite file `news_db` (default in the OS cache directory); items
     without one are analysed once by the local model (`models_dir`) and stored there, never by an LLM
-    (storage.news_cache)."""
+    (storage.news_cache). `feature_set` and `families` default to core's (DEFAULT_MODEL_FEATURE_SET,
+    DEFAULT_FAMILIES)."""
     from core.backtest.run import run_backtest as backtest
+    from core.books import DEFAULT_FAMILIES
+    from core.features.sets import DEFAULT_MODEL_FEATURE_SET
     from storage.news_cache import news_loader
 
     loader = news_loader(news, news_db, models_dir or MODELS_STORE) if news is not None else None
     done = await backtest(data, start, end, costs_bps, benchmark, progress or StderrProgress(), timeframes=timeframes,
                           indicators=indicators, model=model, retrain_every_days=retrain_every_days,
-                          context=context, feature_set=feature_set, symbols=symbols, news=loader,
-                          news_weight=news_weight, families=families, variants=variants)
+                          context=context, feature_set=feature_set or DEFAULT_MODEL_FEATURE_SET, symbols=symbols,
+                          news=loader, news_weight=news_weight, families=families or DEFAULT_FAMILIES,
+                          variants=variants)
     out = done.report
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,7 @@ async def run_backtest(data: Path, start: When = None, end: When = None, costs_b
 def plot_equity(portfolio: Curve, benchmark: Curve | None, report: dict[str, Any], path: Path) -> None:
     """The equity curve against the benchmark (both start at 1) and the drawdown beneath."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.cli.options import add_data_argument, scratch_signals
-from core.bench import MODELS_DIR, RATIO_BUDGET, SCAN_BUDGET_S, UPDATE_BUDGET_MS
+from bot.cli.options import MODELS_STORE, add_data_argument, scratch_signals
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -30,7 +29,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_instruments: int = 300,
-                    updates_each: int = 3, echo: bool = True, models_dir: Path | None = MODELS_DIR) -> dict[str, Any]:
+                    updates_each: int = 3, echo: bool = True, models_dir: Path | None = MODELS_STORE) -> dict[str, Any]:
     """core.bench.run_bench with a fresh in-memory store per scan; the report written to `out_json` (and printed
     as a table with `echo`)."""
     from core.bench import run_bench as bench
@@ -45,6 +44,8 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
 
 
 def report_text(r: dict[str, Any]) -> str:
+    from core.bench import RATIO_BUDGET, SCAN_BUDGET_S, UPDATE_BUDGET_MS
+
     u, ref, scan, upd, res = r["universe"], r["reference_talib"], r["full_scan"], r["one_bar_update"], r["resampling"]
     cat, mem, ok = r["universe_catalogue"], r["memory_mb"], r["budgets"]
 

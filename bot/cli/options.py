@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS
-from core.ports import SignalRepository
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.ports import SignalRepository
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_STORE = REPO / "models_store"
@@ -32,6 +34,8 @@ def add_costs_argument(p: argparse.ArgumentParser, default: float, why: str, cou
 
 def add_features_argument(p: argparse.ArgumentParser) -> None:
     """--features: the feature set the models read (core.features.sets.MODEL_FEATURE_SETS)."""
+    from core.features.sets import DEFAULT_MODEL_FEATURE_SET, MODEL_FEATURE_SETS
+
     p.add_argument("--features", choices=tuple(MODEL_FEATURE_SETS), default=DEFAULT_MODEL_FEATURE_SET,
                    help=f"the models' feature set (default {DEFAULT_MODEL_FEATURE_SET}; fs-2 adds sector relative "
                         "strength and how similar past setups ended; fs-3 adds news features, read from --news)")

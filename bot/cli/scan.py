@@ -11,17 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.cli.options import SCRATCH_DATABASE, add_costs_argument, add_data_argument, scratch_signals
-from core.books import DEFAULT_FAMILIES
 from core.dates import parse_when
-from core.domain import Signal
-from core.market_data import CsvMarketData
-from core.ports import MarketData
 from core.risk import SERVICE_COSTS_BPS
-from core.signals.moment import ScanResult
-from core.signals.moment import scan_at as scan_moment
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from core.domain import Signal
+    from core.ports import MarketData
+    from core.signals.moment import ScanResult
 
 NAME = "scan"
 HELP = "the signals the pipeline would issue at a moment, from data up to it"
@@ -44,17 +41,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def scan_at(market: MarketData, as_of: datetime, database_url: str = SCRATCH_DATABASE,
-                  costs_bps: float = SERVICE_COSTS_BPS, families: Sequence[str] = DEFAULT_FAMILIES,
+                  costs_bps: float = SERVICE_COSTS_BPS, families: Sequence[str] | None = None,
                   top: int = 20) -> ScanResult:
-    """core.signals.moment.scan_at with a fresh store at `database_url` (in memory by default)."""
+    """core.signals.moment.scan_at with a fresh store at `database_url` (in memory by default); `families`:
+    the service's (core.books.DEFAULT_FAMILIES) when not given."""
+    from core.books import DEFAULT_FAMILIES
+    from core.signals.moment import scan_at as scan_moment
+
     async with scratch_signals(database_url) as signals:
-        return await scan_moment(market, as_of, signals, costs_bps, families, top)
+        return await scan_moment(market, as_of, signals, costs_bps, families or DEFAULT_FAMILIES, top)
 
 
 async def run_scan(data: Path, when: str, as_json: bool, costs_bps: float = SERVICE_COSTS_BPS,
-                   families: Sequence[str] = DEFAULT_FAMILIES) -> tuple[str, int]:
+                   families: Sequence[str] | None = None) -> tuple[str, int]:
     """The report, and the exit code: 1 when nothing could be evaluated (every target without data by then,
     or failing), with the reasons in the text as in the JSON; 0 otherwise."""
+    from core.market_data import CsvMarketData
+
     result = await scan_at(CsvMarketData(data), parse_when(when), costs_bps=costs_bps, families=families)
     text = json.dumps(result_json(result), indent=2) if as_json else result_text(result)
     return text, 1 if result.report.evaluated == 0 and (result.universe == 0 or result.report.unread

@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING
 
 from bot.cli.options import (MODELS_STORE, StderrProgress, add_costs_argument, add_data_argument,
                              add_features_argument, add_news_arguments, news_dir_option, stderr_line)
-from core.domain import Timeframe
-from core.features.sets import DEFAULT_MODEL_FEATURE_SET
-from core.indicators import IndicatorEngine
 from core.risk import SERVICE_COSTS_BPS
-from core.models.lgbm import TreeParams
-from core.models.retrain import CV_FOLDS
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from core.domain import Timeframe
+    from core.indicators import IndicatorEngine
+    from core.models.lgbm import TreeParams
 
 NAME = "train"
 HELP = "train the LightGBM models; writes new versions with manifests under models_store/"
@@ -58,28 +56,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def run_train_all(data: Path, models_dir: Path, *, end: str | None = None, costs_bps: float = LABEL_COSTS_BPS,
                         timeframes: Sequence[Timeframe | str] | None = None, indicators: IndicatorEngine | None = None,
-                        params: TreeParams = TreeParams(), folds: int = CV_FOLDS, progress: Say | None = None,
+                        params: TreeParams | None = None, folds: int | None = None, progress: Say | None = None,
                         say_line: Callable[[str], None] | None = None,
-                        feature_set: str = DEFAULT_MODEL_FEATURE_SET, news: Path | None = None,
+                        feature_set: str | None = None, news: Path | None = None,
                         news_db: Path | None = None) -> dict[str, Path]:
     """core.models.driver.train_versions with progress on standard error by default and the news verdicts of the
     folder `news` replayed from the verdict file `news_db` (storage.news_cache, as the backtest);
-    {scope: version folder}."""
+    {scope: version folder}. `params`, `folds`, `feature_set` default to core's (TreeParams(), CV_FOLDS,
+    DEFAULT_MODEL_FEATURE_SET)."""
+    from core.features.sets import DEFAULT_MODEL_FEATURE_SET
     from core.models.driver import train_versions
+    from core.models.lgbm import TreeParams
+    from core.models.retrain import CV_FOLDS
     from storage.news_cache import news_loader
 
     loader = news_loader(news, news_db, MODELS_STORE) if news is not None else None
     return await train_versions(data, models_dir, end=end, costs_bps=costs_bps, timeframes=timeframes,
-                                indicators=indicators, params=params, folds=folds,
+                                indicators=indicators, params=params or TreeParams(),
+                                folds=CV_FOLDS if folds is None else folds,
                                 progress=progress or StderrProgress("train"), say_line=say_line or stderr_line,
-                                feature_set=feature_set, news=loader)
+                                feature_set=feature_set or DEFAULT_MODEL_FEATURE_SET, news=loader)
 
 
 async def run_train(data: Path, models_dir: Path, *, end: str | None = None, costs_bps: float = LABEL_COSTS_BPS,
                     timeframes: Sequence[Timeframe | str] | None = None, indicators: IndicatorEngine | None = None,
-                    params: TreeParams = TreeParams(), folds: int = CV_FOLDS, progress: Say | None = None,
+                    params: TreeParams | None = None, folds: int | None = None, progress: Say | None = None,
                     say_line: Callable[[str], None] | None = None,
-                    feature_set: str = DEFAULT_MODEL_FEATURE_SET, news: Path | None = None,
+                    feature_set: str | None = None, news: Path | None = None,
                     news_db: Path | None = None) -> Path:
     """Train and save new versions (`run_train_all`); returns the folder of the version with the most training
     rows (the only one when the data holds one scope)."""

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from core.books import DEFAULT_FAMILIES, make_books
 from core.clock import FixedClock
+from core.dates import parse_when
 from core.events import EventBus
 from core.indicators import default_engine
 from core.market_data import CsvMarketData
 from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import SignalService
-from scripts.scan import parse_when
 from storage import Database, Stores
 
 

@@ -45,17 +45,10 @@ from core.news.minilm import (BASE_MODEL_ID, BASE_PACKAGE, ENCODER_FILE, TOKENIZ
                               file_sha256, load_base_params, quantise_params)
 from core.news.sentiment import (HEAD_FILE, LABELS, LEXICAL_FILE, MANIFEST, SentimentModel, latest_model_dir,
                                  read_labelled_csv, read_manifest)
-from core.news.training import FineTuneConfig, LexicalConfig, finetune, fit_lexical, fit_stacker, lm_lexicon
+from core.news.training import (COMBINER, LEXICAL_CONFIG, MODEL_CONFIG, RUNTIME_ENGINE, STACKER_C, FineTuneConfig,
+                                finetune, fit_lexical, fit_stacker, lm_lexicon)
 
 DEFAULT_STORE = Path(__file__).resolve().parents[1] / "models_store"
-MODEL_CONFIG = FineTuneConfig(epochs=3, class_weight_power=0.5)
-RUNTIME_ENGINE = "onnxruntime-int8"  # or "onnxruntime" (float32); cross-validation scores both
-LEXICAL_CONFIG = LexicalConfig()
-# How the encoder's and the lexical model's probabilities are combined: a logistic regression over both models'
-# log-probabilities, fitted on the out-of-fold predictions of a cross-validation report (`--cv-report`), with
-# this fixed regularisation (not tuned). Without a report, the fallback is the equal-weight mean LEXICAL_WEIGHT.
-STACKER_C = 1.0
-COMBINER: dict[str, object] = {"kind": "stacked logistic regression over log-probabilities", "c": STACKER_C}
 LEXICAL_WEIGHT = 0.5
 LEXICON_USE = ("The lexical model also carries the Loughran-McDonald word lists, whose authors allow academic and "
                "non-commercial use only without a licence from them.")
@@ -92,7 +85,7 @@ def train(data_csv: Path | str, out_dir: Path | str | None = None, *, store: Pat
 
     `out_dir` is the model folder to write (default: `<store>/sentiment-<date>-<data sha8>`).
     `tokenizer_file` defaults to the tokenizer of the newest model in `store`.
-    `cv_report`: a JSON written by `scripts.sentiment_eval --mode cv` on the same file; its figures are
+    `cv_report`: a JSON written by `signalbot sentiment-eval --mode cv` on the same file; its figures are
     copied into the manifest (the honest estimate for a model trained on all of the file).
     `reuse_encoder`: a model folder fine-tuned on this same file with this same `config`: its encoder,
     head and tokenizer are copied instead of fine-tuning again (the lexical model is always fitted).

@@ -386,7 +386,7 @@ def synthetic_csvs(tmp_path, symbols=("AAA", "BBB", "CCC")) -> tuple:  # noqa: A
 
 
 async def test_run_backtest_writes_the_design_report_and_an_equity_chart(tmp_path):
-    from scripts.backtest import run_backtest
+    from bot.cli.backtest import run_backtest
 
     data, bench = synthetic_csvs(tmp_path)
     seen: list[tuple[float, str]] = []
@@ -403,7 +403,7 @@ async def test_run_backtest_writes_the_design_report_and_an_equity_chart(tmp_pat
     assert [y["year"] for y in out["by_year"]] == [2021, 2022]
     assert sum(y["signals"] for y in out["by_year"]) == out["signals"]
     assert out["by_asset_class"]["equity"]["signals"] == out["signals"]
-    from scripts.backtest import summary
+    from bot.cli.backtest import summary
     families = out["by_strategy"]
     assert sum(v["signals"] for v in families.values()) == out["signals"]
     line = summary(out, 1.0).splitlines()[-1]
@@ -441,7 +441,7 @@ MANY = tuple(f"S{k:02d}" for k in range(12))
 
 
 async def test_walk_forward_backtest_lets_models_vote_and_reports_them(tmp_path):
-    from scripts.backtest import run_backtest
+    from bot.cli.backtest import run_backtest
 
     data, bench = synthetic_csvs(tmp_path, MANY)
     out = await run_backtest(data, "2021-03-01", "2022-08-31", 10, bench, tmp_path / "r.json", None,
@@ -461,7 +461,7 @@ async def test_walk_forward_decisions_before_a_cut_do_not_change_when_later_data
     """Look-ahead check with models in the path: a backtest that ends at D issues exactly the signals (same ids,
     levels and confidences) that the longer backtest issues before D: no model used before D saw a label after it."""
     from core.backtest.learning import walk_forward_models
-    from scripts.backtest import parse_end, parse_start
+    from core.dates import parse_end, parse_start
 
     data, _ = synthetic_csvs(tmp_path, MANY)
     market = CsvMarketData(data)
@@ -481,9 +481,9 @@ async def test_walk_forward_decisions_before_a_cut_do_not_change_when_later_data
     assert any(p is not None for *_, p in issued[cut])  # the models did vote before the cut
 
 
-def test_signalbot_backtest_takes_its_options_from_the_backtest_parser(tmp_path, capsys):
-    """`signalbot backtest` hands its arguments to scripts.backtest (one parser: --publish, --news, --symbols
-    reach the service's command line too); a wrong path is a clear error, exit status 2."""
+def test_signalbot_backtest_parses_its_own_options(tmp_path, capsys):
+    """`signalbot backtest` is a real subcommand of the service's parser (bot/cli/backtest.py: --publish, --news,
+    --symbols); a wrong path is a clear error, exit status 2."""
     from bot.cli import main
 
     assert main(["backtest", "--data", str(tmp_path / "nowhere"), "--report", str(tmp_path / "r.json"),
@@ -491,3 +491,22 @@ def test_signalbot_backtest_takes_its_options_from_the_backtest_parser(tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("signalbot backtest: ") and "nowhere" in err
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "pub").exists()
+
+
+def test_backtest_and_train_help_show_their_options(capsys):
+    """Real subparsers: `signalbot backtest --help` and `signalbot train --help` list every option, and the
+    costs option says why its default differs from the scan's."""
+    import pytest as _pytest
+
+    from bot.cli import main
+
+    for command, options in (("backtest", ("--report", "--news-weight", "--variants", "--publish")),
+                             ("train", ("--models-dir", "--features", "--news-db")),
+                             ("scan", ("--as-of", "--families"))):
+        with _pytest.raises(SystemExit) as stop:
+            main([command, "--help"])
+        assert stop.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert out.startswith(f"usage: signalbot {command} ") and all(o in out for o in options)
+        assert ("(default 5: the service's own" if command == "scan" else "(default 10: the evaluation's") in out
+

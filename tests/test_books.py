@@ -315,7 +315,7 @@ def crypto_csvs(tmp_path) -> object:  # noqa: ANN001
 
 
 async def test_the_report_recomputes_from_its_trade_list_and_scores_against_bitcoin(tmp_path):
-    from scripts.backtest import run_backtest
+    from bot.cli.backtest import run_backtest
 
     out = await run_backtest(crypto_csvs(tmp_path), "2020-01-01", None, 10, progress=lambda f, s: None,
                              families=("trend",), variants=3)

@@ -474,7 +474,7 @@ async def test_a_discord_message_in_parts_resumes_after_the_parts_that_went_out(
 
 # -- 7. smaller findings ------------------------------------------------------------------------------------------
 async def test_a_scan_that_can_evaluate_nothing_says_why_in_text_and_exits_non_zero(shared_data):
-    from scripts.scan import run_scan
+    from bot.cli.scan import run_scan
 
     one = sorted((shared_data / "crypto").glob("*.csv*"))[0]
     text, code = await run_scan(one, "2010-01-01", False)

@@ -1,4 +1,5 @@
-"""The design's import rules: bot -> storage -> core; scripts -> storage, core; vendor SDKs in one adapter each."""
+"""The design's import rules: bot -> storage -> core; scripts -> storage, core (bot never imports scripts); vendor
+SDKs in one adapter each."""
 from __future__ import annotations
 
 import ast
@@ -13,6 +14,7 @@ FORBIDDEN = {
              "apscheduler"},
     "storage": {"bot", "scripts"},
     "scripts": {"bot"},
+    "bot": {"scripts"},
 }
 
 

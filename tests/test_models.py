@@ -294,7 +294,7 @@ def test_an_outdated_feature_set_is_refused_live_and_retired_by_the_next_trainin
     import asyncio
 
     from core.models.live import champion_voter
-    from scripts.train import run_train
+    from bot.cli.train import run_train
 
     data = write_stocks_csv(tmp_path / "stocks.csv")
     store = tmp_path / "models"
@@ -333,7 +333,7 @@ def test_train_command_writes_a_champion_then_a_shadowing_challenger(tmp_path: P
     import asyncio
 
     from bot.cli import main
-    from scripts.train import run_train
+    from bot.cli.train import run_train
 
     data = write_stocks_csv(tmp_path / "stocks.csv")
     store = tmp_path / "models"

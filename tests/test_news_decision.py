@@ -273,9 +273,9 @@ def test_replay_news_is_found_beside_the_replayed_data(tmp_path):
 
 
 async def test_backtest_news_reads_the_cache_and_asks_nothing_the_second_time(tmp_path, monkeypatch):
-    """scripts.news_cache: a news folder analysed into the verdict file once (a stub for the local model), then
+    """storage.news_cache (over core.news.replay): a news folder analysed into the verdict file once (a stub for the local model), then
     replayed: the second build analyses nothing, and verdicts an LLM stored there are preferred."""
-    import scripts.news_cache as cache
+    import storage.news_cache as cache
     from core.news.schema import AnalystAnswer
     from storage.news import open_verdict_file
 
@@ -347,7 +347,8 @@ async def test_run_backtest_with_symbols_and_news_end_to_end(tmp_path, monkeypat
     period changes no figure of the report; news during it vetoes setups and the report counts it."""
     import pandas as pd
 
-    from scripts.backtest import parse_symbols, run_backtest
+    from bot.cli.backtest import run_backtest
+    from bot.cli.options import parse_symbols
     from tests.test_backtest import synthetic_csvs
 
     data, bench = synthetic_csvs(tmp_path, ("AAA", "BBB", "CCC"))

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from core.market_data import CsvMarketData
-from scripts.scan import parse_when, scan_at
+from bot.cli.scan import scan_at
+from core.dates import parse_when
 from tests.conftest import REPO, utc
 
 EQUITIES = "equities/sp500_daily_2013-02-08_2018-02-07.csv.gz"

@@ -11,7 +11,7 @@ import pytest
 
 from core.news.sentiment import (LABELS, SentimentDataError, SentimentModel, SentimentModelError, SentimentVerdict,
                                  latest_model_dir, read_labelled_csv)
-from scripts.sentiment_eval import evaluate, metrics, stratified_folds
+from core.news.evaluation import evaluate, metrics, stratified_folds
 from scripts.train_sentiment import describe_dataset
 
 STORE = Path(__file__).resolve().parents[1] / "models_store"
@@ -198,7 +198,7 @@ def test_loading_a_folder_without_manifest_fails_clearly(tmp_path: Path) -> None
 
 
 def test_run_auto_mode_evaluates_a_file_the_model_was_not_trained_on(tmp_path: Path) -> None:
-    from scripts.sentiment_eval import run
+    from bot.cli.sentiment_eval import evaluate as run
 
     folder = _model_dir()
     csv_file = tmp_path / "other.csv"
@@ -361,7 +361,8 @@ def test_stacked_out_of_fold_never_uses_the_held_out_labels() -> None:
 
 def test_cv_report_stacks_out_of_fold_probabilities() -> None:
     from core.news.sentiment import LabelledTexts
-    from scripts.sentiment_eval import cv_report, dump_report
+    from bot.cli.sentiment_eval import dump_report
+    from core.news.evaluation import cv_report
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 60)

@@ -24,7 +24,7 @@ from core.instruments.catalog import default_registry
 from core.market_data import SimulatedMarket
 from core.similar import PeerGroup, SimilarityConfig, distance, find_similar, setup_features
 from core.signals.engine import signal_id
-from scripts.backtest import parser as backtest_parser
+from bot.cli import parser as signalbot_parser
 from storage.backtest_reports import publish_report, published_reports, report_scope
 from tests.conftest import MECHANICS_FAMILIES, utc
 
@@ -224,7 +224,7 @@ def test_the_latest_report_per_scope_is_kept_and_bad_files_are_skipped(tmp_path:
 
 
 def test_backtest_command_has_a_publish_option():
-    args = backtest_parser().parse_args(["--data", "d", "--report", "r.json", "--publish", "models_store/backtests"])
+    args = signalbot_parser().parse_args(["backtest", "--data", "d", "--report", "r.json", "--publish", "models_store/backtests"])
     assert args.publish == Path("models_store/backtests")
 
 

@@ -325,3 +325,15 @@ def stacked_out_of_fold(encoder_probs: np.ndarray, lexical_probs: np.ndarray, la
         w, b = fit_stacker(encoder_probs[rest], lexical_probs[rest], labels[rest], c, encoder_probs.shape[1])
         out[held] = softmax(x[held] @ w + b)
     return out
+
+
+# The shipped sentiment model's recipe: scripts/train_sentiment.py trains with it, core.news.evaluation
+# cross-validates it.
+MODEL_CONFIG = FineTuneConfig(epochs=3, class_weight_power=0.5)
+RUNTIME_ENGINE = "onnxruntime-int8"  # or "onnxruntime" (float32); cross-validation scores both
+LEXICAL_CONFIG = LexicalConfig()
+# How the encoder's and the lexical model's probabilities are combined: a logistic regression over both models'
+# log-probabilities, fitted on the out-of-fold predictions of a cross-validation report (`--cv-report`), with
+# this fixed regularisation (not tuned). Without a report, the fallback is the equal-weight mean LEXICAL_WEIGHT.
+STACKER_C = 1.0
+COMBINER: dict[str, object] = {"kind": "stacked logistic regression over log-probabilities", "c": STACKER_C}

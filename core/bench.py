@@ -1,4 +1,5 @@
-"""`signalbot bench`: the design's performance figures (section 7) that concern market data and indicators.
+"""The design's performance figures (section 7) that concern market data and indicators (`signalbot bench`,
+which opens the in-memory stores, writes the JSON and prints the table: bot/cli/bench.py).
 
 Universe: every instrument and timeframe the signal service scans in the data directory (505 S&P 500
 equities on 1d, 32 crypto pairs on 1h/4h/1d, EURUSD on 1h/4h/1d), loaded into memory first.
@@ -25,15 +26,13 @@ load average at the start.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
@@ -49,18 +48,20 @@ from core.events import EventBus
 from core.indicators.talib_engine import TalibEngine, bar_block
 from core.market_data import CsvMarketData, resample_bars
 from core.models.live import champion_voter, refresh_context
+from core.ports import SignalRepository
 from core.risk import SERVICE_COSTS_BPS, RiskConfig, RiskManager
 from core.signals.engine import SignalEngine
 from core.signals.service import ScanReport, SignalService
-from storage import Database, Stores
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models_store"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models_store"  # the repository's
 SCAN_BUDGET_S = 1.0
 RATIO_BUDGET = 2.0
 UPDATE_BUDGET_MS = 20.0
 MEMORY_BUDGET_MB = 1024.0
 
 T = TypeVar("T")
+# a fresh, empty signal store for one scan (with its tables), closed on leaving
+SignalStoreFactory = Callable[[], AbstractAsyncContextManager[SignalRepository]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +72,11 @@ class Target:
     history: pd.DataFrame  # all its closed bars
 
 
-async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_instruments: int = 300,
-                    updates_each: int = 3, echo: bool = True, models_dir: Path | None = MODELS_DIR) -> dict[str, Any]:
-    """Run the benchmarks on the data directory `data`, write the report to `out_json` and return it. `models_dir`:
-    the champions of b2 (None or none there: b2 is skipped)."""
+async def run_bench(data: Path, signal_store: SignalStoreFactory, *, repeats: int = 5,
+                    update_instruments: int = 300, updates_each: int = 3,
+                    models_dir: Path | None = MODELS_DIR) -> dict[str, Any]:
+    """Run the benchmarks on the data directory `data` and return the report; every scan persists its signals in
+    a fresh store from `signal_store`. `models_dir`: the champions of b2 (None or none there: b2 is skipped)."""
     load_at_start = os.getloadavg()
     started = time.perf_counter()
     engine = TalibEngine()
@@ -85,13 +87,13 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
     market = CsvMarketData(data)
     await asyncio.to_thread(market.load_all)
     as_of = market.data_range()[1]
-    targets = await _targets(market, signal_engine, as_of)
+    targets = await _targets(market, signal_engine, as_of, signal_store)
     load_s = time.perf_counter() - t0
     memory_loaded = _memory()
 
     model_engine, models = await _model_engine(market, engine, as_of, models_dir)
     reference, scan, model_scan = await _reference_and_scan(market, engine, signal_engine, targets, as_of, repeats,
-                                                            model_engine)
+                                                            signal_store, model_engine)
     update = _updates(engine, signal_engine, targets, update_instruments, updates_each, lookback)
     resampling = _resampling(targets, repeats)
     memory_service = _memory()
@@ -135,29 +137,23 @@ async def run_bench(data: Path, out_json: Path, *, repeats: int = 5, update_inst
         },
         "total_bench_s": round(time.perf_counter() - started, 1),
     }
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2) + "\n")
-    if echo:
-        print(report_text(report))
     return report
 
 
 # -- the universe -----------------------------------------------------------------------------------
 
 
-async def _targets(market: CsvMarketData, engine: SignalEngine, as_of: datetime) -> list[Target]:
+async def _targets(market: CsvMarketData, engine: SignalEngine, as_of: datetime,
+                   signal_store: SignalStoreFactory) -> list[Target]:
     """What the service scans, with its bars (this also fills the provider's in-memory cache)."""
-    store = Stores.over(Database("sqlite+aiosqlite:///:memory:"))
-    try:
+    async with signal_store() as signals:
         risk = RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS))
-        probe = SignalService(market, engine, store.signals, EventBus(), risk, FixedClock(as_of))
+        probe = SignalService(market, engine, signals, EventBus(), risk, FixedClock(as_of))
         out = []
         for inst, tf in probe.scan_targets():
             history = await market.get_bars(inst.symbol, tf, end=as_of)
             out.append(Target(inst, tf, history.iloc[-engine.config.lookback:], history))
         return out
-    finally:
-        await store.close()
 
 
 def _universe(targets: Sequence[Target], load_s: float, lookback: int) -> dict[str, Any]:
@@ -198,7 +194,7 @@ async def _model_engine(market: CsvMarketData, indicators: TalibEngine, as_of: d
 
 async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, engine: SignalEngine,
                               targets: Sequence[Target], as_of: datetime, repeats: int,
-                              model_engine: SignalEngine | None = None,
+                              signal_store: SignalStoreFactory, model_engine: SignalEngine | None = None,
                               ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(a), (b) and (b2), one run of each in turn, so that all see the same machine."""
     blocks = [bar_block(t.window) for t in targets]
@@ -212,15 +208,10 @@ async def _reference_and_scan(market: CsvMarketData, indicators: TalibEngine, en
             indicators.run_talib(block)
 
     async def scan_once(with_engine: SignalEngine = engine) -> tuple[tuple[float, float], ScanReport]:
-        db = Database("sqlite+aiosqlite:///:memory:")
-        await db.create_all()
-        store = Stores.over(db)
-        try:
+        async with signal_store() as signals:
             risk = RiskManager(RiskConfig(costs_bps=SERVICE_COSTS_BPS))
-            service = SignalService(market, with_engine, store.signals, EventBus(), risk, FixedClock(as_of))
+            service = SignalService(market, with_engine, signals, EventBus(), risk, FixedClock(as_of))
             return await _timed_async(service.scan)
-        finally:
-            await store.close()
 
     bare()  # warm-up
     calls_only()
@@ -429,80 +420,3 @@ def _median(runs: Sequence[float]) -> float:
 
 def _rounded(runs: Sequence[float]) -> list[float]:
     return [round(r, 4) for r in runs]
-
-
-# -- the human table ---------------------------------------------------------------------------------------
-
-
-def report_text(r: dict[str, Any]) -> str:
-    u, ref, scan, upd, res = r["universe"], r["reference_talib"], r["full_scan"], r["one_bar_update"], r["resampling"]
-    cat, mem, ok = r["universe_catalogue"], r["memory_mb"], r["budgets"]
-
-    def mark(passed: bool | None) -> str:
-        return "n/a" if passed is None else "ok" if passed else "OVER"
-
-    def ms(value: float | None, digits: int = 3) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f} ms"
-
-    def resampled(key: str) -> str:
-        figures = res.get(key)
-        if not figures:
-            return "n/a (no hourly bars)"
-        return f"{figures['bars_per_s']:,} bars/s ({res['source_bars']:,} bars, {figures['median_s'] * 1e3:.1f} ms)"
-
-    rows = [
-        ("universe", f"{u['instruments']} instruments, {u['instrument_timeframes']} instrument-timeframes "
-                     f"({', '.join(f'{k}: {v}' for k, v in u['by_class_and_timeframe'].items())})", ""),
-        ("bars in memory", f"{u['bars_in_memory']:,} (scan reads {u['bars_read_per_scan']:,}; lookback {u['lookback']})", ""),
-        ("a. TA-Lib reference", f"{ref['median_s'] * 1e3:8.1f} ms  (CPU {ref['cpu_median_s'] * 1e3:.1f} ms; "
-                                f"{ref['per_instrument_us']} us per instrument-timeframe)", ""),
-        ("   TA-Lib calls only", f"{ref['talib_calls_only_median_s'] * 1e3:8.1f} ms  (CPU {ref['talib_calls_only_cpu_median_s'] * 1e3:.1f} ms; "
-                                f"{ref['talib_calls']} calls each)", ""),
-        ("b. full scan", f"{scan['median_s'] * 1e3:8.1f} ms  (CPU {scan['cpu_median_s'] * 1e3:.1f} ms; {scan['evaluated']} evaluated, "
-                         f"{scan['issued']} issued, {scan['rejected_by_risk']} rejected by risk)",
-         f"< {SCAN_BUDGET_S:.0f} s: {mark(ok['full_scan_under_1s'])}"),
-        ("   b / a", f"{r['scan_vs_reference']:8.2f} x  (CPU {r['scan_vs_reference_cpu']:.2f} x; per run "
-                    f"{', '.join(f'{x:.2f}' for x in r['scan_vs_reference_per_run'])}; "
-                    f"b / TA-Lib calls only {r['scan_vs_talib_calls_only']:.2f} x)",
-         f"<= {RATIO_BUDGET:.0f} x: {mark(ok['scan_within_2x_of_talib'])}"),
-        ("b2. scan with models", _model_scan_text(r), f"< {SCAN_BUDGET_S:.0f} s: {mark(ok['model_scan_under_1s'])}"),
-        ("c. one-bar update", f"{ms(upd['indicators_median_ms']):>11} median, {ms(upd['indicators_p95_ms'])} p95 "
-                              f"({upd['updates']} updates, {upd['instruments']} instruments, window {upd['window_bars']} bars)",
-         f"< {UPDATE_BUDGET_MS:.0f} ms: {mark(ok['one_bar_update_under_20ms'])}"),
-        ("   bar -> decision", f"{ms(upd['decision_median_ms']):>11} median, {ms(upd['decision_p95_ms'])} p95",
-         f"< {UPDATE_BUDGET_MS:.0f} ms: {mark(ok['bar_to_decision_under_20ms'])}"),
-        ("d. resample 1h -> 4h", resampled("1h_to_4h"), ""),
-        ("   resample 1h -> 1d", resampled("1h_to_1d"), ""),
-        ("catalogue, universe", f"{cat['catalogue_median_s']:8.2f} s  ({cat['indicators']} columns over {cat['bars']:,} bars; "
-                                f"core set {cat['core_median_s']:.2f} s)", ""),
-        ("e. memory", f"{mem['after_scans_rss']:8.0f} MB RSS after load and scans, peak {mem['peak_rss_before_catalogue']:.0f} MB "
-                      f"(after load {mem['after_load_rss']:.0f} MB)", f"< 1 GB: {mark(ok['memory_under_1gb'])}"),
-    ]
-    width = max(len(k) for k, _, _ in rows)
-    lines = [f"signalbot bench: {r['data']} as of {r['as_of']}, median of {r['repeats']} runs "
-             f"(load average at start {r['machine']['load_average_at_start'][0]})"]
-    lines += [f"  {k:<{width}}  {v}" + (f"   [{b}]" if b else "") for k, v, b in rows]
-    return "\n".join(lines)
-
-
-def _model_scan_text(r: dict[str, Any]) -> str:
-    m = r["full_scan_with_models"]
-    if "median_s" not in m:
-        return "n/a (no champion in models_store)"
-    return (f"{m['median_s'] * 1e3:8.1f} ms  ({m['models']} champions; b2 / a {r['model_scan_vs_reference']:.2f} x; "
-            f"{m['issued']} issued, {m['rejected_by_risk']} rejected by risk; context refresh "
-            f"{m['context_refresh_s']:.1f} s, daily)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--json", dest="out", type=Path, required=True)
-    p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
-    asyncio.run(run_bench(args.data, args.out, repeats=args.repeats))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Stored news verdicts for backtests: the replayed news files analysed once by the LOCAL model and kept in a
-SQLite verdict store (`--news-db`, by default in the OS cache directory), then read back as the engine's news
-voter. A backtest never asks an LLM: verdicts already in the file (from any analyst, e.g. ones a live service
-stored) are used as they are, in the voter's provider preference; only (item, symbol) pairs without a local
-verdict are analysed, so the second run analyses nothing.
+verdict store (storage.news_cache opens it: `--news-db`, by default in the OS cache directory), then read back
+as the engine's news voter. A backtest never asks an LLM: verdicts already in the store (from any analyst, e.g.
+ones a live service stored) are used as they are, in the voter's provider preference; only (item, symbol) pairs
+without a local verdict are analysed, so the second run analyses nothing.
 
 Items: the tweets (`stocknet_tweets_*.csv*`) and market headlines (`market_headlines_*.csv*`) of a news
 folder laid out like ../shared/data/news, de-duplicated in publication order as the live news job does.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,12 +25,6 @@ from core.news.voter import VerdictIndex, VoterConfig
 log = logging.getLogger(__name__)
 
 CHUNK = 512
-
-
-def default_news_db() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("signalbot")) / "news-verdicts.sqlite"
 
 
 def news_folder(data: Path) -> Path | None:
@@ -108,26 +102,24 @@ class VerdictFile(Protocol):
     async def between(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[AnalysisRecord]: ...
 
 
-async def news_index(db_path: Path, news_dir: Path, symbols: Sequence[str], start: datetime, end: datetime,
-                     models_dir: Path, config: VoterConfig | None = None,
-                     progress: Callable[[float, str], None] | None = None) -> tuple[VerdictIndex, dict[str, object]]:
+async def replay_index(store: VerdictFile, news_dir: Path, symbols: Sequence[str], start: datetime, end: datetime,
+                       models_dir: Path, config: VoterConfig | None = None,
+                       progress: Callable[[float, str], None] | None = None,
+                       ) -> tuple[VerdictIndex, CacheReport, list[AnalysisRecord]]:
     """The engine's news voter for a backtest over (start, end] of `symbols`: the news of `news_dir` analysed
-    into the verdict file at `db_path` (only what is missing), then every stored verdict about them published
-    in the period (plus the voter's window before it) held in memory. Returns it with a summary."""
-    from storage.news import open_verdict_file
-
+    into `store` (only what is missing), then every stored verdict about them published in the period (plus the
+    voter's window before it) held in memory. Returns it with what the cache did and the verdicts read."""
     cfg = config or VoterConfig()
     items = await asyncio.to_thread(load_news, news_dir, symbols)
-    db, store = await open_verdict_file(db_path)
-    try:
-        cache = await ensure_local_verdicts(store, items, models_dir, symbols, progress)
-        records = await store.between([*symbols, ""], start - cfg.window, end)
-    finally:
-        await db.close()
-    index = VerdictIndex(records, cfg)
-    summary: dict[str, object] = {
-        "news_dir": str(news_dir), "db": str(db_path), "items": cache.items, "pairs": cache.verdicts,
-        "analysed_now": cache.analysed, "cache_seconds": round(cache.seconds, 1), "verdicts_loaded": len(records),
-        "providers": sorted({r.provider for r in records}), "window_hours": cfg.window.total_seconds() / 3600,
-    }
-    return index, summary
+    cache = await ensure_local_verdicts(store, items, models_dir, symbols, progress)
+    records = await store.between([*symbols, ""], start - cfg.window, end)
+    return VerdictIndex(records, cfg), cache, records
+
+
+class NewsLoader(Protocol):
+    """What a backtest or a training run asks for its news: the voter over (start, end] of `symbols`, with a
+    summary for the report (storage.news_cache.news_loader builds one over a verdict file)."""
+
+    def __call__(self, symbols: Sequence[str], start: datetime, end: datetime,
+                 progress: Callable[[float, str], None] | None = None,
+                 ) -> Awaitable[tuple[VerdictIndex, dict[str, object]]]: ...

@@ -1,4 +1,5 @@
-"""Evaluate the offline news-sentiment model on a labelled CSV (`text,label`).
+"""Evaluate the offline news-sentiment model on a labelled CSV (`text,label`) (`signalbot sentiment-eval`, which
+writes the JSON report: bot/cli/sentiment_eval.py).
 
 Two modes, and the JSON says which one ran (`mode`):
 
@@ -9,18 +10,15 @@ Two modes, and the JSON says which one ran (`mode`):
   choice of regularisation: nothing sees the held-out part) and scored on the held-out part. This is
   the figure to report for the model's own training data.
 
-`auto` (the default of `run`) picks `cross_validation` when the file's sha256 is the shipped model's
+`auto` (the default of `evaluate_sentiment`) picks `cross_validation` when the file's sha256 is the shipped model's
 training-data fingerprint, `heldout` otherwise.
 
 Throughput is measured on the real predict path (tokenisation, encoder, head, lexical model) with one CPU thread.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,7 +34,7 @@ from core.news.sentiment import (
     stratified_folds,
 )
 
-DEFAULT_STORE = Path(__file__).resolve().parents[1] / "models_store"
+DEFAULT_STORE = Path(__file__).resolve().parents[2] / "models_store"  # the repository's
 THROUGHPUT_MIN_TEXTS = 300
 
 
@@ -129,8 +127,8 @@ def cross_validate(data_csv: Path | str, folds: int = 5, seed: int = 0, config: 
     """
     from core.news.minilm import TOKENIZER_FILE, MiniLMEncoder, WordPiece, load_base_params, quantise_params, \
         restore_params
-    from core.news.training import FineTuneConfig, LexicalConfig, finetune, fit_lexical, lm_lexicon
-    from scripts.train_sentiment import LEXICAL_CONFIG, MODEL_CONFIG, RUNTIME_ENGINE
+    from core.news.training import (LEXICAL_CONFIG, MODEL_CONFIG, RUNTIME_ENGINE, FineTuneConfig, LexicalConfig,
+                                    finetune, fit_lexical, lm_lexicon)
 
     cfg = config if isinstance(config, FineTuneConfig) else MODEL_CONFIG
     lex_cfg = lexical_config if isinstance(lexical_config, LexicalConfig) else LEXICAL_CONFIG
@@ -193,8 +191,7 @@ def cv_report(data: LabelledTexts, fold_of: np.ndarray, encoder_probs: dict[str,
     the log-probabilities of both models (`core.news.training.stacked_out_of_fold`), fitted on the out-of-fold
     rows of the other folds only, with a fixed regularisation (not tuned); the labels of fold k are never used
     to predict fold k."""
-    from core.news.training import stacked_out_of_fold
-    from scripts.train_sentiment import COMBINER, STACKER_C
+    from core.news.training import COMBINER, STACKER_C, stacked_out_of_fold
 
     y = data.label_ids()
     folds = int(fold_of.max()) + 1
@@ -257,9 +254,9 @@ def cv_report(data: LabelledTexts, fold_of: np.ndarray, encoder_probs: dict[str,
     }
 
 
-def run(data_csv: Path | str, json_out: Path | str | None = None, model_dir: Path | str | None = None,
-        mode: str = "auto", folds: int = 5, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """What `signalbot sentiment-eval` does: pick the mode, evaluate, write the JSON report."""
+def evaluate_sentiment(data_csv: Path | str, model_dir: Path | str | None = None, mode: str = "auto",
+                       folds: int = 5, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What `signalbot sentiment-eval` computes: pick the mode, evaluate, return the report."""
     if mode not in ("auto", "heldout", "cv"):
         raise ValueError(f"mode must be auto, heldout or cv, not {mode!r}")
     if mode != "cv":
@@ -278,18 +275,7 @@ def run(data_csv: Path | str, json_out: Path | str | None = None, model_dir: Pat
     if mode == "cv":
         report = cross_validate(data_csv, folds=folds, progress=progress,
                                 tokenizer_file=Path(model_dir) / "tokenizer.json" if model_dir else None)
-    if json_out:
-        Path(json_out).write_text(dump_report(report))
     return report
-
-
-def dump_report(report: dict[str, Any]) -> str:
-    """The report as indented JSON, its (long) out-of-fold section on one line."""
-    if "oof" not in report:
-        return json.dumps(report, indent=2) + "\n"
-    marker = "@@OOF@@"
-    text = json.dumps({**report, "oof": marker}, indent=2)
-    return text.replace(json.dumps(marker), json.dumps(report["oof"], separators=(",", ":"))) + "\n"
 
 
 def _throughput_summary(speeds: list[float], cpu_speeds: list[float], batch_size: int | None) -> dict[str, Any]:
@@ -317,22 +303,3 @@ def _environment() -> dict[str, Any]:
             versions[package] = None
     return {"python": platform.python_version(), "machine": platform.machine(), "cpu": platform.processor() or None,
             "libraries": versions}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sentiment_eval", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="labelled CSV (text,label), .csv or .csv.gz")
-    p.add_argument("--json", type=Path, help="write the report here")
-    p.add_argument("--model", type=Path, help="model folder (default: newest models_store/sentiment-*)")
-    p.add_argument("--mode", choices=("auto", "heldout", "cv"), default="auto")
-    p.add_argument("--folds", type=int, default=5)
-    args = p.parse_args(argv)
-    report = run(args.data, args.json, args.model, args.mode, args.folds,
-                 progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(json.dumps({k: report[k] for k in ("mode", "accuracy", "macro_f1", "throughput", "warning") if k in report},
-                     indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,6 +18,7 @@ from core.billing import (
 from core.clock import Clock, SystemClock
 from core.domain import Tier, User
 from core.errors import UserInputError
+from core.ports import BillingRepository, UserRepository
 from storage import Stores
 from storage.billing import Applied, BillingStore
 
@@ -35,9 +36,9 @@ class WebhookResult:
 
 
 class Payments:
-    def __init__(self, store: Stores, billing: BillingStore, *, stripe: StripeBilling | None,
+    def __init__(self, users: UserRepository, billing: BillingRepository, *, stripe: StripeBilling | None,
                  stars_prices: Mapping[Tier, int], clock: Clock | None = None, notify: Notify | None = None) -> None:
-        self.store = store
+        self.users = users
         self.billing = billing
         self.stripe = stripe
         self.stars_prices = dict(stars_prices)
@@ -61,7 +62,7 @@ class Payments:
             stripe = StripeBilling(settings.stripe_api_key.get_secret_value(), webhook_secret=secret, prices=prices,
                                    public_url=settings.public_url, api_base=settings.stripe_api_base)
         stars = parse_stars_prices(Settings.pairs(settings.stars_prices))
-        return cls(store, billing, stripe=stripe, stars_prices=stars, clock=clock,
+        return cls(store.users, billing, stripe=stripe, stars_prices=stars, clock=clock,
                    notify=notify)
 
     async def close(self) -> None:
@@ -109,7 +110,7 @@ class Payments:
         stored = await self.billing.find_subscription(Provider.STRIPE, u.subscription_id) if u.subscription_id else None
         checkout = await self.billing.get_checkout(u.checkout_session) if u.checkout_session else None
         user_id = stripe_user(u, stored, checkout)
-        if user_id is not None and await self.store.users.get_user(user_id) is None:
+        if user_id is not None and await self.users.get_user(user_id) is None:
             log.warning("stripe: %s %s names user %s, who does not exist; recorded without effect",
                         u.event_type, u.event_id, user_id)
             user_id = None
@@ -148,7 +149,7 @@ class Payments:
         checkout = await self.billing.get_checkout(payload)
         if checkout is None or checkout.provider is not Provider.TELEGRAM_STARS:
             return "This invoice is not known to us. Please send /subscribe again."
-        user = await self.store.users.get_user(checkout.user_id)
+        user = await self.users.get_user(checkout.user_id)
         if user is None or user.platform != caller.platform or user.platform_user_id != caller.platform_user_id:
             return "This invoice was made for another account. Please send /subscribe yourself."
         if currency != STARS_CURRENCY or amount != checkout.amount:

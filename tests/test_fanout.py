@@ -28,7 +28,6 @@ from core.clock import SystemClock
 from core.domain import (
     AssetClass, DeliveryKind, DeliveryStatus, Direction, Preferences, Signal, Tier, Timeframe, User,
 )
-from core.errors import DeliveryError
 from core.events import SignalIssued
 from storage import Database, Stores
 from storage.outbox import OutboxStore

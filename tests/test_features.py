@@ -147,7 +147,6 @@ def test_pullback_rows_carry_the_pullback_levels_labels() -> None:
     """A pullback row's label is the exit of a signal at the pullback's own levels (core.labels on
     core.signals.levels.pullback_levels), not the oversold setups' levels."""
     from core.labels import barrier_labels
-    from core.market_data.resample import index_ns
     from core.signals.levels import pullback_levels
 
     bars = walk(700, 12, vol=0.03)

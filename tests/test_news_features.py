@@ -3,7 +3,7 @@ index as the same source as a feed, training rows == the voter's features."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 
 import numpy as np
 import pandas as pd

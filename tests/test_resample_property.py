@@ -3,7 +3,7 @@ and the lower timeframe is complete (the crypto files hold 15m, 1h, 4h and 1d of
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
 
 import pandas as pd

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import MECHANICS_FAMILIES, REPO
+from tests.conftest import MECHANICS_FAMILIES
 
 
 def run_service(tmp_path, commands: str, seconds: int, *extra: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001

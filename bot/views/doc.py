@@ -1,7 +1,7 @@
 """Doc: the small immutable document every command returns and every transport renders."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)

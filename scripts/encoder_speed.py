@@ -1,6 +1,6 @@
 """How fast a larger encoder would run where the shipped sentiment model runs: the shipped MiniLM-L6 (6 layers,
 384 wide) against a BERT-base-shaped encoder (12 x 768, FinBERT's shape) and a DistilBERT-shaped one (6 x 768),
-both with random weights, through the same ONNX graph builder and runtime (`core.news.minilm`, onnxruntime with
+both with random weights, through the same ONNX graph builder and runtime (`core.news.providers.minilm`, onnxruntime with
 dynamic int8, one thread, one text per call as shipped), on the same headlines. Weights do not change the speed,
 so random ones measure what weights of that size would cost here. No network, nothing written.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.news import minilm
+from core.news.providers import minilm
 from core.news.sentiment import latest_model_dir, read_manifest
 
 STORE = Path(__file__).resolve().parents[1] / "models_store"

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from core.news.local_analyst import LOCAL_PROMPT_VERSION, LocalAnalyst
+from core.news.providers.local import LOCAL_PROMPT_VERSION, LocalAnalyst
 from core.news.schema import AnalysisRecord
 from core.news.sources import Deduplicator, NewsItem, load_headlines, load_tweets
 from core.news.voter import VoterConfig, news_vote

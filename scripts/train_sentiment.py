@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.news.minilm import (BASE_MODEL_ID, BASE_PACKAGE, ENCODER_FILE, TOKENIZER_FILE, WordPiece, base_model_path,
+from core.news.providers.minilm import (BASE_MODEL_ID, BASE_PACKAGE, ENCODER_FILE, TOKENIZER_FILE, WordPiece, base_model_path,
                               file_sha256, load_base_params, quantise_params)
 from core.news.sentiment import (HEAD_FILE, LABELS, LEXICAL_FILE, MANIFEST, SentimentModel, latest_model_dir,
                                  read_labelled_csv, read_manifest)

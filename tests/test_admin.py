@@ -274,7 +274,8 @@ def test_live_accuracy_groups_by_voter_and_scores_the_model_probability():
 async def test_models_shows_the_news_analysts_and_the_news_votes_record(services):
     from bot.commands.admin import news_part
     from bot.news_job import NewsJob
-    from core.news.analysts import AnalystSlot, DailyQuota, NewsAnalysisService
+    from core.news.analysts import AnalystSlot, NewsAnalysisService
+    from core.llm import DailyQuota
     from core.news.schema import AnalystAnswer, NewsVerdict
     from core.news.sources import NewsItem, ReplayNews
 

@@ -9,27 +9,15 @@ import numpy as np
 import pytest
 
 from core.clock import FixedClock
-from core.market_data.router import BreakerState, CircuitBreaker
-from core.news.analysts import (
-    AnalystSlot,
-    DailyQuota,
-    NewsAnalysisService,
-    RateLimiter,
-    build_analysis_service,
-    price_of,
-)
-from core.news.anthropic_analyst import AnthropicAnalyst
-from core.news.local_analyst import LocalAnalyst
-from core.news.openai_analyst import OpenAIAnalyst
+from core.resilience import BreakerState, CircuitBreaker
+from core.news.analysts import AnalystSlot, NewsAnalysisService, RateLimiter, build_analysis_service
+from core.llm import DailyQuota, price_of
+from core.news.providers.anthropic import AnthropicAnalyst
+from core.news.providers.local import LocalAnalyst
+from core.news.providers.openai import OpenAIAnalyst
 from core.news.prompts import EVENT_PROMPT, SENTIMENT_PROMPT
-from core.news.schema import (
-    AnalystRateLimitedError,
-    AnalystRefusedError,
-    AnalystTimeoutError,
-    AnalystUnavailableError,
-    InvalidVerdictError,
-    NewsVerdict,
-)
+from core.news.schema import NewsVerdict
+from core.llm import AnalystRateLimitedError, AnalystRefusedError, AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError
 from core.news.sentiment import LABELS, SentimentModel
 from core.news.sources import NewsItem
 from storage.database import Database

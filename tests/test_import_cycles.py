@@ -109,3 +109,21 @@ def test_the_cycle_finder_finds_a_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def package_graph(depth: int = 2) -> dict[str, set[str]]:
+    """The file graph folded to packages `depth` names deep (core.news, core.signals, bot.delivery, ...)."""
+    folded: dict[str, set[str]] = {}
+    for module, targets in project_graph().items():
+        source = ".".join(module.split(".")[:depth])
+        folded.setdefault(source, set()).update(".".join(t.split(".")[:depth]) for t in targets)
+    for source, targets in folded.items():
+        targets.discard(source)
+    return folded
+
+
+def test_signals_and_news_depend_in_one_direction():
+    """core.news may build on core.signals (the voter's opinion, the reasoning writers); core.signals reaches the
+    LLMs through core.llm and core.resilience, never through core.news."""
+    graph = package_graph()
+    assert "core.news" not in graph.get("core.signals", set()), "core/signals imports core/news"

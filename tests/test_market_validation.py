@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 
 from core.domain import BAR_COLUMNS, AssetClass, Timeframe
 from core.errors import DataValidationError, MarketDataError
-from core.market_data.retry import (
-    ProviderRequestError,
-    ProviderUnavailableError,
-    RateLimitedError,
-    RetryPolicy,
-    error_for_status,
-    parse_retry_after,
-)
+from core.market_data.retry import ProviderRequestError, ProviderUnavailableError, RateLimitedError, RetryPolicy, error_for_status
+from core.resilience import parse_retry_after
 from core.market_data.validation import DataRejectedError, require_valid, validate_bars
 from tests.conftest import make_bars
 

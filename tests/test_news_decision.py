@@ -224,7 +224,8 @@ async def verdict_db():
 async def test_the_news_job_analyses_new_items_once_stores_them_and_feeds_the_engine():
     from bot.news_job import NewsJob
     from core.clock import FixedClock
-    from core.news.analysts import AnalystSlot, DailyQuota, NewsAnalysisService
+    from core.news.analysts import AnalystSlot, NewsAnalysisService
+    from core.llm import DailyQuota
     from core.news.sources import NewsItem, ReplayNews
 
     t0 = AS_OF - timedelta(hours=3)
@@ -295,7 +296,7 @@ async def test_backtest_news_reads_the_cache_and_asks_nothing_the_second_time(tm
             batches.append(len(items))
             return [AnalystAnswer(verdict(0.5), self.model) for _ in items]
 
-    import core.news.local_analyst as local
+    import core.news.providers.local as local
 
     monkeypatch.setattr(local.LocalAnalyst, "from_store", classmethod(lambda cls, d, threads=1: Local()))
     db = tmp_path / "v.sqlite"
@@ -320,7 +321,7 @@ async def test_backtest_news_reads_the_cache_and_asks_nothing_the_second_time(tm
 def stub_local_analyst(monkeypatch, batches: list[int]) -> None:  # noqa: ANN001
     """The local model replaced by a stub: 'terrible' is bad news, anything else good."""
     from core.news.schema import AnalystAnswer
-    import core.news.local_analyst as local
+    import core.news.providers.local as local
 
     class Local:
         model = "local:stub"

@@ -23,7 +23,8 @@ from core.market_data.backfill import BackfillProgress, backfill
 from core.market_data.crypto_exchange import CcxtMarketData
 from core.market_data.csv_files import CsvMarketData
 from core.market_data.retry import ProviderRequestError, ProviderUnavailableError, RetryPolicy
-from core.market_data.router import BreakerState, CircuitBreaker, MarketDataRouter
+from core.market_data.router import MarketDataRouter
+from core.resilience import BreakerState, CircuitBreaker
 from core.market_data.validation import DataRejectedError, ValidationReport
 from core.market_data.yahoo import YahooMarketData
 from core.ports import MarketData

@@ -61,7 +61,7 @@ def test_shipped_model_classifies_obvious_sentences(model: SentimentModel) -> No
 
 
 def test_predict_is_batch_invariant_and_handles_empty(model: SentimentModel) -> None:
-    from core.news.minilm import MiniLMEncoder
+    from core.news.providers.minilm import MiniLMEncoder
 
     texts = POSITIVE + NEGATIVE + NEUTRAL
     one_by_one = np.vstack([model.probabilities([t]) for t in texts])
@@ -76,7 +76,7 @@ def test_predict_is_batch_invariant_and_handles_empty(model: SentimentModel) -> 
 
 
 def test_onnxruntime_paths_match_the_numpy_reference(model: SentimentModel) -> None:
-    from core.news.minilm import MiniLMEncoder
+    from core.news.providers.minilm import MiniLMEncoder
 
     encoder = model.encoder
     assert isinstance(encoder, MiniLMEncoder)

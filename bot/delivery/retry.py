@@ -1,8 +1,12 @@
-"""When to try a failed delivery again: exponential backoff with jitter, and when to give up."""
+"""When to try a failed delivery again: exponential backoff with jitter (core.resilience.backoff), and when to give
+up. (Not core.market_data.retry.RetryPolicy: that one waits in-process around one request; this one schedules a
+stored row's next attempt.)"""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+from core.resilience import backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,5 +29,5 @@ class RetryPolicy:
 
     def delay(self, attempts: int, rng: random.Random) -> float:
         """Seconds to wait after the `attempts`-th failed attempt (1, 2, ...)."""
-        ceiling = min(self.max_seconds, self.base_seconds * 2.0 ** max(attempts - 1, 0))
+        ceiling = backoff(attempts, self.base_seconds, self.max_seconds)
         return ceiling * (1.0 - self.jitter * rng.random())

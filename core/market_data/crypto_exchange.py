@@ -36,8 +36,8 @@ from core.market_data.retry import (
     ProviderUnavailableError,
     RateLimitedError,
     RetryPolicy,
-    parse_retry_after,
 )
+from core.resilience import parse_retry_after
 from core.market_data.validation import DEFAULT_POLICY, ValidationPolicy, ValidationReport, require_valid
 
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"binance": {"fetchMarkets": {"types": ["spot"]}}}

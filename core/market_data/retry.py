@@ -1,4 +1,5 @@
-"""Provider failures and the one retry policy every market-data adapter shares.
+"""Provider failures and the one retry policy every market-data adapter shares (the failure vocabulary, the
+breaker and Retry-After parsing are core.resilience's).
 
 Adapters translate their vendor's errors at the edge into the classes below (all MarketDataError):
 
@@ -21,21 +22,20 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from core.errors import MarketDataError
+from core.resilience import BadRequest, RateLimited, Unavailable, backoff, parse_retry_after
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ProviderUnavailableError(MarketDataError):
+class ProviderUnavailableError(MarketDataError, Unavailable):
     """A transient failure: timeout, connection refused or reset, HTTP 5xx. Retryable."""
 
 
-class RateLimitedError(ProviderUnavailableError):
+class RateLimitedError(ProviderUnavailableError, RateLimited):
     """The provider asked us to slow down (HTTP 429). `retry_after` in seconds when it said."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
@@ -43,30 +43,12 @@ class RateLimitedError(ProviderUnavailableError):
         self.retry_after = retry_after
 
 
-class ProviderRequestError(MarketDataError):
+class ProviderRequestError(MarketDataError, BadRequest):
     """The provider refused the request (HTTP 4xx other than 429). Not retryable."""
 
 
 def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderUnavailableError)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent/invalid."""
-    if value is None or not str(value).strip():
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def error_for_status(status: int, message: str, retry_after: str | None = None) -> MarketDataError:
@@ -104,7 +86,7 @@ class RetryPolicy:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return float(retry_after) if retry_after <= self.max_retry_after else None
-        delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        delay = backoff(attempt, self.base_delay, self.max_delay)
         return max(0.0, delay * (1 + random.uniform(-self.jitter, self.jitter)))
 
     async def run(self, call: Callable[[], Awaitable[T]], *, what: str = "request") -> T:

@@ -19,7 +19,6 @@ The router itself never retries (the adapters' RetryPolicy does): it fails over.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,77 +27,18 @@ from typing import TypeVar
 
 import pandas as pd
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock
 from core.domain import AssetClass, Instrument, Timeframe
 from core.errors import DataValidationError, MarketDataError, NotEnoughDataError, UnknownSymbolError, UserInputError
 from core.instruments import InstrumentRegistry
 from core.market_data.capabilities import RangeMarketData
 from core.market_data.retry import ProviderRequestError, ProviderUnavailableError
 from core.market_data.validation import DataRejectedError
+from core.resilience import BreakerState, CircuitBreaker
 from core.ports import MarketData
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class BreakerState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-
-
-class CircuitBreaker:
-    """Consecutive-failure circuit breaker with a timed half-open probe."""
-
-    def __init__(self, name: str, *, failure_threshold: int = 3, cooldown: timedelta = timedelta(seconds=60),
-                 clock: Clock | None = None) -> None:
-        if failure_threshold < 1:
-            raise ValueError("failure_threshold must be >= 1")
-        self.name = name
-        self.failure_threshold = failure_threshold
-        self.cooldown = cooldown
-        self.clock = clock or SystemClock()
-        self.state = BreakerState.CLOSED
-        self.failures = 0
-        self.opened_at: datetime | None = None
-        self._probing = False
-
-    def allow(self) -> bool:
-        """May a call go to the provider now? Moves open -> half-open once the cool-down is over."""
-        if self.state is BreakerState.CLOSED:
-            return True
-        if self.state is BreakerState.OPEN:
-            assert self.opened_at is not None
-            if self.clock.now() - self.opened_at < self.cooldown:
-                return False
-            self.state = BreakerState.HALF_OPEN
-            logger.info("breaker %s: half-open, probing", self.name)
-        if self._probing:
-            return False  # one probe at a time
-        self._probing = True
-        return True
-
-    def record_success(self) -> None:
-        if self.state is not BreakerState.CLOSED:
-            logger.info("breaker %s: closed (probe succeeded)", self.name)
-        self.state, self.failures, self.opened_at, self._probing = BreakerState.CLOSED, 0, None, False
-
-    def record_failure(self) -> None:
-        self._probing = False
-        if self.state is BreakerState.HALF_OPEN:
-            self._open("probe failed")
-            return
-        self.failures += 1
-        if self.failures >= self.failure_threshold and self.state is BreakerState.CLOSED:
-            self._open(f"{self.failures} consecutive failures")
-
-    def release(self) -> None:
-        """The call ended without a verdict (cancelled): let the next call probe."""
-        self._probing = False
-
-    def _open(self, why: str) -> None:
-        self.state, self.opened_at = BreakerState.OPEN, self.clock.now()
-        logger.warning("breaker %s: open (%s); next probe after %s", self.name, why, self.cooldown)
 
 
 @dataclass(frozen=True, slots=True)

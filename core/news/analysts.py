@@ -24,19 +24,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
 from core.clock import Clock, SystemClock
-from core.market_data.router import BreakerState, CircuitBreaker
-from core.news.schema import (
-    AnalysisRecord,
-    AnalystAnswer,
-    AnalystError,
-    AnalystRateLimitedError,
-    VerdictStore,
-)
+from core.resilience import BreakerState, CircuitBreaker
+from core.news.schema import AnalysisRecord, AnalystAnswer, VerdictStore
+from core.llm import AnalystError, AnalystRateLimitedError, DailyQuota, price_of
 from core.news.sources import NewsItem
 
 logger = logging.getLogger(__name__)
@@ -55,67 +50,6 @@ class NewsAnalyst(Protocol):
     def prompt_version(self) -> str: ...
 
     async def analyze(self, item: NewsItem, symbol: str) -> AnalystAnswer: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    """USD per million tokens."""
-
-    input_per_million: float = 0.0
-    output_per_million: float = 0.0
-
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1e6
-
-
-# List prices as of writing; unknown models are priced high on purpose so a quota errs on the safe side.
-PRICES: dict[str, Pricing] = {
-    "gpt-4o-mini": Pricing(0.15, 0.60),
-    "gpt-4o": Pricing(2.50, 10.0),
-    "gpt-4.1-mini": Pricing(0.40, 1.60),
-    "claude-3-5-haiku": Pricing(0.80, 4.0),
-    "claude-haiku-4-5": Pricing(1.0, 5.0),
-    "claude-3-5-sonnet": Pricing(3.0, 15.0),
-    "claude-sonnet-4": Pricing(3.0, 15.0),
-}
-UNKNOWN_MODEL_PRICE = Pricing(5.0, 25.0)
-
-
-def price_of(model: str) -> Pricing:
-    if model.startswith("local:"):
-        return Pricing()
-    best = max((name for name in PRICES if model.startswith(name)), key=len, default=None)
-    return PRICES[best] if best else UNKNOWN_MODEL_PRICE
-
-
-class DailyQuota:
-    """Tokens and dollars one provider may use per UTC day (0 = no allowance at all)."""
-
-    def __init__(self, *, tokens: int, cost_usd: float, clock: Clock) -> None:
-        self.tokens, self.cost_usd, self.clock = tokens, cost_usd, clock
-        self._day: date | None = None
-        self.used_tokens = 0
-        self.used_cost = 0.0
-
-    def _roll(self) -> None:
-        today = self.clock.now().date()
-        if today != self._day:
-            self._day, self.used_tokens, self.used_cost = today, 0, 0.0
-
-    def allows(self, estimated_tokens: int = 0) -> bool:
-        self._roll()
-        return (self.used_tokens + estimated_tokens <= self.tokens and self.used_cost < self.cost_usd
-                and self.tokens > 0)
-
-    def usage(self) -> tuple[int, float]:
-        """(tokens, cost) used today (zero after midnight UTC, before the day's first call)."""
-        self._roll()
-        return self.used_tokens, self.used_cost
-
-    def charge(self, tokens: int, cost_usd: float) -> None:
-        self._roll()
-        self.used_tokens += tokens
-        self.used_cost += cost_usd
 
 
 class RateLimiter:
@@ -422,15 +356,15 @@ def build_analysis_service(
                            RateLimiter(requests_per_minute, burst=5), timeout=timeout)
 
     if anthropic_api_key and mode == "live":
-        from core.news.anthropic_analyst import AnthropicAnalyst
+        from core.news.providers.anthropic import AnthropicAnalyst
         slots.append(guarded(AnthropicAnalyst(api_key=anthropic_api_key, base_url=anthropic_base_url,
                                               model=anthropic_model, timeout=timeout, max_retries=max_retries)))
     if openai_api_key and mode == "live":
-        from core.news.openai_analyst import OpenAIAnalyst
+        from core.news.providers.openai import OpenAIAnalyst
         slots.append(guarded(OpenAIAnalyst(api_key=openai_api_key, base_url=openai_base_url, model=openai_model,
                                            timeout=timeout, max_retries=max_retries)))
     if models_dir is not None:
-        from core.news.local_analyst import LocalAnalyst
+        from core.news.providers.local import LocalAnalyst
         from core.errors import SentimentModelError
         try:
             slots.append(AnalystSlot(LocalAnalyst.from_store(models_dir), timeout=max(timeout, 30.0)))

@@ -125,7 +125,7 @@ def cross_validate(data_csv: Path | str, folds: int = 5, seed: int = 0, config: 
     scores each model alone on the same folds; section `oof` keeps the out-of-fold probabilities, from
     which the trainer fits the shipped model's stacker.
     """
-    from core.news.minilm import TOKENIZER_FILE, MiniLMEncoder, WordPiece, load_base_params, quantise_params, \
+    from core.news.providers.minilm import TOKENIZER_FILE, MiniLMEncoder, WordPiece, load_base_params, quantise_params, \
         restore_params
     from core.news.training import (LEXICAL_CONFIG, MODEL_CONFIG, RUNTIME_ENGINE, FineTuneConfig, LexicalConfig,
                                     finetune, fit_lexical, lm_lexicon)

@@ -7,7 +7,7 @@ analysts keep theirs). No key: no narrator, the template text stays.
 from __future__ import annotations
 
 from core.clock import Clock, SystemClock
-from core.news.analysts import DailyQuota
+from core.llm import DailyQuota
 from core.signals.narrative import LLMReasoningWriter, Narrator, WriterSlot
 
 
@@ -28,12 +28,12 @@ def build_narrator(
         return DailyQuota(tokens=daily_tokens, cost_usd=daily_cost_usd, clock=clock)
 
     if anthropic_api_key:
-        from core.news.anthropic_analyst import AnthropicAnalyst
+        from core.news.providers.anthropic import AnthropicAnalyst
         slots.append(WriterSlot(LLMReasoningWriter(AnthropicAnalyst(
             api_key=anthropic_api_key, base_url=anthropic_base_url, model=anthropic_model, timeout=call_timeout,
             max_retries=max_retries)), quota()))
     if openai_api_key:
-        from core.news.openai_analyst import OpenAIAnalyst
+        from core.news.providers.openai import OpenAIAnalyst
         slots.append(WriterSlot(LLMReasoningWriter(OpenAIAnalyst(
             api_key=openai_api_key, base_url=openai_base_url, model=openai_model, timeout=call_timeout,
             max_retries=max_retries)), quota()))

@@ -69,7 +69,7 @@ async def ensure_local_verdicts(store: "VerdictFile", items: Sequence[NewsItem],
                                 symbols: Sequence[str] | None = None,
                                 progress: Callable[[float, str], None] | None = None) -> CacheReport:
     """Local verdicts for every (item, symbol) pair missing from the store, analysed in batches and saved."""
-    from core.news.local_analyst import LOCAL_PROMPT_VERSION, LocalAnalyst
+    from core.news.providers.local import LOCAL_PROMPT_VERSION, LocalAnalyst
 
     started = time.perf_counter()
     wanted = set(symbols) if symbols is not None else None

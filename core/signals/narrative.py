@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 from core.clock import Clock, SystemClock
 from core.domain import Direction, Signal
-from core.market_data.router import CircuitBreaker
-from core.news.analysts import DailyQuota, price_of
-from core.news.schema import AnalystError
+from core.resilience import CircuitBreaker
+from core.llm import DailyQuota, price_of
+from core.llm import AnalystError
 from core.signals.reasoning import shows_record
 
 log = logging.getLogger(__name__)

@@ -13,19 +13,8 @@ import anthropic
 from pydantic import ValidationError
 
 from core.news.prompts import EVENT_PROMPT, REPAIR_INSTRUCTION, PromptTemplate
-from core.news.schema import (
-    AnalystAnswer,
-    AnalystError,
-    AnalystRateLimitedError,
-    AnalystRefusedError,
-    AnalystRequestError,
-    AnalystTimeoutError,
-    AnalystUnavailableError,
-    InvalidVerdictError,
-    NewsVerdict,
-    Provider,
-    verdict_json_schema,
-)
+from core.news.schema import AnalystAnswer, NewsVerdict, Provider, verdict_json_schema
+from core.llm import AnalystError, AnalystRateLimitedError, AnalystRefusedError, AnalystRequestError, AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError
 from core.news.sources import NewsItem
 
 TOOL_NAME = "record_news_verdict"

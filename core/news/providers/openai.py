@@ -13,19 +13,8 @@ import openai
 from pydantic import ValidationError
 
 from core.news.prompts import REPAIR_INSTRUCTION, SENTIMENT_PROMPT, PromptTemplate
-from core.news.schema import (
-    AnalystAnswer,
-    AnalystError,
-    AnalystRateLimitedError,
-    AnalystRefusedError,
-    AnalystRequestError,
-    AnalystTimeoutError,
-    AnalystUnavailableError,
-    InvalidVerdictError,
-    NewsVerdict,
-    Provider,
-    verdict_json_schema,
-)
+from core.news.schema import AnalystAnswer, NewsVerdict, Provider, verdict_json_schema
+from core.llm import AnalystError, AnalystRateLimitedError, AnalystRefusedError, AnalystRequestError, AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError
 from core.news.sources import NewsItem
 
 

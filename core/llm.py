@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
+
+from pydantic import ValidationError
 
 from core.clock import Clock
 from core.errors import SignalBotError
-from core.resilience import BadRequest, RateLimited, Unavailable
+from core.resilience import BadRequest, RateLimited, Unavailable, parse_retry_after
 
 
 class AnalystError(SignalBotError):
@@ -108,3 +111,27 @@ class DailyQuota:
         self._roll()
         self.used_tokens += tokens
         self.used_cost += cost_usd
+
+
+# ---------------------------------------------------------------------- what the vendor adapters share
+
+def error_message(body: Any, default: str) -> str:
+    """The provider's own message from an error body ({"error": {"message": ...}} or {"message": ...}), cut to 200
+    characters; `default` when it has none."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:200]
+    return default
+
+
+def header_retry_after(headers: object) -> float | None:
+    """Seconds from a response's Retry-After header (seconds or an HTTP date), None when absent or unreadable."""
+    getter = getattr(headers, "get", None)
+    value = getter("retry-after") if getter else None
+    return parse_retry_after(value) if isinstance(value, str) else None
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The first five problems of an answer that did not validate, for the repair prompt and the log."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors()[:5])

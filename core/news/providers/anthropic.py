@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from core.news.prompts import EVENT_PROMPT, REPAIR_INSTRUCTION, PromptTemplate
 from core.news.schema import AnalystAnswer, NewsVerdict, Provider, verdict_json_schema
-from core.llm import AnalystError, AnalystRateLimitedError, AnalystRefusedError, AnalystRequestError, AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError
+from core.llm import (AnalystError, AnalystRateLimitedError, AnalystRefusedError, AnalystRequestError,
+                      AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError, error_message,
+                      header_retry_after, validation_summary)
 from core.news.sources import NewsItem
 
 TOOL_NAME = "record_news_verdict"
@@ -58,7 +60,7 @@ class AnthropicAnalyst:
                     verdict = NewsVerdict.model_validate(tool_use.input)
                     return AnalystAnswer(verdict, response.model or self.model, tokens_in, tokens_out)
                 except ValidationError as exc:
-                    error, tool_id = _short(exc), tool_use.id
+                    error, tool_id = validation_summary(exc), tool_use.id
             if attempt == 1:
                 raise InvalidVerdictError(f"anthropic {self.model}: answer failed validation twice: {error}")
             messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in response.content]})
@@ -100,32 +102,10 @@ def translate_error(exc: anthropic.APIError) -> AnalystError:
     if isinstance(exc, anthropic.APIConnectionError):
         return AnalystUnavailableError(f"{name}: connection failed: {type(exc).__name__}")
     if isinstance(exc, anthropic.RateLimitError):
-        return AnalystRateLimitedError(f"{name}: rate limited (429)", _retry_after(exc.response.headers))
+        return AnalystRateLimitedError(f"{name}: rate limited (429)", header_retry_after(exc.response.headers))
     if isinstance(exc, anthropic.APIStatusError):
         if exc.status_code >= 500:
             kind = "overloaded" if exc.status_code == 529 else f"HTTP {exc.status_code}"
             return AnalystUnavailableError(f"{name}: {kind}")
-        return AnalystRequestError(f"{name}: HTTP {exc.status_code}: {_status_message(exc)}")
+        return AnalystRequestError(f"{name}: HTTP {exc.status_code}: {error_message(exc.body, type(exc).__name__)}")
     return AnalystUnavailableError(f"{name}: {type(exc).__name__}")
-
-
-def _status_message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:200]
-    return type(exc).__name__
-
-
-def _retry_after(headers: object) -> float | None:
-    getter = getattr(headers, "get", None)
-    value = getter("retry-after") if getter else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _short(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors()[:5])

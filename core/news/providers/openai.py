@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from core.news.prompts import REPAIR_INSTRUCTION, SENTIMENT_PROMPT, PromptTemplate
 from core.news.schema import AnalystAnswer, NewsVerdict, Provider, verdict_json_schema
-from core.llm import AnalystError, AnalystRateLimitedError, AnalystRefusedError, AnalystRequestError, AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError
+from core.llm import (AnalystError, AnalystRateLimitedError, AnalystRefusedError, AnalystRequestError,
+                      AnalystTimeoutError, AnalystUnavailableError, InvalidVerdictError, error_message,
+                      header_retry_after, validation_summary)
 from core.news.sources import NewsItem
 
 
@@ -49,9 +51,9 @@ class OpenAIAnalyst:
             except ValidationError as exc:
                 if attempt == 1:
                     raise InvalidVerdictError(f"openai {self.model}: answer failed validation twice: "
-                                              f"{_short(exc)}") from exc
+                                              f"{validation_summary(exc)}") from exc
                 messages += [{"role": "assistant", "content": content},
-                             {"role": "user", "content": REPAIR_INSTRUCTION.format(error=_short(exc))}]
+                             {"role": "user", "content": REPAIR_INSTRUCTION.format(error=validation_summary(exc))}]
                 continue
             return AnalystAnswer(verdict, model or self.model, tokens_in, tokens_out)
         raise AssertionError("unreachable")
@@ -114,31 +116,9 @@ def translate_error(exc: openai.APIError) -> AnalystError:
     if isinstance(exc, openai.APIConnectionError):
         return AnalystUnavailableError(f"{name}: connection failed: {type(exc).__name__}")
     if isinstance(exc, openai.RateLimitError):
-        return AnalystRateLimitedError(f"{name}: rate limited (429)", _retry_after(exc.response.headers))
+        return AnalystRateLimitedError(f"{name}: rate limited (429)", header_retry_after(exc.response.headers))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
             return AnalystUnavailableError(f"{name}: HTTP {exc.status_code}")
-        return AnalystRequestError(f"{name}: HTTP {exc.status_code}: {_status_message(exc)}")
+        return AnalystRequestError(f"{name}: HTTP {exc.status_code}: {error_message(exc.body, type(exc).__name__)}")
     return AnalystUnavailableError(f"{name}: {type(exc).__name__}")
-
-
-def _status_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:200]
-    return type(exc).__name__
-
-
-def _retry_after(headers: object) -> float | None:
-    getter = getattr(headers, "get", None)
-    value = getter("retry-after") if getter else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _short(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors()[:5])

@@ -37,7 +37,7 @@ async def median_scan(service: SignalService, repeat: int) -> float:
 
 async def main(data: Path, as_of: str, repeat: int) -> None:
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db)
     try:
         service = SignalService(CsvMarketData(data), SignalEngine(default_engine()), store.signals, EventBus(),

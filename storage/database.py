@@ -10,7 +10,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
-from sqlmodel import SQLModel
 
 from storage import tables as _tables  # noqa: F401  (every table model, registered on SQLModel.metadata)
 
@@ -35,8 +34,8 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 class Database:
-    """Owns the engine. `create_all()` makes the schema; `fetch`/`write`/`insert` are the statements every store
-    runs; `close()` disposes of the pool."""
+    """Owns the engine. `upgrade()` makes or migrates the schema (storage.migrate); `fetch`/`write`/`insert` are
+    the statements every store runs; `close()` disposes of the pool."""
 
     def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False) -> None:
         self.url = make_url(url)
@@ -61,9 +60,11 @@ class Database:
             result = await conn.execute(stmt, params)
             return int(getattr(result, "rowcount", 0) or 0)
 
-    async def create_all(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
+    async def upgrade(self) -> None:
+        """The schema created, or migrated to the newest revision (Alembic; storage.migrate)."""
+        from storage import migrate  # migrate imports this module
+
+        await migrate.upgrade(self)
 
     async def close(self) -> None:
         await self.engine.dispose()

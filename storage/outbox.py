@@ -84,7 +84,12 @@ class OutboxStore:
         keys = list(columns)
         params = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         stmt = self._deliveries_insert_stmt().values(**constants).returning(DELIVERIES.c.id)
-        result = await conn.execute(stmt, params)
+        try:
+            result = await conn.execute(stmt, params)
+        except sa.exc.StatementError as exc:  # a value our types refuse (a naive datetime) is the caller's bug,
+            if isinstance(exc.orig, ValueError):  # not a database failure: raise it as the SQLite path does
+                raise exc.orig from exc
+            raise
         return len(result.all())
 
     def _deliveries_insert_stmt(self) -> Insert:
@@ -155,33 +160,6 @@ class OutboxStore:
                          if user_ids else [])
         claimed.sort(key=lambda d: (-TIERS[tiers.get(d.user_id, Tier.FREE.value)].rank, d.created_at or EPOCH, d.id))
         return claimed
-
-    async def upgrade_delivery_schema(self) -> bool:
-        """Databases made before deliveries were unique per channel have the constraint (signal_id, user_id, kind);
-        make it (signal_id, user_id, kind, channel), keeping every row. Idempotent; True when it changed the schema.
-        Call it after Database.create_all() at start-up."""
-        async with self._db.engine.begin() as conn:
-            uniques = await conn.run_sync(
-                lambda sync: sa.inspect(sync).get_unique_constraints(DELIVERIES.name)
-                if sa.inspect(sync).has_table(DELIVERIES.name) else [])
-            old = [u for u in uniques if sorted(u["column_names"]) == ["kind", "signal_id", "user_id"]]
-            if not old:
-                return False
-            if self._db.engine.dialect.name == "postgresql":
-                new = next(c for c in DELIVERIES.constraints if isinstance(c, sa.UniqueConstraint))
-                await conn.execute(sa.text(f'ALTER TABLE {DELIVERIES.name} DROP CONSTRAINT "{old[0]["name"]}"'))
-                await conn.execute(sa.schema.AddConstraint(new))
-                return True
-            # SQLite cannot drop a constraint: rebuild the table (no other table refers to it)
-            columns = ", ".join(c.name for c in DELIVERIES.columns)
-            await conn.execute(sa.text(f"ALTER TABLE {DELIVERIES.name} RENAME TO _deliveries_before_channels"))
-            for index in DELIVERIES.indexes:
-                await conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index.name}"'))
-            await conn.run_sync(lambda sync: DELIVERIES.create(sync))
-            await conn.execute(sa.text(f"INSERT INTO {DELIVERIES.name} ({columns}) "
-                                       f"SELECT {columns} FROM _deliveries_before_channels"))
-            await conn.execute(sa.text("DROP TABLE _deliveries_before_channels"))
-        return True
 
     async def record_attempts(self, updates: Sequence[DeliveryUpdate]) -> None:
         """What happened to claimed rows, in one transaction: each row's status, and its message_ref, error,

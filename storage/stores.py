@@ -9,7 +9,6 @@ pending fan-out are recorded together: storage.outbox.record_fanouts).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from core.clock import Clock, SystemClock
@@ -23,7 +22,6 @@ from storage.outbox import OutboxStore
 from storage.signals import SignalStore
 from storage.users import UserStore
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +60,8 @@ class Stores:
 
 
 async def open_stores(url: str, clock: Clock | None = None) -> Stores:
-    """The stores on the database at `url`, its schema created or brought up to date (SQLite by default,
-    PostgreSQL by URL)."""
+    """The stores on the database at `url`, its schema created or migrated to the newest revision
+    (storage.migrate; SQLite by default, PostgreSQL by URL)."""
     db = Database(url)
-    await db.create_all()
-    stores = Stores.over(db, clock)
-    if await stores.outbox.upgrade_delivery_schema():
-        log.warning("the outbox was upgraded to one row per channel")
-    return stores
+    await db.upgrade()
+    return Stores.over(db, clock)

@@ -74,7 +74,7 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
 async def bench(n: int, runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")
-        await db.create_all()
+        await db.upgrade()
         clock = FixedClock(NOW)
         store = Stores.over(db, clock)
         await seed(store, db, n)
@@ -121,7 +121,7 @@ async def bench_send(n: int, concurrency: int = 32, batch: int = 1000) -> dict[s
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'send.db'}")
-            await db.create_all()
+            await db.upgrade()
             clock = FixedClock(NOW)
             store = Stores.over(db, clock)
             await seed(store, db, n)

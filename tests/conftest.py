@@ -60,3 +60,50 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     """The local OpenAI Chat Completions API (tests/fakes/openai_api.py) for the real SDK."""
     async with FakeOpenAI() as fake:
         yield fake  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def postgres():  # noqa: ANN201
+    """A real PostgreSQL server for the session (tests/postgres.py): started here, or $SIGNALBOT_TEST_POSTGRES_URL.
+    Skips with the reason when this machine has none."""
+    from tests import postgres as pg
+
+    try:
+        srv = pg.server()
+    except pg.PostgresUnavailable as exc:
+        if os.environ.get("SIGNALBOT_REQUIRE_POSTGRES") == "1":  # .ci/run: these tests must run
+            pytest.fail(f"no PostgreSQL server: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def pg_databases(request: pytest.FixtureRequest):  # noqa: ANN201
+    """`pg_databases(name)`: the URL of a fresh database `name` on the session's PostgreSQL server, the same URL
+    each time it is asked for; dropped after the test."""
+    import uuid
+
+    from tests import postgres as pg
+
+    srv = request.getfixturevalue("postgres")
+    made: dict[str, str] = {}
+
+    def url(name: str = "t") -> str:
+        if name not in made:
+            made[name] = f"t_{uuid.uuid4().hex[:12]}_{name}"[:60].lower()
+            pg.create_database(srv, made[name])
+        return srv.url(made[name])
+
+    yield url
+    for database in made.values():
+        pg.drop_database(srv, database)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    """`db_url(name)`: the URL of database `name` for this test, the same URL each time it is asked for (a restart
+    reopens it): a file under tmp_path on SQLite, a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return lambda name="t": f"sqlite+aiosqlite:///{tmp_path / name}.db"
+    return request.getfixturevalue("pg_databases")

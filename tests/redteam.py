@@ -275,7 +275,7 @@ def tier_of(i: int, paid_share: float) -> Tier:
 async def seed_users(db: Path, n: int, paid_share: float) -> dict[str, tuple[int, Tier]]:
     """n active Telegram users in bulk; chat -> (user id, tier)."""
     database = Database(f"sqlite+aiosqlite:///{db}")
-    await database.create_all()
+    await database.upgrade()
     now = SystemClock().now()
     users = [{"id": i + 1, "platform": "telegram", "platform_user_id": str(CHAT_BASE + i),
               "chat_id": str(CHAT_BASE + i), "display_name": f"red {i}", "tier": tier_of(i, paid_share).value,

@@ -34,7 +34,7 @@ BAD = NewsItem.create(published_at=T0, source="wire", title="Boeing plunges afte
 @pytest.fixture
 async def store() -> AsyncIterator[SqlVerdictStore]:
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     yield SqlVerdictStore(db)
     await db.close()
 

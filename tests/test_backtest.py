@@ -54,7 +54,7 @@ async def live_walk(market: FrameMarket, engine: SignalEngine, risk: RiskManager
     at each, the tracker runs, then the scan (a live service whose scheduler fires at every close). With a
     `breaker`, the signals it kept in shadow are appended to `shadows`."""
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db)
     clock = FixedClock(times[0])
     service = SignalService(market, engine, store.signals, EventBus(), risk, clock, timeframes, books=books, setups=setups,

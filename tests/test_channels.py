@@ -200,9 +200,9 @@ class CommandServices:
         return False
 
 
-async def open_stores(path: Path) -> tuple[Stores, ChannelStore]:
-    db = Database(f"sqlite+aiosqlite:///{path}")
-    await db.create_all()
+async def open_stores(url: str) -> tuple[Stores, ChannelStore]:
+    db = Database(url)
+    await db.upgrade()
     return Stores.over(db, FixedClock(NOW)), ChannelStore(db, FixedClock(NOW))
 
 
@@ -213,8 +213,8 @@ def registry_for(channels: ChannelStore, digests: DigestStore | None = None) -> 
     return registry
 
 
-async def test_commands_follow_the_tier_and_check_their_input(tmp_path: Path) -> None:
-    store, channels = await open_stores(tmp_path / "cmd.db")
+async def test_commands_follow_the_tier_and_check_their_input(db_url) -> None:
+    store, channels = await open_stores(db_url("cmd"))
     services = CommandServices(store, registry_for(channels))
     users = {}
     for name, tier in (("free", Tier.FREE), ("trader", Tier.TRADER), ("pro", Tier.PROFESSIONAL)):
@@ -252,8 +252,8 @@ async def test_commands_follow_the_tier_and_check_their_input(tmp_path: Path) ->
 
 
 # -- end to end: notifier -> outbox -> workers -> SMTP / webhook receiver ---------------------------------------
-async def test_signal_and_exit_reach_email_and_webhook(tmp_path: Path, smtp, receiver) -> None:
-    store, channels = await open_stores(tmp_path / "e2e.db")
+async def test_signal_and_exit_reach_email_and_webhook(db_url, smtp, receiver) -> None:
+    store, channels = await open_stores(db_url("e2e"))
     clock = FixedClock(NOW)
     pro = await store.users.upsert_user("telegram", "1", "1", "Pat")
     trader = await store.users.upsert_user("telegram", "2", "2", "Tom")
@@ -310,9 +310,9 @@ async def test_signal_and_exit_reach_email_and_webhook(tmp_path: Path, smtp, rec
         await store.close()
 
 
-async def test_a_gone_webhook_or_refused_address_is_removed_and_the_user_stays(tmp_path: Path, smtp,
+async def test_a_gone_webhook_or_refused_address_is_removed_and_the_user_stays(db_url, smtp,
                                                                                receiver) -> None:
-    store, channels = await open_stores(tmp_path / "gone.db")
+    store, channels = await open_stores(db_url("gone"))
     clock = FixedClock(NOW)
     pro = await store.users.upsert_user("telegram", "1", "1", "Pat")
     await store.users.set_tier(pro.id, Tier.PROFESSIONAL)
@@ -356,8 +356,8 @@ class ChatRecorder:
         return str(len(self.sent))
 
 
-async def test_daily_digest_once_a_day_at_the_chosen_hour(tmp_path: Path) -> None:
-    store, channels = await open_stores(tmp_path / "digest.db")
+async def test_daily_digest_once_a_day_at_the_chosen_hour(db_url) -> None:
+    store, channels = await open_stores(db_url("digest"))
     digests = DigestStore(store.database)
     services = CommandServices(store, registry_for(channels, digests))
     ann = await store.users.upsert_user("telegram", "1", "1", "Ann")

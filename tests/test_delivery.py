@@ -51,9 +51,9 @@ class RecordingTransport:
         return f"m{len(self.sent)}"
 
 
-async def open_stores(path) -> Stores:  # noqa: ANN001
-    db = Database(f"sqlite+aiosqlite:///{path}")
-    await db.create_all()
+async def open_stores(url: str) -> Stores:
+    db = Database(url)
+    await db.upgrade()
     return Stores.over(db)
 
 
@@ -67,8 +67,8 @@ async def add_users(store: Stores, n: int, **prefs) -> list[int]:  # noqa: ANN00
     return ids
 
 
-async def test_recipients_follow_tier_and_preferences(tmp_path):
-    store = await open_stores(tmp_path / "a.db")
+async def test_recipients_follow_tier_and_preferences(db_url):
+    store = await open_stores(db_url("a"))
     clock = FixedClock(NOW)
     everyone = await add_users(store, 3)
     picky = await store.users.upsert_user("console", "picky", "chat-picky", "")
@@ -92,8 +92,8 @@ async def test_recipients_follow_tier_and_preferences(tmp_path):
     await store.close()
 
 
-async def test_restart_in_the_middle_of_deliveries_loses_and_doubles_nothing(tmp_path):
-    path = tmp_path / "outbox.db"
+async def test_restart_in_the_middle_of_deliveries_loses_and_doubles_nothing(db_url):
+    path = db_url("outbox")
     store = await open_stores(path)
     clock = FixedClock(NOW)
     users = await add_users(store, 40)
@@ -127,8 +127,8 @@ async def test_restart_in_the_middle_of_deliveries_loses_and_doubles_nothing(tmp
     await store.close()
 
 
-async def test_exit_is_a_reply_and_failures_are_retried_or_deactivate(tmp_path):
-    store = await open_stores(tmp_path / "b.db")
+async def test_exit_is_a_reply_and_failures_are_retried_or_deactivate(db_url):
+    store = await open_stores(db_url("b"))
     clock = FixedClock(NOW)
     await add_users(store, 3)
     s = signal()
@@ -156,8 +156,8 @@ async def test_exit_is_a_reply_and_failures_are_retried_or_deactivate(tmp_path):
     await store.close()
 
 
-async def test_quiet_hours_defer_and_stale_signals_are_skipped(tmp_path):
-    store = await open_stores(tmp_path / "c.db")
+async def test_quiet_hours_defer_and_stale_signals_are_skipped(db_url):
+    store = await open_stores(db_url("c"))
     clock = FixedClock(NOW)  # 15:00 UTC
     await add_users(store, 1, quiet_hours=QuietHours("14:00", "18:00", "UTC"))
     s = signal()
@@ -191,16 +191,16 @@ class ScriptedTransport:
         return f"m{len(self.sent)}"
 
 
-async def queued(tmp_path, n_users: int, name: str = "d.db"):  # noqa: ANN001, ANN201
-    store = await open_stores(tmp_path / name)
+async def queued(db_url, n_users: int, name: str = "d"):  # noqa: ANN001, ANN201
+    store = await open_stores(db_url(name))
     ids = await add_users(store, n_users)
     s = signal()
     await store.signals.add_signal(s)
     return store, ids, s
 
 
-async def test_backoff_with_jitter_is_stored_in_the_row_and_the_worker_gives_up(tmp_path):
-    store, [uid], s = await queued(tmp_path, 1)
+async def test_backoff_with_jitter_is_stored_in_the_row_and_the_worker_gives_up(db_url):
+    store, [uid], s = await queued(db_url, 1)
     clock = FixedClock(NOW)
     transport = ScriptedTransport({"chat0": [DeliveryError("502 from the platform")] * 5})
     policy = RetryPolicy(max_attempts=3, base_seconds=10, max_seconds=100, jitter=0.5)
@@ -222,8 +222,8 @@ async def test_backoff_with_jitter_is_stored_in_the_row_and_the_worker_gives_up(
     await store.close()
 
 
-async def test_retry_after_pauses_the_whole_channel_and_does_not_count_as_an_attempt(tmp_path):
-    store, ids, s = await queued(tmp_path, 3)
+async def test_retry_after_pauses_the_whole_channel_and_does_not_count_as_an_attempt(db_url):
+    store, ids, s = await queued(db_url, 3)
     clock = FixedClock(NOW)
     transport = ScriptedTransport({"chat0": [DeliveryError("429", retry_after=30)]})
     worker = DeliveryWorker(transport, store, clock)
@@ -241,8 +241,8 @@ async def test_retry_after_pauses_the_whole_channel_and_does_not_count_as_an_att
     await store.close()
 
 
-async def test_a_user_who_blocked_the_bot_is_unsubscribed_and_their_queue_cancelled(tmp_path):
-    store, ids, s = await queued(tmp_path, 2)
+async def test_a_user_who_blocked_the_bot_is_unsubscribed_and_their_queue_cancelled(db_url):
+    store, ids, s = await queued(db_url, 2)
     clock = FixedClock(NOW)
     later = signal("MSFT-1d-20240305-L")
     await store.signals.add_signal(later)
@@ -261,8 +261,8 @@ async def test_a_user_who_blocked_the_bot_is_unsubscribed_and_their_queue_cancel
     await store.close()
 
 
-async def test_higher_tiers_are_served_first_when_a_queue_forms(tmp_path):
-    store, ids, s = await queued(tmp_path, 8)
+async def test_higher_tiers_are_served_first_when_a_queue_forms(db_url):
+    store, ids, s = await queued(db_url, 8)
     clock = FixedClock(NOW)
     tiers = [Tier.FREE, Tier.PROFESSIONAL, Tier.HOBBYIST, Tier.TRADER] * 2
     for uid, tier in zip(ids, tiers, strict=True):
@@ -277,8 +277,8 @@ async def test_higher_tiers_are_served_first_when_a_queue_forms(tmp_path):
     await store.close()
 
 
-async def test_concurrent_sends_are_each_recorded_once(tmp_path):
-    store, ids, s = await queued(tmp_path, 60)
+async def test_concurrent_sends_are_each_recorded_once(db_url):
+    store, ids, s = await queued(db_url, 60)
     clock = FixedClock(NOW)
     transport = RecordingTransport(delay=0.005)
     worker = DeliveryWorker(transport, store, clock, batch=25, concurrency=8)
@@ -292,12 +292,15 @@ async def test_concurrent_sends_are_each_recorded_once(tmp_path):
 
 
 async def test_an_old_outbox_is_upgraded_to_one_row_per_channel(tmp_path):
+    """A database from before migrations and before deliveries were per channel: adopted into the migrations,
+    its deliveries' unique constraint widened, every row kept."""
     import sqlalchemy as sa
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+    from storage import migrate
     from storage.tables import DELIVERIES
 
-    store = await open_stores(tmp_path / "old.db")
+    store = await open_stores(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
     [uid] = await add_users(store, 1)
     s = signal()
     await store.signals.add_signal(s)
@@ -312,18 +315,22 @@ async def test_an_old_outbox_is_upgraded_to_one_row_per_channel(tmp_path):
             await conn.run_sync(lambda sync, index=index: index.create(sync))
         await conn.execute(DELIVERIES.insert().values(signal_id=s.id, user_id=uid, kind="signal", channel="console",
                                                       status="sent", created_at=NOW))
+        await conn.execute(sa.text("DROP TABLE alembic_version"))  # made by create_all, before migrations
     with pytest.raises(Exception, match="ON CONFLICT"):  # the new conflict target does not match the old constraint
         await store.outbox.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)])
-    assert await store.outbox.upgrade_delivery_schema() is True
-    assert await store.outbox.upgrade_delivery_schema() is False
+    first = await migrate.upgrade(store.database)
+    assert (first.adopted, first.before, first.after) == (True, migrate.BASELINE, migrate.head())
+    again = await migrate.upgrade(store.database)
+    assert (again.adopted, again.changed) == (False, False)
+    assert await migrate.schema_diff(store.database) == []
     assert await store.outbox.count() == 1  # kept
     assert await store.outbox.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "email", None, None)]) == 1
     assert await store.outbox.enqueue([(s.id, uid, DeliveryKind.SIGNAL, "console", None, None)]) == 0
     await store.close()
 
 
-async def test_a_batch_that_cannot_be_prepared_goes_back_to_the_queue(tmp_path):
-    store, ids, s = await queued(tmp_path, 3)
+async def test_a_batch_that_cannot_be_prepared_goes_back_to_the_queue(db_url):
+    store, ids, s = await queued(db_url, 3)
     clock = FixedClock(NOW)
 
     class BrokenAddressBook(ChatChannel):

@@ -79,7 +79,7 @@ class Charts:
 async def seeded_store(path, n: int) -> Stores:  # noqa: ANN001
     """n telegram users, tiers and risk tolerances in turn, chat ids "0".."n-1"."""
     db = Database(f"sqlite+aiosqlite:///{path}")
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db, FixedClock(NOW))
     async with db.engine.begin() as conn:
         await conn.execute(USERS.insert(), [

@@ -371,7 +371,7 @@ async def test_delivery_worker_over_discord(fake, sender, tmp_path):
     from storage import Database, Stores
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
-    await db.create_all()
+    await db.upgrade()
     clock = FixedClock(START)
     store = Stores.over(db, clock)
     for uid in (8001, 8002, 8003):

@@ -58,13 +58,13 @@ def prefs_row(i: int) -> dict:
             "min_confidence": min_conf, "risk": ("low", "medium", "high")[i % 3]}
 
 
-async def open_stores(path: Path) -> Stores:
-    db = Database(f"sqlite+aiosqlite:///{path}")
-    await db.create_all()
+async def open_stores(url: str) -> Stores:
+    db = Database(url)
+    await db.upgrade()
     return Stores.over(db, SystemClock())
 
 
-async def seed(path: Path, n: int) -> tuple[Stores, Signal, set[str]]:
+async def seed(path: str, n: int) -> tuple[Stores, Signal, set[str]]:
     """n telegram users in bulk, a signal; returns the chats admit() (the reference, user by user) lets in."""
     store = await open_stores(path)
     now = SystemClock().now()
@@ -134,8 +134,8 @@ def inject_faults(fake: FakeBotApi, blocked: list[str]) -> None:
         fake.block(chat)  # 403 until cleared
 
 
-async def test_ten_thousand_subscribers_each_get_the_signal_exactly_once_across_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "fanout.db"
+async def test_ten_thousand_subscribers_each_get_the_signal_exactly_once_across_a_restart(db_url) -> None:  # noqa: ANN001
+    path = db_url("fanout")
     store, signal, eligible = await seed(path, N_USERS)
     blocked = sorted(eligible)[::97]  # about 70 eligible users who blocked the bot
     later = make_signal(signal.issued_at, "MSFT-1d-later")  # a second signal still waiting for them (quiet hours)
@@ -239,13 +239,13 @@ class DeadAfterCrash:
         return await self.inner.send(chat_id, doc, reply_to)
 
 
-async def test_a_hard_crash_between_send_and_record_resends_only_what_was_in_flight(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
+async def test_a_hard_crash_between_send_and_record_resends_only_what_was_in_flight(db_url) -> None:  # noqa: ANN001
+    path = db_url("crash")
     store, signal, eligible = await seed(path, 1_500)
     await Notifier(store, SystemClock(), {"telegram"}, wake=lambda: None).on_signal_issued(SignalIssued(signal))
     await store.close()
     async with FakeBotApi(validate=False) as fake:
-        db = Database(f"sqlite+aiosqlite:///{path}")
+        db = Database(path)
         dying = DyingOutbox(db, die_at=4)
         crashing = dataclasses.replace(Stores.over(db, SystemClock()), outbox=dying)
         transport = transport_for(fake)
@@ -277,10 +277,10 @@ async def test_a_hard_crash_between_send_and_record_resends_only_what_was_in_fli
     await store.close()
 
 
-async def test_timeout_after_the_platform_took_the_message_can_double_it(tmp_path: Path) -> None:
+async def test_timeout_after_the_platform_took_the_message_can_double_it(db_url) -> None:  # noqa: ANN001
     """The other side of the window: a send that times out after Telegram accepted it is retried (it might
     have been lost), so that user sees it twice. No Bot API call can tell the two cases apart."""
-    path = tmp_path / "late.db"
+    path = db_url("late")
     store, signal, eligible = await seed(path, 40)
     await Notifier(store, SystemClock(), {"telegram"}, wake=lambda: None).on_signal_issued(SignalIssued(signal))
     async with FakeBotApi(validate=False) as fake:

@@ -109,7 +109,7 @@ async def ready_server(tmp_path):
 
     async def make(db_path):  # noqa: ANN001, ANN202
         db = Database(f"sqlite+aiosqlite:///{db_path}")
-        await db.create_all()
+        await db.upgrade()
         store = Stores.over(db, SystemClock())
         health = Health(store.outbox, SystemClock())
         settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{db_path}", http_port=0,
@@ -295,7 +295,7 @@ async def test_quiet_hours_are_the_users_wall_time_and_expiry_the_signals_market
     wall = FixedClock(utc(2026, 12, 6, 23, 0))  # 23:00 UTC: inside the user's quiet hours 22-07
     market = FixedClock(utc(2024, 3, 5, 15, 0))  # mid-afternoon in the replay: outside them
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db, wall)
     try:
         sleeper = await store.users.upsert_user("console", "1", "1", "Sleeper")
@@ -329,7 +329,7 @@ async def test_signals_and_exits_stored_before_a_crash_are_queued_at_the_next_st
 
     clock = FixedClock(utc(2024, 3, 5, 15, 0))
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db, clock)
     try:
         users = [await store.users.upsert_user("console", str(i), str(i), f"U{i}") for i in range(3)]
@@ -598,7 +598,7 @@ async def test_results_the_database_could_not_record_are_written_before_anything
     from tests.test_delivery import NOW, RecordingTransport, add_users, open_stores
     from tests.test_delivery import signal as make_signal
 
-    store = await open_stores(tmp_path / "rec.db")
+    store = await open_stores(f"sqlite+aiosqlite:///{tmp_path / 'rec.db'}")
     clock = FixedClock(NOW)
     await add_users(store, 6)
     transport = RecordingTransport()
@@ -678,7 +678,7 @@ async def test_the_digest_counts_sends_on_wall_time_and_closes_on_market_time():
     wall = FixedClock(utc(2026, 12, 6, 9, 0))
     market = FixedClock(utc(2024, 3, 20, 15, 0))  # a replay: two weeks after the signal's issue
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db, wall)
     try:
         u = await store.users.upsert_user("console", "1", "1", "Ann")

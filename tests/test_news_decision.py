@@ -217,7 +217,7 @@ async def verdict_db():
     from storage import Stores
 
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     return Stores.over(db), SqlVerdictStore(db)
 
 

@@ -75,7 +75,7 @@ def test_preferred_provider_wins_for_the_same_item() -> None:
 
 async def test_voter_reads_the_stored_history() -> None:
     db = Database("sqlite+aiosqlite:///:memory:")
-    await db.create_all()
+    await db.upgrade()
     store = SqlVerdictStore(db)
     await store.save_many([rec("a", 1, 0.9), rec("late", -0.5, -0.9), rec("m", 3, 0.5, symbol=""),
                            rec("old", 25, -0.9), rec("x", 1, -0.9, symbol="MSFT")])

@@ -473,7 +473,7 @@ def test_router_checks_capabilities(make_yahoo: Callable[..., YahooMarketData]) 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Stores]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'bars.db'}")
-    await db.create_all()
+    await db.upgrade()
     yield Stores.over(db)
     await db.close()
 

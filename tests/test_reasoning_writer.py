@@ -80,7 +80,7 @@ class Run:
 
     async def issue(self, cand: Signal) -> tuple[Signal, Signal]:
         db = Database("sqlite+aiosqlite:///:memory:")
-        await db.create_all()
+        await db.upgrade()
         store = Stores.over(db)
         bus = EventBus()
 

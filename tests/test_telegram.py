@@ -353,7 +353,7 @@ async def test_delivery_worker_over_telegram(fake, sender, tmp_path):
     from storage import Database, Stores
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
-    await db.create_all()
+    await db.upgrade()
     clock = FixedClock(START)
     store = Stores.over(db, clock)
     for uid in (7001, 7002, 7003):

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Collection
 from types import ModuleType
 
-from bot.cli import backfill, backtest, bench, run, scan, sentiment_eval, train
+from bot.cli import backfill, backtest, bench, db, run, scan, sentiment_eval, train
 
-COMMANDS: tuple[ModuleType, ...] = (run, backfill, scan, backtest, train, bench, sentiment_eval)
-NOISY = ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba")
+COMMANDS: tuple[ModuleType, ...] = (run, backfill, scan, backtest, train, bench, sentiment_eval, db)
+NOISY = ("apscheduler", "aiosqlite", "sqlalchemy", "httpx", "numba", "alembic")
 
 
 def parser(declared: Collection[str] | None = None) -> argparse.ArgumentParser:

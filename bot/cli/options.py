@@ -116,7 +116,7 @@ async def scratch_signals(url: str = SCRATCH_DATABASE) -> AsyncIterator[SignalRe
     from storage import Database, Stores
 
     db = Database(url)
-    await db.create_all()
+    await db.upgrade()
     store = Stores.over(db)
     try:
         yield store.signals

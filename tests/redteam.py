@@ -859,7 +859,7 @@ async def attack_http_and_db(plan: Plan, work: Path) -> list[Row]:
         home = mounted or (work / "dbfaults")
         home.mkdir(exist_ok=True)
         db = home / "service.db"
-        chats = await seed_users(db, plan.db_users, paid_share=0.0)
+        await seed_users(db, plan.db_users, paid_share=0.0)
         fake = RecordingBotApi()
         stripe = FakeStripe()
         await fake.start()

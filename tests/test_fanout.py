@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa

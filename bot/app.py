@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal as os_signal
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from bot.delivery.commands import channel_commands
 from bot.delivery.setup import start_delivery
 from bot.health import Health
 from bot.http_server import HttpServer, start_http
+from bot.leader import LOCK_NAME as LEADER_LOCK, Leader
 from bot.notices import Notices
 from bot.payments import Payments, tier_change_doc
 from bot.scheduler import JobScheduler
@@ -47,6 +49,7 @@ from core.signals.narrative import Narrator
 from core.signals.service import SignalService
 from core.signals.tracker import LifecycleTracker
 from storage import Stores, open_stores
+from storage.leadership import lock_for
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +143,15 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         return await dispatch(services.registry, services, caller, text)
 
     console = ConsoleTransport(stdout)
-    telegram = await start_telegram(settings, services, handle)
+    telegram = await start_telegram(settings, services, handle, poll=False)
     discord = await start_discord(settings, services, handle)
     transports: list[Transport] = [console]
+    pollers: list[Leader] = []
     if telegram is not None:
         transports.append(telegram)
         health.watch_transport("telegram", telegram.connection)
+        pollers.append(telegram_poller(settings, services, telegram))
+        await pollers[-1].step()  # a lone process polls from the start
     if discord is not None:
         transports.append(discord)
         health.watch_transport("discord", discord.connection)
@@ -163,23 +169,31 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         log.exception("models in %s not loaded; the rules decide alone", settings.models_dir)
 
 
-    scheduler = JobScheduler()
+    # one leader among the processes on this database does the scheduled work; every process delivers
+    leader = Leader(lock_for(services.store.database, LEADER_LOCK), every=settings.leader_interval)
+    scheduler = JobScheduler(leads=lambda: leader.is_leader)
+    leader.on_elected(scheduler.run_leader_jobs_now)
     health.watch_jobs(scheduler.jobs)
+    health.leader = leader
     if news is not None:
-        scheduler.every(settings.news_interval, news.run, "news")
-    scheduler.every(86_400, upkeep.refresh_context, "model-context")
+        scheduler.every(settings.news_interval, news.run, "news", leader_only=True)
+    scheduler.every(86_400, upkeep.refresh_context, "model-context")  # each process's own models
     if services.retrain is not None:
-        scheduler.every(settings.retrain_interval_hours * 3600, services.retrain, "retrain")
-    scheduler.every(settings.scan_interval, services.signal_service.scan, "scan")
-    scheduler.every(settings.track_interval, services.tracker.update, "track")
-    if payments is not None:
-        scheduler.every(300, payments.review, "billing-review")  # grace periods ending, Stars expiring
+        scheduler.every(settings.retrain_interval_hours * 3600, services.retrain, "retrain", leader_only=True)
+    scheduler.every(settings.scan_interval, services.signal_service.scan, "scan", leader_only=True)
+    scheduler.every(settings.track_interval, services.tracker.update, "track", leader_only=True)
+    if payments is not None:  # grace periods ending, Stars expiring
+        scheduler.every(300, payments.review, "billing-review", leader_only=True)
     if setup.update is not None:
-        scheduler.every(settings.update_interval, setup.update, "update-bars")
-    scheduler.every(300, delivery.send_digests, "digests")
-    scheduler.every(60, delivery.recover_fanouts, "fanout-retry")  # a fan-out whose queueing failed
+        scheduler.every(settings.update_interval, setup.update, "update-bars", leader_only=True)
+    scheduler.every(300, delivery.send_digests, "digests", leader_only=True)
+    # a fan-out whose queueing failed
+    scheduler.every(60, delivery.recover_fanouts, "fanout-retry", leader_only=True)
+    await leader.step()  # the first try before the jobs start: a lone process leads from its first scan
 
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
+    tasks.append(asyncio.create_task(leader.run(), name="leader"))
+    tasks += [asyncio.create_task(p.run(), name="telegram-poller") for p in pollers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))
     died = supervise(tasks, stop)
     log.info("signalbot running: market %s, clock at %s, %d instruments", market.name, clock.now().isoformat(),
@@ -196,6 +210,9 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await leader.close()  # after the scheduled work finished: a follower takes over at its next try
+        for poller in pollers:
+            await poller.close()
         await delivery.close()
         if telegram is not None:
             await telegram.stop()  # after the workers: a send in flight finishes first
@@ -267,9 +284,11 @@ async def start_news(settings: Settings, store: Stores, clock: Clock, market: Ma
 
 
 async def start_telegram(settings: Settings, services: Services,
-                         handle: Callable[[Caller, str], Awaitable[Doc]]) -> TelegramTransport | None:
+                         handle: Callable[[Caller, str], Awaitable[Doc]], *,
+                         poll: bool = True) -> TelegramTransport | None:
     """Telegram beside the console when TELEGRAM_TOKEN is set. If it cannot start (token rejected, API
-    unreachable) the service runs without it and nothing is queued for its users."""
+    unreachable) the service runs without it and nothing is queued for its users. `poll=False`: it sends, and
+    polls only once `start_polling()` is called (run_service: by the process holding the bot's poller lock)."""
     if settings.telegram_token is None:
         return None
     transport = TelegramTransport(
@@ -277,12 +296,23 @@ async def start_telegram(settings: Settings, services: Services,
         base_file_url=settings.telegram_base_file_url, messages_per_second=settings.telegram_messages_per_second,
         commands=[(c.name, c.summary) for c in services.registry.visible(False)], payments=services.payments)
     try:
-        await transport.start(handle)
+        await transport.start(handle, poll=poll)
     except DeliveryError as exc:
         log.error("telegram did not start, running without it: %s", exc)
         await transport.stop()
         return None
     return transport
+
+
+def telegram_poller(settings: Settings, services: Services, transport: TelegramTransport) -> Leader:
+    """One getUpdates poller per bot token among the processes on the database: whoever holds the token's lock
+    polls (every process sends)."""
+    assert settings.telegram_token is not None
+    token = hashlib.sha256(settings.telegram_token.get_secret_value().encode()).hexdigest()[:16]
+    poller = Leader(lock_for(services.store.database, f"telegram-poller-{token}"), every=settings.leader_interval)
+    poller.on_elected(transport.start_polling)
+    poller.on_deposed(transport.stop_polling)
+    return poller
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

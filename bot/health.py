@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.leader import Leader
 from bot.scheduler import JobRecord
 from core.clock import Clock
 
@@ -52,6 +53,7 @@ class Health:
     _transports: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
     _probe: asyncio.Task[None] | None = None
     channels: frozenset[str] | None = None  # the outbox channels a worker serves (None: every row counts)
+    leader: Leader | None = None  # this process's role among those on the database
     _probe_began: float = 0.0
 
     def watch_jobs(self, jobs: Mapping[str, JobRecord]) -> None:
@@ -61,7 +63,11 @@ class Health:
         self._transports[name] = connection
 
     def live(self) -> dict[str, Any]:
-        return {"ok": True, "process": self.process, "uptime_s": round(time.monotonic() - self.started, 3)}
+        body: dict[str, Any] = {"ok": True, "process": self.process,
+                                "uptime_s": round(time.monotonic() - self.started, 3)}
+        if self.leader is not None:
+            body["role"] = "leader" if self.leader.is_leader else "follower"
+        return body
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Check] = {"database": await self._database()}

@@ -30,18 +30,35 @@ class JobRecord:
 
 
 class JobScheduler:
-    def __init__(self) -> None:
+    """`leads`: whether this process is the leader now (bot/leader.py); jobs added with `leader_only` run only
+    while it is, and a turn skipped by a follower counts as done for the health checks (it is not its work)."""
+
+    def __init__(self, leads: Callable[[], bool] | None = None) -> None:
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._leads = leads or (lambda: True)
+        self._leader_only: set[str] = set()
         self.jobs: dict[str, JobRecord] = {}
 
-    def every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    def every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str, *,
+              leader_only: bool = False) -> None:
         """Run `job` every `seconds`, first right away; a run still going when the next is due is not doubled."""
         self.jobs[name] = JobRecord(seconds, time.monotonic())
+        if leader_only:
+            self._leader_only.add(name)
         self._scheduler.add_job(self._guarded(job, name), "interval", seconds=seconds, id=name, name=name,
                                 max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc),
                                 misfire_grace_time=None)
+
+    def run_leader_jobs_now(self) -> None:
+        """A process that just became the leader does the leader's work at once (a scan the old leader was due
+        to run is not left for a whole interval)."""
+        if not self._scheduler.running:
+            return
+        now = datetime.now(timezone.utc)
+        for name in self._leader_only:
+            self._scheduler.modify_job(name, next_run_time=now)
 
     def start(self) -> None:
         self._scheduler.start()
@@ -67,6 +84,10 @@ class JobScheduler:
     def _guarded(self, job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
         async def body() -> None:
             record = self.jobs.get(name)
+            if name in self._leader_only and not self._leads():
+                if record is not None:
+                    record.last_ok = time.monotonic()
+                return
             try:
                 await job()
             except Exception as exc:

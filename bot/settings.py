@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     scan_interval: float = Field(2.0, gt=0, description="seconds between scans for newly closed bars")
     track_interval: float = Field(2.0, gt=0, description="seconds between lifecycle updates")
     delivery_poll: float = Field(1.0, gt=0, description="seconds between outbox polls when idle")
+    leader_interval: float = Field(2.0, gt=0, le=10, description="seconds between tries of the leader's lock (a "
+                                   "follower takes over within this long after the leader's session ended)")
     sim_seed: int = 7
     sim_history_days: int = Field(400, ge=60)
     speed: float | None = Field(None, gt=0, description="simulated seconds per wall second (offline markets)")

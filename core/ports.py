@@ -27,6 +27,20 @@ from core.news.schema import AnalysisRecord
 
 
 @runtime_checkable
+class LeaderLock(Protocol):
+    """A lock that one process among those sharing a database holds at a time, released when its holder dies
+    (storage/leadership.py)."""
+
+    name: str
+
+    async def try_hold(self) -> bool:
+        """Take the lock if it is free, or confirm we still hold it. False: another process holds it, or our hold
+        was lost (then it is no longer ours)."""
+        ...
+
+    async def release(self) -> None: ...
+
+
 class MarketData(Protocol):
     """A source of OHLCV bars. Bars follow core.domain.BAR_COLUMNS' conventions."""
 

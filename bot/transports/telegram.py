@@ -113,6 +113,7 @@ class TelegramTransport:
         self._handle: Handle | None = None
         self._payments = payments
         self._initialized = False
+        self.polling_elsewhere = False  # started with poll=False, or stopped: another process holds the poller lock
         self._poll_error: tuple[float, str] | None = None  # (monotonic time, what) of the last failed getUpdates
         timeouts = Timeouts(connect=connect_timeout, read=read_timeout, write=write_timeout,
                             media_write=media_write_timeout, pool=pool_timeout)
@@ -152,13 +153,27 @@ class TelegramTransport:
         self._initialized = True
         await self._register_commands()
 
-    async def start(self, handle: Handle) -> None:
-        """Serve commands through `handle` (long polling in this event loop) and allow send()."""
+    async def start(self, handle: Handle, *, poll: bool = True) -> None:
+        """Serve commands through `handle` and allow send(); with `poll`, long polling starts now in this event
+        loop, else when `start_polling()` is called (the process that holds the bot's poller lock polls)."""
         self._handle = handle
         await self.initialize()
         try:
             await self._app.start()
-            assert self._app.updater is not None
+        except TelegramError as exc:
+            await self.stop()
+            raise self._error(exc) from exc
+        if poll:
+            await self.start_polling()
+        else:
+            self.polling_elsewhere = True
+
+    async def start_polling(self) -> None:
+        """getUpdates from now on (one process per bot token may: Telegram refuses a second poller with 409)."""
+        assert self._app.updater is not None
+        if self._app.updater.running:
+            return
+        try:
             await self._app.updater.start_polling(
                 poll_interval=0.0, timeout=timedelta(seconds=self._poll_timeout),
                 allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QUERY],
@@ -166,7 +181,17 @@ class TelegramTransport:
         except TelegramError as exc:  # e.g. deleteWebhook failed
             await self.stop()
             raise self._error(exc) from exc
+        self.polling_elsewhere = False
         log.info("telegram: serving as @%s", self._app.bot.username)
+
+    async def stop_polling(self) -> None:
+        """Stop getUpdates (another process took the bot's poller lock); sending goes on."""
+        updater = self._app.updater
+        with contextlib.suppress(RuntimeError):
+            if updater is not None and updater.running:
+                await updater.stop()
+        self.polling_elsewhere = True
+        log.info("telegram: polling stopped here; another process polls")
 
     async def stop(self) -> None:
         """Stop polling, let running handlers finish, close the sessions. Safe to call twice or after a failed start."""
@@ -185,6 +210,8 @@ class TelegramTransport:
     def connection(self, within: float = POLL_ERROR_WINDOW) -> tuple[bool, str]:
         """(connected, detail) for health checks: polling runs and no getUpdates failed in the last `within` s."""
         updater = self._app.updater
+        if self._initialized and self.polling_elsewhere:
+            return True, "sending; another process polls"
         if not self._initialized or updater is None or not updater.running:
             return False, "not polling"
         if self._poll_error is not None and time.monotonic() - self._poll_error[0] < within:

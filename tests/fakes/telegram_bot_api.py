@@ -162,6 +162,7 @@ class FakeBotApi:
         self.faults: list[Fault] = []
         self.webhook_url = ""
         self.request_count = 0
+        self.polls = self.polls_in_flight = self.max_polls_in_flight = 0
         self._random = random.Random(seed)
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -501,12 +502,18 @@ class FakeBotApi:
         if offset > 0:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
             self._notify_records()
-        if not self._updates and timeout > 0:
-            event = self._update_event
-            try:
-                await asyncio.wait_for(event.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
+        self.polls += 1
+        self.polls_in_flight += 1  # two at once: two bot instances polling (Telegram answers one of them 409)
+        self.max_polls_in_flight = max(self.max_polls_in_flight, self.polls_in_flight)
+        try:
+            if not self._updates and timeout > 0:
+                event = self._update_event
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            self.polls_in_flight -= 1
         allowed = params.get("allowed_updates")
         updates = [u for u in self._updates if not allowed or any(k in u for k in allowed)]
         return updates[:limit]

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from bot.alerts import ChatAlerts, admin_notifier
 from bot.commands.billing import billing_commands
 from bot.commands.handlers import build_registry
 from bot.commands.registry import Caller, dispatch
@@ -19,6 +20,7 @@ from bot.delivery.commands import channel_commands
 from bot.delivery.setup import start_delivery
 from bot.health import Health
 from bot.http_server import HttpServer, start_http
+from bot.metrics import Metrics, MetricsEndpoint, delivery_observer
 from bot.leader import LOCK_NAME as LEADER_LOCK, Leader
 from bot.notices import Notices
 from bot.payments import Payments, tier_change_doc
@@ -137,7 +139,11 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     setup, services = await compose(settings, opts)
     market, clock = setup.scan, setup.clock
     health = Health(services.store.outbox, services.wall)
-    http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health)
+    metrics = Metrics()
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token is not None else None
+    endpoint = MetricsEndpoint(metrics, services, token=token)
+    http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health,
+                                               metrics=endpoint)
 
     async def handle(caller: Caller, text: str) -> Doc:
         return await dispatch(services.registry, services, caller, text)
@@ -161,6 +167,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     services.bus.subscribe(StrategyPaused, pause_announcer(services))
     delivery = await start_delivery(settings, services, transports, clock)
     health.channels = frozenset(w.channel for w in delivery.workers)  # rows of unserved channels wait by design
+    for worker in delivery.workers:
+        worker.on_result = delivery_observer(metrics, worker.channel, services.wall)
 
     upkeep, news = services.upkeep, services.news
     try:
@@ -171,7 +179,14 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
 
     # one leader among the processes on this database does the scheduled work; every process delivers
     leader = Leader(lock_for(services.store.database, LEADER_LOCK), every=settings.leader_interval)
-    scheduler = JobScheduler(leads=lambda: leader.is_leader)
+    alerts = ChatAlerts(services, admin_notifier(services), services.wall)
+
+    def observe(job: str, seconds: float, ok: bool) -> None:
+        metrics.job_ran(job, seconds, ok)
+        alerts.job_ran(job, seconds, ok)
+
+    scheduler = JobScheduler(leads=lambda: leader.is_leader, observe=observe)
+    endpoint.leader = leader
     leader.on_elected(scheduler.run_leader_jobs_now)
     health.watch_jobs(scheduler.jobs)
     health.leader = leader
@@ -189,6 +204,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     scheduler.every(300, delivery.send_digests, "digests", leader_only=True)
     # a fan-out whose queueing failed
     scheduler.every(60, delivery.recover_fanouts, "fanout-retry", leader_only=True)
+    scheduler.every(60, alerts.check, "alerts", leader_only=True)  # alerts.yml's conditions, to the admins in chat
     await leader.step()  # the first try before the jobs start: a lone process leads from its first scan
 
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.commands.registry import CommandServices
 from bot.health import Health
+from bot.metrics import CONTENT_TYPE, MetricsEndpoint
 from bot.payments import Payments, WebhookRejected
 from bot.settings import Settings
 from core.clock import SystemClock
@@ -52,8 +54,10 @@ MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe events are a few kB
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, *, health: Health, payments: Payments | None) -> None:
+    def __init__(self, host: str, port: int, *, health: Health, payments: Payments | None,
+                 metrics: MetricsEndpoint | None = None) -> None:
         self.host = host
+        self.metrics = metrics
         self._requested_port = port
         self.health = health
         self._payments = payments
@@ -61,8 +65,10 @@ class HttpServer:
         self.port = 0
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
+        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES,
+                              middlewares=[self._timed] if self.metrics is not None else [])
         app.router.add_post("/stripe/webhook", self._stripe_webhook)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/healthz", self._readyz)
@@ -108,6 +114,34 @@ class HttpServer:
                                 "outcome": result.outcome}
         return web.json_response(body)
 
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every request's duration, by route (the route's pattern, so ids do not make new series)."""
+        began = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "unmatched"
+            assert self.metrics is not None
+            self.metrics.metrics.http_duration.labels(request.method, name, str(status)).observe(
+                time.perf_counter() - began)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return web.json_response({"error": "metrics are off"}, status=404)
+        if not self.metrics.allowed(request.headers.get("Authorization")):
+            return web.json_response({"error": "a bearer token is required"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        body = await self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
     async def _livez(self, request: web.Request) -> web.Response:
         return web.json_response(self.health.live())
 
@@ -134,12 +168,12 @@ def _page(title: str, text: str) -> web.Response:
 
 
 async def start_http(settings: Settings, services: CommandServices, *, payments: Payments | None = None,
-                     health: Health | None = None) -> HttpServer | None:
+                     health: Health | None = None, metrics: MetricsEndpoint | None = None) -> HttpServer | None:
     """Start the server when a port is configured or Stripe is (webhooks need it); None otherwise.
     `services` is bot.services.Services; `health` what /readyz checks (default: the store's database only)."""
     if settings.http_port is None and settings.stripe_api_key is None:
         return None
     port = settings.http_port if settings.http_port is not None else DEFAULT_PORT
     health = health or Health(services.store.outbox, SystemClock())
-    server = HttpServer(settings.http_host, port, health=health, payments=payments)
+    server = HttpServer(settings.http_host, port, health=health, payments=payments, metrics=metrics)
     return await server.start()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -63,3 +64,26 @@ def install_redaction(settings: Settings, logger: logging.Logger | None = None) 
     for handler in target.handlers:
         handler.addFilter(redact)
     return redact
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per record (structlog's ProcessorFormatter over the standard library's records, so every
+    library's log lines come out the same way): timestamp (ISO 8601, UTC), level, logger, event, process
+    (host:pid, the same name /livez gives), and exception (the traceback) when there is one. The redaction filter
+    runs on the record before this formats it."""
+    import os
+    import socket
+
+    import structlog
+
+    process = f"{socket.gethostname()}:{os.getpid()}"
+
+    def add_process(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event["process"] = process
+        return event
+
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"), add_process],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, structlog.processors.JSONRenderer()])

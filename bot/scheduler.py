@@ -33,7 +33,10 @@ class JobScheduler:
     """`leads`: whether this process is the leader now (bot/leader.py); jobs added with `leader_only` run only
     while it is, and a turn skipped by a follower counts as done for the health checks (it is not its work)."""
 
-    def __init__(self, leads: Callable[[], bool] | None = None) -> None:
+    def __init__(self, leads: Callable[[], bool] | None = None,
+                 observe: Callable[[str, float, bool], None] | None = None) -> None:
+        """`observe(job, seconds, ok)` after each run (the metrics)."""
+        self._observe = observe
         self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -88,15 +91,20 @@ class JobScheduler:
                 if record is not None:
                     record.last_ok = time.monotonic()
                 return
+            began = time.monotonic()
             try:
                 await job()
             except Exception as exc:
                 log.exception("scheduled job %s failed", name)
                 if record is not None:
                     record.last_failed, record.last_error = time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]
+                ok = False
             else:
                 if record is not None:
                     record.last_ok = time.monotonic()
+                ok = True
+            if self._observe is not None:
+                self._observe(name, time.monotonic() - began, ok)
 
         async def run() -> None:
             if self._closing:

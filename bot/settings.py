@@ -34,12 +34,16 @@ class Settings(BaseSettings):
     scan_interval: float = Field(2.0, gt=0, description="seconds between scans for newly closed bars")
     track_interval: float = Field(2.0, gt=0, description="seconds between lifecycle updates")
     delivery_poll: float = Field(1.0, gt=0, description="seconds between outbox polls when idle")
+    metrics_token: SecretStr | None = Field(None, description="bearer token GET /metrics requires (unset: open to "
+                                            "whoever reaches the HTTP port)")
     leader_interval: float = Field(2.0, gt=0, le=10, description="seconds between tries of the leader's lock (a "
                                    "follower takes over within this long after the leader's session ended)")
     sim_seed: int = 7
     sim_history_days: int = Field(400, ge=60)
     speed: float | None = Field(None, gt=0, description="simulated seconds per wall second (offline markets)")
     log_level: str = "INFO"
+    log_format: str = Field("text", pattern=r"^(text|json)$", description="text lines, or one JSON object per line "
+                            "(structlog): timestamp, level, logger, event, process, exception")
     market: str = Field("offline", pattern="^(offline|live)$", description="offline: simulated/replay; live: providers")
     update_interval: float = Field(300.0, gt=0, description="seconds between stored-bar updates (live)")
     yahoo_base_url: str | None = Field(None, description="override Yahoo's API host (tests, proxies)")

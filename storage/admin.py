@@ -22,7 +22,9 @@ from sqlmodel import SQLModel
 
 from core.admin import AuditEntry, AuditOutcome, LinkResult, Redeemed, UserCount
 from core.clock import Clock, SystemClock
-from storage.tables import ACCOUNT_MEMBERS, ADMIN_TABLES as TABLES, AUDIT, LINK_CODES, REQUEST_COUNTS, SIGNALS, USERS
+from storage.tables import (
+    ACCOUNT_MEMBERS, ADMIN_TABLES as TABLES, AUDIT, LINK_CODES, PAYMENTS, REQUEST_COUNTS, SIGNALS, USERS,
+)
 
 from storage.database import Database, Insert
 
@@ -174,6 +176,12 @@ class AdminStore:
                 .order_by(USERS.c.platform, USERS.c.tier, USERS.c.active))
         rows = [tuple(r) for r in await self._fetch(stmt)]
         return [UserCount(str(p), str(t), bool(a), int(n)) for p, t, a, n in rows]
+
+    async def revenue(self) -> list[tuple[str, str, int]]:
+        """(provider, currency, total amount in the currency's smallest unit) of every payment received."""
+        stmt = (sa.select(PAYMENTS.c.provider, PAYMENTS.c.currency, sa.func.sum(PAYMENTS.c.amount))
+                .group_by(PAYMENTS.c.provider, PAYMENTS.c.currency))
+        return [(str(p), str(c), int(n or 0)) for p, c, n in (tuple(r) for r in await self._fetch(stmt))]
 
     async def signal_counts(self) -> dict[str, int]:
         """Signals per status ("open", and each way a signal closes)."""

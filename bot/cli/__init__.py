@@ -59,8 +59,11 @@ def _logging(settings, tool: bool) -> None:  # noqa: ANN001 - bot.settings.Setti
     else:
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from bot.logs import install_redaction
+    from bot.logs import install_redaction, json_formatter
 
+    if settings.log_format == "json" and not tool:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(json_formatter())
     install_redaction(settings)  # no secret in the log at any level (PTB's DEBUG names the token in its URLs)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)

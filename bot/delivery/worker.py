@@ -96,6 +96,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._paused_until: datetime | None = None
         self._stopping = False
+        self.on_result: Callable[[Delivery, DeliveryUpdate], None] | None = None  # metrics (bot/metrics.py)
         self._pending_writes: list[DeliveryUpdate] = []
         self._unrecorded: list[DeliveryUpdate] = []  # results whose write failed: written before anything new
         self._write_lock = asyncio.Lock()
@@ -273,6 +274,8 @@ class DeliveryWorker:
                 update = DeliveryUpdate(p.delivery.id, DeliveryStatus.PENDING, not_before=paused, refund_attempt=True)
             else:
                 update = await self._send(p)
+        if self.on_result is not None:
+            self.on_result(p.delivery, update)
         await self._record(update)
 
     async def _send(self, p: _Planned) -> DeliveryUpdate:

@@ -26,7 +26,6 @@ from core.domain import (
 from core.news.schema import AnalysisRecord
 
 
-@runtime_checkable
 class LeaderLock(Protocol):
     """A lock that one process among those sharing a database holds at a time, released when its holder dies
     (storage/leadership.py)."""
@@ -41,6 +40,7 @@ class LeaderLock(Protocol):
     async def release(self) -> None: ...
 
 
+@runtime_checkable
 class MarketData(Protocol):
     """A source of OHLCV bars. Bars follow core.domain.BAR_COLUMNS' conventions."""
 

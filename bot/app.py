@@ -204,10 +204,14 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     scheduler.every(300, delivery.send_digests, "digests", leader_only=True)
     # a fan-out whose queueing failed
     scheduler.every(60, delivery.recover_fanouts, "fanout-retry", leader_only=True)
-    scheduler.every(60, alerts.check, "alerts", leader_only=True)  # alerts.yml's conditions, to the admins in chat
+    scheduler.every(60, alerts.check, "alerts", leader_only=True)
+    scheduler.every(60, requeue_lost_claims(services), "requeue-stale", leader_only=True)  # alerts.yml's conditions, to the admins in chat
     await leader.step()  # the first try before the jobs start: a lone process leads from its first scan
 
+    outbox = services.store.outbox
+    await outbox.heartbeat(outbox.process)  # before any claim: other processes see this one alive
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
+    tasks.append(asyncio.create_task(heartbeats(services, settings.leader_interval), name="heartbeat"))
     tasks.append(asyncio.create_task(leader.run(), name="leader"))
     tasks += [asyncio.create_task(p.run(), name="telegram-poller") for p in pollers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))
@@ -248,6 +252,27 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         return 1
     log.info("signalbot stopped cleanly")
     return 0
+
+
+async def heartbeats(services: Services, every: float) -> None:
+    """This process's heartbeat row, every `every` seconds: the outbox leaves the rows a live process claimed
+    alone (storage.outbox.requeue_stale_sending). A failed beat is logged; the next one tries again."""
+    outbox = services.store.outbox
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await outbox.heartbeat(outbox.process)
+        except Exception as exc:  # noqa: BLE001 - the database is down: readiness says so
+            log.warning("heartbeat not written: %s: %s", type(exc).__name__, str(exc)[:200])
+
+
+def requeue_lost_claims(services: Services) -> Callable[[], Awaitable[None]]:
+    async def requeue() -> None:
+        n = await services.store.outbox.requeue_stale_sending()
+        if n:
+            log.warning("%d deliveries left SENDING by a process that stopped (or a lost claim) are queued again "
+                        "(they may be sent twice)", n)
+    return requeue
 
 
 def supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> list[str]:

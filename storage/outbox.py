@@ -7,8 +7,10 @@ enqueue's row count is taken from executemany where the driver reports it (SQLit
 from __future__ import annotations
 
 import functools
+import os
+import socket
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,8 +24,18 @@ from storage.rows import (BULK_CHUNK_ROWS, DELIVERY_INPUT_KEYS, EPOCH, N_SIGNAL_
 from storage.tables import DELIVERIES, DELIVERY_PARTS, FANOUTS, HEARTBEATS, OUTCOMES, SIGNALS, USERS, UTCDateTime
 
 
+STALE_CLAIM = timedelta(minutes=10)  # no batch is SENDING that long: a claim older than this was lost
+DEAD_AFTER = timedelta(seconds=30)  # a process whose heartbeat is older than this is taken for dead
+
+
+def process_name() -> str:
+    """This process, as claims and heartbeats name it (the same as /livez's `process`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class OutboxStore:
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock | None = None, process: str | None = None) -> None:
+        self.process = process or process_name()
         self._db = db
         self._clock: Clock = clock or SystemClock()
         self._counts_executemany = bool(db.engine.dialect.supports_sane_multi_rowcount)
@@ -146,10 +158,16 @@ class OutboxStore:
             .limit(limit)
             .with_for_update(skip_locked=True, of=DELIVERIES)
         )
+        # a MATERIALIZED CTE: PostgreSQL runs it once. As a plain `IN (subquery)` the planner may re-run the
+        # LIMITed, locking subquery while it joins, and one claim took every due row (found by the tests on a
+        # real server: 6 rows for a limit of 3)
+        chosen = due.cte("due").prefix_with("MATERIALIZED")
         stmt = (
             sa.update(DELIVERIES)
-            .where(DELIVERIES.c.id.in_(due), DELIVERIES.c.status == DeliveryStatus.PENDING.value)
-            .values(status=DeliveryStatus.SENDING.value, attempts=DELIVERIES.c.attempts + 1)
+            .add_cte(chosen)
+            .where(DELIVERIES.c.id.in_(sa.select(chosen.c.id)), DELIVERIES.c.status == DeliveryStatus.PENDING.value)
+            .values(status=DeliveryStatus.SENDING.value, attempts=DELIVERIES.c.attempts + 1,
+                    claimed_by=self.process, claimed_at=self._clock.now())
             .returning(*DELIVERIES.c)
         )
         async with self._db.engine.begin() as conn:
@@ -277,11 +295,20 @@ class OutboxStore:
             values["sent_at"] = sent_at
         await self._db.write(sa.update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(values))
 
-    async def requeue_stale_sending(self) -> int:
-        """At start-up: rows left SENDING by a crash go back to PENDING. Returns how many."""
+    async def requeue_stale_sending(self, *, dead_after: timedelta = DEAD_AFTER,
+                                    stale_claim: timedelta = STALE_CLAIM) -> int:
+        """Rows left SENDING by a process that died go back to PENDING: claimed by a process with no heartbeat
+        within `dead_after` (this one included, before its first beat), or by nobody on record (claimed before
+        claims were recorded), or claimed more than `stale_claim` ago (a claim whose answer the database lost).
+        Rows a live process is sending stay with it, so a process starting beside others does not send their
+        messages twice. At start-up and then every minute (the leader). Returns how many."""
+        now = self._clock.now()
+        alive = sa.select(HEARTBEATS.c.process).where(HEARTBEATS.c.at >= now - dead_after)
         stmt = (
             sa.update(DELIVERIES)
-            .where(DELIVERIES.c.status == DeliveryStatus.SENDING.value)
+            .where(DELIVERIES.c.status == DeliveryStatus.SENDING.value,
+                   sa.or_(DELIVERIES.c.claimed_by.is_(None), DELIVERIES.c.claimed_by.not_in(alive),
+                          DELIVERIES.c.claimed_at.is_(None), DELIVERIES.c.claimed_at < now - stale_claim))
             .values(status=DeliveryStatus.PENDING.value)
         )
         return await self._db.write(stmt)

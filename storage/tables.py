@@ -186,6 +186,10 @@ class DeliveryRow(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _utc()
     sent_at: datetime | None = _utc(nullable=True)
+    # who claimed a SENDING row and when (host:pid, as in heartbeats): only rows of a process that stopped
+    # beating, or claims older than any batch takes, go back to the queue (storage.outbox.requeue_stale_sending)
+    claimed_by: str | None = None
+    claimed_at: datetime | None = _utc(nullable=True)
 
 
 class DeliveryPartRow(SQLModel, table=True):

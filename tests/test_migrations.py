@@ -61,18 +61,30 @@ async def test_every_revision_downgrades_and_upgrades_again(db_url) -> None:  # 
         await db.close()
 
 
-async def test_a_database_from_before_migrations_is_adopted_with_its_rows(db_url) -> None:  # noqa: ANN001
-    """What start-up did before Alembic (metadata.create_all), then the service with migrations: adopted at the
-    baseline, migrated to head, nothing lost."""
+@pytest.mark.parametrize("made_by", ["baseline", "create_all"])
+async def test_a_database_from_before_migrations_is_adopted_with_its_rows(db_url, made_by: str) -> None:  # noqa: ANN001
+    """A database from before migrations (the baseline schema, as start-up's create_all made it then; or
+    create_all of today's models), then the service with migrations: adopted at the baseline, migrated to
+    head, nothing lost."""
     db = Database(db_url("legacy"))
     try:
         async with db.engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
-        await _seed(Stores.over(db, FixedClock(T0)))
+            if made_by == "create_all":
+                await conn.run_sync(SQLModel.metadata.create_all)
+            else:
+                await conn.run_sync(lambda sync: command.upgrade(migrate.config(sync), migrate.BASELINE))
+                await conn.execute(sa.text("DROP TABLE alembic_version"))
+        async with db.engine.begin() as conn:  # rows as the old service wrote them (no claim columns named)
+            await conn.execute(sa.text("INSERT INTO users (platform, platform_user_id, chat_id, display_name, "
+                                       "tier, active, created_at) VALUES ('telegram', '1', 'c1', 'u', 'free', "
+                                       "true, '2024-01-02 12:00:00')"))
         result = await migrate.upgrade(db)
         assert result.adopted and result.after == migrate.head()
         assert await migrate.schema_diff(db) == []
-        assert await Stores.over(db, FixedClock(T0)).outbox.count() == 3
+        stores = Stores.over(db, FixedClock(T0))
+        assert (await stores.users.find_user("telegram", "1")) is not None
+        await _seed(stores)
+        assert await stores.outbox.count() == 3
     finally:
         await db.close()
 

@@ -482,3 +482,29 @@ async def test_file_database_uses_wal_and_foreign_keys(file_db: Database) -> Non
         fk = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
         timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
     assert (mode, fk) == ("wal", 1) and timeout and timeout > 0
+
+
+async def test_requeue_leaves_a_live_process_its_claims(db: Database, clock: FixedClock) -> None:
+    """Several processes on one outbox: rows SENDING by a process that still beats stay with it; rows of a process
+    that stopped beating, or a claim older than any batch takes, go back to the queue."""
+    from storage.outbox import DEAD_AFTER, STALE_CLAIM, OutboxStore
+
+    stores = Stores.over(db, clock=clock)
+    await stores.signals.add_signal(make_signal())
+    users = [await stores.users.upsert_user("telegram", str(i), f"c{i}", "") for i in range(6)]
+    await stores.outbox.enqueue([("s1", u.id, DeliveryKind.SIGNAL, "telegram", None, None) for u in users])
+    alive, dead = OutboxStore(db, clock, process="host:1"), OutboxStore(db, clock, process="host:2")
+    await alive.heartbeat(alive.process)
+    await dead.heartbeat(dead.process)
+    mine = await alive.claim_due("telegram", T0, 3)
+    theirs = await dead.claim_due("telegram", T0, 3)
+    assert len(mine) == len(theirs) == 3  # a claim takes at most its limit (PostgreSQL once took all six)
+    assert {d.status for d in mine + theirs} == {DeliveryStatus.SENDING}
+    assert await alive.requeue_stale_sending() == 0  # both beat just now
+    clock.advance(DEAD_AFTER + timedelta(seconds=1))
+    await alive.heartbeat(alive.process)  # host:2 stopped beating
+    assert await alive.requeue_stale_sending() == 3
+    assert {d.id for d in await alive.claim_due("telegram", clock.now(), 10)} == {d.id for d in theirs}
+    clock.advance(STALE_CLAIM + timedelta(seconds=1))
+    await alive.heartbeat(alive.process)  # alive, but a claim this old was lost
+    assert await alive.requeue_stale_sending() == 6

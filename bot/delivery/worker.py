@@ -178,9 +178,11 @@ class DeliveryWorker:
         try:
             planned = await self._plan(due)
         except Exception:  # nothing was sent: give the batch back rather than leave it SENDING until a restart
-            with contextlib.suppress(Exception):
-                await self.store.outbox.record_attempts(
-                    [DeliveryUpdate(d.id, DeliveryStatus.PENDING, refund_attempt=True) for d in due])
+            back = [DeliveryUpdate(d.id, DeliveryStatus.PENDING, refund_attempt=True) for d in due]
+            try:
+                await self.store.outbox.record_attempts(back)
+            except Exception:  # the database is down: written before anything new is claimed
+                self._unrecorded.extend(back)
             raise
         slots = asyncio.Semaphore(self.concurrency)
         results = await asyncio.gather(*(self._attempt(p, slots) for p in planned), return_exceptions=True)

@@ -133,16 +133,7 @@ def _widen_delivery_unique(connection: Connection) -> None:
         connection.execute(sa.schema.AddConstraint(new))
     else:  # SQLite cannot drop a constraint: rebuild the table. delivery_parts refers to it by name: the legacy
         # rename leaves that reference alone (a modern rename would point it at the renamed, then dropped, table)
-        columns = ", ".join(c.name for c in DELIVERIES.columns)
-        connection.execute(sa.text("PRAGMA legacy_alter_table=ON"))
-        connection.execute(sa.text(f"ALTER TABLE {DELIVERIES.name} RENAME TO _deliveries_before_channels"))
-        connection.execute(sa.text("PRAGMA legacy_alter_table=OFF"))
-        for index in DELIVERIES.indexes:
-            connection.execute(sa.text(f'DROP INDEX IF EXISTS "{index.name}"'))
-        DELIVERIES.create(connection)
-        connection.execute(sa.text(f"INSERT INTO {DELIVERIES.name} ({columns}) "
-                                   f"SELECT {columns} FROM _deliveries_before_channels"))
-        connection.execute(sa.text("DROP TABLE _deliveries_before_channels"))
+        _rebuild(connection, DELIVERIES, "_deliveries_before_channels", legacy_rename=True)
     log.warning("the outbox was upgraded to one row per channel")
 
 
@@ -156,13 +147,28 @@ def _repair_delivery_parts(connection: Connection) -> None:
     fks = sa.inspect(connection).get_foreign_keys(parts.name)
     if all(fk["referred_table"] == DELIVERIES.name for fk in fks):
         return
-    columns = ", ".join(c.name for c in parts.columns)
-    connection.execute(sa.text(f"ALTER TABLE {parts.name} RENAME TO _delivery_parts_dangling"))
-    parts.create(connection)
-    connection.execute(sa.text(f"INSERT INTO {parts.name} ({columns}) SELECT {columns} FROM _delivery_parts_dangling "
-                               f"WHERE delivery_id IN (SELECT id FROM {DELIVERIES.name})"))
-    connection.execute(sa.text("DROP TABLE _delivery_parts_dangling"))
+    _rebuild(connection, parts, "_delivery_parts_dangling",
+             keep=f"WHERE delivery_id IN (SELECT id FROM {DELIVERIES.name})")
     log.warning("delivery_parts' foreign key repaired (it pointed at a dropped table)")
+
+
+def _rebuild(connection: Connection, table: sa.Table, aside: str, *, legacy_rename: bool = False,
+             keep: str = "") -> None:
+    """SQLite's way to change a constraint: rename `table` to `aside`, create it anew from today's model, copy
+    the rows (`keep`: a WHERE clause) in the columns both have (the old table may lack newer, nullable ones;
+    migrations after the baseline add the rest), drop `aside`."""
+    old_columns = {c["name"] for c in sa.inspect(connection).get_columns(table.name)}
+    columns = ", ".join(c.name for c in table.columns if c.name in old_columns)
+    if legacy_rename:
+        connection.execute(sa.text("PRAGMA legacy_alter_table=ON"))
+    connection.execute(sa.text(f"ALTER TABLE {table.name} RENAME TO {aside}"))
+    if legacy_rename:
+        connection.execute(sa.text("PRAGMA legacy_alter_table=OFF"))
+    for index in table.indexes:
+        connection.execute(sa.text(f'DROP INDEX IF EXISTS "{index.name}"'))
+    table.create(connection)
+    connection.execute(sa.text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {aside} {keep}"))
+    connection.execute(sa.text(f"DROP TABLE {aside}"))
 
 
 async def upgrade(db: Database, revision: str = "head") -> Upgrade:

@@ -308,6 +308,7 @@ async def test_an_old_outbox_is_upgraded_to_one_row_per_channel(tmp_path):
     old_ddl = ddl.replace('CONSTRAINT uq_deliveries_signal_user_kind_channel UNIQUE (signal_id, user_id, kind, channel)',
                           'CONSTRAINT uq_deliveries_signal_user_kind UNIQUE (signal_id, user_id, kind)')
     assert old_ddl != ddl
+    old_ddl = "\n".join(line for line in old_ddl.splitlines() if "claimed_" not in line)  # columns of revision 0002
     async with store.database.engine.begin() as conn:  # the schema as it was before email and webhooks
         await conn.execute(sa.text("DROP TABLE deliveries"))
         await conn.execute(sa.text(old_ddl))

@@ -33,6 +33,26 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _gone_here(claimant: str) -> bool:
+    """A claimant `host:pid` on this host whose process no longer runs (or is a zombie): dead for sure, without
+    waiting for its heartbeat to age (a process restarted after kill -9 gives its predecessor's rows back at once)."""
+    host, _, pid_text = claimant.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class OutboxStore:
     def __init__(self, db: Database, clock: Clock | None = None, process: str | None = None) -> None:
         self.process = process or process_name()
@@ -298,16 +318,21 @@ class OutboxStore:
     async def requeue_stale_sending(self, *, dead_after: timedelta = DEAD_AFTER,
                                     stale_claim: timedelta = STALE_CLAIM) -> int:
         """Rows left SENDING by a process that died go back to PENDING: claimed by a process with no heartbeat
-        within `dead_after` (this one included, before its first beat), or by nobody on record (claimed before
+        within `dead_after` (this one included, before its first beat), or by a process of this host that no
+        longer runs, or by nobody on record (claimed before
         claims were recorded), or claimed more than `stale_claim` ago (a claim whose answer the database lost).
         Rows a live process is sending stay with it, so a process starting beside others does not send their
         messages twice. At start-up and then every minute (the leader). Returns how many."""
         now = self._clock.now()
         alive = sa.select(HEARTBEATS.c.process).where(HEARTBEATS.c.at >= now - dead_after)
+        claimants = await self._db.fetch(sa.select(DELIVERIES.c.claimed_by).distinct().where(
+            DELIVERIES.c.status == DeliveryStatus.SENDING.value, DELIVERIES.c.claimed_by.is_not(None)))
+        gone = [c for (c,) in claimants if c != self.process and _gone_here(c)]  # a restart on this host
         stmt = (
             sa.update(DELIVERIES)
             .where(DELIVERIES.c.status == DeliveryStatus.SENDING.value,
                    sa.or_(DELIVERIES.c.claimed_by.is_(None), DELIVERIES.c.claimed_by.not_in(alive),
+                          DELIVERIES.c.claimed_by.in_(gone),
                           DELIVERIES.c.claimed_at.is_(None), DELIVERIES.c.claimed_at < now - stale_claim))
             .values(status=DeliveryStatus.PENDING.value)
         )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -508,3 +509,26 @@ async def test_requeue_leaves_a_live_process_its_claims(db: Database, clock: Fix
     clock.advance(STALE_CLAIM + timedelta(seconds=1))
     await alive.heartbeat(alive.process)  # alive, but a claim this old was lost
     assert await alive.requeue_stale_sending() == 6
+
+
+async def test_requeue_gives_back_at_once_the_rows_of_a_dead_process_on_this_host(db: Database, clock: FixedClock) -> None:
+    """A restart after kill -9: the predecessor's heartbeat is seconds old, but its pid no longer runs."""
+    import socket
+    import subprocess
+    import sys
+
+    from storage.outbox import OutboxStore
+
+    stores = Stores.over(db, clock=clock)
+    await stores.signals.add_signal(make_signal())
+    users = [await stores.users.upsert_user("telegram", str(i), f"c{i}", "") for i in range(4)]
+    await stores.outbox.enqueue([("s1", u.id, DeliveryKind.SIGNAL, "telegram", None, None) for u in users])
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that ran on this host and is gone
+    dead = OutboxStore(db, clock, process=f"{socket.gethostname()}:{child.pid}")
+    live = OutboxStore(db, clock, process=f"{socket.gethostname()}:{os.getpid()}-other")
+    await dead.heartbeat(dead.process)
+    await live.heartbeat(live.process)
+    assert len(await dead.claim_due("telegram", T0, 2)) == 2
+    assert len(await live.claim_due("telegram", T0, 2)) == 2
+    assert await stores.outbox.requeue_stale_sending() == 2  # the dead pid's; the live claimant keeps its rows

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,10 +110,12 @@ class Cluster:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def restart(self, down_seconds: float = 0.0) -> None:
-        """Stop the server (as a crash would), wait, start it again on the same port."""
+    def stop_server(self) -> None:
+        """Stop the server as a crash would (`-m immediate`); its data stays for `start_server()`."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        time.sleep(down_seconds)
+
+    def start_server(self) -> None:
+        """Start it again on the same port."""
         self._pg_ctl_start()
 
     def _pg_ctl_start(self) -> None:

@@ -91,14 +91,14 @@ def test_the_service_rides_out_a_database_restart(postgres, pg_databases, tmp_pa
         while not sum(_outbox(dsn).values()) and time.monotonic() < end:
             time.sleep(0.5)
         before = _outbox(dsn)
-        postgres._run(str(postgres.bindir / "pg_ctl"), "-D", str(postgres.data), "-m", "immediate", "-w", "stop")
+        postgres.stop_server()
         down_at = time.monotonic()
         statuses = []
         while time.monotonic() - down_at < DOWN_SECONDS:
             statuses.append(_ready(port)[0])
             time.sleep(0.5)
         assert proc.poll() is None and 503 in statuses  # up, and not ready while the database is gone
-        postgres._pg_ctl_start()
+        postgres.start_server()
         back_at = time.monotonic()
         while _ready(port)[0] != 200 and time.monotonic() - back_at < 60:
             time.sleep(0.1)

@@ -6,6 +6,8 @@ enqueue's row count is taken from executemany where the driver reports it (SQLit
 """
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import os
 import socket
@@ -59,6 +61,11 @@ class OutboxStore:
         self._db = db
         self._clock: Clock = clock or SystemClock()
         self._counts_executemany = bool(db.engine.dialect.supports_sane_multi_rowcount)
+        # rows this store claimed and has not recorded yet (its workers are sending them, or keep their results
+        # until the database answers again): never requeued under this process's own feet, however long an
+        # outage left its heartbeat unrenewed. The lock keeps a claim and a requeue from interleaving.
+        self._held: set[int] = set()
+        self._claims = asyncio.Lock()
 
     async def pending_fanouts(self, recorded_before: datetime | None = None) -> list[tuple[str, DeliveryKind]]:
         """(signal id, kind) stored but not yet queued to the outbox (recorded before `recorded_before`, if
@@ -190,12 +197,19 @@ class OutboxStore:
                     claimed_by=self.process, claimed_at=self._clock.now())
             .returning(*DELIVERIES.c)
         )
-        async with self._db.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).all()
-            claimed = [to_delivery(r._mapping) for r in rows]
-            user_ids = sorted({d.user_id for d in claimed})
-            tiers = dict((await conn.execute(sa.select(USERS.c.id, USERS.c.tier).where(USERS.c.id.in_(user_ids)))).all()
-                         if user_ids else [])
+        async with self._claims:
+            claimed: list[Delivery] = []
+            try:
+                async with self._db.engine.begin() as conn:
+                    rows = (await conn.execute(stmt)).all()
+                    claimed = [to_delivery(r._mapping) for r in rows]
+                    self._held.update(d.id for d in claimed)  # before the commit: held once they are SENDING
+                    user_ids = sorted({d.user_id for d in claimed})
+                    tiers = dict((await conn.execute(sa.select(USERS.c.id, USERS.c.tier)
+                                                     .where(USERS.c.id.in_(user_ids)))).all() if user_ids else [])
+            except BaseException:
+                self._held.difference_update(d.id for d in claimed)  # rolled back (or unknown: requeue decides)
+                raise
         claimed.sort(key=lambda d: (-TIERS[tiers.get(d.user_id, Tier.FREE.value)].rank, d.created_at or EPOCH, d.id))
         return claimed
 
@@ -222,6 +236,7 @@ class OutboxStore:
                     index_elements=[DELIVERY_PARTS.c.delivery_id],
                     set_={"parts_sent": stmt.excluded.parts_sent, "first_ref": stmt.excluded.first_ref,
                           "layout": stmt.excluded.layout}), parts)
+        self._held.difference_update(u.delivery_id for u in updates)
 
     async def delivery_parts(self, ids: Collection[int]) -> dict[int, tuple[int, str, str]]:
         """delivery id -> (parts sent, first part's reference, layout) of deliveries an earlier attempt sent in
@@ -314,29 +329,33 @@ class OutboxStore:
         elif sent_at is not None:
             values["sent_at"] = sent_at
         await self._db.write(sa.update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(values))
+        self._held.discard(delivery_id)
 
     async def requeue_stale_sending(self, *, dead_after: timedelta = DEAD_AFTER,
                                     stale_claim: timedelta = STALE_CLAIM) -> int:
         """Rows left SENDING by a process that died go back to PENDING: claimed by a process with no heartbeat
-        within `dead_after` (this one included, before its first beat), or by a process of this host that no
-        longer runs, or by nobody on record (claimed before
-        claims were recorded), or claimed more than `stale_claim` ago (a claim whose answer the database lost).
-        Rows a live process is sending stay with it, so a process starting beside others does not send their
-        messages twice. At start-up and then every minute (the leader). Returns how many."""
-        now = self._clock.now()
-        alive = sa.select(HEARTBEATS.c.process).where(HEARTBEATS.c.at >= now - dead_after)
-        claimants = await self._db.fetch(sa.select(DELIVERIES.c.claimed_by).distinct().where(
-            DELIVERIES.c.status == DeliveryStatus.SENDING.value, DELIVERIES.c.claimed_by.is_not(None)))
-        gone = [c for (c,) in claimants if c != self.process and _gone_here(c)]  # a restart on this host
-        stmt = (
-            sa.update(DELIVERIES)
-            .where(DELIVERIES.c.status == DeliveryStatus.SENDING.value,
-                   sa.or_(DELIVERIES.c.claimed_by.is_(None), DELIVERIES.c.claimed_by.not_in(alive),
-                          DELIVERIES.c.claimed_by.in_(gone),
-                          DELIVERIES.c.claimed_at.is_(None), DELIVERIES.c.claimed_at < now - stale_claim))
-            .values(status=DeliveryStatus.PENDING.value)
-        )
-        return await self._db.write(stmt)
+        within `dead_after`, or by a process of this host that no longer runs, or by nobody on record (claimed
+        before claims were recorded), or claimed more than `stale_claim` ago (a claim whose answer the database
+        lost); and rows in this process's name that this store does not hold (a predecessor's with the same
+        pid, or a claim whose commit this store never heard of). Rows a live process is sending stay with it, so
+        a process starting beside others does not send their messages twice; the rows this store holds stay
+        with it whatever its heartbeat says (a database outage longer than `dead_after` leaves every heartbeat
+        old, this one's too). At start-up and then every minute (the leader). Returns how many."""
+        async with self._claims:
+            now = self._clock.now()
+            alive = sa.select(HEARTBEATS.c.process).where(HEARTBEATS.c.at >= now - dead_after)
+            claimants = await self._db.fetch(sa.select(DELIVERIES.c.claimed_by).distinct().where(
+                DELIVERIES.c.status == DeliveryStatus.SENDING.value, DELIVERIES.c.claimed_by.is_not(None)))
+            gone = [c for (c,) in claimants if c != self.process and _gone_here(c)]  # a restart on this host
+            other = DELIVERIES.c.claimed_by != self.process
+            stale = sa.or_(DELIVERIES.c.claimed_by.is_(None), DELIVERIES.c.claimed_by.in_(gone),
+                           sa.and_(other, DELIVERIES.c.claimed_by.not_in(alive)),
+                           DELIVERIES.c.claimed_at.is_(None), DELIVERIES.c.claimed_at < now - stale_claim,
+                           ~other)
+            where = [DELIVERIES.c.status == DeliveryStatus.SENDING.value, stale]
+            if self._held:
+                where.append(DELIVERIES.c.id.not_in(sorted(self._held)))
+            return await self._db.write(sa.update(DELIVERIES).where(*where).values(status=DeliveryStatus.PENDING.value))
 
     async def sent_message_ref(self, signal_id: str, user_id: int) -> str | None:
         stmt = sa.select(DELIVERIES.c.message_ref).where(

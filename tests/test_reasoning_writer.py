@@ -240,3 +240,29 @@ async def test_admin_models_shows_each_writer_and_what_it_did(fake_anthropic, fa
     assert claude[1].startswith("breaker closed; 1 calls, 0 used, 0 failed, 1 rejected, 0 skipped; today ")
     assert gpt[1].startswith("breaker closed; 1 calls, 1 used, 0 failed, 0 rejected, 0 skipped; today ")
     assert "of 100,000 tokens" in gpt[1] and "of $1.00" in gpt[1]
+
+
+async def test_a_candidate_already_expired_is_not_issued() -> None:
+    """The first scan after a weekend or a long stop finds the setups of old bars: one whose expiry has passed
+    is rejected with the reason, never stored or published (nobody could follow it)."""
+    db = Database("sqlite+aiosqlite:///:memory:")
+    await db.upgrade()
+    store = Stores.over(db)
+    bus, published = EventBus(), []
+
+    async def on_issued(event: SignalIssued) -> None:
+        published.append(event.signal)
+
+    bus.subscribe(SignalIssued, on_issued)
+    service = SignalService(None, None, store.signals, bus, RiskManager(), FixedClock(T0),  # type: ignore[arg-type]
+                            narrator=None)
+    try:
+        stale = candidate(id="AAPL-1d-20170530-L", issued_at=T0 - timedelta(days=4), expires_at=T0)
+        fresh = candidate(issued_at=T0, expires_at=T0 + timedelta(days=3))
+        report = await service.issue([stale, fresh])
+        assert [s.id for s in report.issued] == [fresh.id]
+        assert report.rejected == [(stale.id, "expired at 2017-06-02 00:00 UTC, before it could be issued")]
+        assert await store.signals.get_signal(stale.id) is None and [s.id for s in published] == [fresh.id]
+    finally:
+        await service.close()
+        await store.close()

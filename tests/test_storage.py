@@ -15,6 +15,7 @@ from core.domain import (
     AssetClass,
     DeliveryKind,
     DeliveryStatus,
+    DeliveryUpdate,
     Direction,
     Instrument,
     Preferences,
@@ -371,10 +372,36 @@ async def test_requeue_stale_sending(store: Stores) -> None:
     await store.outbox.enqueue([("s1", u, DeliveryKind.SIGNAL, "telegram", None, None) for u in (u1, u2)])
     first, second = await store.outbox.claim_due("telegram", T0, 2)
     await store.outbox.mark(first.id, DeliveryStatus.SENT, message_ref="m1")
-    assert await store.outbox.requeue_stale_sending() == 1
-    assert await store.outbox.requeue_stale_sending() == 0
-    again = await store.outbox.claim_due("telegram", T0, 5)
+    assert await store.outbox.requeue_stale_sending() == 0  # the store that claimed it is still sending it
+    from storage.outbox import OutboxStore
+
+    restarted = OutboxStore(store.database, process=store.outbox.process)  # the same name after a restart (pid reuse)
+    assert await restarted.requeue_stale_sending() == 1
+    assert await restarted.requeue_stale_sending() == 0
+    again = await restarted.claim_due("telegram", T0, 5)
     assert [d.id for d in again] == [second.id] and again[0].attempts == 2
+
+
+async def test_a_long_outage_does_not_requeue_what_this_process_is_sending(db: Database, clock: FixedClock) -> None:
+    """A database away longer than DEAD_AFTER leaves every heartbeat old, this process's too: the rows it claimed
+    and has not recorded yet stay SENDING (its worker records them when the database is back); another
+    process's rows whose heartbeat is that old go back to the queue."""
+    from storage.outbox import DEAD_AFTER, OutboxStore
+
+    stores = Stores.over(db, clock=clock)
+    await stores.signals.add_signal(make_signal())
+    users = [await stores.users.upsert_user("telegram", str(i), f"c{i}", "") for i in range(4)]
+    await stores.outbox.enqueue([("s1", u.id, DeliveryKind.SIGNAL, "telegram", None, None) for u in users])
+    me, peer = OutboxStore(db, clock, process="host:1"), OutboxStore(db, clock, process="host:2")
+    await me.heartbeat(me.process)
+    await peer.heartbeat(peer.process)
+    mine = await me.claim_due("telegram", T0, 2)
+    theirs = await peer.claim_due("telegram", T0, 2)
+    clock.advance(DEAD_AFTER * 2)  # the outage: nobody could beat
+    assert await me.requeue_stale_sending() == 2  # the peer's two, not mine
+    assert {d.id for d in await me.claim_due("telegram", clock.now(), 10)} == {d.id for d in theirs}
+    await me.record_attempts([DeliveryUpdate(d.id, DeliveryStatus.SENT, sent_at=clock.now()) for d in mine])
+    assert await me.requeue_stale_sending() == 0  # the other two are held by me now
 
 
 async def test_sent_queries(store: Stores, clock: FixedClock) -> None:
@@ -487,7 +514,8 @@ async def test_file_database_uses_wal_and_foreign_keys(file_db: Database) -> Non
 
 async def test_requeue_leaves_a_live_process_its_claims(db: Database, clock: FixedClock) -> None:
     """Several processes on one outbox: rows SENDING by a process that still beats stay with it; rows of a process
-    that stopped beating, or a claim older than any batch takes, go back to the queue."""
+    that stopped beating, or a claim older than any batch takes, go back to the queue (a store never requeues
+    the rows it holds itself)."""
     from storage.outbox import DEAD_AFTER, STALE_CLAIM, OutboxStore
 
     stores = Stores.over(db, clock=clock)
@@ -507,8 +535,10 @@ async def test_requeue_leaves_a_live_process_its_claims(db: Database, clock: Fix
     assert await alive.requeue_stale_sending() == 3
     assert {d.id for d in await alive.claim_due("telegram", clock.now(), 10)} == {d.id for d in theirs}
     clock.advance(STALE_CLAIM + timedelta(seconds=1))
-    await alive.heartbeat(alive.process)  # alive, but a claim this old was lost
-    assert await alive.requeue_stale_sending() == 6
+    await alive.heartbeat(alive.process)  # alive, but to another process a claim this old was lost
+    assert await alive.requeue_stale_sending() == 0  # alive itself still holds all six
+    other = OutboxStore(db, clock, process="host:3")
+    assert await other.requeue_stale_sending() == 6
 
 
 async def test_requeue_gives_back_at_once_the_rows_of_a_dead_process_on_this_host(db: Database, clock: FixedClock) -> None:

@@ -52,6 +52,19 @@ from core.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
+
+class _OutboxRetries(logging.Filter):
+    """With no retries in PTB's rate limiter, it logs every 429 at ERROR with a traceback before raising it; the
+    outbox handles the 429 (the worker pauses the channel for the time asked and logs that at WARNING), so those
+    records are dropped: a flood-control answer is not an error of the service."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.msg == "Rate limit hit after maximum of %d retries"
+                    and record.args == (0,))
+
+
+_NO_RETRY_ERRORS = _OutboxRetries()
+
 Handle = Callable[[Caller, str], Awaitable[Doc]]
 HttpClient = Literal["aiohttp", "httpx"]
 
@@ -117,6 +130,8 @@ class TelegramTransport:
         self._poll_error: tuple[float, str] | None = None  # (monotonic time, what) of the last failed getUpdates
         timeouts = Timeouts(connect=connect_timeout, read=read_timeout, write=write_timeout,
                             media_write=media_write_timeout, pool=pool_timeout)
+        if rate_limit_retries == 0:
+            logging.getLogger("telegram.ext.AIORateLimiter").addFilter(_NO_RETRY_ERRORS)
         builder = (Application.builder().token(token)
                    .request(_request(http, timeouts, connection_pool_size))
                    .get_updates_request(_request(http, timeouts, 2))

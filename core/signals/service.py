@@ -262,9 +262,14 @@ class SignalService:
         known = await self.signals.existing_signal_ids([c.id for c in candidates])
         latest = await self.signals.latest_signals_for({(c.symbol, c.timeframe) for c in candidates})
         approved: list[Signal] = []
+        now = self.clock.now()
         for cand in sorted(candidates, key=lambda s: (s.issued_at, -s.confidence, s.id)):
             if cand.id in known:
                 continue  # this bar was decided before (a restart re-scans it)
+            if cand.expires_at <= now:  # a first scan after a weekend or a long stop finds old bars' setups
+                report.rejected.append((cand.id, f"expired at {cand.expires_at:%Y-%m-%d %H:%M} UTC, before it "
+                                                 "could be issued"))
+                continue
             key = (cand.symbol, cand.timeframe)
             decision = self.risk.review(cand, open_now, latest.get(key))
             if not decision.approved:

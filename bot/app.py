@@ -19,6 +19,7 @@ from bot.commands.registry import Caller, dispatch
 from bot.delivery.commands import channel_commands
 from bot.delivery.setup import start_delivery
 from bot.health import Health
+from bot.api.routes import Api
 from bot.http_server import HttpServer, start_http
 from bot.metrics import Metrics, MetricsEndpoint, delivery_observer
 from bot.leader import LOCK_NAME as LEADER_LOCK, Leader
@@ -142,8 +143,11 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     metrics = Metrics()
     token = settings.metrics_token.get_secret_value() if settings.metrics_token is not None else None
     endpoint = MetricsEndpoint(metrics, services, token=token)
+    api = Api(services, health)
     http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health,
-                                               metrics=endpoint)
+                                               metrics=endpoint, routers=[api.router])
+    if http is not None:
+        api.start_flushing()
 
     async def handle(caller: Caller, text: str) -> Doc:
         return await dispatch(services.registry, services, caller, text)
@@ -240,6 +244,7 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
             await discord.stop()
         if http is not None:
             await http.stop()
+        await api.close()  # after the server: the last requests' usage is counted
         if payments is not None:
             await payments.close()
         await setup.close()

@@ -128,7 +128,10 @@ class HttpServer:
 
     async def start(self) -> HttpServer:
         """Bind (an error here is the caller's: port taken, bad host), then serve in this loop."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only then (without it every
+        # answer waited ~40 ms for the client's delayed ACK: Nagle)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self._requested_port))

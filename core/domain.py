@@ -252,3 +252,31 @@ BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 """Bars are pandas DataFrames indexed by the bar's OPEN time (tz-aware UTC DatetimeIndex named 'time'),
 with float columns open, high, low, close, volume, sorted ascending, unique index.
 A bar exists (may be used) only once its close time, open time + timeframe, is <= now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A REST API key as stored: never the key itself (only its hash), `prefix` identifies it in lists."""
+
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiUsage:
+    """Requests of one key to one endpoint on one UTC day."""
+
+    key_id: int
+    day: str
+    endpoint: str
+    count: int
+    errors: int = 0

@@ -21,6 +21,7 @@ class Entitlements:
     timeframes: frozenset[Timeframe]
     charts: bool
     channels: frozenset[str]  # delivery channels beyond the chat itself
+    api_per_minute: int = 0  # REST API requests per minute per key (0: no API access)
 
 
 ENTITLEMENTS: dict[Tier, Entitlements] = {
@@ -30,7 +31,7 @@ ENTITLEMENTS: dict[Tier, Entitlements] = {
     Tier.TRADER: Entitlements(500, 300, ALL_CLASSES, frozenset({Timeframe.H1, Timeframe.H4, Timeframe.D1}), True,
                               frozenset({"email"})),
     Tier.PROFESSIONAL: Entitlements(None, None, ALL_CLASSES, frozenset(OFFERED_TIMEFRAMES), True,
-                                    frozenset({"email", "webhook"})),
+                                    frozenset({"email", "webhook"}), api_per_minute=600),
 }
 
 
@@ -39,7 +40,7 @@ def entitlements(tier: Tier) -> Entitlements:
 
 
 # Features a command can require (Command.requires): "charts" and the delivery channels beyond the chat.
-FEATURES = ("charts", "email", "webhook")
+FEATURES = ("charts", "email", "webhook", "api")
 
 
 def has_feature(tier: Tier, feature: str) -> bool:
@@ -49,6 +50,8 @@ def has_feature(tier: Tier, feature: str) -> bool:
         return ent.charts
     if feature in ("email", "webhook"):
         return feature in ent.channels
+    if feature == "api":
+        return ent.api_per_minute > 0
     raise ValueError(f"unknown feature {feature!r} (one of {', '.join(FEATURES)})")
 
 

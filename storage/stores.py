@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from core.clock import Clock, SystemClock
 from storage.admin import AdminStore
+from storage.api_keys import ApiKeyStore
 from storage.bars import BarStore
 from storage.billing import BillingStore
 from storage.channels import ChannelStore, DigestStore
@@ -36,6 +37,7 @@ class Stores:
     channels: ChannelStore
     digests: DigestStore
     news: SqlVerdictStore
+    api_keys: ApiKeyStore
 
     @classmethod
     def over(cls, db: Database, clock: Clock | None = None, *, users_cache_seconds: float = 30.0) -> Stores:
@@ -53,6 +55,7 @@ class Stores:
             channels=ChannelStore(db, clock),
             digests=DigestStore(db),
             news=SqlVerdictStore(db),
+            api_keys=ApiKeyStore(db, clock),
         )
 
     async def close(self) -> None:

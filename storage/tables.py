@@ -278,10 +278,39 @@ class AccountMemberRow(SQLModel, table=True):
     linked_at: datetime = _utc()
 
 
+class ApiKeyRow(SQLModel, table=True):
+    """A REST API key (storage.api_keys): only its SHA-256 is kept; `prefix` is what lists show of it."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    name: str = ""
+    prefix: str
+    key_hash: str = Field(unique=True)
+    created_at: datetime = _utc()
+    last_used_at: datetime | None = _utc(nullable=True)
+    revoked_at: datetime | None = _utc(nullable=True)
+
+
+class ApiUsageRow(SQLModel, table=True):
+    """Requests per API key, endpoint (its route template) and UTC day, counted in memory and added up here."""
+
+    __tablename__ = "api_usage"
+
+    key_id: int = Field(primary_key=True, foreign_key="api_keys.id", ondelete="CASCADE")
+    day: str = Field(primary_key=True)  # YYYY-MM-DD, UTC
+    endpoint: str = Field(primary_key=True)  # "GET /api/v1/signals/{signal_id}"
+    count: int = 0
+    errors: int = 0  # answers 4xx/5xx, 429s included
+
+
 AUDIT = _table(AdminAuditRow)
 REQUEST_COUNTS = _table(RequestCountRow)
 LINK_CODES = _table(LinkCodeRow)
 ACCOUNT_MEMBERS = _table(AccountMemberRow)
+API_KEYS = _table(ApiKeyRow)
+API_USAGE = _table(ApiUsageRow)
 ADMIN_TABLES = (AUDIT, REQUEST_COUNTS, LINK_CODES, ACCOUNT_MEMBERS)
 
 

@@ -16,6 +16,7 @@ from bot.commands.parsing import (
     parse_symbol, parse_timeframe,
 )
 from bot.commands.account import account_commands
+from bot.commands.apikeys import apikey_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.track import published_backtests, track_commands
@@ -365,6 +366,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
                 parse_query, find_instruments, needs_user=False),
         Command("stop", "unsubscribe", "/stop", _no_args, stop),
         *account_commands(),
+        *apikey_commands(),
         *admin_commands(),
         *track_commands(),
         *extra,

@@ -1,0 +1,175 @@
+"""The REST API (bot/api) through real clients: httpx against the service's HTTP server (FastAPI on uvicorn, on
+loopback), keys made by the /apikey chat command, the same stores and entitlements as chat; 401, 403, 404, 422
+and 429 with Retry-After; usage counted per key and endpoint; the OpenAPI schema."""
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.api.routes import Api
+from bot.app import build_services
+from bot.commands.caller import Caller
+from bot.commands.registry import dispatch
+from bot.http_server import start_http
+from bot.settings import Settings
+from bot.views.text import render_text
+from core.clock import FixedClock
+from core.domain import AssetClass, SignalOutcome, SignalStatus, Tier, Timeframe
+from core.market_data.simulated import SimulatedMarket
+from tests.test_delivery import NOW, signal
+
+PRO = Caller("telegram", "101", "101", "Pro")
+TRADER = Caller("telegram", "102", "102", "Trader")
+ADMIN = Caller("telegram", "900", "900", "Boss")
+
+
+class Service:
+    def __init__(self, services: Any, api: Api, base: str) -> None:
+        self.services, self.api, self.base = services, api, base
+
+    async def say(self, caller: Caller, text: str) -> str:
+        return render_text(await dispatch(self.services.registry, self.services, caller, text))
+
+    async def key_for(self, caller: Caller, tier: Tier) -> str:
+        await self.say(caller, "/start")
+        user = await self.services.store.users.find_user(caller.platform, caller.platform_user_id)
+        await self.services.store.users.set_tier(user.id, tier)
+        answer = await self.say(caller, "/apikey create laptop")
+        found = re.search(r"\bsb_[A-Za-z0-9_-]{43}\b", answer)
+        assert found, answer
+        return found.group(0)
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}", http_port=0,
+                        admins="telegram:900")
+    clock = FixedClock(NOW)
+    market = SimulatedMarket(seed=7, start=NOW, history_days=60, clock=clock)
+    services = await build_services(settings, market, clock)
+    api = Api(services)
+    server = await start_http(settings, services, routers=[api.router])
+    assert server is not None
+    try:
+        yield Service(services, api, server.url)
+    finally:
+        await server.stop()
+        await api.close()
+        await services.signal_service.close()
+        await services.store.close()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_signals_through_a_key_made_in_chat(service: Service) -> None:
+    store = service.services.store
+    active, closed = signal("AAPL-1d-20240305-L"), signal("BTC-4h-20240301-L", AssetClass.CRYPTO)
+    closed = replace(closed, symbol="BTC-USDT", timeframe=Timeframe.H4, issued_at=NOW - timedelta(days=4))
+    shadow = replace(signal("MSFT-1d-20240305-L"), symbol="MSFT", evidence={"shadow": {"scope": "x"}})
+    for s in (active, closed, shadow):
+        await store.signals.add_signal(s)
+    await store.signals.record_outcome(SignalOutcome(
+        closed.id, SignalStatus.TARGET, 100.1, NOW - timedelta(days=3), 104.0, NOW - timedelta(days=1), 0.039,
+        0.037, 0.04, -0.01, 12))
+    key = await service.key_for(PRO, Tier.PROFESSIONAL)
+    async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:
+        r = await http.get("/api/v1/signals")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [s["id"] for s in body["signals"]] == [active.id] and body["count"] == 1  # never a shadow
+        got = body["signals"][0]
+        assert got["entry"] == 100 and got["target"] == 104 and got["stop"] == 98 and got["status"] == "active"
+        assert got["risk_reward"] == 2.0 and got["confidence"] == 70 and got["timeframe"] == "1d"
+        r = await http.get("/api/v1/signals", params={"status": "all"})
+        assert [s["id"] for s in r.json()["signals"]] == [active.id, closed.id]
+        r = await http.get("/api/v1/signals", params={"status": "closed", "asset_class": "crypto"})
+        [one] = r.json()["signals"]
+        assert one["status"] == "target" and one["outcome"]["net_return"] == pytest.approx(0.037)
+        r = await http.get(f"/api/v1/signals/{closed.id}")
+        assert r.status_code == 200 and r.json()["outcome"]["bars_held"] == 12
+        assert (await http.get(f"/api/v1/signals/{shadow.id}")).status_code == 404
+        assert (await http.get("/api/v1/signals/NOPE-1d-1-L")).status_code == 404
+        r = await http.get("/api/v1/signals", params={"status": "bogus", "limit": 0})
+        assert r.status_code == 422  # validation names both parameters
+        assert {e["loc"][-1] for e in r.json()["detail"]} == {"status", "limit"}
+        r = await http.get("/api/v1/performance", params={"period": "all"})
+        assert r.status_code == 200 and r.json()["closed"] == 1 and r.json()["hit_rate"] == 1.0
+        r = await http.get("/api/v1/instruments", params={"q": "bank"})
+        assert r.status_code == 200 and "JPM" in [i["symbol"] for i in r.json()["instruments"]]
+        assert (await http.get("/api/v1/instruments/AAPL")).json()["asset_class"] == "equity"
+        r = await http.get("/api/v1/instruments/AAPLE")
+        assert r.status_code == 404 and "AAPL" in r.json()["detail"]
+        sub = (await http.get("/api/v1/subscription")).json()
+        assert sub["tier"] == "professional" and sub["api_requests_per_minute"] == 600
+        assert (await http.get("/api/v1/admin/system")).status_code == 403  # not an administrator
+        usage = (await http.get("/api/v1/usage")).json()
+    counted = {row["endpoint"]: (row["count"], row["errors"]) for row in usage["rows"]}
+    assert counted["GET /api/v1/signals"] == (4, 1)  # the 422 counted as an error
+    assert counted["GET /api/v1/signals/{signal_id}"] == (3, 2)
+    assert counted["GET /api/v1/admin/system"] == (1, 1)
+    listing = await service.say(PRO, "/apikey")
+    assert "laptop" in listing and key not in listing and key[:11] in listing and "requests 30 d" in listing
+
+
+async def test_no_key_a_wrong_key_a_revoked_key_and_a_tier_without_the_api(service: Service) -> None:
+    key = await service.key_for(PRO, Tier.PROFESSIONAL)
+    async with httpx.AsyncClient(base_url=service.base) as http:
+        r = await http.get("/api/v1/signals")
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer" and "/apikey" in r.json()["detail"]
+        assert (await http.get("/api/v1/signals", headers=auth("sb_" + "x" * 43))).status_code == 401
+        assert (await http.get("/api/v1/signals", headers={"X-API-Key": key})).status_code == 200
+        # the owner downgraded: the key stops at once, with what to do
+        user = await service.services.store.users.find_user("telegram", "101")
+        await service.services.store.users.set_tier(user.id, Tier.TRADER)
+        r = await http.get("/api/v1/signals", headers=auth(key))
+        assert r.status_code == 403 and "professional" in r.json()["detail"]
+        await service.services.store.users.set_tier(user.id, Tier.PROFESSIONAL)
+        [record] = await service.services.store.api_keys.keys_of(user.id)
+        assert "revoked" in await service.say(PRO, f"/apikey revoke {record.id}")
+        assert (await http.get("/api/v1/signals", headers=auth(key))).status_code == 401
+    # chat: the command itself needs the tier
+    await service.say(TRADER, "/start")
+    assert "professional" in (await service.say(TRADER, "/apikey create x")).lower()
+    assert "no active key" in (await service.say(PRO, "/apikey revoke 999")).lower()
+
+
+async def test_over_the_rate_a_key_gets_429_with_retry_after(service: Service) -> None:
+    key = await service.key_for(PRO, Tier.PROFESSIONAL)
+    now = [1000.0]
+    service.api.limiter.clock = lambda: now[0]  # time stands still: no refill while the test runs
+    async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:
+        codes = [(await http.get("/api/v1/subscription")).status_code for _ in range(601)]
+        assert codes[:600] == [200] * 600  # the bucket holds a minute's worth
+        assert codes[600] == 429
+        r = await http.get("/api/v1/subscription")
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"  # a token every 0.1 s
+        assert "600 requests per minute" in r.json()["detail"]
+        now[0] += 0.1
+        assert (await http.get("/api/v1/subscription")).status_code == 200
+        assert (await http.get("/api/v1/subscription")).status_code == 429
+    await service.services.store.api_keys.flush()
+    usage = await service.services.store.api_keys.usage()
+    assert sum(u.count for u in usage) == 604 and sum(u.errors for u in usage) == 3
+
+
+async def test_administrators_see_the_system_and_the_schema_documents_every_route(service: Service) -> None:
+    key = await service.key_for(ADMIN, Tier.FREE)  # an administrator's key works whatever the tier
+    async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:
+        r = await http.get("/api/v1/admin/system")
+        assert r.status_code == 200 and r.json()["users"] == 1
+        schema = (await http.get("/openapi.json")).json()
+        assert (await http.get("/api/docs")).status_code == 200
+    paths = set(schema["paths"])
+    assert {"/api/v1/signals", "/api/v1/signals/{signal_id}", "/api/v1/performance", "/api/v1/instruments",
+            "/api/v1/instruments/{symbol}", "/api/v1/subscription", "/api/v1/usage", "/api/v1/admin/system"} <= paths
+    assert "/stripe/webhook" not in paths and "/metrics" not in paths
+    assert "429" in schema["paths"]["/api/v1/signals"]["get"]["responses"]

@@ -47,6 +47,7 @@ class ApiKeyStore:
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._counts: dict[tuple[int, str, str], list[int]] = {}  # (key, day, endpoint) -> [count, errors]
         self._used: dict[int, datetime] = {}
+        self.generation = 0  # counts revocations here: a cache of keys built at one generation is stale at the next
 
     async def create(self, user_id: int, name: str = "") -> tuple[str, ApiKey]:
         """A new key for the user: (the key, shown once, its record)."""
@@ -70,6 +71,7 @@ class ApiKeyStore:
                                           API_KEYS.c.revoked_at.is_(None)).values(revoked_at=self._clock.now()))
         done = await self._db.write(stmt) > 0
         self._cache.clear()
+        self.generation += 1
         return done
 
     async def lookup(self, key: str) -> ApiKey | None:

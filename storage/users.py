@@ -88,6 +88,12 @@ class UserStore:
                 self._active_users, self._loaded_at = cached, started
         return list(cached)
 
+    @property
+    def generation(self) -> int:
+        """Counts the user writes through this store (and invalidate_users calls): a cache of users built
+        at one generation is stale at the next."""
+        return self._generation
+
     def invalidate_users(self) -> None:
         """Forget the cached active users (after the users or preferences tables changed)."""
         self._generation += 1

@@ -17,6 +17,7 @@ themselves. Every answer to a key is counted per endpoint and day (api_usage).
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations, and `Auth` is local to _routes
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -41,6 +42,45 @@ log = logging.getLogger(__name__)
 
 MAX_LIMIT = 200
 PERIODS = {"30d": 30, "90d": 90, "all": None}
+PRINCIPAL_SECONDS = 2.0  # a key's owner (tier, preferences) read again after this, or at once after a local write
+READ_SECONDS = 1.0  # the signal lists and details a request reads: at most this old
+
+
+class TtlCache:
+    """Values kept for `seconds`: the API's reads of a few rows that every request asks for. One load at a time
+    per key: the requests that find it expired together wait for the same read (no stampede on the database)."""
+
+    def __init__(self, seconds: float, size: int = 4096) -> None:
+        self.seconds, self.size = seconds, size
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._loading: dict[Any, asyncio.Future[Any]] = {}
+
+    async def get(self, key: Any, load: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        hit = self._items.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.seconds:
+            return hit[1]
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        else:
+            future.set_result(value)
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (time.monotonic(), value)
+            return value
+        finally:
+            del self._loading[key]
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def signal_out(s: Signal, outcome: SignalOutcome | None, principal: Principal) -> schemas.SignalOut:
@@ -65,6 +105,9 @@ class Api:
         self.services = services
         self.health = health
         self.limiter = RateLimiter()
+        self.principals = TtlCache(PRINCIPAL_SECONDS, size=10_000)
+        self.reads = TtlCache(READ_SECONDS)
+        self.pages = TtlCache(READ_SECONDS, size=1024)
         self.router = APIRouter(prefix="/api/v1", route_class=_counted(self), responses={
             401: {"model": schemas.Error}, 403: {"model": schemas.Error}, 429: {"model": schemas.Error}})
         self._flusher: asyncio.Task[None] | None = None
@@ -75,22 +118,37 @@ class Api:
         key_text = bearer_key(request)
         if not key_text:
             raise unauthorized("an API key is required: Authorization: Bearer <key> (get one with /apikey in chat)")
-        store = self.services.store
-        key = await store.api_keys.lookup(key_text)
-        if key is None:
-            raise unauthorized("unknown or revoked API key")
-        user = await store.users.get_user(key.user_id)
-        if user is None or not user.active:
-            raise unauthorized("the key's owner has unsubscribed")
-        principal = Principal(key, user, self.services.is_admin(caller_of(user)))
+        principal = await self._principal_of(key_text)
         request.state.principal = principal
+        user = principal.user
         limit = per_minute(user.tier)
         if not principal.is_admin and limit <= 0:
             raise forbidden_tier(user.tier)
-        wait = self.limiter.check(key.id, max(limit, per_minute_for_admins()) if principal.is_admin else limit)
+        wait = self.limiter.check(principal.key.id, max(limit, per_minute_for_admins()) if principal.is_admin else limit)
         if wait > 0:
             raise too_many(wait, limit)
         return principal
+
+    async def _principal_of(self, key_text: str) -> Principal:
+        """The key's record and owner, cached for PRINCIPAL_SECONDS and read once for all the requests that
+        find it expired: a revocation or a user write in this process is seen at once (the generations), one in
+        another process within that time."""
+        store = self.services.store
+        generations = (getattr(store.users, "generation", 0), getattr(store.api_keys, "generation", 0))
+
+        async def load() -> Principal | str:
+            key = await store.api_keys.lookup(key_text)
+            if key is None:
+                return "unknown or revoked API key"
+            user = await store.users.get_user(key.user_id)
+            if user is None or not user.active:
+                return "the key's owner has unsubscribed"
+            return Principal(key, user, self.services.is_admin(caller_of(user)))
+
+        found = await self.principals.get((key_text, generations), load)
+        if isinstance(found, str):
+            raise unauthorized(found)
+        return found
 
     def entitled(self, principal: Principal, s: Signal) -> bool:
         if principal.is_admin:
@@ -145,34 +203,48 @@ class Api:
                 asset_class: AssetClass | None = None, timeframe: Timeframe | None = None,
                 direction: Direction | None = None,
                 min_confidence: Annotated[int, Query(ge=1, le=100)] = 1,
-                limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> schemas.SignalList:
+                limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> Response:
             store = services.store.signals
-            pairs: list[tuple[Signal, SignalOutcome | None]] = []
-            if status in ("active", "all"):
-                pairs += [(s, None) for s in await store.open_signals()]
-            if status in ("closed", "all"):
-                pairs += list(await store.recent_outcomes(MAX_LIMIT * 5))
-            wanted = symbol.strip().upper() if symbol else None
-            keep = [(s, o) for s, o in pairs
-                    if not s.shadow and self.entitled(principal, s) and (wanted is None or s.symbol == wanted)
-                    and (asset_class is None or s.asset_class is asset_class)
-                    and (timeframe is None or s.timeframe is timeframe)
-                    and (direction is None or s.direction is direction) and s.confidence >= min_confidence]
-            keep.sort(key=lambda p: (p[0].issued_at, p[0].id), reverse=True)
-            items = [signal_out(s, o, principal) for s, o in keep[:limit]]
-            return schemas.SignalList(signals=items, count=len(items))
+            scope = "admin" if principal.is_admin else principal.tier.value
+            page_key = (status, symbol, asset_class, timeframe, direction, min_confidence, limit,
+                        principal.user.preferences.risk, scope)
+
+            async def build() -> bytes:
+                pairs: list[tuple[Signal, SignalOutcome | None]] = []
+                if status in ("active", "all"):
+                    pairs += [(s, None) for s in await self.reads.get("open", store.open_signals)]
+                if status in ("closed", "all"):
+                    pairs += list(await self.reads.get("closed", lambda: store.recent_outcomes(MAX_LIMIT * 5)))
+                wanted = symbol.strip().upper() if symbol else None
+                keep = [(s, o) for s, o in pairs
+                        if not s.shadow and self.entitled(principal, s) and (wanted is None or s.symbol == wanted)
+                        and (asset_class is None or s.asset_class is asset_class)
+                        and (timeframe is None or s.timeframe is timeframe)
+                        and (direction is None or s.direction is direction) and s.confidence >= min_confidence]
+                keep.sort(key=lambda p: (p[0].issued_at, p[0].id), reverse=True)
+                items = [signal_out(s, o, principal) for s, o in keep[:limit]]
+                return schemas.SignalList(signals=items, count=len(items)).model_dump_json().encode()
+
+            # the page itself is kept as long as the rows it was made of: built (and validated) once, sent as is
+            return Response(await self.pages.get(page_key, build), media_type="application/json")
 
         @r.get("/signals/{signal_id}", response_model=schemas.SignalOut, summary="One signal and its outcome",
                responses={404: {"model": schemas.Error}})
         async def get_signal(principal: Auth,
                              signal_id: Annotated[str, Path(max_length=80)]) -> schemas.SignalOut:
-            s = await services.store.signals.get_signal(signal_id)
+            store = services.store.signals
+
+            async def read() -> tuple[Signal | None, SignalOutcome | None]:
+                found = await store.get_signal(signal_id)
+                return found, (await store.get_outcome(signal_id) if found is not None else None)
+
+            s, outcome = await self.reads.get(("signal", signal_id), read)
             if s is None or s.shadow:
                 raise HTTPException(404, f"no signal {signal_id}")
             if not self.entitled(principal, s):
                 raise HTTPException(403, f"{s.asset_class.value} {s.timeframe.value} signals are not in the "
                                          f"{principal.tier.value} plan")
-            return signal_out(s, await services.store.signals.get_outcome(s.id), principal)
+            return signal_out(s, outcome, principal)
 
         @r.get("/performance", response_model=schemas.Performance, summary="The live track record after costs")
         async def performance(principal: Auth,

@@ -19,7 +19,9 @@ from bot.commands.registry import Caller, dispatch
 from bot.delivery.commands import channel_commands
 from bot.delivery.setup import start_delivery
 from bot.health import Health
+from bot.api.public import PublicRecord
 from bot.api.routes import Api
+from bot.api.stream import Stream
 from bot.http_server import HttpServer, start_http
 from bot.metrics import Metrics, MetricsEndpoint, delivery_observer
 from bot.leader import LOCK_NAME as LEADER_LOCK, Leader
@@ -145,7 +147,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     endpoint = MetricsEndpoint(metrics, services, token=token)
     api = Api(services, health)
     http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health,
-                                               metrics=endpoint, routers=[api.router])
+                                               metrics=endpoint,
+                                               routers=[api.router, Stream(api).router, PublicRecord(services).router])
     if http is not None:
         api.start_flushing()
 

@@ -1,6 +1,7 @@
 """Signals, their outcomes and the books' exit decisions (core.ports.SignalRepository)."""
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
@@ -8,6 +9,7 @@ import sqlalchemy as sa
 
 from core.clock import Clock, SystemClock
 from core.domain import DeliveryKind, Signal, SignalOutcome, Timeframe
+from storage import chain
 from storage.database import IN_CHUNK, Database
 from storage.outbox import record_fanouts
 from storage.rows import closed_signals, outcome_row, require_aware, signal_and_outcome, signal_row, to_outcome, to_signal
@@ -21,8 +23,7 @@ class SignalStore:
 
     async def add_signal(self, signal: Signal) -> None:
         """Store a signal. Signals are immutable: adding an id that exists already changes nothing."""
-        stmt = self._db.insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
-        await self._db.write(stmt, signal_row(signal))
+        await self.add_signals([signal])
 
     async def add_signals(self, signals: Sequence[Signal], *, fan_out: Collection[str] = ()) -> None:
         """Store several signals in one transaction; ids that exist already change nothing. `fan_out`: the ids
@@ -32,7 +33,16 @@ class SignalStore:
             return
         stmt = self._db.insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
         async with self._db.engine.begin() as conn:
+            await chain.lock(self._db, conn)  # which ids are new, and their entries, in one critical section
+            ids = sorted({s.id for s in signals})
+            old: set[str] = set()
+            for start in range(0, len(ids), IN_CHUNK):
+                old.update(r[0] for r in await conn.execute(sa.select(SIGNALS.c.id).where(
+                    SIGNALS.c.id.in_(ids[start:start + IN_CHUNK]))))
             await conn.execute(stmt, [signal_row(s) for s in signals])
+            new = {s.id: s for s in signals if s.id not in old and not s.shadow}  # shadows are never issued
+            await chain.append(self._db, conn, [("issue", s.id, chain.issue_payload(s)) for s in new.values()],
+                               self._clock.now())
             if fan_out:
                 await record_fanouts(self._db, conn, [(i, DeliveryKind.SIGNAL) for i in fan_out], self._clock.now())
 
@@ -104,6 +114,10 @@ class SignalStore:
         async with self._db.engine.begin() as conn:
             await conn.execute(stmt, row)
             await conn.execute(status)
+            evidence = (await conn.execute(sa.select(SIGNALS.c.evidence).where(SIGNALS.c.id == outcome.signal_id))).first()
+            if evidence is not None and "shadow" not in json.loads(evidence[0] or "{}"):  # the public record's
+                await chain.append(self._db, conn, [("exit", outcome.signal_id, chain.exit_payload(outcome))],
+                                   self._clock.now())
             if fan_out:
                 await record_fanouts(self._db, conn, [(outcome.signal_id, DeliveryKind.EXIT)], self._clock.now())
 

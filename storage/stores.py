@@ -16,6 +16,7 @@ from storage.admin import AdminStore
 from storage.api_keys import ApiKeyStore
 from storage.bars import BarStore
 from storage.billing import BillingStore
+from storage.chain import ChainStore
 from storage.channels import ChannelStore, DigestStore
 from storage.database import Database
 from storage.news import SqlVerdictStore
@@ -38,6 +39,7 @@ class Stores:
     digests: DigestStore
     news: SqlVerdictStore
     api_keys: ApiKeyStore
+    chain: ChainStore
 
     @classmethod
     def over(cls, db: Database, clock: Clock | None = None, *, users_cache_seconds: float = 30.0) -> Stores:
@@ -56,6 +58,7 @@ class Stores:
             digests=DigestStore(db),
             news=SqlVerdictStore(db),
             api_keys=ApiKeyStore(db, clock),
+            chain=ChainStore(db),
         )
 
     async def close(self) -> None:

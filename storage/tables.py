@@ -120,6 +120,21 @@ class SignalExitRow(SQLModel, table=True):
     reason: str = Field(default="", sa_type=sa.Text)
 
 
+class ChainRow(SQLModel, table=True):
+    """The public track record's hash chain (storage.chain): one entry per signal issued and per outcome
+    recorded, each hashed with the one before. No foreign key: a deleted signal's entry stays, as its proof."""
+
+    __tablename__ = "record_chain"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: str  # issue | exit
+    signal_id: str = Field(index=True)
+    payload: str = Field(sa_type=sa.Text)  # the canonical JSON that was hashed
+    prev_hash: str
+    hash: str = Field(unique=True)
+    at: datetime = _utc()
+
+
 class FanoutRow(SQLModel, table=True):
     """An issued signal (kind "signal") or its close (kind "exit") still to be fanned out to the outbox. Written
     in the transaction that stores the signal or the outcome, marked done in the one that queues its deliveries:
@@ -225,6 +240,7 @@ OUTCOMES = _table(SignalOutcomeRow)
 EXITS = _table(SignalExitRow)
 USERS = _table(UserRow)
 PREFERENCES = _table(PreferencesRow)
+CHAIN = _table(ChainRow)
 DELIVERIES = _table(DeliveryRow)
 HEARTBEATS = _table(HeartbeatRow)
 DELIVERY_PARTS = _table(DeliveryPartRow)

@@ -12,8 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from bot.api.public import PublicRecord
 from bot.api.routes import Api
+from bot.api.stream import Stream
 from bot.app import build_services
 from bot.commands.caller import Caller
 from bot.commands.registry import dispatch
@@ -55,7 +58,8 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     market = SimulatedMarket(seed=7, start=NOW, history_days=60, clock=clock)
     services = await build_services(settings, market, clock)
     api = Api(services)
-    server = await start_http(settings, services, routers=[api.router])
+    server = await start_http(settings, services,
+                              routers=[api.router, Stream(api).router, PublicRecord(services).router])
     assert server is not None
     try:
         yield Service(services, api, server.url)
@@ -173,3 +177,146 @@ async def test_administrators_see_the_system_and_the_schema_documents_every_rout
             "/api/v1/instruments/{symbol}", "/api/v1/subscription", "/api/v1/usage", "/api/v1/admin/system"} <= paths
     assert "/stripe/webhook" not in paths and "/metrics" not in paths
     assert "429" in schema["paths"]["/api/v1/signals"]["get"]["responses"]
+
+
+async def test_the_public_record_and_its_proofs_need_no_key_and_show_an_edit(service: Service) -> None:
+    store = service.services.store
+    won, lost = signal("AAPL-1d-20240305-L"), replace(signal("MSFT-1d-20240304-L"), symbol="MSFT")
+    await store.signals.add_signals([won, lost])
+    await store.signals.record_outcome(SignalOutcome(won.id, SignalStatus.TARGET, 100.1, NOW, 104.0, NOW, 0.039,
+                                                     0.037, 0.04, -0.01, 3))
+    await store.signals.record_outcome(SignalOutcome(lost.id, SignalStatus.STOP, 100.0, NOW, 98.0, NOW, -0.02,
+                                                     -0.022, 0.01, -0.02, 2))
+    async with httpx.AsyncClient(base_url=service.base) as http:
+        page = await http.get("/track-record")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert won.id in page.text and lost.id in page.text and "stop -2.20 %" in page.text  # losers included
+        assert "Chain whole: 4 entries" in page.text
+        proof = (await http.get(f"/api/v1/signals/{lost.id}/proof")).json()
+        assert proof["intact"] and [e["kind"] for e in proof["entries"]] == ["issue", "exit"]
+        assert proof["entries"][0]["payload"]["stop"] == 98.0 and proof["chain"]["ok"]
+        chain = (await http.get("/api/v1/public/record")).json()["entries"]
+        assert [e["seq"] for e in chain] == [1, 2, 3, 4]
+        # anyone can recompute the chain from what is published
+        import hashlib
+
+        prev = "0" * 64
+        for e in chain:
+            assert e["prev_hash"] == prev
+            prev = hashlib.sha256(f"{e['seq']}|{e['kind']}|{e['signal_id']}|{prev}|{e['payload']}".encode()).hexdigest()
+            assert e["hash"] == prev
+        assert (await http.get("/api/v1/signals/NOPE/proof")).status_code == 404
+        text = await service.say(Caller("telegram", "555", "555", "Anyone"), f"/verify {lost.id}")  # not subscribed
+        assert "as recorded" in text and "NOT" not in text
+        # flatter the record: the loser becomes a winner
+        async with store.database.engine.begin() as conn:
+            await conn.execute(sa.text(f"UPDATE signal_outcomes SET net_return = 0.01, status = 'target' "
+                                       f"WHERE signal_id = '{lost.id}'"))
+        text = await service.say(Caller("telegram", "555", "555", "Anyone"), f"/verify {lost.id}")
+        assert "NOT as recorded" in text and "was edited after it was recorded" in text
+
+
+@pytest.mark.slow
+def test_the_readme_example_a_key_from_the_console_and_curl_on_the_offline_run(tmp_path: Path) -> None:
+    """`printf '/start\\n/apikey create laptop\\n' | SIGNALBOT_HTTP_PORT=... signalbot run`: the key printed on the
+    console works on the running service's API, and the public track record answers without one."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import MECHANICS_FAMILIES, REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SIGNALBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}",
+           "SIGNALBOT_HTTP_PORT": str(port), "SIGNALBOT_FAMILIES": MECHANICS_FAMILIES, "PYTHONPATH": str(REPO)}
+    for secret in ("TELEGRAM_TOKEN", "DISCORD_TOKEN", "STRIPE_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        env.pop(secret, None)
+    out = tmp_path / "out.txt"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--speed", "20000", "--for", "120"],
+                                stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.DEVNULL, cwd=tmp_path, env=env)
+    assert proc.stdin is not None
+    proc.stdin.write(b"/start\n/apikey create laptop\n")
+    proc.stdin.flush()
+    try:
+        key, end = None, time.monotonic() + 90
+        while key is None and time.monotonic() < end:
+            found = re.search(r"\bsb_[A-Za-z0-9_-]{43}\b", out.read_text(errors="replace"))
+            key = found.group(0) if found else None
+            time.sleep(0.2)
+        assert key, out.read_text()[-2000:]
+        base = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # signals come as the replay runs
+            r = httpx.get(f"{base}/api/v1/signals", params={"status": "all"}, headers=auth(key), timeout=5)
+            assert r.status_code == 200, r.text
+            if r.json()["count"]:
+                break
+            time.sleep(0.5)
+        assert r.json()["count"] > 0
+        sid = r.json()["signals"][0]["id"]
+        assert httpx.get(f"{base}/api/v1/signals/{sid}/proof", timeout=5).json()["intact"]
+        page = httpx.get(f"{base}/track-record", timeout=5)
+        assert page.status_code == 200 and sid in page.text
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{port}/api/v1/stream?after_seq=0", additional_headers=auth(key)) as ws:
+            import json
+
+            hello, first = json.loads(ws.recv(10)), json.loads(ws.recv(10))
+            assert hello["type"] == "hello" and first["type"] == "signal.issued" and first["seq"] == 1
+        assert httpx.get(f"{base}/api/v1/signals", timeout=5).status_code == 401
+    finally:
+        proc.stdin.close()
+        proc.terminate()
+        proc.wait(60)
+
+
+async def test_the_stream_pushes_what_is_issued_and_resumes_after_the_last_seen(service: Service) -> None:
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    key = await service.key_for(PRO, Tier.PROFESSIONAL)
+    ws_base = service.base.replace("http://", "ws://") + "/api/v1/stream"
+    svc = service.services.signal_service
+    from tests.test_reasoning_writer import candidate
+
+    cand = candidate(issued_at=NOW, expires_at=NOW + timedelta(days=3))
+
+    async def receive(ws, n: int) -> list[dict]:  # noqa: ANN001
+        return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(n)]
+
+    async with connect(ws_base, additional_headers=auth(key)) as ws:
+        [hello] = await receive(ws, 1)
+        assert hello == {"type": "hello", "after_seq": 0, "head_seq": 0}
+        report = await svc.issue([cand])  # the signal service's path: risk review, store (and chain), publish
+        assert [s.id for s in report.issued] == [cand.id], report.rejected
+        [issued] = await receive(ws, 1)
+        assert issued["type"] == "signal.issued" and issued["seq"] == 1 and issued["data"]["entry"] == cand.entry
+        await service.services.store.signals.record_outcome(SignalOutcome(
+            cand.id, SignalStatus.STOP, 100.0, NOW, 98.0, NOW, -0.02, -0.022, 0.0, -0.02, 2))
+        [closed] = await receive(ws, 1)
+        assert closed["type"] == "signal.exit" and closed["seq"] == 2 and closed["data"]["net_return"] == -0.022
+    # reconnect after the last one seen: nothing twice, nothing missed
+    async with connect(f"{ws_base}?after_seq=1&key={key}") as ws:
+        hello, again = await receive(ws, 2)
+        assert hello["after_seq"] == 1 and again["seq"] == 2 and again["type"] == "signal.exit"
+    for headers, code in (({}, 4401), (auth("sb_" + "0" * 43), 4401)):
+        async with connect(ws_base, additional_headers=headers) as ws:
+            with pytest.raises(ConnectionClosed) as closed_by:
+                await receive(ws, 1)
+            assert closed_by.value.rcvd is not None and closed_by.value.rcvd.code == code
+    trader_key = await service.key_for(TRADER, Tier.PROFESSIONAL)
+    user = await service.services.store.users.find_user("telegram", "102")
+    await service.services.store.users.set_tier(user.id, Tier.TRADER)
+    async with connect(ws_base, additional_headers=auth(trader_key)) as ws:
+        with pytest.raises(ConnectionClosed) as closed_by:
+            await receive(ws, 1)
+        assert closed_by.value.rcvd.code == 4403 and "professional" in closed_by.value.rcvd.reason

@@ -120,10 +120,16 @@ class Api:
             raise unauthorized("an API key is required: Authorization: Bearer <key> (get one with /apikey in chat)")
         principal = await self._principal_of(key_text)
         request.state.principal = principal
-        user = principal.user
-        limit = per_minute(user.tier)
+        return self._admit(principal)
+
+    async def authorize(self, key_text: str) -> Principal:
+        """The key's principal, admitted as a request is (tier, rate): the stream's check at connection."""
+        return self._admit(await self._principal_of(key_text))
+
+    def _admit(self, principal: Principal) -> Principal:
+        limit = per_minute(principal.tier)
         if not principal.is_admin and limit <= 0:
-            raise forbidden_tier(user.tier)
+            raise forbidden_tier(principal.tier)
         wait = self.limiter.check(principal.key.id, max(limit, per_minute_for_admins()) if principal.is_admin else limit)
         if wait > 0:
             raise too_many(wait, limit)

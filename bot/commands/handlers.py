@@ -17,6 +17,7 @@ from bot.commands.parsing import (
 )
 from bot.commands.account import account_commands
 from bot.commands.apikeys import apikey_commands
+from bot.commands.verify import verify_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.track import published_backtests, track_commands
@@ -367,6 +368,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
         Command("stop", "unsubscribe", "/stop", _no_args, stop),
         *account_commands(),
         *apikey_commands(),
+        *verify_commands(),
         *admin_commands(),
         *track_commands(),
         *extra,

@@ -17,12 +17,14 @@ from fastapi.responses import HTMLResponse
 
 from bot.api.access import RateLimiter, too_many
 from bot.api.routes import TtlCache
+from bot.api.schemas import Error
 from bot.commands.verify import signal_proof
 
 if TYPE_CHECKING:
     from bot.services import Services
 
 PUBLIC_PER_MINUTE = 120
+MAX_SEQ = 2**62  # a database integer holds it (a larger one was a 500, found by schemathesis)
 CHECK_SECONDS = 5.0
 
 
@@ -31,7 +33,7 @@ class PublicRecord:
         self.services = services
         self.limiter = RateLimiter()
         self.checks = TtlCache(CHECK_SECONDS)
-        self.router = APIRouter()
+        self.router = APIRouter(responses={429: {"model": Error}})
         self._routes()
 
     def _limit(self, request: Request) -> None:
@@ -44,7 +46,7 @@ class PublicRecord:
         r, store = self.router, self.services.store
 
         @r.get("/api/v1/signals/{signal_id}/proof", summary="Proof that a signal and its outcome are as recorded",
-               tags=["public"])
+               tags=["public"], responses={404: {"model": Error}})
         async def proof(request: Request, signal_id: Annotated[str, Path(max_length=80)]) -> dict[str, Any]:
             self._limit(request)
             found = await signal_proof(store, signal_id, await self.checks.get("chain", store.chain.verify))
@@ -53,7 +55,7 @@ class PublicRecord:
             return found.as_json()
 
         @r.get("/api/v1/public/record", summary="The track record's hash chain, entry by entry", tags=["public"])
-        async def record(request: Request, after_seq: Annotated[int, Query(ge=0)] = 0,
+        async def record(request: Request, after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                          limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> dict[str, Any]:
             self._limit(request)
             entries = await store.chain.entries_after(after_seq, limit)

@@ -54,7 +54,7 @@ class Stream:
         chain = self.api.services.store.chain
         head = await chain.head_seq()
         raw = websocket.query_params.get("after_seq")
-        after = int(raw) if raw is not None and raw.isdigit() else head
+        after = min(int(raw), 2**62) if raw is not None and raw.isdigit() and len(raw) < 30 else head
         self.connections += 1
         kinds: dict[str, tuple[str, str]] = {}  # signal id -> (asset class, timeframe), for exits' entitlement
         gone = asyncio.Event()

@@ -220,45 +220,13 @@ async def test_the_public_record_and_its_proofs_need_no_key_and_show_an_edit(ser
 def test_the_readme_example_a_key_from_the_console_and_curl_on_the_offline_run(tmp_path: Path) -> None:
     """`printf '/start\\n/apikey create laptop\\n' | SIGNALBOT_HTTP_PORT=... signalbot run`: the key printed on the
     console works on the running service's API, and the public track record answers without one."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
+    from tests.service_proc import running_service
 
-    from tests.conftest import MECHANICS_FAMILIES, REPO
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "SIGNALBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'svc.db'}",
-           "SIGNALBOT_HTTP_PORT": str(port), "SIGNALBOT_FAMILIES": MECHANICS_FAMILIES, "PYTHONPATH": str(REPO)}
-    for secret in ("TELEGRAM_TOKEN", "DISCORD_TOKEN", "STRIPE_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
-        env.pop(secret, None)
-    out = tmp_path / "out.txt"
-    with open(out, "wb") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--speed", "20000", "--for", "120"],
-                                stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.DEVNULL, cwd=tmp_path, env=env)
-    assert proc.stdin is not None
-    proc.stdin.write(b"/start\n/apikey create laptop\n")
-    proc.stdin.flush()
-    try:
-        key, end = None, time.monotonic() + 90
-        while key is None and time.monotonic() < end:
-            found = re.search(r"\bsb_[A-Za-z0-9_-]{43}\b", out.read_text(errors="replace"))
-            key = found.group(0) if found else None
-            time.sleep(0.2)
-        assert key, out.read_text()[-2000:]
-        base = f"http://127.0.0.1:{port}"
-        end = time.monotonic() + 60
-        while time.monotonic() < end:  # signals come as the replay runs
-            r = httpx.get(f"{base}/api/v1/signals", params={"status": "all"}, headers=auth(key), timeout=5)
-            assert r.status_code == 200, r.text
-            if r.json()["count"]:
-                break
-            time.sleep(0.5)
-        assert r.json()["count"] > 0
-        sid = r.json()["signals"][0]["id"]
+    with running_service(tmp_path) as svc:
+        base, key, port = svc.base, svc.key, svc.port
+        signals = svc.wait_for_signals()
+        assert signals
+        sid = signals[0]["id"]
         assert httpx.get(f"{base}/api/v1/signals/{sid}/proof", timeout=5).json()["intact"]
         page = httpx.get(f"{base}/track-record", timeout=5)
         assert page.status_code == 200 and sid in page.text
@@ -270,10 +238,6 @@ def test_the_readme_example_a_key_from_the_console_and_curl_on_the_offline_run(t
             hello, first = json.loads(ws.recv(10)), json.loads(ws.recv(10))
             assert hello["type"] == "hello" and first["type"] == "signal.issued" and first["seq"] == 1
         assert httpx.get(f"{base}/api/v1/signals", timeout=5).status_code == 401
-    finally:
-        proc.stdin.close()
-        proc.terminate()
-        proc.wait(60)
 
 
 async def test_the_stream_pushes_what_is_issued_and_resumes_after_the_last_seen(service: Service) -> None:

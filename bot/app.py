@@ -22,6 +22,7 @@ from bot.health import Health
 from bot.api.public import PublicRecord
 from bot.api.routes import Api
 from bot.api.stream import Stream
+from bot.web.app import Web
 from bot.http_server import HttpServer, start_http
 from bot.metrics import Metrics, MetricsEndpoint, delivery_observer
 from bot.leader import LOCK_NAME as LEADER_LOCK, Leader
@@ -148,7 +149,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     api = Api(services, health)
     http: HttpServer | None = await start_http(settings, services, payments=services.payments, health=health,
                                                metrics=endpoint,
-                                               routers=[api.router, Stream(api).router, PublicRecord(services).router])
+                                               routers=[api.router, Stream(api).router, PublicRecord(services).router,
+                                                        Web(services).router])
     if http is not None:
         api.start_flushing()
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     public_url: str = Field("http://127.0.0.1:8080", description="where users reach the HTTP server (Stripe "
                             "success/cancel pages)")
     # payments
+    web_secret: SecretStr | None = Field(None, min_length=32, description="signs the dashboard's session cookies (JWT, HS256); "
+                                         "at least 32 characters; unset: a random one per process (sessions end at a "
+                                         "restart, and several processes need the same one)")
     stripe_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_API_KEY", "SIGNALBOT_STRIPE_API_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET",
                                                                                         "SIGNALBOT_STRIPE_WEBHOOK_SECRET"))

@@ -1,4 +1,5 @@
-"""REST API keys and their usage (tables api_keys and api_usage, defined in storage.tables).
+"""REST API keys and their usage (tables api_keys and api_usage), and the dashboard's one-time login links
+(web_logins); defined in storage.tables.
 
 A key is `sb_` + 43 URL-safe characters (256 random bits); only its SHA-256 is stored, so a leaked database
 holds no usable key; `prefix` (the first 11 characters) names it in lists. Looking a key up by hash is cached for
@@ -12,14 +13,14 @@ import hashlib
 import secrets
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from core.clock import Clock, SystemClock
 from core.domain import ApiKey, ApiUsage
 from storage.database import Database, upsert
-from storage.tables import API_KEYS, API_USAGE
+from storage.tables import API_KEYS, API_USAGE, WEB_LOGINS
 
 KEY_PREFIX = "sb_"
 MAX_KEYS_PER_USER = 10
@@ -134,3 +135,31 @@ class ApiKeyStore:
         rows = await self._db.fetch(stmt.order_by(API_USAGE.c.day, API_USAGE.c.key_id, API_USAGE.c.endpoint))
         return [ApiUsage(int(m["key_id"]), str(m["day"]), str(m["endpoint"]), int(m["count"]), int(m["errors"]))
                 for m in (r._mapping for r in rows)]
+
+
+class WebLogins:
+    """One-time dashboard login links (table web_logins): a token valid `ttl`, used once; only its hash kept."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self._db = db
+        self._clock: Clock = clock or SystemClock()
+
+    async def issue(self, user_id: int, ttl: timedelta) -> str:
+        token = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        await self._db.write(sa.insert(WEB_LOGINS).values(token_hash=hash_key(token), user_id=user_id, created_at=now,
+                                                          expires_at=now + ttl))
+        return token
+
+    async def redeem(self, token: str) -> int | None:
+        """The user the token logs in, once; None when unknown, used or expired."""
+        if len(token) > 100:
+            return None
+        now = self._clock.now()
+        stmt = (sa.update(WEB_LOGINS)
+                .where(WEB_LOGINS.c.token_hash == hash_key(token), WEB_LOGINS.c.used_at.is_(None),
+                       WEB_LOGINS.c.expires_at > now)
+                .values(used_at=now).returning(WEB_LOGINS.c.user_id))
+        async with self._db.engine.begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        return int(row[0]) if row is not None else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from core.clock import Clock, SystemClock
 from storage.admin import AdminStore
-from storage.api_keys import ApiKeyStore
+from storage.api_keys import ApiKeyStore, WebLogins
 from storage.bars import BarStore
 from storage.billing import BillingStore
 from storage.chain import ChainStore
@@ -40,6 +40,7 @@ class Stores:
     news: SqlVerdictStore
     api_keys: ApiKeyStore
     chain: ChainStore
+    web_logins: WebLogins
 
     @classmethod
     def over(cls, db: Database, clock: Clock | None = None, *, users_cache_seconds: float = 30.0) -> Stores:
@@ -59,6 +60,7 @@ class Stores:
             news=SqlVerdictStore(db),
             api_keys=ApiKeyStore(db, clock),
             chain=ChainStore(db),
+            web_logins=WebLogins(db, clock),
         )
 
     async def close(self) -> None:

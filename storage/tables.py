@@ -321,12 +321,25 @@ class ApiUsageRow(SQLModel, table=True):
     errors: int = 0  # answers 4xx/5xx, 429s included
 
 
+class WebLoginRow(SQLModel, table=True):
+    """A one-time dashboard login link (storage.api_keys.WebLogins): only the token's SHA-256 is kept."""
+
+    __tablename__ = "web_logins"
+
+    token_hash: str = Field(primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc()
+    used_at: datetime | None = _utc(nullable=True)
+
+
 AUDIT = _table(AdminAuditRow)
 REQUEST_COUNTS = _table(RequestCountRow)
 LINK_CODES = _table(LinkCodeRow)
 ACCOUNT_MEMBERS = _table(AccountMemberRow)
 API_KEYS = _table(ApiKeyRow)
 API_USAGE = _table(ApiUsageRow)
+WEB_LOGINS = _table(WebLoginRow)
 ADMIN_TABLES = (AUDIT, REQUEST_COUNTS, LINK_CODES, ACCOUNT_MEMBERS)
 
 

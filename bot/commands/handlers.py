@@ -18,6 +18,7 @@ from bot.commands.parsing import (
 from bot.commands.account import account_commands
 from bot.commands.apikeys import apikey_commands
 from bot.commands.verify import verify_commands
+from bot.commands.web import web_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.track import published_backtests, track_commands
@@ -369,6 +370,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
         *account_commands(),
         *apikey_commands(),
         *verify_commands(),
+        *web_commands(),
         *admin_commands(),
         *track_commands(),
         *extra,

@@ -1,0 +1,1 @@
+"""The web dashboard (bot.web.app) and its rendering of command Docs (bot.web.render)."""

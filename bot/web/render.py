@@ -1,0 +1,46 @@
+"""A command's Doc as a fragment of HTML for the dashboard: the same view the chat shows, in semantic markup
+(heading, paragraphs, a field list, a table, the chart inline, the buttons as links to the same commands)."""
+from __future__ import annotations
+
+import base64
+from html import escape
+from urllib.parse import quote
+
+from bot.views.doc import Doc
+
+READ_COMMANDS = frozenset({"signals", "signal", "similar", "performance", "history", "instruments", "subscription",
+                           "account", "apikey", "verify", "prefs", "help"})
+
+
+def command_link(command: str) -> str | None:
+    """The dashboard URL that runs `command` (a read command only), or None."""
+    name = command.lstrip("/").split(" ", 1)[0].lower()
+    if name not in READ_COMMANDS:
+        return None
+    return "/web/run?text=" + quote(command, safe="")
+
+
+def doc_html(doc: Doc) -> str:
+    out = [f"<section class='doc {escape(doc.tone)}'>"]
+    if doc.heading.strip():
+        out.append(f"<h2>{escape(doc.heading)}</h2>")
+    if doc.image is not None:
+        data = base64.b64encode(doc.image.data).decode()
+        alt = escape(doc.image.caption or doc.heading)
+        out.append(f"<img class='chart' alt='{alt}' src='data:image/png;base64,{data}'>")
+    for para in (p for p in doc.body.split("\n\n") if p.strip()):
+        out.append("<p>" + "<br>".join(escape(line) for line in para.splitlines()) + "</p>")
+    if doc.fields:
+        out.append("<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in doc.fields) + "</dl>")
+    if doc.table is not None:
+        head = "".join(f"<th>{escape(h)}</th>" for h in doc.table.headers)
+        rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in doc.table.rows)
+        out.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+    links = [(b.label, command_link(b.command)) for b in doc.buttons]
+    if any(url for _, url in links):
+        out.append("<nav class='buttons'>" + "".join(f"<a class='button' href='{escape(url)}'>{escape(label)}</a>"
+                                                    for label, url in links if url) + "</nav>")
+    if doc.note.strip():
+        out.append("<p class='note'>" + "<br>".join(escape(line) for line in doc.note.splitlines()) + "</p>")
+    out.append("</section>")
+    return "".join(out)

@@ -97,7 +97,8 @@ async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(si
         await step(driver.get, await site.link())
         assert driver.current_url.endswith("/web")  # logged in, redirected to the signals
         body = driver.find_element(By.TAG_NAME, "main").text
-        assert "1 active signal" in body and "AAPL 1d BUY 100.00 104.00 98.00" in body
+        assert "1 active signal" in body and "now P&L" in body  # with the latest price and the open P&L
+        assert re.search(r"AAPL 1d BUY 100\.00 [0-9.]+ [+-][0-9.]+% 104\.00 98\.00", body), body
         await step(driver.get, f"{site.base}/web/run?text=%2Fsignal%20AAPL")
         chart = driver.find_element(By.CSS_SELECTOR, "img.chart")
         assert chart.get_attribute("src").startswith("data:image/png;base64,")

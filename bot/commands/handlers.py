@@ -1,6 +1,7 @@
 """The commands. Each is `async (ctx, args) -> Doc`; none sees a transport."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
@@ -135,9 +136,33 @@ async def _with_signal_chart(ctx: CommandContext, doc: Doc, analysis: Analysis, 
 
 
 # /signals -----------------------------------------------------------------------------------------
+LAST_PRICE_SECONDS = 2.0  # /signals waits at most this long for the latest closes (then shows none)
+
+
 async def list_signals(ctx: CommandContext, _: None) -> Doc:
-    doc = signals_list_doc([s for s in await ctx.services.store.signals.open_signals() if not s.shadow])
+    active = [s for s in await ctx.services.store.signals.open_signals() if not s.shadow]
+    doc = signals_list_doc(active, await last_closes(ctx, active))
     return with_pauses(doc, ctx.services.signal_service.paused())
+
+
+async def last_closes(ctx: CommandContext, signals: Sequence[Signal]) -> dict[str, float]:
+    """Signal id -> the latest close of its symbol and timeframe from the scan's market data (stored bars when
+    live); a symbol that cannot be read is left out, and all of them after LAST_PRICE_SECONDS."""
+    market, now = ctx.services.signal_service.market, ctx.services.clock.now()
+
+    async def one(s: Signal) -> tuple[str, float] | None:
+        try:
+            bars = await market.get_bars(s.symbol, s.timeframe, end=now, limit=1)
+        except SignalBotError:
+            return None
+        return (s.id, float(bars["close"].iloc[-1])) if len(bars) else None
+
+    try:
+        found = await asyncio.wait_for(asyncio.gather(*(one(s) for s in signals)), LAST_PRICE_SECONDS)
+    except TimeoutError:
+        log.warning("/signals: no latest prices within %.0f s", LAST_PRICE_SECONDS)
+        return {}
+    return dict(pair for pair in found if pair is not None)
 
 
 # /prefs [KEY VALUE...] ----------------------------------------------------------------------------

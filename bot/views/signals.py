@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bot.views.doc import Button, Doc, Table
 from bot.views.formatting import pct, price, when
 from bot.views.track import BACKTEST_NOTE, backtest_section
 from core.backtest.metrics import calibration, has_probability
-from core.domain import RiskTolerance, Signal, SignalOutcome, SignalStatus
+from core.domain import Direction, RiskTolerance, Signal, SignalOutcome, SignalStatus
 from core.performance import PerformanceSummary, summarize
 from core.risk import resize
 from core.signals.engine import Analysis
@@ -127,13 +127,28 @@ def vote_breakdown(votes: Sequence[Vote]) -> str:
     return ", ".join(f"{v.voter.replace('_', ' ')} {v.score:+.2f} x{v.weight:.2f}" for v in votes) or "none"
 
 
-def signals_list_doc(signals: Sequence[Signal]) -> Doc:
+def signals_list_doc(signals: Sequence[Signal], last: Mapping[str, float] | None = None) -> Doc:
+    """The active signals; with `last` (signal id -> the latest close), the price now and the open P&L from the
+    entry level (direction-adjusted, before costs)."""
     if not signals:
         return Doc(heading="No active signals", body="Nothing is open right now. /signal SYMBOL analyses any instrument on demand.")
-    rows = tuple((s.symbol, s.timeframe.value, s.direction.verb, price(s.entry), price(s.target), price(s.stop),
-                  str(s.confidence), when(s.expires_at)) for s in sorted(signals, key=lambda s: s.issued_at, reverse=True))
-    return Doc(heading=f"{len(signals)} active signal{'s' if len(signals) != 1 else ''}",
-               table=Table(("symbol", "tf", "side", "entry", "target", "stop", "conf", "expires"), rows))
+    last = last or {}
+
+    def now_and_pnl(s: Signal) -> tuple[str, ...]:
+        if not last:
+            return ()
+        close = last.get(s.id)
+        if close is None or s.entry <= 0:
+            return ("-", "-")
+        move = (close - s.entry) / s.entry * (1 if s.direction is Direction.LONG else -1)
+        return (price(close), pct(move))
+
+    rows = tuple((s.symbol, s.timeframe.value, s.direction.verb, price(s.entry), *now_and_pnl(s), price(s.target),
+                  price(s.stop), str(s.confidence), when(s.expires_at))
+                 for s in sorted(signals, key=lambda s: s.issued_at, reverse=True))
+    headers = ("symbol", "tf", "side", "entry", *(("now", "P&L") if last else ()), "target", "stop", "conf", "expires")
+    return Doc(heading=f"{len(signals)} active signal{'s' if len(signals) != 1 else ''}", table=Table(headers, rows),
+               note="P&L: from the entry level to the latest close, before costs." if last else "")
 
 
 def calibration_line(pairs: Sequence[tuple[Signal, SignalOutcome]]) -> str:

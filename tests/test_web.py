@@ -87,35 +87,46 @@ def browser() -> Any:
 
 
 async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(site: Site, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
+    link, shot = await site.link(), tmp_path / "dashboard-prefs.png"
 
-    driver = await asyncio.to_thread(browser)
-    try:
-        def step(fn: Any, *args: Any) -> Any:
-            return asyncio.to_thread(fn, *args)
+    def browse() -> dict[str, Any]:
+        """The whole browser session in a thread: a WebDriver call may wait for a page that this event loop
+        serves, so none may run on the loop itself."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
 
-        await step(driver.get, await site.link())
-        assert driver.current_url.endswith("/web")  # logged in, redirected to the signals
-        body = driver.find_element(By.TAG_NAME, "main").text
-        assert "1 active signal" in body and "now P&L" in body  # with the latest price and the open P&L
-        assert re.search(r"AAPL 1d BUY 100\.00 [0-9.]+ [+-][0-9.]+% 104\.00 98\.00", body), body
-        await step(driver.get, f"{site.base}/web/run?text=%2Fsignal%20AAPL")
-        chart = driver.find_element(By.CSS_SELECTOR, "img.chart")
-        assert chart.get_attribute("src").startswith("data:image/png;base64,")
-        assert driver.execute_script("return arguments[0].naturalWidth", chart) > 300  # the picture loaded
-        await step(driver.get, f"{site.base}/web/prefs")
-        driver.find_element(By.CSS_SELECTOR, "#pref-key option[value='confidence']").click()
-        driver.find_element(By.ID, "pref-value").send_keys("60")
-        await step(driver.find_element(By.ID, "pref-save").click)
-        assert "60" in driver.find_element(By.TAG_NAME, "main").text
-        user = await site.services.store.users.find_user("telegram", "101")
-        assert user.preferences.min_confidence == 60  # stored through the same /prefs command as chat
-        shot = tmp_path / "dashboard-prefs.png"
-        assert await step(driver.save_screenshot, str(shot))
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
-        print(f"\nscreenshot: {shot}")
-    finally:
-        await asyncio.to_thread(driver.quit)
+        driver = browser()
+        try:
+            seen: dict[str, Any] = {}
+            driver.get(link)
+            seen["after_login"] = driver.current_url
+            seen["signals"] = driver.find_element(By.TAG_NAME, "main").text
+            driver.get(f"{site.base}/web/run?text=%2Fsignal%20AAPL")
+            chart = driver.find_element(By.CSS_SELECTOR, "img.chart")
+            seen["chart_src"] = chart.get_attribute("src")[:30]
+            seen["chart_width"] = driver.execute_script("return arguments[0].naturalWidth", chart)
+            driver.get(f"{site.base}/web/prefs")
+            driver.find_element(By.CSS_SELECTOR, "#pref-key option[value='confidence']").click()
+            driver.find_element(By.ID, "pref-value").send_keys("60")
+            driver.find_element(By.ID, "pref-save").click()
+            WebDriverWait(driver, 20).until(lambda d: "Preferences saved" in d.find_element(By.TAG_NAME, "main").text)
+            seen["saved"] = driver.find_element(By.TAG_NAME, "main").text
+            seen["shot"] = driver.save_screenshot(str(shot))
+            return seen
+        finally:
+            driver.quit()
+
+    seen = await asyncio.to_thread(browse)
+    assert seen["after_login"].endswith("/web")  # logged in, redirected to the signals
+    body = seen["signals"]
+    assert "1 active signal" in body and "now P&L" in body  # with the latest price and the open P&L
+    assert re.search(r"AAPL 1d BUY 100\.00 [0-9.]+ [+-][0-9.]+% 104\.00 98\.00", body), body
+    assert seen["chart_src"].startswith("data:image/png;base64,") and seen["chart_width"] > 300  # it loaded
+    assert "Preferences saved" in seen["saved"] and "60" in seen["saved"]
+    user = await site.services.store.users.find_user("telegram", "101")
+    assert user.preferences.min_confidence == 60  # stored through the same /prefs command as chat
+    assert seen["shot"] and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5_000
+    print(f"\nscreenshot: {shot}")
 
 
 async def test_no_session_a_used_link_a_forged_cookie_and_a_command_the_web_does_not_run(site: Site) -> None:

@@ -146,7 +146,11 @@ async def test_no_session_a_used_link_a_forged_cookie_and_a_command_the_web_does
         await http.get(await site.link())
         r = await http.get("/web/run", params={"text": "/stop"})
         assert r.status_code == 400 and "not available on the web" in r.text
+        for write in ("/prefs confidence 99", "/apikey create by-link"):  # a link may not change anything
+            assert (await http.get("/web/run", params={"text": write})).status_code == 400
+        assert (await http.get("/web/run", params={"text": "/prefs"})).status_code == 200  # reading is fine
         r = await http.post("/web/prefs", data={"key": "bogus", "value": "1"})
         assert r.status_code == 400
         user = await site.services.store.users.find_user("telegram", "101")
-        assert user.active  # nothing the web refused was done
+        assert user.active and user.preferences.min_confidence != 99  # nothing the web refused was done
+        assert await site.services.store.api_keys.keys_of(user.id) == []

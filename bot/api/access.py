@@ -46,6 +46,9 @@ class Bucket:
         return (1.0 - self.tokens) / self.rate
 
 
+MAX_BUCKETS = 50_000
+
+
 class RateLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -55,6 +58,8 @@ class RateLimiter:
         """0.0: allowed; otherwise the seconds to wait."""
         now = self.clock()
         bucket = self._buckets.get(key_id)
+        if bucket is None and len(self._buckets) >= MAX_BUCKETS:  # many clients (the public routes): start over
+            self._buckets.clear()
         if bucket is None or bucket.capacity != per_minute:
             bucket = self._buckets[key_id] = Bucket(float(per_minute), per_minute / 60.0, float(per_minute), now)
         return bucket.take(now)

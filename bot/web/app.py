@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from bot.api.access import caller_of
 from bot.commands.registry import dispatch
 from bot.views.doc import Doc
-from bot.web.render import READ_COMMANDS, doc_html
+from bot.web.render import doc_html, runs_by_link
 from core.domain import User
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class Web:
             if user is None:
                 return _login_needed()
             name = text.strip().lstrip("/").split(" ", 1)[0].lower()
-            if name not in READ_COMMANDS or len(text) > 300:
+            if not runs_by_link(text) or len(text) > 300:
                 doc = Doc.error("That command is not available on the web.", "The chat has every command.")
                 return self.page(user, "Not here", doc_html(doc), status=400)
             doc = await self.run(user, text.strip() if text.strip().startswith("/") else "/" + text.strip())

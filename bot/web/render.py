@@ -10,12 +10,20 @@ from bot.views.doc import Doc
 
 READ_COMMANDS = frozenset({"signals", "signal", "similar", "performance", "history", "instruments", "subscription",
                            "account", "apikey", "verify", "prefs", "help"})
+WRITES_WITH_ARGUMENTS = frozenset({"apikey", "prefs"})  # read-only without arguments: a link may not change them
+
+
+def runs_by_link(command: str) -> bool:
+    """Whether a GET may run `command`: a read command, and never one that writes when given arguments
+    (a link from another site opened with the session cookie must not change anything)."""
+    name, _, args = command.strip().lstrip("/").partition(" ")
+    name = name.lower()
+    return name in READ_COMMANDS and not (name in WRITES_WITH_ARGUMENTS and args.strip())
 
 
 def command_link(command: str) -> str | None:
     """The dashboard URL that runs `command` (a read command only), or None."""
-    name = command.lstrip("/").split(" ", 1)[0].lower()
-    if name not in READ_COMMANDS:
+    if not runs_by_link(command):
         return None
     return "/web/run?text=" + quote(command, safe="")
 

@@ -1,5 +1,5 @@
 """`signalbot run` as a child process for the API tests: offline, SQLite, HTTP on a free port, an API key made
-on its console (`/apikey create NAME`), as the README's example does it."""
+on its console (`/apikey create NAME`), and a dashboard link (`/web`), as the README's example does it."""
 from __future__ import annotations
 
 import os
@@ -25,6 +25,7 @@ class RunningService:
     base: str
     port: int
     key: str
+    console: Path  # what the service printed on its console
 
     def wait_for_signals(self, timeout: float = 60) -> list[dict]:
         """The signals (any status) once the replay has issued some."""
@@ -52,7 +53,7 @@ def running_service(workdir: Path, key_name: str = "laptop") -> Iterator[Running
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--speed", "20000"], stdin=subprocess.PIPE,
                                 stdout=stdout, stderr=subprocess.DEVNULL, cwd=workdir, env=env)
     assert proc.stdin is not None
-    proc.stdin.write(f"/start\n/apikey create {key_name}\n".encode())
+    proc.stdin.write(f"/start\n/apikey create {key_name}\n/web\n".encode())
     proc.stdin.flush()
     try:
         key, end = None, time.monotonic() + 90
@@ -61,7 +62,7 @@ def running_service(workdir: Path, key_name: str = "laptop") -> Iterator[Running
             key = found.group(0) if found else None
             time.sleep(0.2)
         assert key, out.read_text()[-2000:]
-        yield RunningService(f"http://127.0.0.1:{port}", port, key)
+        yield RunningService(f"http://127.0.0.1:{port}", port, key, out)
     finally:
         proc.stdin.close()
         proc.terminate()

@@ -218,8 +218,9 @@ async def test_the_public_record_and_its_proofs_need_no_key_and_show_an_edit(ser
 
 @pytest.mark.slow
 def test_the_readme_example_a_key_from_the_console_and_curl_on_the_offline_run(tmp_path: Path) -> None:
-    """`printf '/start\\n/apikey create laptop\\n' | SIGNALBOT_HTTP_PORT=... signalbot run`: the key printed on the
-    console works on the running service's API, and the public track record answers without one."""
+    """`printf '/start\\n/apikey create laptop\\n/web\\n' | SIGNALBOT_HTTP_PORT=... signalbot run`: the key printed
+    on the console works on the running service's API, the public track record answers without one, and the
+    dashboard link logs in."""
     from tests.service_proc import running_service
 
     with running_service(tmp_path) as svc:
@@ -238,6 +239,10 @@ def test_the_readme_example_a_key_from_the_console_and_curl_on_the_offline_run(t
             hello, first = json.loads(ws.recv(10)), json.loads(ws.recv(10))
             assert hello["type"] == "hello" and first["type"] == "signal.issued" and first["seq"] == 1
         assert httpx.get(f"{base}/api/v1/signals", timeout=5).status_code == 401
+        link = re.search(r"http://\S+/web/login\?token=([A-Za-z0-9_-]+)", svc.console.read_text())
+        assert link, svc.console.read_text()[-2000:]  # the dashboard link the console printed logs in
+        login = httpx.get(f"{base}/web/login", params={"token": link.group(1)}, follow_redirects=False, timeout=5)
+        assert login.status_code == 303 and login.headers["location"] == "/web"
 
 
 async def test_the_stream_pushes_what_is_issued_and_resumes_after_the_last_seen(service: Service) -> None:

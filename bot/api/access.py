@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 
 from bot.commands.caller import Caller
-from core.domain import ApiKey, Tier, User
+from core.domain import ApiKey, AssetClass, Tier, Timeframe, User
 from core.tiers import entitlements, lowest_tier_with
 
 
@@ -85,6 +85,18 @@ def forbidden_tier(tier: Tier) -> HTTPException:
 def too_many(wait: float, per_minute: int) -> HTTPException:
     return HTTPException(429, f"over {per_minute} requests per minute for this key",
                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+ADMIN_PER_MINUTE = 6000  # an administrator's key: any tier, this rate
+
+
+def entitled(principal: Principal, asset_class: AssetClass, timeframe: Timeframe) -> bool:
+    """Whether the key's owner may see signals of this asset class and timeframe (the chat's entitlements;
+    administrators see everything)."""
+    if principal.is_admin:
+        return True
+    ent = entitlements(principal.tier)
+    return asset_class in ent.asset_classes and timeframe in ent.timeframes
 
 
 def caller_of(user: User) -> Caller:

@@ -26,8 +26,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.routing import APIRoute
 
 from bot.api import schemas
-from bot.api.access import (Principal, RateLimiter, bearer_key, caller_of, forbidden_tier, per_minute, too_many,
-                            unauthorized)
+from bot.api.access import (ADMIN_PER_MINUTE, Principal, RateLimiter, bearer_key, caller_of, entitled, forbidden_tier,
+                            per_minute, too_many, unauthorized)
 from bot.commands.handlers import followed
 from core.domain import AssetClass, Direction, Signal, SignalOutcome, Timeframe
 from core.performance import summarize
@@ -130,7 +130,7 @@ class Api:
         limit = per_minute(principal.tier)
         if not principal.is_admin and limit <= 0:
             raise forbidden_tier(principal.tier)
-        wait = self.limiter.check(principal.key.id, max(limit, per_minute_for_admins()) if principal.is_admin else limit)
+        wait = self.limiter.check(principal.key.id, max(limit, ADMIN_PER_MINUTE) if principal.is_admin else limit)
         if wait > 0:
             raise too_many(wait, limit)
         return principal
@@ -157,10 +157,7 @@ class Api:
         return found
 
     def entitled(self, principal: Principal, s: Signal) -> bool:
-        if principal.is_admin:
-            return True
-        ent = entitlements(principal.tier)
-        return s.asset_class in ent.asset_classes and s.timeframe in ent.timeframes
+        return entitled(principal, s.asset_class, s.timeframe)
 
     # -- usage -----------------------------------------------------------------------------------
     def count(self, request: Request, route: APIRoute, status: int) -> None:
@@ -319,10 +316,6 @@ class Api:
             return schemas.System(process=str(live.get("process", "?")), role=str(live.get("role", "single")),
                                   outbox={k.value: v for k, v in counts.items()}, active_signals=len(open_now),
                                   users=len(users))
-
-
-def per_minute_for_admins() -> int:
-    return 6000
 
 
 def instrument_out(rec: Any) -> schemas.InstrumentOut:

@@ -15,10 +15,11 @@ once, then the live ones (no gap, no repeat within a session). Without `after_se
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 
+from bot.api.access import Principal, entitled
 from core.domain import AssetClass, Timeframe
 
 if TYPE_CHECKING:
@@ -105,12 +106,5 @@ class Stream:
             await asyncio.gather(reader, return_exceptions=True)
             self.connections -= 1
 
-    def _entitled(self, principal: Any, kind: tuple[str, str] | None) -> bool:
-        if principal.is_admin:
-            return True
-        if kind is None:
-            return False
-        from core.tiers import entitlements
-
-        ent = entitlements(principal.tier)
-        return AssetClass(kind[0]) in ent.asset_classes and Timeframe(kind[1]) in ent.timeframes
+    def _entitled(self, principal: Principal, kind: tuple[str, str] | None) -> bool:
+        return kind is not None and entitled(principal, AssetClass(kind[0]), Timeframe(kind[1]))

@@ -1,7 +1,7 @@
 """Who receives a signal: tier entitlements, preferences and quiet hours. Pure."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -17,8 +17,10 @@ class Admission:
     not_before: datetime | None = None  # deliver no earlier than this (quiet hours)
 
 
-def admit(user: User, signal: Signal, now: datetime, sent_this_month: int) -> Admission:
-    """Whether `user` should receive `signal`, and when."""
+def admit(user: User, signal: Signal, now: datetime, sent_this_month: int, *, watched: bool = False) -> Admission:
+    """Whether `user` should receive `signal`, and when. `watched`: the symbol is on the user's watchlist, so
+    their symbol, class, timeframe and confidence preferences do not filter it out (tier, quota and quiet hours
+    still apply)."""
     if not user.active:
         return _UNSUBSCRIBED
     refused = _tier_refusal(user.tier, signal)
@@ -26,19 +28,21 @@ def admit(user: User, signal: Signal, now: datetime, sent_this_month: int) -> Ad
         return refused
     if _over_quota(user.tier, sent_this_month):
         return _QUOTA_USED
-    return _by_preferences(user.preferences, signal, now, signal.expires_at)
+    return _by_preferences(user.preferences, signal, now, signal.expires_at, watched)
 
 
 def admit_many(users: Iterable[User], signal: Signal, now: datetime,
-               sent_this_month: Mapping[int, int], *, expires_at: datetime | None = None) -> list[tuple[User, Admission]]:
+               sent_this_month: Mapping[int, int], *, expires_at: datetime | None = None,
+               watchers: Collection[int] = ()) -> list[tuple[User, Admission]]:
     """admit() for each user (same answers), for a fan-out: users who share a tier and preferences share the
     work, so 10,000 users with a few hundred distinct settings cost a few hundred evaluations.
 
     `now` is wall time (quiet hours are a person's); `expires_at` the signal's expiry on that clock when the
-    market runs on another (an offline replay): default signal.expires_at."""
+    market runs on another (an offline replay): default signal.expires_at. `watchers`: ids of the users who
+    watch the signal's symbol (admit's `watched`)."""
     expiry = expires_at or signal.expires_at
     by_tier: dict[Tier, Admission | None] = {}
-    by_prefs: dict[Preferences, Admission] = {}
+    by_prefs: dict[tuple[Preferences, bool], Admission] = {}
     out: list[tuple[User, Admission]] = []
     for user in users:
         if not user.active:
@@ -54,10 +58,10 @@ def admit_many(users: Iterable[User], signal: Signal, now: datetime,
         elif _over_quota(tier, sent_this_month.get(user.id, 0)):
             out.append((user, _QUOTA_USED))
         else:
-            prefs = user.preferences
-            decided = by_prefs.get(prefs)
+            key = (user.preferences, user.id in watchers)
+            decided = by_prefs.get(key)
             if decided is None:
-                decided = by_prefs[prefs] = _by_preferences(prefs, signal, now, expiry)
+                decided = by_prefs[key] = _by_preferences(key[0], signal, now, expiry, key[1])
             out.append((user, decided))
     return out
 
@@ -80,8 +84,9 @@ def _over_quota(tier: Tier, sent_this_month: int) -> bool:
     return quota is not None and sent_this_month >= quota
 
 
-def _by_preferences(prefs: Preferences, signal: Signal, now: datetime, expires_at: datetime) -> Admission:
-    checks = (
+def _by_preferences(prefs: Preferences, signal: Signal, now: datetime, expires_at: datetime,
+                    watched: bool = False) -> Admission:
+    checks = () if watched else (
         (not prefs.symbols or signal.symbol in prefs.symbols, "symbol not in preferences"),
         (not prefs.asset_classes or signal.asset_class in prefs.asset_classes, "asset class not in preferences"),
         (not prefs.timeframes or signal.timeframe in prefs.timeframes, "timeframe not in preferences"),

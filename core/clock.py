@@ -29,6 +29,10 @@ class AcceleratedClock:
         self._speed = speed
         self._wall0 = time.monotonic()
 
+    @property
+    def speed(self) -> float:
+        return self._speed
+
     def now(self) -> datetime:
         return self._start + timedelta(seconds=(time.monotonic() - self._wall0) * self._speed)
 

@@ -280,3 +280,25 @@ class ApiUsage:
     endpoint: str
     count: int
     errors: int = 0
+
+
+class Decision(enum.StrEnum):
+    """What a subscriber said they did with a signal (the buttons under it)."""
+
+    TOOK = "took"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One subscriber's record of one signal. A taken signal has the fill the paper portfolio uses: the last close
+    when the signal reached the user (quiet hours delay it), or when they tapped, if it never reached them."""
+
+    user_id: int
+    signal_id: str
+    decision: Decision
+    decided_at: datetime
+    fill_price: float | None = None
+    fill_at: datetime | None = None
+    closed_price: float | None = None  # closed at market by the user
+    closed_at: datetime | None = None

@@ -367,6 +367,14 @@ class OutboxStore:
         rows = await self._db.fetch(stmt)
         return rows[0][0] if rows else None
 
+    async def first_sent_at(self, signal_id: str, user_id: int) -> datetime | None:
+        """When the signal first reached the user on any channel (None: it has not)."""
+        stmt = sa.select(sa.func.min(DELIVERIES.c.sent_at)).where(
+            DELIVERIES.c.signal_id == signal_id, DELIVERIES.c.user_id == user_id,
+            DELIVERIES.c.kind == DeliveryKind.SIGNAL.value, DELIVERIES.c.status == DeliveryStatus.SENT.value)
+        rows = await self._db.fetch(stmt)  # min() keeps the column's type: tz-aware UTC
+        return rows[0][0] if rows else None
+
     async def recipients_of(self, signal_id: str) -> list[int]:
         stmt = (
             sa.select(DELIVERIES.c.user_id)

@@ -19,6 +19,7 @@ from storage.billing import BillingStore
 from storage.chain import ChainStore
 from storage.channels import ChannelStore, DigestStore
 from storage.database import Database
+from storage.follow import FeedbackStore, WatchlistStore
 from storage.news import SqlVerdictStore
 from storage.outbox import OutboxStore
 from storage.signals import SignalStore
@@ -41,6 +42,8 @@ class Stores:
     api_keys: ApiKeyStore
     chain: ChainStore
     web_logins: WebLogins
+    feedback: FeedbackStore
+    watchlist: WatchlistStore
 
     @classmethod
     def over(cls, db: Database, clock: Clock | None = None, *, users_cache_seconds: float = 30.0) -> Stores:
@@ -61,6 +64,8 @@ class Stores:
             api_keys=ApiKeyStore(db, clock),
             chain=ChainStore(db),
             web_logins=WebLogins(db, clock),
+            feedback=FeedbackStore(db, clock),
+            watchlist=WatchlistStore(db, clock),
         )
 
     async def close(self) -> None:

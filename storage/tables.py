@@ -486,3 +486,36 @@ class NewsVerdictRow(SQLModel, table=True):
 
 
 NEWS_VERDICTS = _table(NewsVerdictRow)
+
+
+# what subscribers do with signals (storage.follow)
+
+class SignalFeedbackRow(SQLModel, table=True):
+    """A subscriber's own record of one signal: took it (at `fill_price`, the market when it reached them), skipped
+    it, and for one taken, closed at market. One row per user and signal (storage.follow.FeedbackStore)."""
+
+    __tablename__ = "signal_feedback"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    signal_id: str = Field(primary_key=True, foreign_key="signals.id", ondelete="CASCADE", index=True)
+    decision: str  # "took" | "skipped"
+    decided_at: datetime = _utc()
+    fill_price: float | None = None  # took: the last close when the signal reached the user (or when they tapped)
+    fill_at: datetime | None = _utc(nullable=True)
+    closed_price: float | None = None  # closed at market by the user
+    closed_at: datetime | None = _utc(nullable=True)
+
+
+class WatchRow(SQLModel, table=True):
+    """A symbol on a user's watchlist: a signal on it reaches them whatever their symbol, class, timeframe and
+    confidence preferences (the tier and quiet hours still apply)."""
+
+    __tablename__ = "watchlist"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+    symbol: str = Field(primary_key=True, max_length=32, index=True)
+    added_at: datetime = _utc()
+
+
+SIGNAL_FEEDBACK = _table(SignalFeedbackRow)
+WATCHLIST = _table(WatchRow)

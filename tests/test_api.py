@@ -165,6 +165,37 @@ async def test_over_the_rate_a_key_gets_429_with_retry_after(service: Service) -
     assert sum(u.count for u in usage) == 604 and sum(u.errors for u in usage) == 3
 
 
+async def test_feedback_portfolio_and_watchlist_through_the_api_agree_with_the_chat(service: Service) -> None:
+    store = service.services.store
+    s = replace(signal("BTC-1d-20240305-L", AssetClass.CRYPTO), symbol="BTC-USDT", issued_at=NOW - timedelta(days=1))
+    await store.signals.add_signal(s)
+    key = await service.key_for(PRO, Tier.PROFESSIONAL)
+    async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:
+        r = await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "took"})
+        assert r.status_code == 200 and r.json()["changed"] and r.json()["decision"] == "took", r.text
+        fill = r.json()["fill_price"]
+        again = await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "skipped"})
+        assert again.status_code == 200 and not again.json()["changed"] and again.json()["decision"] == "took"
+        assert (await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "maybe"})).status_code == 422
+        assert (await http.post("/api/v1/signals/NOPE-1d-1-L/feedback", json={"action": "took"})).status_code == 404
+        book = (await http.get("/api/v1/portfolio")).json()
+        [pos] = book["positions"]
+        assert pos["fill_price"] == fill and pos["how"] == "open" and book["open"] == 1
+        assert book["total"] == pytest.approx(pos["contribution"])
+        assert f"{book['unrealised'] * 100:+.2f}%" in await service.say(PRO, "/portfolio")
+        r = await http.put("/api/v1/watchlist/nvda")
+        assert r.status_code == 200 and [w["symbol"] for w in r.json()["symbols"]] == ["NVDA"], r.text
+        assert r.json()["symbols"][0]["last"] is not None
+        assert (await http.put("/api/v1/watchlist/NOPEX")).status_code == 404
+        assert "NVDA" in await service.say(PRO, "/watchlist")
+        r = await http.delete("/api/v1/watchlist/NVDA")
+        assert r.status_code == 200 and r.json()["symbols"] == [] and "Removed NVDA" in r.json()["message"]
+        closed = await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "closed"})
+        assert closed.status_code == 200 and closed.json()["closed_price"] is not None
+        assert (await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "closed"})).json()["changed"] is False
+    assert (await store.feedback.counts([s.id])) == {s.id: {"took": 1}}
+
+
 async def test_administrators_see_the_system_and_the_schema_documents_every_route(service: Service) -> None:
     key = await service.key_for(ADMIN, Tier.FREE)  # an administrator's key works whatever the tier
     async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:

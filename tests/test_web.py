@@ -105,6 +105,11 @@ async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(si
             chart = driver.find_element(By.CSS_SELECTOR, "img.chart")
             seen["chart_src"] = chart.get_attribute("src")[:30]
             seen["chart_width"] = driver.execute_script("return arguments[0].naturalWidth", chart)
+            driver.find_element(By.XPATH, "//button[text()='I took it']").click()  # a POST form, not a link
+            WebDriverWait(driver, 20).until(lambda d: "Recorded" in d.find_element(By.TAG_NAME, "main").text)
+            seen["took"] = driver.find_element(By.TAG_NAME, "main").text
+            driver.get(f"{site.base}/web/run?text=%2Fportfolio")
+            seen["portfolio"] = driver.find_element(By.TAG_NAME, "main").text
             driver.get(f"{site.base}/web/prefs")
             driver.find_element(By.CSS_SELECTOR, "#pref-key option[value='confidence']").click()
             driver.find_element(By.ID, "pref-value").send_keys("60")
@@ -122,6 +127,7 @@ async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(si
     assert "1 active signal" in body and "now P&L" in body  # with the latest price and the open P&L
     assert re.search(r"AAPL 1d BUY 100\.00 [0-9.]+ [+-][0-9.]+% 104\.00 98\.00", body), body
     assert seen["chart_src"].startswith("data:image/png;base64,") and seen["chart_width"] > 300  # it loaded
+    assert "Your fill" in seen["took"] and "AAPL 1d BUY" in seen["portfolio"], seen["portfolio"]
     assert "Preferences saved" in seen["saved"] and "60" in seen["saved"]
     user = await site.services.store.users.find_user("telegram", "101")
     assert user.preferences.min_confidence == 60  # stored through the same /prefs command as chat
@@ -146,11 +152,14 @@ async def test_no_session_a_used_link_a_forged_cookie_and_a_command_the_web_does
         await http.get(await site.link())
         r = await http.get("/web/run", params={"text": "/stop"})
         assert r.status_code == 400 and "not available on the web" in r.text
-        for write in ("/prefs confidence 99", "/apikey create by-link"):  # a link may not change anything
+        for write in ("/prefs confidence 99", "/apikey create by-link", "/watchlist add NVDA"):  # a link changes nothing
             assert (await http.get("/web/run", params={"text": write})).status_code == 400
         assert (await http.get("/web/run", params={"text": "/prefs"})).status_code == 200  # reading is fine
         r = await http.post("/web/prefs", data={"key": "bogus", "value": "1"})
         assert r.status_code == 400
+        assert (await http.post("/web/run", data={"text": "/stop"})).status_code == 400  # forms: buttons' writes only
+        assert (await http.post("/web/run", data={"text": "/watchlist add NVDA"})).status_code == 200
         user = await site.services.store.users.find_user("telegram", "101")
         assert user.active and user.preferences.min_confidence != 99  # nothing the web refused was done
         assert await site.services.store.api_keys.keys_of(user.id) == []
+        assert await site.services.store.watchlist.symbols_of(user.id) == ["NVDA"]  # by the form

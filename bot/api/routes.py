@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.routing import APIRoute
 
 from bot.api import schemas
+from bot.api.follow import add_follow_routes
 from bot.api.access import (ADMIN_PER_MINUTE, Principal, RateLimiter, bearer_key, caller_of, entitled, forbidden_tier,
                             per_minute, too_many, unauthorized)
 from bot.commands.handlers import followed
@@ -316,6 +317,8 @@ class Api:
             return schemas.System(process=str(live.get("process", "?")), role=str(live.get("role", "single")),
                                   outbox={k.value: v for k, v in counts.items()}, active_signals=len(open_now),
                                   users=len(users))
+
+        add_follow_routes(r, services, self.principal, self.entitled)
 
 
 def instrument_out(rec: Any) -> schemas.InstrumentOut:

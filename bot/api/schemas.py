@@ -3,6 +3,7 @@ Times are ISO 8601 UTC; returns and sizes are fractions (0.05 = 5 %), as in the 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -109,3 +110,62 @@ class System(BaseModel):
     outbox: dict[str, int]
     active_signals: int
     users: int
+
+
+class FeedbackIn(BaseModel):
+    action: Literal["took", "skipped", "closed"] = Field(
+        description="took: follow it in the paper portfolio from the price when it reached you; skipped; closed: "
+                    "close a taken one at market")
+
+
+class FeedbackOut(BaseModel):
+    signal_id: str
+    decision: str = Field(description="took or skipped, as first given")
+    decided_at: datetime
+    fill_price: float | None = Field(description="took: the last close when the signal reached you (or when you "
+                                                 "said so, if it never did)")
+    fill_at: datetime | None
+    closed_price: float | None
+    closed_at: datetime | None
+    message: str = Field(description="what this request did, in words")
+    changed: bool = Field(description="whether this request stored anything")
+
+
+class PositionOut(BaseModel):
+    signal_id: str
+    symbol: str
+    timeframe: str
+    direction: str
+    size: float = Field(description="fraction of equity: the signal's suggested size")
+    fill_price: float
+    fill_at: datetime
+    exit_price: float | None = Field(description="exit, or the latest close while open")
+    exit_at: datetime | None
+    how: str = Field(description="open, closed by you, or the signal's exit: target, stop, expired, exit")
+    net_return: float | None = Field(description="direction-adjusted, after costs on both sides")
+    contribution: float = Field(description="size x net return: P&L in fractions of equity")
+
+
+class Portfolio(BaseModel):
+    positions: list[PositionOut]
+    open: int
+    closed: int
+    wins: int
+    skipped: int
+    exposure: float = Field(description="gross open size, fraction of equity")
+    realised: float
+    unrealised: float
+    total: float
+    costs_bps: float
+
+
+class WatchedOut(BaseModel):
+    symbol: str
+    last: float | None
+    day_change: float | None = Field(description="from the last daily close before the latest close")
+    open_signals: list[str]
+
+
+class Watchlist(BaseModel):
+    symbols: list[WatchedOut]
+    message: str = ""

@@ -23,6 +23,7 @@ from bot.commands.web import web_commands
 from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.track import published_backtests, track_commands
+from bot.commands.follow import follow_commands
 from bot.views.charts import ChartError, render_equity_chart
 from bot.views.doc import Button, Doc, Image, Table
 from bot.views.signal_chart import signal_chart_image
@@ -398,6 +399,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
         *web_commands(),
         *admin_commands(),
         *track_commands(),
+        *follow_commands(),
         *extra,
     )
     for cmd in commands:

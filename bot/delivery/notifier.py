@@ -16,7 +16,7 @@ from core.clock import Clock
 from core.domain import DeliveryKind, User
 from core.events import SignalClosed, SignalIssued
 from core.tiers import entitlements
-from core.ports import ChannelRepository, Repositories
+from core.ports import ChannelRepository, Repositories, WatchlistRepository
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,11 @@ def month_start(now: datetime) -> datetime:
 class Notifier:
     def __init__(self, store: Repositories, clock: Clock, channels: Collection[str], wake: Callable[[], None], *,
                  channel_store: ChannelRepository | None = None, extra_channels: Collection[str] = (),
-                 market_clock: Clock | None = None) -> None:
+                 market_clock: Clock | None = None, watchlist: WatchlistRepository | None = None) -> None:
         """`channels`: the chat platforms a worker serves; `extra_channels`: served email/webhook channels,
         whose addresses `channel_store` holds. `clock` is wall time (quiet hours, monthly quotas, the queue);
-        `market_clock` the signals' (default: the same)."""
+        `market_clock` the signals' (default: the same); `watchlist`: whose watchlists admit a signal past their
+        preferences (core.audience)."""
         if extra_channels and channel_store is None:
             raise ValueError("extra channels need a channel_store")
         self.store = store
@@ -43,6 +44,7 @@ class Notifier:
         self.extra_channels = tuple(sorted(set(extra_channels)))
         self.channel_store = channel_store
         self.wake = wake
+        self.watchlist = watchlist
 
     async def on_signal_issued(self, event: SignalIssued) -> int:
         """Queue the signal for every admitted user; idempotent (a re-run queues nothing twice)."""
@@ -58,8 +60,10 @@ class Notifier:
         expires_at = now + (signal.expires_at - self.market_clock.now())  # on the wall clock
         users = await self.store.users.active_users()
         sent = await self.store.outbox.sent_counts_since(month_start(now))
-        admitted: list[tuple[User, Admission]] = [(u, a) for u, a in admit_many(users, signal, now, sent,
-                                                                                expires_at=expires_at) if a.admitted]
+        watchers = await self.watchlist.watchers(signal.symbol) if self.watchlist is not None else frozenset()
+        admitted: list[tuple[User, Admission]] = [
+            (u, a) for u, a in admit_many(users, signal, now, sent, expires_at=expires_at, watchers=watchers)
+            if a.admitted]
         kind = DeliveryKind.SIGNAL
         rows: list[Row] = [(signal.id, u.id, kind, u.platform, a.not_before, None)
                            for u, a in admitted if u.platform in self.channels]

@@ -82,7 +82,7 @@ async def start_delivery(settings: Settings, services: Services, chat_transports
         if delivery is not None:
             delivery.wake()
     notifier = Notifier(store, clock, {t.name for t in chat_transports}, wake, channel_store=store.channels,
-                        extra_channels=extra.channels, market_clock=market_clock)
+                        extra_channels=extra.channels, market_clock=market_clock, watchlist=store.watchlist)
     delivery = Delivery(workers, notifier, extra, {t.name: t for t in chat_transports}, clock, services)
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)

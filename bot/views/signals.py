@@ -33,7 +33,7 @@ def signal_doc(s: Signal, tolerance: RiskTolerance = RiskTolerance.MEDIUM) -> Do
         ),
         body=s.reasoning,
         buttons=(Button("Details", f"/signal {s.symbol} {s.timeframe}"), Button("Track record", "/performance"),
-                 Button("Similar setups", f"/similar {s.id}")),
+                 Button("Similar setups", f"/similar {s.id}"), *feedback_buttons(s)),
         note=DISCLAIMER,
         tone="success",
     )
@@ -118,7 +118,13 @@ def analysis_doc(a: Analysis, active: Signal | None, risk_check: str | None = No
         fields.append(("Active signal", f"{active.id}: {active.direction.verb} {price(active.entry)} -> {price(active.target)}, stop {price(active.stop)}"))
     criteria = Table(("criterion", "value", "met"), tuple(
         (e.label, describe(e), f"{e.strength * 100:.0f}%") for e in a.setup.evidence))
-    return Doc(heading=heading, fields=tuple(fields), table=criteria, note=DISCLAIMER)
+    buttons = () if active is None else feedback_buttons(active)
+    return Doc(heading=heading, fields=tuple(fields), table=criteria, note=DISCLAIMER, buttons=buttons)
+
+
+def feedback_buttons(s: Signal) -> tuple[Button, ...]:
+    """Under a signal: what the subscriber did with it (bot.commands.follow)."""
+    return (Button("I took it", f"/feedback {s.id} took"), Button("I skipped it", f"/feedback {s.id} skipped"))
 
 
 def vote_breakdown(votes: Sequence[Vote]) -> str:

@@ -3,7 +3,8 @@ views rendered as HTML (bot.web.render), so chat, API and web never disagree.
 
     GET  /web/login?token=T   a one-time link from /web in chat (10 minutes, once) -> a session cookie
     GET  /web                 the active signals (/signals)
-    GET  /web/run?text=CMD    a read command (/signal AAPL, /similar ID, /performance 30d, /history, ...)
+    GET  /web/run?text=CMD    a read command (/signal AAPL, /similar ID, /performance 30d, /portfolio, ...)
+    POST /web/run  text=CMD   a button's write (/feedback ID took, /watchlist add NVDA): forms on our pages only
     GET  /web/prefs           the preferences and a form; POST changes one through /prefs
     GET  /web/logout
 
@@ -26,7 +27,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from bot.api.access import caller_of
 from bot.commands.registry import dispatch
 from bot.views.doc import Doc
-from bot.web.render import doc_html, runs_by_link
+from bot.web.render import doc_html, runs_by_form, runs_by_link
 from core.domain import User
 
 if TYPE_CHECKING:
@@ -116,6 +117,18 @@ class Web:
                 return self.page(user, "Not here", doc_html(doc), status=400)
             doc = await self.run(user, text.strip() if text.strip().startswith("/") else "/" + text.strip())
             return self.page(user, doc.heading or name, doc_html(doc))
+
+        @r.post("/run")
+        async def run_form(request: Request, text: Annotated[str, Form(max_length=300)] = "") -> Response:
+            user = await self.user_of(request)
+            if user is None:
+                return _login_needed()
+            command = text.strip() if text.strip().startswith("/") else "/" + text.strip()
+            if not runs_by_form(command):
+                doc = Doc.error("That command is not available on the web.", "The chat has every command.")
+                return self.page(user, "Not here", doc_html(doc), status=400)
+            doc = await self.run(user, command)
+            return self.page(user, doc.heading or "Done", doc_html(doc), status=400 if doc.tone == "error" else 200)
 
         @r.get("/prefs")
         async def prefs(request: Request) -> Response:

@@ -9,8 +9,11 @@ from urllib.parse import quote
 from bot.views.doc import Doc
 
 READ_COMMANDS = frozenset({"signals", "signal", "similar", "performance", "history", "instruments", "subscription",
-                           "account", "apikey", "verify", "prefs", "help"})
-WRITES_WITH_ARGUMENTS = frozenset({"apikey", "prefs"})  # read-only without arguments: a link may not change them
+                           "account", "apikey", "verify", "prefs", "help", "portfolio", "watchlist"})
+WRITES_WITH_ARGUMENTS = frozenset({"apikey", "prefs", "watchlist"})  # read-only without arguments: a link may not
+# change them
+FORM_COMMANDS = frozenset({"feedback", "watchlist"})  # writes a button may make, by POST only (the session cookie is
+# SameSite=Lax: another site's form cannot carry it)
 
 
 def runs_by_link(command: str) -> bool:
@@ -19,6 +22,12 @@ def runs_by_link(command: str) -> bool:
     name, _, args = command.strip().lstrip("/").partition(" ")
     name = name.lower()
     return name in READ_COMMANDS and not (name in WRITES_WITH_ARGUMENTS and args.strip())
+
+
+def runs_by_form(command: str) -> bool:
+    """Whether a POST from the dashboard's own page may run `command` (a button's write)."""
+    name = command.strip().lstrip("/").partition(" ")[0].lower()
+    return name in FORM_COMMANDS
 
 
 def command_link(command: str) -> str | None:
@@ -44,10 +53,17 @@ def doc_html(doc: Doc) -> str:
         head = "".join(f"<th>{escape(h)}</th>" for h in doc.table.headers)
         rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in doc.table.rows)
         out.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
-    links = [(b.label, command_link(b.command)) for b in doc.buttons]
-    if any(url for _, url in links):
-        out.append("<nav class='buttons'>" + "".join(f"<a class='button' href='{escape(url)}'>{escape(label)}</a>"
-                                                    for label, url in links if url) + "</nav>")
+    buttons = []
+    for b in doc.buttons:
+        url = command_link(b.command)
+        if url:
+            buttons.append(f"<a class='button' href='{escape(url)}'>{escape(b.label)}</a>")
+        elif runs_by_form(b.command):
+            buttons.append("<form method='post' action='/web/run' class='inline'><input type='hidden' name='text' "
+                           f"value='{escape(b.command)}'><button type='submit' class='button'>{escape(b.label)}"
+                           "</button></form>")
+    if buttons:
+        out.append("<nav class='buttons'>" + "".join(buttons) + "</nav>")
     if doc.note.strip():
         out.append("<p class='note'>" + "<br>".join(escape(line) for line in doc.note.splitlines()) + "</p>")
     out.append("</section>")

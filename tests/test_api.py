@@ -190,6 +190,12 @@ async def test_feedback_portfolio_and_watchlist_through_the_api_agree_with_the_c
         assert "NVDA" in await service.say(PRO, "/watchlist")
         r = await http.delete("/api/v1/watchlist/NVDA")
         assert r.status_code == 200 and r.json()["symbols"] == [] and "Removed NVDA" in r.json()["message"]
+        r = await http.get("/api/v1/market/screener", params={"q": "class=crypto rsi<101"})
+        assert r.status_code == 200 and r.json()["filters"] == ["class=crypto", "rsi<101"], r.text
+        assert {row["asset_class"] for row in r.json()["rows"]} == {"crypto"} and r.json()["screened"] > 0
+        assert len(r.json()["rows"]) == r.json()["screened"]
+        r = await http.get("/api/v1/market/screener", params={"q": "rsi<<1"})
+        assert r.status_code == 400 and "not a filter" in r.json()["detail"]
         closed = await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "closed"})
         assert closed.status_code == 200 and closed.json()["closed_price"] is not None
         assert (await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "closed"})).json()["changed"] is False

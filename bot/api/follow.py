@@ -5,17 +5,21 @@
     GET    /api/v1/watchlist                      watched symbols, their latest close and open signals
     PUT    /api/v1/watchlist/{symbol}             add one
     DELETE /api/v1/watchlist/{symbol}             remove one
+    GET    /api/v1/market/screener?q=rsi<30 sector=tech   the screener (bot.commands.screener)
 """
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from bot.api import schemas
 from bot.api.access import Principal
 from bot.commands.follow import (NoSuchSignal, change_watchlist, portfolio_of, record_feedback, watch_quotes)
+from bot.commands.screener import screen_rows
 from core.domain import Signal
+from core.screener import parse_filters
 from core.errors import UnknownSymbolError, UserInputError
 
 if TYPE_CHECKING:
@@ -66,6 +70,23 @@ def add_follow_routes(r: APIRouter, services: "Services", principal_of: Callable
         return schemas.Watchlist(message=message, symbols=[
             schemas.WatchedOut(symbol=sym, last=None if q is None else q[0], day_change=None if q is None else q[1],
                                open_signals=[s.id for s in open_by_symbol.get(sym, ())]) for sym, q in rows])
+
+    @r.get("/market/screener", response_model=schemas.Screener, summary="Instruments by indicator filters",
+           responses={400: {"model": schemas.Error}})
+    async def market_screener(principal: Auth, q: Annotated[str, Query(max_length=200)] = "") -> schemas.Screener:
+        try:
+            filters = parse_filters(q.split())
+        except UserInputError as exc:
+            raise HTTPException(400, str(exc)) from None
+        rows, screened = await screen_rows(services, filters)
+
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        return schemas.Screener(filters=[str(f) for f in filters], screened=screened, rows=[
+            schemas.ScreenRowOut(symbol=r.symbol, name=r.name, asset_class=r.asset_class, sector=r.sector,
+                                 price=r.price, rsi=num(r.rsi), adx=num(r.adx), z=num(r.z), trend=r.trend_word,
+                                 score=r.score, side=r.side, confidence=r.confidence, setup=r.setup) for r in rows])
 
     @r.get("/watchlist", response_model=schemas.Watchlist, summary="Your watched symbols")
     async def get_watchlist(principal: Auth) -> schemas.Watchlist:

@@ -169,3 +169,25 @@ class WatchedOut(BaseModel):
 class Watchlist(BaseModel):
     symbols: list[WatchedOut]
     message: str = ""
+
+
+class ScreenRowOut(BaseModel):
+    symbol: str
+    name: str
+    asset_class: str
+    sector: str
+    price: float
+    rsi: float | None
+    adx: float | None
+    z: float | None
+    trend: str = Field(description="up, down or flat")
+    score: float = Field(description="the setup's score, 0..1")
+    side: str = Field(description="where the setup leans: buy or sell")
+    confidence: int
+    setup: str
+
+
+class Screener(BaseModel):
+    filters: list[str]
+    screened: int = Field(description="instruments with data that the class and sector filters let through")
+    rows: list[ScreenRowOut]

@@ -24,6 +24,7 @@ from bot.commands.admin import admin_commands
 from bot.commands.registry import Command, CommandContext, CommandRegistry
 from bot.commands.track import published_backtests, track_commands
 from bot.commands.follow import follow_commands
+from bot.commands.screener import screener_commands
 from bot.views.charts import ChartError, render_equity_chart
 from bot.views.doc import Button, Doc, Image, Table
 from bot.views.signal_chart import signal_chart_image
@@ -400,6 +401,7 @@ def build_registry(extra: Iterable[Command[Any]] = ()) -> CommandRegistry:
         *admin_commands(),
         *track_commands(),
         *follow_commands(),
+        *screener_commands(),
         *extra,
     )
     for cmd in commands:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from bot.views.doc import Doc
 
 READ_COMMANDS = frozenset({"signals", "signal", "similar", "performance", "history", "instruments", "subscription",
-                           "account", "apikey", "verify", "prefs", "help", "portfolio", "watchlist"})
+                           "account", "apikey", "verify", "prefs", "help", "portfolio", "watchlist", "screener"})
 WRITES_WITH_ARGUMENTS = frozenset({"apikey", "prefs", "watchlist"})  # read-only without arguments: a link may not
 # change them
 FORM_COMMANDS = frozenset({"feedback", "watchlist"})  # writes a button may make, by POST only (the session cookie is

@@ -196,6 +196,14 @@ async def test_feedback_portfolio_and_watchlist_through_the_api_agree_with_the_c
         assert len(r.json()["rows"]) == r.json()["screened"]
         r = await http.get("/api/v1/market/screener", params={"q": "rsi<<1"})
         assert r.status_code == 400 and "not a filter" in r.json()["detail"]
+        done = replace(signal("AAPL-1d-20240301-L"), issued_at=NOW - timedelta(days=4))
+        await store.signals.add_signal(done)
+        await store.signals.record_outcome(SignalOutcome(done.id, SignalStatus.STOP, 100.0, NOW - timedelta(days=3),
+                                                         98.0, NOW - timedelta(days=1), -0.02, -0.021, 0.0, -0.02, 2))
+        week = (await http.get("/api/v1/reports/weekly-performance")).json()
+        assert week["received"] == 0 and week["yours"] is None  # nothing was delivered to this key's owner
+        assert week["service"]["closed"] == 1 and week["service"]["avg_return"] == pytest.approx(-0.021)
+        assert (await http.get("/api/v1/reports/daily-summary")).status_code == 200
         closed = await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "closed"})
         assert closed.status_code == 200 and closed.json()["closed_price"] is not None
         assert (await http.post(f"/api/v1/signals/{s.id}/feedback", json={"action": "closed"})).json()["changed"] is False

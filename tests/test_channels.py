@@ -381,12 +381,18 @@ async def test_daily_digest_once_a_day_at_the_chosen_hour(db_url) -> None:
     assert await send_digests(store, digests, {"telegram": chat}, clock) == 0  # failed: released
     assert await send_digests(store, digests, {"telegram": chat}, clock) == 1
     assert await send_digests(store, digests, {"telegram": chat}, clock) == 0  # once a day
-    [(chat_id, doc)] = chat.sent
+    [(chat_id, doc), (again, week)] = chat.sent  # a Monday: the weekly report beside the digest
     assert chat_id == "1" and doc.heading == "Your daily digest · 2025-06-02" and doc.table is not None
     assert [(r[0], r[-1]) for r in doc.table.rows] == [("AAPL", "open"), ("AAPL", "target +3.40%")]
     assert "2 signals" in doc.body and "1 closed (1 with a gain" in doc.body
+    assert again == "1" and week.heading == "Your weekly report · 2025-05-26 to 2025-06-02"
+    fields = dict(week.fields)
+    assert fields["Your signals"] == "2 received, 1 closed"
+    assert fields["Yours closed"].startswith("1 closed, 1 won (100%), average +3.40%")
+    assert fields["Service, all closed"].startswith("1 closed, 1 won")
     clock.at = utc(2025, 6, 3, 18, 0)
     assert await send_digests(store, digests, {"telegram": chat}, clock) == 1  # the next day (within 24 h of 17:00)
+    assert [d.heading for _, d in chat.sent[2:]] == ["Your daily digest · 2025-06-03"]  # no weekly on a Tuesday
     assert (await say("1", "/digest off")).heading == "Daily digest off"
     clock.at = utc(2025, 6, 4, 19, 0)
     assert await send_digests(store, digests, {"telegram": chat}, clock) == 0

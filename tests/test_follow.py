@@ -198,3 +198,18 @@ async def test_feedback_and_watchlist_stores_on_both_databases(db_url):
         assert await store.watchlist.watchers("AAPL") == frozenset()
     finally:
         await store.close()
+
+
+async def test_weekly_report_on_demand_counts_every_closed_signal(services):
+    svc = services
+    await say(svc, BOB, "/start")
+    assert "Nothing was issued or closed" in await say(svc, BOB, "/weekly")
+    win, loss = sig("BTC-USDT"), sig("ETH-USDT")
+    for s, ret in ((win, 0.03), (loss, -0.02)):
+        await svc.store.signals.add_signal(s)
+        await svc.store.signals.record_outcome(SignalOutcome(s.id, SignalStatus.TARGET if ret > 0 else SignalStatus.STOP,
+                                                             100.0, s.issued_at, 100 * (1 + ret), NOW - timedelta(hours=3),
+                                                             ret + 0.001, ret, max(ret, 0), min(ret, 0), 1))
+    out = await say(svc, BOB, "/weekly")
+    assert "0 received, 0 closed" in out and "2 closed, 1 won (50%), average +0.50%" in out, out
+    assert "profit factor 1.50" in out and "worst -2.00%" in out

@@ -6,10 +6,12 @@
     PUT    /api/v1/watchlist/{symbol}             add one
     DELETE /api/v1/watchlist/{symbol}             remove one
     GET    /api/v1/market/screener?q=rsi<30 sector=tech   the screener (bot.commands.screener)
+    GET    /api/v1/reports/daily-summary, /api/v1/reports/weekly-performance   the digest's and /weekly's figures
 """
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
@@ -18,12 +20,21 @@ from bot.api import schemas
 from bot.api.access import Principal
 from bot.commands.follow import (NoSuchSignal, change_watchlist, portfolio_of, record_feedback, watch_quotes)
 from bot.commands.screener import screen_rows
-from core.domain import Signal
+from bot.delivery.digest import DIGEST_WINDOW, WEEK
+from core.domain import Signal, SignalOutcome
+from core.performance import summarize
 from core.screener import parse_filters
 from core.errors import UnknownSymbolError, UserInputError
 
 if TYPE_CHECKING:
     from bot.services import Services
+
+
+def summary_out(outcomes: Sequence[SignalOutcome]) -> schemas.Summary | None:
+    p = summarize(outcomes)
+    return None if p is None else schemas.Summary(closed=p.count, wins=p.wins, hit_rate=p.hit_rate,
+                                                  avg_return=p.avg_return, profit_factor=p.profit_factor,
+                                                  best=p.best, worst=p.worst)
 
 
 def add_follow_routes(r: APIRouter, services: "Services", principal_of: Callable[..., Awaitable[Principal]],
@@ -87,6 +98,24 @@ def add_follow_routes(r: APIRouter, services: "Services", principal_of: Callable
             schemas.ScreenRowOut(symbol=r.symbol, name=r.name, asset_class=r.asset_class, sector=r.sector,
                                  price=r.price, rsi=num(r.rsi), adx=num(r.adx), z=num(r.z), trend=r.trend_word,
                                  score=r.score, side=r.side, confidence=r.confidence, setup=r.setup) for r in rows])
+
+    async def report(principal: Principal, span: timedelta) -> schemas.Report:
+        now, market_now = services.wall.now(), services.clock.now()
+        mine = await services.store.outbox.received_since(principal.user.id, now - span,
+                                                           closed_since=market_now - span)
+        everyone = [o for s, o in await services.store.signals.outcomes_since(market_now - span) if not s.shadow]
+        closed = [o for _, o in mine if o is not None]
+        return schemas.Report(start=now - span, end=now, received=len(mine), received_closed=len(closed),
+                              yours=summary_out(closed), service=summary_out(everyone),
+                              signals=[s.id for s, _ in sorted(mine, key=lambda p: p[0].issued_at)])
+
+    @r.get("/reports/daily-summary", response_model=schemas.Report, summary="The last 24 hours (the daily digest)")
+    async def daily_summary(principal: Auth) -> schemas.Report:
+        return await report(principal, DIGEST_WINDOW)
+
+    @r.get("/reports/weekly-performance", response_model=schemas.Report, summary="The last 7 days (/weekly)")
+    async def weekly_performance(principal: Auth) -> schemas.Report:
+        return await report(principal, WEEK)
 
     @r.get("/watchlist", response_model=schemas.Watchlist, summary="Your watched symbols")
     async def get_watchlist(principal: Auth) -> schemas.Watchlist:

@@ -191,3 +191,24 @@ class Screener(BaseModel):
     filters: list[str]
     screened: int = Field(description="instruments with data that the class and sector filters let through")
     rows: list[ScreenRowOut]
+
+
+class Summary(BaseModel):
+    closed: int
+    wins: int
+    hit_rate: float
+    avg_return: float = Field(description="mean net return per signal, after costs")
+    profit_factor: float | None
+    best: float
+    worst: float
+
+
+class Report(BaseModel):
+    start: datetime
+    end: datetime
+    received: int = Field(description="signals the key owner received in the period")
+    received_closed: int
+    yours: Summary | None = Field(description="the received signals that closed")
+    service: Summary | None = Field(description="every signal of the service that closed in the period, losers "
+                                                "included")
+    signals: list[str] = Field(description="ids of the received signals, oldest first")

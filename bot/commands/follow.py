@@ -16,6 +16,7 @@ from bot.commands.registry import Command, CommandContext, CommandServices
 from bot.commands.parsing import parse_list, parse_symbol
 from bot.commands.track import SIGNAL_ID_EXAMPLE, parse_signal_id
 from bot.views.doc import Doc
+from bot.delivery.digest import weekly_report
 from bot.views.follow import feedback_doc, portfolio_doc, watchlist_doc
 from core.clock import Clock
 from core.domain import Decision, Feedback, Signal, SignalOutcome, Timeframe, User
@@ -236,12 +237,22 @@ async def _day_move(svc: CommandServices, symbol: str, now: datetime) -> tuple[f
     return price, (price / refs[-1] - 1.0) if refs and refs[-1] > 0 else None
 
 
+async def show_weekly(ctx: CommandContext, _: None) -> Doc:
+    user: User = ctx.user  # type: ignore[assignment]
+    svc = ctx.services
+    doc = await weekly_report(svc.store, user.id, svc.wall.now(), svc.clock.now())
+    return doc if doc is not None else Doc(heading="Your weekly report", body="Nothing was issued or closed in the "
+                                                                               "last 7 days.")
+
+
 def follow_commands() -> tuple[Command[Any], ...]:
     return (
         Command("feedback", "say what you did with a signal (the buttons under it): took, skipped, or closed at market",
                 FEEDBACK_USAGE, parse_feedback, give_feedback),
         Command("portfolio", "your paper portfolio: the signals you took, from the fill you got, after costs",
                 "/portfolio", _no_args, show_portfolio),
+        Command("weekly", "the last 7 days: your signals and the whole service's, losers included (sent on Mondays "
+                "with /digest)", "/weekly", _no_args, show_weekly),
         Command("watchlist", "symbols you watch: their price today, and every signal on them reaches you",
                 WATCH_USAGE, parse_watch, watchlist),
     )

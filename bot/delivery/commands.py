@@ -88,7 +88,7 @@ def channel_commands(channel_store: ChannelRepository, *, digest_store: DigestRe
         hour = parse_hour(args.value)
         await digest_store.subscribe(ctx.user.id, hour)
         return Doc(heading="Daily digest on", body=f"Every day at {hour:02d}:00 UTC: the signals of the last 24 "
-                   "hours and how each stands.", note="Send /digest off to stop.", tone="success")
+                   "hours and how each stands; on Mondays also the weekly report (/weekly).", note="Send /digest off to stop.", tone="success")
 
     commands: list[Command[Any]] = [
         Command("email", "receive signals by email too", "/email [ADDRESS|off]", _parse_one, email,

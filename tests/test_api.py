@@ -210,6 +210,49 @@ async def test_feedback_portfolio_and_watchlist_through_the_api_agree_with_the_c
     assert (await store.feedback.counts([s.id])) == {s.id: {"took": 1}}
 
 
+async def test_the_seed_endpoints_market_subscriptions_analytics_and_admin(service: Service) -> None:
+    store = service.services.store
+    done = replace(signal("AAPL-1d-20240301-L"), issued_at=NOW - timedelta(days=4))
+    await store.signals.add_signal(done)
+    await store.signals.record_outcome(SignalOutcome(done.id, SignalStatus.TARGET, 100.0, NOW - timedelta(days=3),
+                                                     104.0, NOW - timedelta(days=1), 0.04, 0.039, 0.04, -0.01, 2))
+    key, boss = await service.key_for(PRO, Tier.PROFESSIONAL), await service.key_for(ADMIN, Tier.FREE)
+    async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:
+        q = (await http.get("/api/v1/market/btc-usdt/current")).json()
+        bars = await service.services.market.get_bars("BTC-USDT", Timeframe.H1, end=NOW, limit=1)
+        assert q["symbol"] == "BTC-USDT" and q["last"] == pytest.approx(float(bars["close"].iloc[-1])), q
+        assert (await http.get("/api/v1/market/NOPEX/current")).status_code == 404
+        h = (await http.get("/api/v1/market/AAPL/history", params={"limit": 5, "indicators": "rsi_14,sma_20"})).json()
+        assert len(h["bars"]) == 5 and set(h["bars"][-1]["indicators"]) == {"rsi_14", "sma_20"}
+        daily = await service.services.market.get_bars("AAPL", Timeframe.D1, end=NOW, limit=20)
+        assert h["bars"][-1]["close"] == pytest.approx(float(daily["close"].iloc[-1]))
+        assert h["bars"][-1]["indicators"]["sma_20"] == pytest.approx(float(daily["close"].mean()))
+        bad = await http.get("/api/v1/market/AAPL/history", params={"indicators": "nope"})
+        assert bad.status_code == 400 and "unknown indicator" in bad.json()["detail"]
+        r = await http.put("/api/v1/subscriptions", json={"symbols": ["aapl", "btc/usdt"], "min_confidence": "60",
+                                                          "quiet_hours": "22:00-07:00 Europe/Berlin"})
+        assert r.status_code == 200, r.text
+        assert r.json()["symbols"] == ["AAPL", "BTC-USDT"] and r.json()["min_confidence"] == 60
+        assert r.json()["quiet_hours"] == "22:00-07:00 Europe/Berlin"
+        assert "60" in await service.say(PRO, "/prefs")  # the chat sees the same preferences
+        r = await http.put("/api/v1/subscriptions", json={"risk": "reckless"})
+        assert r.status_code == 400 and r.json()["detail"].startswith("risk")
+        assert (await http.get("/api/v1/subscriptions")).json()["risk"] == "medium"  # nothing changed
+        t = (await http.post("/api/v1/subscriptions/test")).json()
+        assert t["channel"] == "telegram" and t["sent"] is False  # no Telegram connection in this test
+        hist = (await http.get("/api/v1/analytics/signal-history")).json()
+        assert [s["id"] for s in hist["signals"]] == [done.id] and hist["summary"]["closed"] == 1
+        assert (await http.get("/api/v1/analytics/portfolio-impact")).json()["positions"] == []
+        assert (await http.get("/api/v1/admin/models")).status_code == 403
+    async with httpx.AsyncClient(base_url=service.base, headers=auth(boss)) as http:
+        models = await http.get("/api/v1/admin/models")
+        assert models.status_code == 200 and models.json()["heading"], models.text
+        g = await http.post("/api/v1/admin/generate", json={"symbols": ["AAPL"]})
+        assert g.status_code == 200 and g.json()["heading"] == "Generated for AAPL", g.text  # the admin command's
+        assert dict(map(tuple, g.json()["fields"]))["Issued"] == "0"  # answer: 60 days of history make no signal
+        assert (await http.post("/api/v1/admin/generate", json={"symbols": ["A;B"]})).status_code == 400
+
+
 async def test_administrators_see_the_system_and_the_schema_documents_every_route(service: Service) -> None:
     key = await service.key_for(ADMIN, Tier.FREE)  # an administrator's key works whatever the tier
     async with httpx.AsyncClient(base_url=service.base, headers=auth(key)) as http:

@@ -63,6 +63,7 @@ def add_follow_routes(r: APIRouter, services: "Services", principal_of: Callable
                                    fill_price=fb.fill_price, fill_at=fb.fill_at, closed_price=fb.closed_price,
                                    closed_at=fb.closed_at, message=done.said, changed=done.changed)
 
+    @r.get("/analytics/portfolio-impact", response_model=schemas.Portfolio, summary="The same as /portfolio")
     @r.get("/portfolio", response_model=schemas.Portfolio,
            summary="The paper portfolio: the signals you took, from your fill, after costs")
     async def portfolio(principal: Auth) -> schemas.Portfolio:

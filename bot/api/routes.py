@@ -27,6 +27,7 @@ from fastapi.routing import APIRoute
 
 from bot.api import schemas
 from bot.api.follow import add_follow_routes
+from bot.api.seed import add_seed_routes
 from bot.api.access import (ADMIN_PER_MINUTE, Principal, RateLimiter, bearer_key, caller_of, entitled, forbidden_tier,
                             per_minute, too_many, unauthorized)
 from bot.commands.handlers import followed
@@ -319,6 +320,7 @@ class Api:
                                   users=len(users))
 
         add_follow_routes(r, services, self.principal, self.entitled)
+        add_seed_routes(r, services, self.principal, administrator, self.entitled, signal_out)
 
 
 def instrument_out(rec: Any) -> schemas.InstrumentOut:

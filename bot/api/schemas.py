@@ -212,3 +212,79 @@ class Report(BaseModel):
     service: Summary | None = Field(description="every signal of the service that closed in the period, losers "
                                                 "included")
     signals: list[str] = Field(description="ids of the received signals, oldest first")
+
+
+class TableOut(BaseModel):
+    headers: list[str]
+    rows: list[list[str]]
+
+
+class DocOut(BaseModel):
+    """A command's answer as the chat shows it (the admin endpoints run the same commands)."""
+
+    heading: str
+    body: str
+    fields: list[list[str]]
+    table: TableOut | None
+    note: str
+    tone: str = Field(description="info, success, warning or error")
+
+
+class GenerateIn(BaseModel):
+    symbols: list[str] = Field(default_factory=list, max_length=50,
+                               description="symbols to scan now (empty: the whole universe)")
+
+
+class Quote(BaseModel):
+    symbol: str
+    timeframe: str = Field(description="the finest timeframe scanned for the symbol")
+    last: float = Field(description="the latest close")
+    closed_at: datetime = Field(description="when that bar closed")
+    day_change: float | None = Field(description="from the last daily close before it")
+
+
+class Bar(BaseModel):
+    time: datetime = Field(description="the bar's open time")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    indicators: dict[str, float | None] = Field(default_factory=dict)
+
+
+class History(BaseModel):
+    symbol: str
+    timeframe: str
+    bars: list[Bar]
+
+
+class Preferences(BaseModel):
+    symbols: list[str] = Field(description="empty: every symbol")
+    asset_classes: list[str] = Field(description="empty: every class the tier allows")
+    timeframes: list[str] = Field(description="empty: every timeframe the tier allows")
+    min_confidence: int
+    risk: str
+    quiet_hours: str | None = Field(description="HH:MM-HH:MM and a time zone, or none")
+    digest_hour_utc: int | None = None
+    channels: list[str] = Field(default_factory=list, description="extra channels set: email, webhook")
+
+
+class PreferencesIn(BaseModel):
+    symbols: list[str] | None = Field(None, max_length=100, description="[] or [\"all\"]: every symbol")
+    asset_classes: list[str] | None = Field(None, max_length=10)
+    timeframes: list[str] | None = Field(None, max_length=10)
+    min_confidence: str | None = Field(None, max_length=8, description="1..100 or off")
+    risk: str | None = Field(None, max_length=10, description="low, medium or high")
+    quiet_hours: str | None = Field(None, max_length=60, description="e.g. 22:00-07:00 Europe/Berlin, or off")
+
+
+class TestSent(BaseModel):
+    sent: bool
+    channel: str
+    detail: str
+
+
+class SignalHistory(BaseModel):
+    signals: list[SignalOut]
+    summary: Summary | None = Field(description="of the closed signals listed, after costs")

@@ -246,6 +246,7 @@ class ChannelAddress:
     channel: str
     address: str
     secret: str | None = None
+    format: str | None = None  # a webhook's payload format (bot.delivery.payloads.WEBHOOK_FORMATS); None: "v1"
 
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")

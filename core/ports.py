@@ -262,7 +262,8 @@ class BillingRepository(Protocol):
 class ChannelRepository(Protocol):
     """Delivery addresses beyond the chat (email, webhook) per user. (storage.channels.ChannelStore)"""
 
-    async def set(self, user_id: int, channel: str, address: str, secret: str | None = None) -> ChannelAddress: ...
+    async def set(self, user_id: int, channel: str, address: str, secret: str | None = None,
+                  format: str | None = None) -> ChannelAddress: ...
     async def remove(self, user_id: int, channel: str) -> bool:
         """Forget the user's address on this channel; whether there was one."""
         ...

@@ -27,17 +27,18 @@ class ChannelStore:
         self._clock: Clock = clock or SystemClock()
         self._subscribers: dict[str, frozenset[int]] = {}
 
-    async def set(self, user_id: int, channel: str, address: str, secret: str | None = None) -> ChannelAddress:
+    async def set(self, user_id: int, channel: str, address: str, secret: str | None = None,
+                  format: str | None = None) -> ChannelAddress:
         _check_channel(channel)
-        row = {"user_id": user_id, "channel": channel, "address": address, "secret": secret,
+        row = {"user_id": user_id, "channel": channel, "address": address, "secret": secret, "format": format,
                "updated_at": self._clock.now()}
         stmt = upsert(self._engine.dialect.name, USER_CHANNELS).values(row)
         stmt = stmt.on_conflict_do_update(index_elements=[USER_CHANNELS.c.user_id, USER_CHANNELS.c.channel],
-                                          set_={k: stmt.excluded[k] for k in ("address", "secret", "updated_at")})
+                                          set_={k: stmt.excluded[k] for k in ("address", "secret", "format", "updated_at")})
         async with self._engine.begin() as conn:
             await conn.execute(stmt)
         self._subscribers.pop(channel, None)
-        return ChannelAddress(user_id, channel, address, secret)
+        return ChannelAddress(user_id, channel, address, secret, format)
 
     async def remove(self, user_id: int, channel: str) -> bool:
         """Forget the user's address on this channel; whether there was one."""
@@ -58,10 +59,11 @@ class ChannelStore:
         out: dict[int, ChannelAddress] = {}
         async with self._engine.connect() as conn:
             for start in range(0, len(wanted), IN_CHUNK):
-                stmt = sa.select(USER_CHANNELS.c.user_id, USER_CHANNELS.c.address, USER_CHANNELS.c.secret).where(
+                stmt = sa.select(USER_CHANNELS.c.user_id, USER_CHANNELS.c.address, USER_CHANNELS.c.secret,
+                                 USER_CHANNELS.c.format).where(
                     USER_CHANNELS.c.channel == channel, USER_CHANNELS.c.user_id.in_(wanted[start:start + IN_CHUNK]))
-                for uid, address, secret in (await conn.execute(stmt)).all():
-                    out[int(uid)] = ChannelAddress(int(uid), channel, address, secret)
+                for uid, address, secret, fmt in (await conn.execute(stmt)).all():
+                    out[int(uid)] = ChannelAddress(int(uid), channel, address, secret, fmt)
         return out
 
     async def user_ids(self, channel: str) -> frozenset[int]:

@@ -441,6 +441,7 @@ class UserChannelRow(SQLModel, table=True):
     channel: str = Field(primary_key=True)  # "email" | "webhook"
     address: str = Field(sa_type=sa.Text)  # email address or https URL
     secret: str | None = Field(default=None, sa_type=sa.Text)  # webhook signing secret
+    format: str | None = Field(default=None, max_length=16)  # webhook payload format: None/"v1" ours, "seed" the seed's
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 

@@ -22,7 +22,7 @@ from bot.delivery.commands import channel_commands, parse_email, parse_webhook_u
 from bot.delivery.digest import send_digests
 from bot.delivery.extra_channels import EmailChannel, WebhookChannel
 from bot.delivery.notifier import Notifier
-from bot.delivery.payloads import webhook_payload
+from bot.delivery.payloads import webhook_body, webhook_payload
 from bot.delivery.retry import RetryPolicy
 from bot.delivery.worker import DeliveryWorker
 from bot.transports.email import EmailTransport, SmtpConfig
@@ -189,6 +189,21 @@ def test_webhook_payload_has_the_documented_fields() -> None:
     assert closed["exit"]["net_return"] == 0.033 and closed["exit"]["bars_held"] == 2
 
 
+def test_the_seed_webhook_format_carries_the_same_facts_under_the_seed_names() -> None:
+    s = make_signal()
+    outcome = SignalOutcome(s.id, SignalStatus.STOP, 187.3, NOW, 183.1, NOW + timedelta(days=1), -0.022, -0.023,
+                            0.01, -0.025, 1)
+    new = json.loads(webhook_body(Outgoing(7, DeliveryKind.SIGNAL, s, None, Doc("x")), NOW, "seed"))
+    assert new["event"] == "new_signal" and new["format"] == "seed-1" and new["signal_id"] == s.id
+    assert (new["action"], new["entry_price"], new["target_price"], new["stop_loss"]) == ("BUY", s.entry, s.target,
+                                                                                         s.stop)
+    assert new["confidence"] == s.confidence and "pnl" not in new
+    gone = json.loads(webhook_body(Outgoing(8, DeliveryKind.EXIT, s, outcome, Doc("x")), NOW, "seed"))
+    assert gone["event"] == "signal_closed" and gone["status"] == "stop" and gone["pnl"] == -0.023
+    assert gone["exit_price"] == 183.1
+    assert json.loads(webhook_body(Outgoing(7, DeliveryKind.SIGNAL, s, None, Doc("x")), NOW))["version"] == 1
+
+
 # -- commands -----------------------------------------------------------------------------------------------
 @dataclass
 class CommandServices:
@@ -238,6 +253,11 @@ async def test_commands_follow_the_tier_and_check_their_input(db_url) -> None:
     stored = await channels.get(users["pro"].id, "webhook")
     assert stored is not None and stored.secret == secret and len(secret) >= 40
     assert secret not in (await say("pro", "/webhook")).body  # shown once, at creation
+    assert "format v1" in (await say("pro", "/webhook")).body
+    seed = await say("pro", "/webhook https://example.com/h seed")
+    assert seed.heading == "Webhook delivery on" and "format seed" in seed.body
+    assert (await channels.get(users["pro"].id, "webhook")).format == "seed"  # type: ignore[union-attr]
+    assert "v1 (the default) or seed" in (await say("pro", "/webhook https://example.com/h xml")).body
     assert (await say("pro", "/webhook off")).heading == "Webhook delivery off"
     assert await channels.user_ids("webhook") == frozenset()
     assert await channels.user_ids("email") == frozenset({users["trader"].id})
@@ -263,10 +283,13 @@ async def test_signal_and_exit_reach_email_and_webhook(db_url, smtp, receiver) -
     await store.users.set_tier(hobbyist.id, Tier.HOBBYIST)
     await channels.set(pro.id, "email", "pat@example.com")
     await channels.set(pro.id, "webhook", receiver.url("/pat"), "pat-secret")
+    sam = await store.users.upsert_user("telegram", "4", "4", "Sam")
+    await store.users.set_tier(sam.id, Tier.PROFESSIONAL)
+    await channels.set(sam.id, "webhook", receiver.url("/sam"), "sam-secret", "seed")  # the seed's format
     await channels.set(trader.id, "email", "tom@example.com")
     await channels.set(trader.id, "webhook", receiver.url("/tom"), "tom-secret")  # not in the trader tier
     await channels.set(hobbyist.id, "email", "hob@example.com")  # not in the hobbyist tier
-    receiver.secrets.update({"/pat": "pat-secret", "/tom": "tom-secret"})
+    receiver.secrets.update({"/pat": "pat-secret", "/tom": "tom-secret", "/sam": "sam-secret"})
     receiver.statuses["/pat"] = [500]  # the first POST fails: retried
 
     webhook = WebhookTransport(timeout=2.0)
@@ -278,7 +301,7 @@ async def test_signal_and_exit_reach_email_and_webhook(db_url, smtp, receiver) -
     s = make_signal()
     await store.signals.add_signal(s)
     try:
-        assert await notifier.on_signal_issued(SignalIssued(s)) == 3  # pat: email + webhook; tom: email
+        assert await notifier.on_signal_issued(SignalIssued(s)) == 4  # pat: email + webhook; tom: email; sam: hook
         while await email_worker.process_due() or await hook_worker.process_due():
             pass
         assert sorted(r.recipients[0] for r in smtp.received) == ["pat@example.com", "tom@example.com"]
@@ -289,6 +312,8 @@ async def test_signal_and_exit_reach_email_and_webhook(db_url, smtp, receiver) -
         assert payload["event"] == "signal.issued" and payload["signal"]["id"] == s.id
         assert payload["signal"]["entry"] == 187.2 and payload["signal"]["confidence"] == 72
         assert payload["signal"]["reasoning"] == s.reasoning
+        [seed] = receiver.hooks["/sam"]
+        assert seed.valid and seed.json["event"] == "new_signal" and seed.json["entry_price"] == 187.2
         pat_mail = smtp.to("pat@example.com")[0]
         assert "BUY AAPL" in pat_mail["Subject"] and "&lt;news&gt;" in pat_mail.get_body(("html",)).get_content()
         assert "Oversold after a gap down & <news>." in pat_mail.get_body(("plain",)).get_content()
@@ -296,7 +321,7 @@ async def test_signal_and_exit_reach_email_and_webhook(db_url, smtp, receiver) -
         outcome = SignalOutcome(s.id, SignalStatus.STOP, 187.3, NOW, 183.1, NOW + timedelta(days=1), -0.022, -0.023,
                                 0.01, -0.025, 1)
         await store.signals.record_outcome(outcome)
-        assert await notifier.on_signal_closed(SignalClosed(s, outcome)) == 3
+        assert await notifier.on_signal_closed(SignalClosed(s, outcome)) == 4
         while await email_worker.process_due() or await hook_worker.process_due():
             pass
         exit_mail = smtp.to("pat@example.com")[1]
@@ -304,7 +329,8 @@ async def test_signal_and_exit_reach_email_and_webhook(db_url, smtp, receiver) -
         exit_hook = receiver.hooks["/pat"][-1]
         assert exit_hook.valid and exit_hook.json["event"] == "signal.exit"
         assert exit_hook.json["exit"]["status"] == "stop" and exit_hook.json["exit"]["net_return"] == -0.023
-        assert await store.outbox.count(DeliveryStatus.SENT) == 6
+        assert receiver.hooks["/sam"][-1].json["event"] == "signal_closed"
+        assert await store.outbox.count(DeliveryStatus.SENT) == 8
     finally:
         await webhook.stop()
         await store.close()

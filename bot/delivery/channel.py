@@ -21,6 +21,7 @@ from core.ports import Repositories
 class Address:
     target: str  # chat id, email address, webhook URL
     secret: str | None = None  # the webhook's signing secret
+    format: str | None = None  # the webhook's payload format (None: "v1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ MAX_URL = 2048
 @dataclass(frozen=True, slots=True)
 class ChannelArgs:
     value: str | None  # None: show; "off": remove; otherwise the address or URL
+    format: str | None = None  # /webhook URL seed: the payload format
 
 
 def channel_commands(channel_store: ChannelRepository, *, digest_store: DigestRepository | None = None,
@@ -56,8 +57,9 @@ def channel_commands(channel_store: ChannelRepository, *, digest_store: DigestRe
         user = _entitled(ctx, "webhook")
         if args.value is None:
             current = await channel_store.get(user.id, "webhook")
-            return Doc(heading="Webhook delivery", body=f"Signals are POSTed to {current.address}." if current else
-                       "Not set. Send /webhook URL (in a private chat) to receive signals as signed JSON.")
+            return Doc(heading="Webhook delivery", body=f"Signals are POSTed to {current.address} (format "
+                       f"{current.format or 'v1'})." if current else "Not set. Send /webhook URL [v1|seed] (in a "
+                       "private chat) to receive signals as signed JSON.")
         if args.value == "off":
             removed = await channel_store.remove(user.id, "webhook")
             return Doc(heading="Webhook delivery off" if removed else "Webhook delivery was not on", tone="success")
@@ -65,10 +67,11 @@ def channel_commands(channel_store: ChannelRepository, *, digest_store: DigestRe
             raise UserInputError("Set your webhook in a private chat with me: its signing secret is shown once.")
         url = parse_webhook_url(args.value, allow_private=allow_private_webhooks)
         secret = secrets.token_urlsafe(32)
-        await channel_store.set(user.id, "webhook", url, secret)
+        fmt = None if args.format in (None, "v1") else args.format
+        await channel_store.set(user.id, "webhook", url, secret, fmt)
         return Doc(
             heading="Webhook delivery on",
-            body=f"Signals and their exits are POSTed as JSON to {url}.",
+            body=f"Signals and their exits are POSTed as JSON to {url}, format {fmt or 'v1'}.",
             fields=(("Signing secret", secret),
                     ("Signature header", "X-Signalbot-Signature: sha256=HMAC-SHA256(secret, raw body), hex"),
                     ("Delivery header", "X-Signalbot-Delivery: the same id on every retry")),
@@ -93,7 +96,8 @@ def channel_commands(channel_store: ChannelRepository, *, digest_store: DigestRe
     commands: list[Command[Any]] = [
         Command("email", "receive signals by email too", "/email [ADDRESS|off]", _parse_one, email,
                 requires="email"),
-        Command("webhook", "receive signals as signed JSON webhooks", "/webhook [URL|off]", _parse_one, webhook,
+        Command("webhook", "receive signals as signed JSON webhooks", "/webhook [URL [v1|seed]|off]", _parse_webhook,
+                webhook,
                 requires="webhook"),
     ]
     if digest_store is not None:
@@ -139,6 +143,18 @@ def _parse_one(args: Sequence[str]) -> ChannelArgs:
     if not args:
         return ChannelArgs(None)
     return ChannelArgs("off" if args[0].lower() == "off" else args[0])
+
+
+def _parse_webhook(args: Sequence[str]) -> ChannelArgs:
+    if len(args) == 2:
+        fmt = args[1].lower()
+        if fmt not in ("v1", "seed"):
+            raise UserInputError("The format is v1 (the default) or seed (the seed's field names: new_signal, "
+                                 "entry_price, ...).")
+        return ChannelArgs(args[0], fmt)
+    if len(args) > 2:
+        raise UserInputError("Give one URL and optionally a format (v1 or seed), or 'off'.")
+    return _parse_one(args)
 
 
 def _entitled(ctx: CommandContext, channel: str) -> User:

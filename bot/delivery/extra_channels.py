@@ -37,7 +37,7 @@ class _AddressBookChannel:
     async def addresses(self, users: Sequence[User]) -> dict[int, Address]:
         entitled = [u.id for u in users if self.name in entitlements(u.tier).channels]
         found = await self.channels.addresses(self.name, entitled)
-        return {uid: Address(a.address, a.secret) for uid, a in found.items()}
+        return {uid: Address(a.address, a.secret, a.format) for uid, a in found.items()}
 
     async def unreachable(self, user: User, reason: str) -> None:
         await self.channels.remove(user.id, self.name)
@@ -67,7 +67,7 @@ class WebhookChannel(_AddressBookChannel):
     async def deliver(self, address: Address, message: Outgoing) -> str:
         if not address.secret:
             raise ValueError("a webhook address needs its secret")
-        body = webhook_body(message, self.clock.now())
+        body = webhook_body(message, self.clock.now(), address.format)
         event = "signal.exit" if message.kind is DeliveryKind.EXIT else "signal.issued"
         return await self.transport.post(address.target, address.secret, body, delivery_id=str(message.delivery_id),
                                          event=event)

@@ -64,9 +64,42 @@ def outcome_fields(o: SignalOutcome) -> dict[str, Any]:
     }
 
 
-def webhook_body(message: Outgoing, sent_at: datetime) -> bytes:
-    """The exact bytes that are signed and sent."""
-    return json.dumps(webhook_payload(message, sent_at), separators=(",", ":"), ensure_ascii=False).encode()
+WEBHOOK_FORMATS = ("v1", "seed")
+
+
+def seed_payload(message: Outgoing, sent_at: datetime) -> dict[str, Any]:
+    """The seed's webhook document (`/webhook URL seed`): flat, with its names (`new_signal`, `entry_price`, ...);
+    the same facts as version 1. Prices in the quote currency, returns and sizes as fractions, times ISO 8601 UTC."""
+    s, o = message.signal, message.outcome
+    body: dict[str, Any] = {
+        "format": "seed-1",
+        "event": "signal_closed" if message.kind is DeliveryKind.EXIT else "new_signal",
+        "delivery_id": str(message.delivery_id),
+        "timestamp": sent_at.isoformat(),
+        "signal_id": s.id,
+        "symbol": s.symbol,
+        "asset_class": s.asset_class.value,
+        "timeframe": s.timeframe.value,
+        "action": "BUY" if s.direction.sign > 0 else "SELL",
+        "entry_price": s.entry,
+        "target_price": s.target,
+        "stop_loss": s.stop,
+        "risk_reward": round(s.risk_reward, 4),
+        "confidence": s.confidence,
+        "position_size": resize(s.position_size, message.risk),
+        "expires_at": s.expires_at.isoformat(),
+        "reasoning": s.reasoning,
+    }
+    if o is not None:
+        body.update({"status": o.status.value, "fill_price": o.fill_price, "exit_price": o.exit_price,
+                     "exit_time": o.exit_time.isoformat(), "pnl": o.net_return})
+    return body
+
+
+def webhook_body(message: Outgoing, sent_at: datetime, format: str | None = None) -> bytes:
+    """The exact bytes that are signed and sent, in the address' format (None: "v1")."""
+    payload = seed_payload(message, sent_at) if format == "seed" else webhook_payload(message, sent_at)
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def email_parts(message: Outgoing) -> tuple[str, str, str]:

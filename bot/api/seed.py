@@ -153,7 +153,8 @@ def add_seed_routes(r: APIRouter, services: "Services", principal_of: Callable[.
         return schemas.TestSent(sent=sent, channel=user.platform, detail=detail)
 
     @r.get("/analytics/signal-history", response_model=schemas.SignalHistory,
-           summary="Closed signals, newest first, and their summary after costs")
+           summary="Closed signals, newest first, and their summary after costs",
+           responses={404: {"model": schemas.Error}})
     async def signal_history(principal: Auth, symbol: Annotated[str | None, Query(max_length=32)] = None,
                              timeframe: TimeframeName | None = None,
                              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> schemas.SignalHistory:

@@ -155,7 +155,8 @@ async def test_conversation_start_prefs_signal_delivery_and_exit(fake, services)
         assert delivered.via == "channel" and delivered.channel_id == fake.dm_of(user_id)
         assert delivered.title.startswith("BUY AAPL (1d)") and field_map(delivered)["Signal"] == s.id
         assert "Not investment advice" in delivered.embeds[-1]["footer"]["text"]
-        assert [label for label, _ in delivered.buttons] == ["Details", "Track record", "Similar setups"]
+        assert [label for label, _ in delivered.buttons] == [
+            "Details", "Track record", "Similar setups", "I took it", "I skipped it"]
 
         # its "Details" button runs /signal AAPL 1d for the person who pressed it
         fake.press(delivered, "Details", user_id=user_id, username="bob", global_name="Bob")
@@ -249,7 +250,8 @@ async def test_whole_conversation_start_prefs_stripe_signal_with_chart_and_exit(
             assert (attachment["width"], attachment["height"]) == (1000, 650)
             assert delivered.embeds[0]["image"]["url"] == attachment["url"]  # shown inside the signal's embed
             assert delivered.embeds[0]["description"].startswith("AAPL 1d: entry")  # the chart's caption
-            assert [label for label, _ in delivered.buttons] == ["Details", "Track record", "Similar setups"]
+            assert [label for label, _ in delivered.buttons] == [
+            "Details", "Track record", "Similar setups", "I took it", "I skipped it"]
 
             # the exit (SignalClosed on the bus): a reply to the delivered signal
             outcome = SignalOutcome(s.id, SignalStatus.TARGET, s.entry, START + timedelta(days=1), s.target,

@@ -156,7 +156,8 @@ def test_signal_ids_parse_and_malformed_ones_are_refused():
 def test_every_delivered_signal_offers_its_similar_setups():
     s = sig("AAPL", T)
     assert [(b.label, b.command) for b in signal_doc(s).buttons] == [
-        ("Details", "/signal AAPL 1d"), ("Track record", "/performance"), ("Similar setups", f"/similar {s.id}")]
+        ("Details", "/signal AAPL 1d"), ("Track record", "/performance"), ("Similar setups", f"/similar {s.id}"),
+        ("I took it", f"/feedback {s.id} took"), ("I skipped it", f"/feedback {s.id} skipped")]
 
 
 def test_a_signal_says_whether_its_confidence_is_a_probability_or_a_rule_score():

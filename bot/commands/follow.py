@@ -251,8 +251,8 @@ def follow_commands() -> tuple[Command[Any], ...]:
                 FEEDBACK_USAGE, parse_feedback, give_feedback),
         Command("portfolio", "your paper portfolio: the signals you took, from the fill you got, after costs",
                 "/portfolio", _no_args, show_portfolio),
-        Command("weekly", "the last 7 days: your signals and the whole service's, losers included (sent on Mondays "
-                "with /digest)", "/weekly", _no_args, show_weekly),
+        Command("weekly", "the last 7 days: your signals and the whole service's, losers included (Mondays with "
+                "/digest)", "/weekly", _no_args, show_weekly),
         Command("watchlist", "symbols you watch: their price today, and every signal on them reaches you",
                 WATCH_USAGE, parse_watch, watchlist),
     )

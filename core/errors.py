@@ -10,6 +10,10 @@ class UserInputError(SignalBotError):
     """Something a person typed is wrong; the message is safe to show them."""
 
 
+class TooManyWatched(UserInputError):
+    """A watchlist is full."""
+
+
 class UnknownSymbolError(UserInputError):
     def __init__(self, symbol: str, suggestions: list[str] | None = None) -> None:
         self.symbol = symbol

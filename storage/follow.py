@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from core.clock import Clock, SystemClock
 from core.domain import Decision, Feedback
+from core.errors import TooManyWatched
 from storage.database import IN_CHUNK, Database
 from storage.tables import SIGNAL_FEEDBACK, WATCHLIST
 
@@ -87,10 +88,6 @@ class FeedbackStore:
         return out
 
 
-class TooManyWatched(ValueError):
-    pass
-
-
 class WatchlistStore:
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self._db = db
@@ -102,7 +99,8 @@ class WatchlistStore:
         have = set(await self.symbols_of(user_id))
         new = [s for s in dict.fromkeys(symbols) if s not in have]
         if len(have) + len(new) > MAX_WATCHED:
-            raise TooManyWatched(f"a watchlist holds at most {MAX_WATCHED} symbols ({len(have)} on yours)")
+            raise TooManyWatched(f"Not added: a watchlist holds at most {MAX_WATCHED} symbols ({len(have)} on "
+                                 "yours).")
         if new:
             now = self._clock.now()
             stmt = self._db.insert(WATCHLIST).values([{"user_id": user_id, "symbol": s, "added_at": now} for s in new])

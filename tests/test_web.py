@@ -92,6 +92,7 @@ async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(si
     def browse() -> dict[str, Any]:
         """The whole browser session in a thread: a WebDriver call may wait for a page that this event loop
         serves, so none may run on the loop itself."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.wait import WebDriverWait
 
@@ -106,7 +107,8 @@ async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(si
             seen["chart_src"] = chart.get_attribute("src")[:30]
             seen["chart_width"] = driver.execute_script("return arguments[0].naturalWidth", chart)
             driver.find_element(By.XPATH, "//button[text()='I took it']").click()  # a POST form, not a link
-            WebDriverWait(driver, 20).until(lambda d: "Recorded" in d.find_element(By.TAG_NAME, "main").text)
+            WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(  # the old page's
+                lambda d: "Recorded" in d.find_element(By.TAG_NAME, "main").text)  # element while the new one loads
             seen["took"] = driver.find_element(By.TAG_NAME, "main").text
             driver.get(f"{site.base}/web/run?text=%2Fportfolio")
             seen["portfolio"] = driver.find_element(By.TAG_NAME, "main").text
@@ -114,7 +116,8 @@ async def test_log_in_by_link_see_a_signal_open_its_chart_change_a_preference(si
             driver.find_element(By.CSS_SELECTOR, "#pref-key option[value='confidence']").click()
             driver.find_element(By.ID, "pref-value").send_keys("60")
             driver.find_element(By.ID, "pref-save").click()
-            WebDriverWait(driver, 20).until(lambda d: "Preferences saved" in d.find_element(By.TAG_NAME, "main").text)
+            WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+                lambda d: "Preferences saved" in d.find_element(By.TAG_NAME, "main").text)
             seen["saved"] = driver.find_element(By.TAG_NAME, "main").text
             seen["shot"] = driver.save_screenshot(str(shot))
             return seen

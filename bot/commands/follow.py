@@ -22,7 +22,6 @@ from core.clock import Clock
 from core.domain import Decision, Feedback, Signal, SignalOutcome, Timeframe, User
 from core.errors import SignalBotError, UserInputError
 from core.portfolio import PaperPortfolio, paper_portfolio
-from storage.follow import TooManyWatched
 
 ACTIONS = {"took": "took", "take": "took", "taken": "took", "skipped": "skipped", "skip": "skipped",
            "closed": "closed", "close": "closed"}
@@ -194,10 +193,7 @@ async def change_watchlist(svc: CommandServices, user: User, action: str, symbol
     what was done, in words."""
     canonical = [svc.signal_service.instrument(s).symbol for s in symbols]
     if action == "add":
-        try:
-            new = await svc.store.watchlist.add(user.id, canonical)
-        except TooManyWatched as exc:
-            raise UserInputError(f"Not added: {exc}.") from None
+        new = await svc.store.watchlist.add(user.id, canonical)  # a full list: TooManyWatched, a UserInputError
         return f"Added {', '.join(new)}." if new else "Already on your watchlist."
     gone = await svc.store.watchlist.remove(user.id, canonical)
     return f"Removed {', '.join(gone)}." if gone else "None of those was on your watchlist."

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from bot.api import schemas
 from bot.api.access import Principal, caller_of
 from bot.api.follow import summary_out
-from bot.commands.follow import _day_move, last_close
+from bot.commands.follow import day_move, last_close
 from bot.commands.registry import dispatch
 from bot.views.doc import Doc
 from core.domain import Signal, Timeframe
@@ -70,7 +70,7 @@ def add_seed_routes(r: APIRouter, services: "Services", principal_of: Callable[.
         priced = await last_close(services, sym, now)
         if priced is None:
             raise HTTPException(503, f"no price for {sym} right now")
-        move = await _day_move(services, sym, now)
+        move = await day_move(services, sym, now)
         offered = list(services.signal_service.market.timeframes(sym))
         tf = min(offered, key=lambda t: t.duration) if offered else Timeframe.D1
         return schemas.Quote(symbol=sym, timeframe=tf.value, last=priced[0], closed_at=priced[1],

@@ -204,7 +204,7 @@ async def watch_quotes(svc: CommandServices, user: User) -> tuple[list[tuple[str
     """The user's watched symbols with (latest close, change from the last daily close), and their open signals."""
     symbols = await svc.store.watchlist.symbols_of(user.id)
     now = svc.clock.now()
-    rows = [(sym, await _day_move(svc, sym, now)) for sym in symbols]
+    rows = [(sym, await day_move(svc, sym, now)) for sym in symbols]
     open_by_symbol: dict[str, list[Signal]] = {}
     for s in await svc.store.signals.open_signals():
         if not s.shadow and s.symbol in symbols:
@@ -219,7 +219,7 @@ async def watchlist(ctx: CommandContext, args: WatchArgs) -> Doc:
     return watchlist_doc(rows, open_by_symbol, done)
 
 
-async def _day_move(svc: CommandServices, symbol: str, now: datetime) -> tuple[float, float | None] | None:
+async def day_move(svc: CommandServices, symbol: str, now: datetime) -> tuple[float, float | None] | None:
     """The latest close and its change from the last daily close before it (None: no price)."""
     last = await last_close(svc, symbol, now)
     if last is None:

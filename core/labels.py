@@ -173,8 +173,9 @@ def rule_trades(open_ns: np.ndarray, close_ns: np.ndarray, block: np.ndarray, en
 class RankingLabels:
     """Forward returns of every (day, stock) of a panel, as the ranking book trades them: bought at the next
     day's open, valued at the close `horizon` days later. `raw`: that return; `residual`: less the day's
-    cross-sectional mean (the equal-weight universe); `label`: the residual ranked across the day's stocks to
-    -0.5..0.5 (what the model learns); `end_ns`: the close time of the day the return is known (row-wise)."""
+    cross-sectional mean (the equal-weight universe) times the stock's beta as known on the day (1 where no beta
+    is given or known: the plain excess over the universe); `label`: the residual ranked across the day's stocks
+    to -0.5..0.5 (what the model learns); `end_ns`: the close time of the day the return is known (row-wise)."""
 
     raw: np.ndarray  # (days, stocks)
     residual: np.ndarray
@@ -182,7 +183,11 @@ class RankingLabels:
     end_ns: np.ndarray  # (days,), int64 max where the data ends first
 
 
-def ranking_labels(open_: np.ndarray, close: np.ndarray, close_ns: np.ndarray, horizon: int) -> RankingLabels:
+def ranking_labels(open_: np.ndarray, close: np.ndarray, close_ns: np.ndarray, horizon: int,
+                   beta: np.ndarray | None = None) -> RankingLabels:
+    """`beta` (days x stocks, from data up to each day): the label becomes the beta-hedged residual, the return
+    the stock made beyond what its market exposure earned, which is what the book's alpha is judged by; without
+    it a high-beta stock ranks first in every rising market for its beta alone."""
     t, n = close.shape
     raw = np.full((t, n), np.nan)
     end = np.full(t, np.iinfo(np.int64).max, dtype=np.int64)
@@ -192,6 +197,8 @@ def ranking_labels(open_: np.ndarray, close: np.ndarray, close_ns: np.ndarray, h
         end[: t - horizon] = close_ns[horizon:]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # days without any return
-        residual = raw - np.nanmean(raw, axis=1, keepdims=True)
+        market = np.nanmean(raw, axis=1, keepdims=True)
+    b = np.ones((t, n)) if beta is None else np.where(np.isfinite(beta), beta, 1.0)
+    residual = raw - b * market
     label = pd.DataFrame(residual).rank(axis=1, pct=True).to_numpy() - 0.5
     return RankingLabels(raw, residual, label, end)

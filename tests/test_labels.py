@@ -115,3 +115,32 @@ def test_forward_returns() -> None:
     ret, end = out[5]
     assert ret[0] == pytest.approx(6.0 / 1.0 - 1) and np.isnan(ret[-1])
     assert end[0] == pd.Timestamp(bars.index[5] + pd.Timedelta(days=1)).value
+
+
+def test_ranking_labels_hedge_each_stock_by_its_beta_known_on_the_day():
+    from core.labels import ranking_labels
+    rng = np.random.default_rng(5)
+    days, horizon = 60, 5
+    market = np.cumprod(1 + rng.normal(0.002, 0.01, days))
+    beta = np.array([0.5, 1.0, 2.0])
+    close = market[:, None] ** beta[None, :]  # stock j is exactly its beta times the market's log move
+    close = np.column_stack([close, market * np.cumprod(1 + rng.normal(0, 0.001, days))])
+    open_ = close.copy()  # bought at the open = the previous close, so the forward return is close to close
+    open_[1:] = close[:-1]
+    ns = np.arange(days, dtype=np.int64) * 86_400 * 10**9
+    betas = np.tile(np.append(beta, np.nan), (days, 1))
+    plain = ranking_labels(open_, close, ns, horizon)
+    hedged = ranking_labels(open_, close, ns, horizon, betas)
+    ok = slice(0, days - horizon)
+    expected_raw = close[horizon:] / open_[1: days - horizon + 1] - 1
+    np.testing.assert_allclose(plain.raw[ok], expected_raw)
+    mean = np.nanmean(expected_raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(plain.residual[ok], expected_raw - mean)
+    weights = np.append(beta, 1.0)  # an unknown beta counts as 1: the plain excess over the universe
+    np.testing.assert_allclose(hedged.residual[ok], expected_raw - weights * mean)
+    assert np.isnan(hedged.label[days - horizon:]).all() and np.isnan(hedged.residual[days - horizon:]).all()
+    # in a rising market the high-beta stock beats the low-beta one by its beta alone; hedged, most of that goes
+    up = np.flatnonzero(mean[:, 0] > 0.01)
+    assert len(up) and (plain.label[up, 2] > plain.label[up, 0]).all()
+    gap = lambda r: np.abs(r[ok, 2] - r[ok, 0]).mean()  # noqa: E731
+    assert gap(hedged.residual) < 0.5 * gap(plain.residual)

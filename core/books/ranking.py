@@ -2,7 +2,9 @@
 
 - Features: core.books.ranking_features (momentum, reversal, volatility, beta, 52-week high, ...), ranked
   across the day's stocks. Label: core.labels.ranking_labels, the stock's next-`horizon`-day return (bought at the
-  next open) less the universe's mean, ranked across the day's stocks (qlib's Alpha158 + LightGBM recipe).
+  next open) less its 252-day beta times the universe's mean, ranked across the day's stocks (qlib's Alpha158 +
+  LightGBM recipe, hedged for beta: the book is judged by its beta-hedged alpha, and a raw-return label ranks
+  high-beta stocks first in every rising market; `hedged_label=False` is qlib's plain label).
 - Models: one per calendar quarter, trained at the first trading day of the quarter on the `train_days` days
   before it whose labels had closed by then (a rolling window: the live service and a backtest that both hold
   the window train the same model). Before the final fit, a fit on the window less its last fifth (with a purge
@@ -63,6 +65,7 @@ class RankingConfig:
     min_price: float = 5.0
     min_features: int = 10
     costs_bps: float = 10.0
+    hedged_label: bool = True  # learn the beta-hedged residual return (the alpha the book is judged by)
     weekly: bool = True  # trade only on the first trading day of each week (stops still act every day)
     trees: TreeParams = field(default_factory=lambda: TreeParams(
         objective="regression", num_trees=200, learning_rate=0.05, num_leaves=31, min_data_in_leaf=500,
@@ -113,7 +116,8 @@ class RankingBook:
         self._raw = {k: raw[k] for k in ("mom_12_1", "rev_5_sector", "high_52w")}
         m = market_returns(self.panel.close)
         self._market_vol = pd.Series(m).rolling(21, min_periods=20).std().to_numpy() * math.sqrt(252)
-        self._labels = ranking_labels(self.panel.open, self.panel.close, self.panel.close_ns, self.config.horizon)
+        self._labels = ranking_labels(self.panel.open, self.panel.close, self.panel.close_ns, self.config.horizon,
+                                      raw["beta_252"] if self.config.hedged_label else None)
 
     def decide(self, t_ns: int, due: Sequence[Key], held: Sequence[Signal]) -> BookDecision:
         p = self.panel.last_closed(t_ns)

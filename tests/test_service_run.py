@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -54,11 +55,21 @@ def delivered_signal_ids(stdout: str) -> list[str]:
 
 def test_started_from_an_empty_directory_the_service_finds_its_shipped_models_and_backtests(tmp_path):
     """Shipped files are found from the package, not the working directory (issue 18, item 3)."""
-    proc = run_service(tmp_path, "/admin models\n/performance\n", 6, "--speed", "3600")
+    commands = ("/start\n/signal BTC-USDT 15m\n/watchlist add NVDA\n/screener rsi<30 sector=Technology\n/portfolio\n"
+                "/signal BTC-USDT\n/admin models\n/performance\n")  # the issue's demo, and what it needs shipped
+    proc = run_service(tmp_path, commands, 6, "--speed", "3600")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
+    answers = {block.split("\n", 1)[0]: block for block in out.split("\n\n> ")}
+    assert "15m is not offered" in answers["/signal BTC-USDT 15m"]  # no tier sells what is not scanned
+    watch = answers["/watchlist add NVDA"]
+    assert "Added NVDA" in watch and re.search(r"NVDA +\d+\.\d+ +[+-]\d+\.\d+%", watch), watch
+    assert re.search(r"\d+ (of \d+ )?instruments", answers["/screener rsi<30 sector=Technology"])
+    assert "paper portfolio" in answers["/portfolio"]
+    assert "Ensemble vote" in answers["/signal BTC-USDT"] and "Last close" in answers["/signal BTC-USDT"]
     assert "No model manifests" not in out and "model versions" in out, out[-3000:]
     assert "reversion-crypto-1d" in out or "pullback-crypto-1d" in out
+    assert "champion" in answers["/admin models"]
     assert "Backtest" in out or "backtest" in out, out[-3000:]
     assert list(tmp_path.iterdir()) == [tmp_path / "svc.db"] or all(
         p.name.startswith("svc.db") for p in tmp_path.iterdir())  # nothing but the database was written here

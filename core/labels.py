@@ -198,7 +198,7 @@ def ranking_labels(open_: np.ndarray, close: np.ndarray, close_ns: np.ndarray, h
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # days without any return
         market = np.nanmean(raw, axis=1, keepdims=True)
-    b = np.ones((t, n)) if beta is None else np.where(np.isfinite(beta), beta, 1.0)
+    b = 1.0 if beta is None else np.where(np.isfinite(beta), beta, 1.0)
     residual = raw - b * market
     label = pd.DataFrame(residual).rank(axis=1, pct=True).to_numpy() - 0.5
     return RankingLabels(raw, residual, label, end)

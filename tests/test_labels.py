@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from core.domain import AssetClass, Direction, Signal, SignalStatus, Timeframe
-from core.labels import EXPIRED, STOP, TARGET, UNRESOLVED, barrier_labels, expiry_ns, forward_returns
+from core.labels import EXPIRED, STOP, TARGET, UNRESOLVED, barrier_labels, expiry_ns, forward_returns, ranking_labels
 from core.market_data.resample import index_ns
 from core.signals.levels import expiry
 from tests.conftest import make_bars
@@ -118,7 +118,6 @@ def test_forward_returns() -> None:
 
 
 def test_ranking_labels_hedge_each_stock_by_its_beta_known_on_the_day():
-    from core.labels import ranking_labels
     rng = np.random.default_rng(5)
     days, horizon = 60, 5
     market = np.cumprod(1 + rng.normal(0.002, 0.01, days))

@@ -53,6 +53,7 @@ from core.books import SETUPS, make_books, parse_families
 from core.signals.engine import SignalEngine
 from core.signals.narrative import Narrator
 from core.signals.service import SignalService
+from core.signals.thesis_watch import ThesisWatch
 from core.signals.tracker import LifecycleTracker
 from storage import Stores, open_stores
 from storage.leadership import lock_for
@@ -103,7 +104,8 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
                     default_registry(), notices, upkeep,
                     payments=Payments.from_settings(settings, store, notify=tell_tier_change), news=news,
                     # offline markets are simulated or replayed: nothing there to train a champion on
-                    retrain=upkeep.retrain if settings.market == "live" else None)
+                    retrain=upkeep.retrain if settings.market == "live" else None,
+                    thesis=ThesisWatch(market, engine, store.signals, bus, clock))
 
 
 def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[int]]:
@@ -206,6 +208,8 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
         scheduler.every(settings.retrain_interval_hours * 3600, services.retrain, "retrain", leader_only=True)
     scheduler.every(settings.scan_interval, services.signal_service.scan, "scan", leader_only=True)
     scheduler.every(settings.track_interval, services.tracker.update, "track", leader_only=True)
+    if services.thesis is not None:  # after a bar closes, like the tracker: what turned against an open signal
+        scheduler.every(settings.track_interval, services.thesis.check, "thesis", leader_only=True)
     if payments is not None:  # grace periods ending, Stars expiring
         scheduler.every(300, payments.review, "billing-review", leader_only=True)
     if setup.update is not None:

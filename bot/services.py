@@ -17,6 +17,7 @@ from core.instruments import InstrumentRegistry
 from core.models.live import ModelUpkeep
 from core.ports import MarketData
 from core.signals.service import SignalService
+from core.signals.thesis_watch import ThesisWatch
 from core.signals.tracker import LifecycleTracker
 from storage import Stores
 
@@ -39,6 +40,7 @@ class Services:
     payments: Payments | None = None  # None: no payment provider configured
     news: NewsJob | None = None  # the news job (None: no news source configured); /admin models shows it
     retrain: Callable[[], Awaitable[object]] | None = None  # /admin retrain (live markets only)
+    thesis: ThesisWatch | None = None  # replies to open signals whose evidence turned (None: not watched)
 
     def is_admin(self, caller: Caller) -> bool:
         """Admins are configured numeric platform ids; the local console operator is one by construction."""

@@ -113,6 +113,7 @@ class DeliveryStatus(enum.StrEnum):
 class DeliveryKind(enum.StrEnum):
     SIGNAL = "signal"
     EXIT = "exit"
+    UPDATE = "update"  # the evidence behind an open signal changed (core.thesis): a reply to the signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,19 @@ class Signal:
         """Issued while its scope's strategy breaker was tripped (core.breaker): tracked like any signal so the
         breaker can see it recover, never delivered, never in the track record."""
         return "shadow" in self.evidence
+
+
+@dataclass(frozen=True, slots=True)
+class SignalUpdate:
+    """What changed in the evidence behind an open signal (core.thesis), told once as a reply to it."""
+
+    signal_id: str
+    at: datetime  # the market time it was seen
+    changes: tuple[str, ...]  # each in plain words, e.g. "the trend turned against it: ..."
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.changes)
 
 
 @dataclass(frozen=True, slots=True)

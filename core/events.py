@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from core.domain import Signal, SignalOutcome
+from core.domain import Signal, SignalOutcome, SignalUpdate
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ class SignalIssued:
 class SignalClosed:
     signal: Signal
     outcome: SignalOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class SignalUpdated:
+    """The evidence behind an open signal changed (core.thesis); stored before it is published."""
+
+    signal: Signal
+    update: SignalUpdate
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from core.domain import (
     Preferences,
     Signal,
     SignalOutcome,
+    SignalUpdate,
     Tier,
     Timeframe,
     User,
@@ -86,6 +87,13 @@ class SignalRepository(Protocol):
         ...
     async def exit_requests(self, ids: Collection[str]) -> dict[str, tuple[datetime, str]]:
         """id -> (decision time, reason) of the stored exit decisions among these signals."""
+        ...
+    async def record_update(self, update: SignalUpdate, *, fan_out: bool = False) -> bool:
+        """Store what turned against an open signal (core.thesis); a signal keeps its first update only (False:
+        it had one). `fan_out`: its pending fan-out recorded in the same transaction."""
+        ...
+    async def updates(self, ids: Collection[str]) -> dict[str, SignalUpdate]:
+        """id -> the stored update of each of these signals that has one."""
         ...
     async def outcomes_since(self, since: datetime) -> list[tuple[Signal, SignalOutcome]]: ...
     async def recent_outcomes(self, limit: int) -> list[tuple[Signal, SignalOutcome]]: ...

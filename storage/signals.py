@@ -8,12 +8,12 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from core.clock import Clock, SystemClock
-from core.domain import DeliveryKind, Signal, SignalOutcome, Timeframe
+from core.domain import DeliveryKind, Signal, SignalOutcome, SignalUpdate, Timeframe
 from storage import chain
 from storage.database import IN_CHUNK, Database
 from storage.outbox import record_fanouts
 from storage.rows import closed_signals, outcome_row, require_aware, signal_and_outcome, signal_row, to_outcome, to_signal
-from storage.tables import EXITS, OUTCOMES, SIGNALS
+from storage.tables import EXITS, OUTCOMES, SIGNALS, UPDATES
 
 
 class SignalStore:
@@ -141,6 +141,31 @@ class SignalStore:
             chunk = wanted[start: start + IN_CHUNK]
             rows = await self._db.fetch(sa.select(EXITS).where(EXITS.c.signal_id.in_(chunk)))
             out.update({r._mapping["signal_id"]: (r._mapping["decided_at"], r._mapping["reason"]) for r in rows})
+        return out
+
+    async def record_update(self, update: SignalUpdate, *, fan_out: bool = False) -> bool:
+        """Store what turned against an open signal; only the first update of a signal is kept (False: it had
+        one). `fan_out`: its pending fan-out recorded in the same transaction."""
+        row = {"signal_id": update.signal_id, "at": require_aware(update.at), "changes": json.dumps(list(update.changes))}
+        stmt = self._db.insert(UPDATES).on_conflict_do_nothing(index_elements=[UPDATES.c.signal_id])
+        async with self._db.engine.begin() as conn:
+            if (await conn.execute(sa.select(UPDATES.c.signal_id).where(
+                    UPDATES.c.signal_id == update.signal_id))).first() is not None:
+                return False
+            await conn.execute(stmt, row)
+            if fan_out:
+                await record_fanouts(self._db, conn, [(update.signal_id, DeliveryKind.UPDATE)], self._clock.now())
+            return True
+
+    async def updates(self, ids: Collection[str]) -> dict[str, SignalUpdate]:
+        """The stored updates of these signals, by id."""
+        out: dict[str, SignalUpdate] = {}
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start: start + IN_CHUNK]
+            for r in await self._db.fetch(sa.select(UPDATES).where(UPDATES.c.signal_id.in_(chunk))):
+                m = r._mapping
+                out[m["signal_id"]] = SignalUpdate(m["signal_id"], m["at"], tuple(json.loads(m["changes"])))
         return out
 
     async def outcomes_since(self, since: datetime) -> list[tuple[Signal, SignalOutcome]]:

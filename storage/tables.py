@@ -120,6 +120,16 @@ class SignalExitRow(SQLModel, table=True):
     reason: str = Field(default="", sa_type=sa.Text)
 
 
+class SignalUpdateRow(SQLModel, table=True):
+    """What turned against an open signal (core.thesis), told once as a reply to it: one row per signal."""
+
+    __tablename__ = "signal_updates"
+
+    signal_id: str = Field(primary_key=True, foreign_key="signals.id", ondelete="CASCADE")
+    at: datetime = _utc()
+    changes: str = Field(default="[]", sa_type=sa.Text)  # JSON list of plain-words changes
+
+
 class ChainRow(SQLModel, table=True):
     """The public track record's hash chain (storage.chain): one entry per signal issued and per outcome
     recorded, each hashed with the one before. No foreign key: a deleted signal's entry stays, as its proof."""
@@ -238,6 +248,7 @@ BARS = _table(BarRow)
 SIGNALS = _table(SignalRow)
 OUTCOMES = _table(SignalOutcomeRow)
 EXITS = _table(SignalExitRow)
+UPDATES = _table(SignalUpdateRow)
 USERS = _table(UserRow)
 PREFERENCES = _table(PreferencesRow)
 CHAIN = _table(ChainRow)

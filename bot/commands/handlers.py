@@ -143,7 +143,8 @@ LAST_PRICE_SECONDS = 2.0  # /signals waits at most this long for the latest clos
 
 async def list_signals(ctx: CommandContext, _: None) -> Doc:
     active = [s for s in await ctx.services.store.signals.open_signals() if not s.shadow]
-    doc = signals_list_doc(active, await last_closes(ctx, active))
+    updates = await ctx.services.store.signals.updates([s.id for s in active]) if active else {}
+    doc = signals_list_doc(active, await last_closes(ctx, active), updates)
     return with_pauses(doc, ctx.services.signal_service.paused())
 
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.transports.base import Resume, Transport
 from bot.views.doc import Doc
-from core.domain import DeliveryKind, RiskTolerance, Signal, SignalOutcome, User
+from core.domain import DeliveryKind, RiskTolerance, Signal, SignalOutcome, SignalUpdate, User
 from core.ports import Repositories
 
 
@@ -33,9 +33,10 @@ class Outgoing:
     signal: Signal
     outcome: SignalOutcome | None  # set for exits
     doc: Doc
-    reply_to: str | None = None  # the platform's reference of the message an exit answers
+    reply_to: str | None = None  # the platform's reference of the message an exit or update answers
     risk: RiskTolerance = RiskTolerance.MEDIUM  # the recipient's, for the position size
     resume: Resume | None = None  # an earlier attempt sent part of it (a chart, not the text): send the rest
+    update: SignalUpdate | None = None  # set for thesis updates
 
 
 @runtime_checkable

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.delivery.channel import Address, Outgoing
-from bot.delivery.payloads import email_parts, webhook_body
+from bot.delivery.payloads import EVENTS, email_parts, webhook_body
 from bot.delivery.worker import DeliveryWorker
 from bot.settings import Settings
 from bot.transports.email import EmailTransport, SmtpConfig
 from bot.transports.webhook import WebhookTransport
 from core.clock import Clock
-from core.domain import DeliveryKind, User
+from core.domain import User
 from core.tiers import entitlements
 from core.ports import ChannelRepository, Repositories
 
@@ -68,7 +68,7 @@ class WebhookChannel(_AddressBookChannel):
         if not address.secret:
             raise ValueError("a webhook address needs its secret")
         body = webhook_body(message, self.clock.now(), address.format)
-        event = "signal.exit" if message.kind is DeliveryKind.EXIT else "signal.issued"
+        event = EVENTS[message.kind]
         return await self.transport.post(address.target, address.secret, body, delivery_id=str(message.delivery_id),
                                          event=event)
 

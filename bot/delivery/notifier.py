@@ -1,4 +1,4 @@
-"""Notifier: turns issued and closed signals into outbox rows for exactly the admitted recipients.
+"""Notifier: turns issued, updated and closed signals into outbox rows for exactly the admitted recipients.
 
 A signal goes to each admitted user on their chat platform (when a worker serves it) and, for tiers entitled to
 them, on the extra channels (email, webhook) where the user set an address. The fan-out is one read of the
@@ -13,8 +13,8 @@ from datetime import datetime
 
 from core.audience import Admission, admit_many
 from core.clock import Clock
-from core.domain import DeliveryKind, User
-from core.events import SignalClosed, SignalIssued
+from core.domain import DeliveryKind, Signal, User
+from core.events import SignalClosed, SignalIssued, SignalUpdated
 from core.tiers import entitlements
 from core.ports import ChannelRepository, Repositories, WatchlistRepository
 
@@ -77,7 +77,13 @@ class Notifier:
 
     async def on_signal_closed(self, event: SignalClosed) -> int:
         """Post the exit wherever the signal was delivered, as a reply to that message."""
-        signal = event.signal
+        return await self._replies(event.signal, DeliveryKind.EXIT)
+
+    async def on_signal_updated(self, event: SignalUpdated) -> int:
+        """Post what turned against an open signal wherever it was delivered, as a reply to that message."""
+        return await self._replies(event.signal, DeliveryKind.UPDATE)
+
+    async def _replies(self, signal: Signal, kind: DeliveryKind) -> int:
         receipts = await self.store.outbox.signal_receipts(signal.id)
         served = self.channels | set(self.extra_channels)
         users = await self.store.users.users_by_ids({uid for uid, _, _ in receipts})
@@ -86,7 +92,7 @@ class Notifier:
             user = users.get(user_id)
             if user is None or not user.active or channel not in served:
                 continue
-            rows.append((signal.id, user_id, DeliveryKind.EXIT, channel, None, ref))
-        inserted = await self.store.outbox.enqueue(rows, fanout=(signal.id, DeliveryKind.EXIT))
+            rows.append((signal.id, user_id, kind, channel, None, ref))
+        inserted = await self.store.outbox.enqueue(rows, fanout=(signal.id, kind))
         self.wake()
         return inserted

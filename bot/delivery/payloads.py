@@ -9,23 +9,28 @@ from typing import Any
 from bot.delivery.channel import Outgoing
 from bot.views.telegram_html import render_html
 from bot.views.text import render_text
-from core.domain import DeliveryKind, Signal, SignalOutcome
+from core.domain import DeliveryKind, Signal, SignalOutcome, SignalUpdate
 from core.risk import resize
 
 WEBHOOK_VERSION = 1
+EVENTS = {DeliveryKind.SIGNAL: "signal.issued", DeliveryKind.EXIT: "signal.exit", DeliveryKind.UPDATE: "signal.update"}
+SEED_EVENTS = {DeliveryKind.SIGNAL: "new_signal", DeliveryKind.EXIT: "signal_closed",
+               DeliveryKind.UPDATE: "signal_update"}
 
 
 def webhook_payload(message: Outgoing, sent_at: datetime) -> dict[str, Any]:
     """The webhook's JSON document (times ISO 8601 UTC; returns and sizes as fractions)."""
     body: dict[str, Any] = {
         "version": WEBHOOK_VERSION,
-        "event": "signal.exit" if message.kind is DeliveryKind.EXIT else "signal.issued",
+        "event": EVENTS[message.kind],
         "delivery_id": str(message.delivery_id),
         "sent_at": sent_at.isoformat(),
         "signal": signal_fields(message.signal, message),
     }
     if message.outcome is not None:
         body["exit"] = outcome_fields(message.outcome)
+    if message.update is not None:
+        body["update"] = update_fields(message.update)
     return body
 
 
@@ -64,6 +69,10 @@ def outcome_fields(o: SignalOutcome) -> dict[str, Any]:
     }
 
 
+def update_fields(u: SignalUpdate) -> dict[str, Any]:
+    return {"at": u.at.isoformat(), "changes": list(u.changes)}
+
+
 WEBHOOK_FORMATS = ("v1", "seed")
 
 
@@ -73,7 +82,7 @@ def seed_payload(message: Outgoing, sent_at: datetime) -> dict[str, Any]:
     s, o = message.signal, message.outcome
     body: dict[str, Any] = {
         "format": "seed-1",
-        "event": "signal_closed" if message.kind is DeliveryKind.EXIT else "new_signal",
+        "event": SEED_EVENTS[message.kind],
         "delivery_id": str(message.delivery_id),
         "timestamp": sent_at.isoformat(),
         "signal_id": s.id,
@@ -93,6 +102,8 @@ def seed_payload(message: Outgoing, sent_at: datetime) -> dict[str, Any]:
     if o is not None:
         body.update({"status": o.status.value, "fill_price": o.fill_price, "exit_price": o.exit_price,
                      "exit_time": o.exit_time.isoformat(), "pnl": o.net_return})
+    if message.update is not None:
+        body.update({"update_time": message.update.at.isoformat(), "changes": list(message.update.changes)})
     return body
 
 

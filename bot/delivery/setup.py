@@ -24,7 +24,7 @@ from bot.transports.base import Transport
 from bot.views.signal_chart import SignalCharts
 from core.clock import Clock
 from core.domain import DeliveryKind
-from core.events import SignalClosed, SignalIssued
+from core.events import SignalClosed, SignalIssued, SignalUpdated
 from core.ports import Repositories
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ async def start_delivery(settings: Settings, services: Services, chat_transports
     delivery = Delivery(workers, notifier, extra, {t.name: t for t in chat_transports}, clock, services)
     services.bus.subscribe(SignalIssued, notifier.on_signal_issued)
     services.bus.subscribe(SignalClosed, notifier.on_signal_closed)
+    services.bus.subscribe(SignalUpdated, notifier.on_signal_updated)
     requeued = await store.outbox.requeue_stale_sending()
     if requeued:
         log.warning("%d deliveries interrupted by the last stop are queued again (they may be sent twice)",
@@ -101,16 +102,20 @@ async def recover_fanouts(store: Repositories, notifier: Notifier, recorded_befo
     pending fan-out in one transaction; the notifier marks it done in the one that queues the deliveries), or
     what a failed queueing left (the database refused the notifier's write: `recorded_before` a minute ago, run
     on a schedule; queueing is idempotent, so one that races the notifier adds nothing). A signal that has
-    closed since is not sent any more (its exit, if any, follows the receipts)."""
+    closed since is not sent any more, nor its update (its exit, if any, follows the receipts)."""
     count = 0
     for signal_id, kind in await store.outbox.pending_fanouts(recorded_before):
         signal, outcome = await store.signals.get_signal(signal_id), await store.signals.get_outcome(signal_id)
-        if signal is None or (kind is DeliveryKind.SIGNAL and outcome is not None) \
-                or (kind is DeliveryKind.EXIT and outcome is None):
+        update = (await store.signals.updates([signal_id])).get(signal_id) if kind is DeliveryKind.UPDATE else None
+        if signal is None or (kind is DeliveryKind.EXIT) == (outcome is None) \
+                or (kind is DeliveryKind.UPDATE and update is None):
             await store.outbox.fanout_done(signal_id, kind)
             continue
         if kind is DeliveryKind.SIGNAL:
             await notifier.on_signal_issued(SignalIssued(signal))
+        elif kind is DeliveryKind.UPDATE:
+            assert update is not None
+            await notifier.on_signal_updated(SignalUpdated(signal, update))
         else:
             assert outcome is not None
             await notifier.on_signal_closed(SignalClosed(signal, outcome))

@@ -50,7 +50,7 @@ from bot.delivery.channel import Address, Channel, ChatChannel, Outgoing
 from bot.delivery.retry import RetryPolicy
 from bot.transports.base import Resume, Transport
 from bot.views.doc import Doc, Image
-from bot.views.signals import exit_doc, signal_doc
+from bot.views.signals import exit_doc, signal_doc, update_doc
 from core.clock import Clock
 from core.domain import (Delivery, DeliveryKind, DeliveryStatus, DeliveryUpdate, RiskTolerance, Signal, SignalOutcome,
                          SignalStatus, User)
@@ -200,6 +200,8 @@ class DeliveryWorker:
         for signal_id in sorted({d.signal_id for d in due}):
             signals[signal_id] = await self.store.signals.get_signal(signal_id)
             outcomes[signal_id] = await self.store.signals.get_outcome(signal_id)
+        updated = sorted({d.signal_id for d in due if d.kind is DeliveryKind.UPDATE})
+        updates = await self.store.signals.updates(updated) if updated else {}
         ruled = [i for i, o in outcomes.items() if o is not None and o.status is SignalStatus.EXIT]
         reasons = {i: why for i, (_, why) in (await self.store.signals.exit_requests(ruled)).items()} if ruled else {}
         active = [u for u in users.values() if u.active]
@@ -209,7 +211,8 @@ class DeliveryWorker:
         skipped: list[DeliveryUpdate] = []
         for d in due:
             user, signal, outcome = users.get(d.user_id), signals[d.signal_id], outcomes[d.signal_id]
-            reason = _skip_reason(d, user, signal, outcome, addresses.get(d.user_id), now)
+            reason = _skip_reason(d, user, signal, outcome, addresses.get(d.user_id), now,
+                                  d.signal_id in updates)
             if reason is not None:
                 skipped.append(DeliveryUpdate(d.id, DeliveryStatus.SKIPPED, error=reason))
                 continue
@@ -229,12 +232,16 @@ class DeliveryWorker:
             key = (signal.id, d.kind, user.preferences.risk, image is not None)
             doc = docs.get(key)
             if doc is None:
-                doc = (exit_doc(signal, outcome, reasons.get(signal.id))
-                       if d.kind is DeliveryKind.EXIT and outcome is not None
-                       else signal_doc(signal, user.preferences.risk))
+                if d.kind is DeliveryKind.EXIT and outcome is not None:
+                    doc = exit_doc(signal, outcome, reasons.get(signal.id))
+                elif d.kind is DeliveryKind.UPDATE:
+                    doc = update_doc(signal, updates[signal.id])
+                else:
+                    doc = signal_doc(signal, user.preferences.risk)
                 docs[key] = doc = doc if image is None else dataclasses.replace(doc, image=image)
             message = Outgoing(d.id, d.kind, signal, outcome if d.kind is DeliveryKind.EXIT else None, doc, d.reply_to,
-                               user.preferences.risk, Resume(*progress) if progress else None)
+                               user.preferences.risk, Resume(*progress) if progress else None,
+                               updates.get(signal.id) if d.kind is DeliveryKind.UPDATE else None)
             planned.append(_Planned(d, user, addresses[d.user_id], message))
         if skipped:
             await self.store.outbox.record_attempts(skipped)
@@ -330,7 +337,7 @@ class DeliveryWorker:
 
 
 def _skip_reason(d: Delivery, user: User | None, signal: Signal | None, outcome: SignalOutcome | None,
-                 address: Address | None, now: datetime) -> str | None:
+                 address: Address | None, now: datetime, has_update: bool) -> str | None:
     if user is None or not user.active:
         return "user inactive"
     if signal is None:
@@ -338,6 +345,10 @@ def _skip_reason(d: Delivery, user: User | None, signal: Signal | None, outcome:
     if d.kind is DeliveryKind.EXIT:
         if outcome is None:
             return "no outcome recorded"
+    elif d.kind is DeliveryKind.UPDATE and not has_update:
+        return "no update recorded"
+    elif d.kind is DeliveryKind.UPDATE and outcome is not None:
+        return "signal closed before its update could be sent (its exit says how)"
     elif outcome is not None:
         return "signal closed before it could be delivered (quiet hours)"
     elif signal.expires_at <= now:

@@ -8,7 +8,7 @@ from bot.views.doc import Button, Doc, Table
 from bot.views.formatting import pct, price, when
 from bot.views.track import BACKTEST_NOTE, backtest_section
 from core.backtest.metrics import calibration, has_probability
-from core.domain import Direction, RiskTolerance, Signal, SignalOutcome, SignalStatus
+from core.domain import Direction, RiskTolerance, Signal, SignalOutcome, SignalStatus, SignalUpdate
 from core.performance import PerformanceSummary, summarize
 from core.risk import resize
 from core.signals.engine import Analysis
@@ -84,6 +84,23 @@ def exit_doc(s: Signal, o: SignalOutcome, reason: str | None = None) -> Doc:
     )
 
 
+def update_doc(s: Signal, u: SignalUpdate) -> Doc:
+    """What turned against an open signal (core.thesis), posted as a reply to it: the levels stand (the service
+    changes no signal once issued); the subscriber decides, and one tap records a close at market."""
+    return Doc(
+        heading=f"Thesis changed: {s.direction.verb} {s.symbol} ({s.timeframe})",
+        fields=tuple(("What changed", c) for c in u.changes) + (
+            ("Seen", when(u.at)),
+            ("Levels", f"entry {price(s.entry)}, target {price(s.target)}, stop {price(s.stop)} (unchanged)"),
+            ("Signal", s.id),
+        ),
+        note="The signal stays tracked to its target, stop or expiry in the record. "
+             "If you hold it, this is the moment to decide.",
+        buttons=(Button("Closed at market", f"/feedback {s.id} closed"),),
+        tone="warning",
+    )
+
+
 def analysis_doc(a: Analysis, active: Signal | None, risk_check: str | None = None) -> Doc:
     """/signal's answer. `risk_check`: the risk manager's verdict on the idea itself ("" passes, else why it
     fails: then the service issues no signal for it); None when there is no idea to check."""
@@ -133,9 +150,11 @@ def vote_breakdown(votes: Sequence[Vote]) -> str:
     return ", ".join(f"{v.voter.replace('_', ' ')} {v.score:+.2f} x{v.weight:.2f}" for v in votes) or "none"
 
 
-def signals_list_doc(signals: Sequence[Signal], last: Mapping[str, float] | None = None) -> Doc:
+def signals_list_doc(signals: Sequence[Signal], last: Mapping[str, float] | None = None,
+                     updates: Mapping[str, SignalUpdate] | None = None) -> Doc:
     """The active signals; with `last` (signal id -> the latest close), the price now and the open P&L from the
-    entry level (direction-adjusted, before costs)."""
+    entry level (direction-adjusted, before costs); with `updates`, what turned against those whose thesis
+    changed (core.thesis)."""
     if not signals:
         return Doc(heading="No active signals", body="Nothing is open right now. /signal SYMBOL analyses any instrument on demand.")
     last = last or {}
@@ -153,7 +172,10 @@ def signals_list_doc(signals: Sequence[Signal], last: Mapping[str, float] | None
                   price(s.stop), str(s.confidence), when(s.expires_at))
                  for s in sorted(signals, key=lambda s: s.issued_at, reverse=True))
     headers = ("symbol", "tf", "side", "entry", *(("now", "P&L") if last else ()), "target", "stop", "conf", "expires")
+    changed = [f"{s.symbol} {s.timeframe} {s.direction.verb}: thesis changed {when(u.at)}: {u.text}"
+               for s in signals if (u := (updates or {}).get(s.id)) is not None]
     return Doc(heading=f"{len(signals)} active signal{'s' if len(signals) != 1 else ''}", table=Table(headers, rows),
+               body="\n".join(changed),
                note="P&L: from the entry level to the latest close, before costs." if last else "")
 
 

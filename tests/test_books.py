@@ -13,6 +13,7 @@ from core.backtest.walk import Backtester, BacktestConfig, book_bars
 from core.backtest.candidates import Series
 from core.books.base import BookBars, Record
 from core.books.ranking import RankingBook, RankingConfig
+from core.books.ranking_features import _beta_and_idio, _residual_momentum
 from core.books.trend import TrendBook, TrendConfig
 from core.domain import AssetClass, Direction, Instrument, Signal, SignalStatus, Timeframe
 from core.labels import rule_trades
@@ -194,6 +195,26 @@ def stock_universe(n_stocks: int = 60, days: int = 700) -> dict:
 
 SMALL = RankingConfig(train_days=250, min_train_rows=4_000, top_k=8, sector_cap=8, weekly=False,
                       trees=TreeParams(objective="regression", num_trees=30, num_leaves=7, min_data_in_leaf=50))
+
+
+def test_residual_momentum_ranks_the_stock_with_alpha_first_not_the_one_with_beta():
+    """In a rising market raw 12-1 momentum ranks the high-beta stock first for its beta alone; the residual
+    momentum that replaced it ranks the stock that beat its beta (a small daily alpha) first."""
+    rng = np.random.default_rng(1)
+    days = 600
+    m = 0.002 + 0.01 * rng.standard_normal(days)  # a rising market
+    rets = {"beta2": 2.0 * m, "beta05": 0.5 * m, "alpha": 1.0 * m + 0.0006, **{f"s{i}": m for i in range(10)}}
+    rets = {k: v + 0.004 * rng.standard_normal(days) for k, v in rets.items()}
+    close = pd.DataFrame({k: 100 * np.cumprod(1 + v) for k, v in rets.items()})
+    r = close / close.shift(1) - 1.0
+    market = r.mean(axis=1)
+    assert market.iloc[-252:-21].sum() > 0.2  # the premise: the market rose over the window
+    beta, _ = _beta_and_idio(r, market)
+    res = _residual_momentum(r, market, beta).iloc[-1]
+    raw = (close.shift(21) / close.shift(252) - 1.0).iloc[-1]
+    assert raw.idxmax() == "beta2" and res.idxmax() == "alpha"
+    full = _residual_momentum(r, market, beta)
+    assert full.iloc[:240].isna().all().all() and full.iloc[260:].notna().all().all()  # a (near) full year of past
 
 
 def test_ranking_decisions_read_only_bars_closed_by_the_decision():

@@ -33,7 +33,7 @@ import pandas as pd
 
 from core.books.base import BookBars, BookDecision, Exit, Key, Record, time_of
 from core.books.panel import Panel
-from core.books.ranking_features import FEATURES, HISTORY, feature_cube, market_returns, raw_features
+from core.books.ranking_features import HISTORY, feature_cube, features, market_returns, raw_features
 from core.domain import AssetClass, Direction, Signal, Timeframe
 from core.features.sectors import sector_group
 from core.labels import ranking_labels
@@ -66,6 +66,7 @@ class RankingConfig:
     min_features: int = 10
     costs_bps: float = 10.0
     hedged_label: bool = True  # learn the beta-hedged residual return (the alpha the book is judged by)
+    residual_momentum: bool = True  # 12-1 momentum of residual returns in place of raw 12-1 (ranking_features)
     weekly: bool = True  # trade only on the first trading day of each week (stops still act every day)
     trees: TreeParams = field(default_factory=lambda: TreeParams(
         objective="regression", num_trees=200, learning_rate=0.05, num_leaves=31, min_data_in_leaf=500,
@@ -91,7 +92,8 @@ class RankingBook:
         self.panel = Panel.of([])
         self.models: dict[str, RankingModel] = {}
         self.scores: dict[int, np.ndarray] = {}  # day row -> the model's score of each stock (NaN: not ranked)
-        self._cube = np.empty((0, 0, len(FEATURES)))
+        self.features = features(self.config.residual_momentum)
+        self._cube = np.empty((0, 0, len(self.features)))
 
     @property
     def lookback(self) -> int:
@@ -108,10 +110,10 @@ class RankingBook:
         self._column = {s: j for j, s in enumerate(self.panel.symbols)}
         self.scores = {}
         if len(mine) < MIN_UNIVERSE:
-            self._cube = np.empty((len(self.panel), len(mine), len(FEATURES)))
+            self._cube = np.empty((len(self.panel), len(mine), len(self.features)))
             return
         raw = raw_features(self.panel, self.sectors)
-        self._cube = feature_cube(raw)
+        self._cube = feature_cube(raw, self.features)
         self._vol = raw["vol_63"]
         self._raw = {k: raw[k] for k in ("mom_12_1", "rev_5_sector", "high_52w")}
         m = market_returns(self.panel.close)
@@ -190,10 +192,10 @@ class RankingBook:
         if len(y) < cfg.min_train_rows:
             return None
         record, ic = self._holdout(days)
-        return RankingModel(quarter, cutoff, fit_trees(x, y, list(FEATURES), cfg.trees), record, ic, len(y))
+        return RankingModel(quarter, cutoff, fit_trees(x, y, list(self.features), cfg.trees), record, ic, len(y))
 
     def _rows(self, days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = self._cube[days].reshape(-1, len(FEATURES))
+        x = self._cube[days].reshape(-1, len(self.features))
         y = self._labels.label[days].reshape(-1)
         d = np.repeat(days, self._cube.shape[1])
         ok = np.isfinite(y) & (np.isfinite(x).sum(axis=1) >= self.config.min_features)
@@ -207,7 +209,7 @@ class RankingBook:
         x, y, _ = self._rows(early)
         if len(y) < cfg.min_train_rows // 2 or len(late) == 0:
             return None, None
-        trees = fit_trees(x, y, list(FEATURES), cfg.trees)
+        trees = fit_trees(x, y, list(self.features), cfg.trees)
         picks, ics = [], []
         for day in late.tolist():
             score = self._score(day, trees)

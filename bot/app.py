@@ -6,11 +6,11 @@ import contextlib
 import hashlib
 import logging
 import signal as os_signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.alerts import ChatAlerts, admin_notifier
 from bot.commands.billing import billing_commands
@@ -39,6 +39,7 @@ from bot.views.doc import Doc
 from bot.markets import MarketSetup, live_market, offline_market
 from bot.news_job import NewsJob, build_news_job
 from core.clock import Clock, SystemClock
+from core.domain import Timeframe
 from core.errors import DeliveryError
 from core.billing import TierChange
 from core.breaker import SERVICE_LIMITS
@@ -106,6 +107,30 @@ async def build_services(settings: Settings, market: MarketData, clock: Clock, *
                     # offline markets are simulated or replayed: nothing there to train a champion on
                     retrain=upkeep.retrain if settings.market == "live" else None,
                     thesis=ThesisWatch(market, engine, store.signals, bus, clock))
+
+
+def bar_reactor(services: Services, leads: Callable[[], bool]
+                ) -> tuple[Callable[[str, Timeframe], None], Callable[[], Coroutine[Any, Any, None]]]:
+    """(tell, run): `tell` is called for each streamed bar that closed; `run` (a task) has the leader scan and
+    track at once. Bars that close together (every pair's hour) are one scan: the scan reads whatever is fresh."""
+    closed = asyncio.Event()
+
+    def tell(symbol: str, timeframe: Timeframe) -> None:
+        closed.set()
+
+    async def run() -> None:
+        while True:
+            await closed.wait()
+            closed.clear()
+            if not leads():
+                continue
+            try:
+                await services.signal_service.scan()
+                await services.tracker.update()
+            except Exception:  # the scheduled scan runs anyway; the next closed bar tries again
+                log.exception("scan on a streamed bar failed")
+
+    return tell, run
 
 
 def pause_announcer(services: Services) -> Callable[[StrategyPaused], Awaitable[int]]:
@@ -226,6 +251,11 @@ async def run_service(settings: Settings, opts: RunOptions, stdin: TextIO | None
     tasks = [asyncio.create_task(w.run(), name=f"delivery-{w.channel}") for w in delivery.workers]
     tasks.append(asyncio.create_task(heartbeats(services, settings.leader_interval), name="heartbeat"))
     tasks.append(asyncio.create_task(leader.run(), name="leader"))
+    if setup.stream is not None:  # live crypto bars as they close, each scanned at once by the leader
+        tell, react = bar_reactor(services, lambda: leader.is_leader)
+        setup.bar_closed.append(tell)
+        tasks += [asyncio.create_task(setup.stream(), name="bar-stream"),
+                  asyncio.create_task(react(), name="bar-reactor")]
     tasks += [asyncio.create_task(p.run(), name="telegram-poller") for p in pollers]
     tasks.append(asyncio.create_task(console.serve(handle, stdin), name="console"))
     died = supervise(tasks, stop)

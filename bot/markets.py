@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from bot.settings import Settings
 from core.clock import AcceleratedClock, Clock, SystemClock
@@ -29,6 +32,8 @@ class MarketSetup:
     clock: Clock
     update: Callable[[], Awaitable[object]] | None = None  # periodic refresh of stored bars (live)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    stream: Callable[[], Coroutine[Any, Any, None]] | None = None  # live crypto bars as they close: run it as a task
+    bar_closed: list[Callable[[str, Timeframe], None]] = field(default_factory=list)  # told of each streamed bar
 
     async def close(self) -> None:
         for close in self.closers:
@@ -79,7 +84,44 @@ def live_market(settings: Settings, registry: InstrumentRegistry, store: Stores,
                 result = await backfill(router, store.bars, symbols, tfs, clock=clock, concurrency=4)
                 if result.failed:
                     log.warning("bar update: %d of %d %s pairs failed", len(result.failed), len(result.pairs), cls)
-    return MarketSetup(scan, router, clock, update, [router.close])
+    setup = MarketSetup(scan, router, clock, update, [router.close])
+    if settings.crypto_stream and (settings.crypto_ws_url is not None or settings.crypto_base_url is None):
+        crypto_stream(settings, registry, store, scan, setup)  # an overridden REST host needs its stream URL too
+    return setup
+
+
+def crypto_stream(settings: Settings, registry: InstrumentRegistry, store: Stores, scan: StoredMarketData,
+                  setup: MarketSetup) -> None:
+    """The exchange's WebSocket for the scanned crypto pairs (core.market_data.stream): each closed bar is stored,
+    then `setup.bar_closed` is told (the service scans at once); the stream starts from the newest stored bar of
+    each pair, so what closed before it is back-filled from REST."""
+    from core.market_data.crypto_exchange import CcxtMarketData
+    from core.market_data.stream import BarStream
+
+    keys = [(i.symbol, tf) for i in scan.instruments() if i.asset_class is AssetClass.CRYPTO
+            for tf in DEFAULT_TIMEFRAMES.get(AssetClass.CRYPTO, ())]
+    if not keys:
+        return
+    rest = CcxtMarketData(registry, exchange_id=settings.crypto_exchange, base_url=settings.crypto_base_url)
+
+    async def on_closed(symbol: str, tf: Timeframe, bars: pd.DataFrame) -> None:
+        await store.bars.upsert_bars(symbol, tf, bars)
+        for tell in setup.bar_closed:
+            tell(symbol, tf)
+
+    stream = BarStream(rest, keys, on_closed, ws_url=settings.crypto_ws_url)
+
+    async def run() -> None:
+        newest = {}
+        for symbol, tf in keys:
+            last = await store.bars.load_bars(symbol, tf, limit=1)
+            if len(last):
+                newest[(symbol, tf)] = last.index[-1].to_pydatetime()
+        stream.resume_after(newest)
+        await stream.run()
+
+    setup.stream = run
+    setup.closers += [stream.close, rest.close]
 
 
 def history_days(asset_class: AssetClass, timeframe: Timeframe) -> int:

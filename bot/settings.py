@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     yahoo_base_url: str | None = Field(None, description="override Yahoo's API host (tests, proxies)")
     crypto_exchange: str = "binance"
     crypto_base_url: str | None = Field(None, description="override the exchange's API host (tests, proxies)")
+    crypto_stream: bool = Field(True, description="live: crypto bars from the exchange's WebSocket as they close "
+                                "(each closed bar scanned at once); false: the update job's polling alone")
+    crypto_ws_url: str | None = Field(None, description="override the exchange's stream URL (tests), e.g. "
+                                      "ws://127.0.0.1:8083/ws")
     discord_api_base: str | None = Field(None, description="override Discord's HTTP API base (tests), e.g. "
                                          "http://127.0.0.1:8082/api/v10")
     discord_guild_id: int | None = Field(None, description="sync slash commands to this guild only (instant)")

@@ -107,3 +107,43 @@ def test_a_default_backfill_holds_what_the_books_read():
     assert history_days(AssetClass.CRYPTO, Timeframe.H4) * 6 >= trend.lookback
     assert history_days(AssetClass.CRYPTO, Timeframe.D1) >= trend.lookback / 6
     assert history_days(AssetClass.EQUITY, Timeframe.H1) <= 730  # Yahoo's intraday limit
+
+
+async def test_a_streamed_bar_is_stored_and_scanned_at_once(tmp_path) -> None:  # noqa: ANN001
+    """Live crypto bars from the exchange's WebSocket (ccxt.pro against the local Binance): the closed bar is
+    stored and the leader scans at once, without waiting for the update job."""
+    import asyncio
+
+    from bot.app import bar_reactor, build_services
+    from storage import open_stores
+    from tests.fakes.binance_ws import FakeBinanceStreams
+
+    async with FakeYahoo() as yahoo, FakeBinanceStreams() as binance:
+        settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'stream.db'}",
+                            market="live", yahoo_base_url=yahoo.base_url, crypto_base_url=binance.base_url,
+                            crypto_ws_url=binance.ws_url, families=MECHANICS_FAMILIES)
+        clock = FixedClock(NOW)
+        store = await open_stores(settings.database_url, clock)
+        setup = live_market(settings, default_registry(), store, clock)
+        services = await build_services(settings, setup.scan, clock, store=store, on_demand=setup.on_demand)
+        assert setup.stream is not None
+        tell, react = bar_reactor(services, lambda: True)
+        setup.bar_closed.append(tell)
+        tasks = [asyncio.create_task(setup.stream()), asyncio.create_task(react())]
+        try:
+            await binance.wait_subscribed(3 * len(binance.markets))  # 1h, 4h and 1d of every listed pair
+            opened = int(NOW.timestamp() * 1000) - 3_600_000
+            assert services.signal_service.last_scan_at is None
+            await binance.kline("BTCUSDT", "1h", opened, closed=True)
+            async with asyncio.timeout(10):
+                while services.signal_service.last_scan_at is None:
+                    await asyncio.sleep(0.02)
+            stored = await store.bars.load_bars("BTC-USDT", Timeframe.H1)
+            assert [int(t.timestamp() * 1000) for t in stored.index] == [opened]
+            assert services.signal_service.last_scan_at == NOW
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await setup.close()
+            await store.close()

@@ -112,8 +112,7 @@ def _residual_momentum(r: pd.DataFrame, m: pd.Series, beta: pd.DataFrame) -> pd.
     cov = rs.mul(ms, axis=0).rolling(w, min_periods=least).mean() - mean_r.mul(mean_m, axis=0)
     mean_res = mean_r - beta.mul(mean_m, axis=0)
     var_res = var_r - 2.0 * beta * cov + beta.pow(2).mul(var_m, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return mean_res / np.sqrt(var_res.where(var_res > 1e-12))
+    return mean_res / var_res.where(var_res > 1e-12).pow(0.5)
 
 
 def _groups(sectors: Sequence[str]) -> dict[str, list[int]]:

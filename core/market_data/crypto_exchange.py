@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
 import numpy as np
 import pandas as pd
 
@@ -218,6 +219,36 @@ def checked_exchange_class(base: type) -> type:
 
     Checked.__name__ = Checked.__qualname__ = base.__name__
     return Checked
+
+
+def closing_exchange_class(base: type) -> type:
+    """`base` (a ccxt.pro exchange class) that also remembers, per (market id, interval), the newest candle the
+    exchange marked closed (Binance's kline `x`); ccxt's parsed candles do not carry it."""
+
+    class Closing(base):
+        def handle_ohlcv(self, client: Any, message: dict[str, Any]) -> None:
+            kline = message.get("k") if isinstance(message, dict) else None
+            if isinstance(kline, dict) and kline.get("x") is True and isinstance(kline.get("t"), int):
+                closed = self.__dict__.setdefault("closed_klines", {})
+                key = (str(kline.get("s")), str(kline.get("i")))
+                closed[key] = max(closed.get(key, kline["t"]), kline["t"])
+            super().handle_ohlcv(client, message)
+
+    Closing.__name__ = Closing.__qualname__ = base.__name__
+    return Closing
+
+
+def stream_exchange(rest: CcxtMarketData, ws_url: str | None = None) -> Any:
+    """The ccxt.pro twin of `rest`'s exchange for its market streams (core.market_data.stream): REST URLs as
+    `rest`'s (rebased in tests), streams at `ws_url` when given, malformed candles refused, closed klines kept."""
+    exchange_id = rest.exchange.id
+    options = {"maxRetriesOnFailure": 0, **DEFAULT_OPTIONS.get(exchange_id, {})}
+    cls = closing_exchange_class(checked_exchange_class(getattr(ccxt_pro, exchange_id)))
+    exchange = cls({"enableRateLimit": False, "options": options})
+    exchange.urls["api"] = {**rest.exchange.urls["api"], "ws": exchange.urls["api"]["ws"]}
+    if ws_url is not None:
+        exchange.urls["api"]["ws"] = {k: ws_url if isinstance(v, str) else v for k, v in exchange.urls["api"]["ws"].items()}
+    return exchange
 
 
 def _check_page(page: Any, symbol: str, provider: str) -> list[list[Any]]:

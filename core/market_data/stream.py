@@ -1,7 +1,7 @@
 """Closed crypto bars as they close, from the exchange's WebSocket through ccxt's streaming API.
 
 One connection carries every (pair, timeframe) (ccxt.pro `watch_ohlcv_for_symbols`). A candle is closed when the
-exchange says so (Binance's kline flag `x`, which ccxt drops: `closing_exchange_class` keeps it) or when a newer
+exchange says so (Binance's kline flag `x`, which ccxt drops: crypto_exchange.stream_exchange keeps it) or when a newer
 candle of the same key arrives; each closed candle is handed on once, in order (`on_closed`), so a duplicate or
 an out-of-order message changes nothing. A hole between the last candle handed on and the next closed one (a
 disconnect, a dropped message) is back-filled from the REST API (`rest`, a CcxtMarketData) before it, so the
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import ccxt.pro as ccxt_pro
 import numpy as np
 import pandas as pd
 
@@ -28,30 +27,13 @@ from core.clock import Clock, SystemClock
 from core.domain import BAR_COLUMNS, Timeframe
 from core.errors import MarketDataError
 from core.instruments import CCXT
-from core.market_data.crypto_exchange import DEFAULT_OPTIONS, CcxtMarketData, checked_exchange_class
-from core.market_data.resample import bars_from_block
+from core.market_data.crypto_exchange import CcxtMarketData, stream_exchange
+from core.market_data.resample import bars_from_block, index_ns
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, Timeframe]  # (our symbol, timeframe)
 OnClosed = Callable[[str, Timeframe, pd.DataFrame], Awaitable[None]]
-
-
-def closing_exchange_class(base: type) -> type:
-    """`base` (a ccxt.pro exchange class) that also remembers, per (market id, interval), the newest candle the
-    exchange marked closed (Binance's kline `x`); ccxt's parsed candles do not carry it."""
-
-    class Closing(base):
-        def handle_ohlcv(self, client: Any, message: dict[str, Any]) -> None:
-            kline = message.get("k") if isinstance(message, dict) else None
-            if isinstance(kline, dict) and kline.get("x") is True and isinstance(kline.get("t"), int):
-                closed = self.__dict__.setdefault("closed_klines", {})
-                key = (str(kline.get("s")), str(kline.get("i")))
-                closed[key] = max(closed.get(key, kline["t"]), kline["t"])
-            super().handle_ohlcv(client, message)
-
-    Closing.__name__ = Closing.__qualname__ = base.__name__
-    return Closing
 
 
 @dataclass
@@ -74,20 +56,17 @@ class BarStream:
         self.stall_seconds = stall_seconds
         self.backoff = tuple(backoff)
         self.clock = clock or SystemClock()
-        exchange_id = rest.exchange.id
-        options = {"maxRetriesOnFailure": 0, **DEFAULT_OPTIONS.get(exchange_id, {})}
-        cls = closing_exchange_class(checked_exchange_class(getattr(ccxt_pro, exchange_id)))
-        self.exchange = cls({"enableRateLimit": False, "options": options})
-        self.exchange.urls["api"] = {**rest.exchange.urls["api"], "ws": self.exchange.urls["api"]["ws"]}
-        if ws_url is not None:
-            self.exchange.urls["api"]["ws"] = {k: ws_url if isinstance(v, str) else v
-                                               for k, v in self.exchange.urls["api"]["ws"].items()}
+        self.exchange = stream_exchange(rest, ws_url)
         self._states: dict[Key, _State] = {}
         self._last_closed = {k: int(v.timestamp() * 1000) for k, v in (last_closed or {}).items()}
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.backfilled = 0  # bars handed on from REST (holes and reconnects)
         self.last_message_at: float | None = None  # loop time of the last stream message
+
+    def resume_after(self, last_closed: Mapping[Key, datetime]) -> None:
+        """Before `run`: the open time of the newest bar already held per key (see __init__)."""
+        self._last_closed.update({k: int(v.timestamp() * 1000) for k, v in last_closed.items()})
 
     async def close(self) -> None:
         await self.exchange.close()
@@ -191,7 +170,7 @@ class BarStream:
 
     async def _hand_on(self, key: Key, bars: pd.DataFrame) -> None:
         state = self._states[key]
-        opens = (bars.index.asi8 // 1_000_000).astype(np.int64)
+        opens = index_ns(bars) // 1_000_000
         keep = opens > (state.last if state.last is not None else -1)
         if not keep.any():
             return

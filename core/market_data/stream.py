@@ -117,13 +117,16 @@ class BarStream:
 
     async def _load(self) -> None:
         await self.exchange.load_markets()
+        unlisted: set[str] = set()
         for key in self.keys:
             rec = self.rest.registry.get(key[0])
             market = rec.provider_symbol(CCXT)
             if market is None or market not in self.exchange.markets:
-                log.warning("bar stream: %s is not listed on %s; not streamed", key[0], self.exchange.id)
+                unlisted.add(key[0])
                 continue
             self._states[key] = _State(market, self.exchange.markets[market]["id"], self._last_closed.get(key))
+        if unlisted:
+            log.warning("bar stream: not listed on %s, not streamed: %s", self.exchange.id, ", ".join(sorted(unlisted)))
 
     async def _advance(self, key: Key) -> None:
         """Hand on every candle of `key` that has closed since the last one handed on, in order."""
